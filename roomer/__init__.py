@@ -1,0 +1,31 @@
+"""roomer: room-based real-time messaging over WebSockets, with a compiled fan-out.
+
+Serve with :class:`Server`; connect from Python with :func:`connect`.
+"""
+
+from __future__ import annotations
+
+from .codec import COMPILED as _CODEC_COMPILED
+from .errors import Deny, ProtocolError, RoomerError
+from .fanout import COMPILED as _FANOUT_COMPILED
+from .handlers import RESERVED_EVENTS, register_handler
+from .message import Message
+from .server import Connection, Server
+
+__all__ = [
+    "COMPILED",
+    "RESERVED_EVENTS",
+    "Connection",
+    "Deny",
+    "Message",
+    "ProtocolError",
+    "RoomerError",
+    "Server",
+    "__version__",
+    "register_handler",
+]
+
+__version__ = "0.1.0"
+
+#: True when both compiled extensions (roomer._codec, roomer._fanout) are in use.
+COMPILED = _CODEC_COMPILED and _FANOUT_COMPILED

@@ -1,0 +1,264 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled fan-out engine: per-connection corked outboxes and the broadcast loop.
+
+One broadcast is one pre-framed ``bytes`` (roomer._codec.encode_frame). Delivering it
+to a receiver is a memcpy into that receiver's outbox; outboxes touched in a loop turn
+are written once each at the end of the turn (or sooner past ``flush_threshold``).
+roomer/_fanout_py.py is the pure-Python twin and test oracle.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Next
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from libc.string cimport memcpy
+from picows.picows cimport WSListener, WSTransport
+
+from time import monotonic
+
+__all__ = ["Fanout", "Peer"]
+
+# Buffers above this are released after a write, so an idle connection that once
+# took a burst does not keep the burst's memory.
+cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
+cdef Py_ssize_t MIN_CAPACITY = 256
+
+
+cdef class Fanout:
+    """The server-wide fan-out state: outbox limits, flush scheduling and counters.
+
+    ``sync=False`` (default): a receiver whose outbox would pass ``outbox_limit`` loses
+    that message (counted); with ``disconnect_slow`` it is also handed to
+    ``on_overflow(peer)`` at the end of the turn so the server can close it.
+    ``sync=True``: nothing is dropped; ``over_limit`` and ``wait_drain`` let the caller
+    wait, and ``Peer.over_since`` tells how long a receiver has been over.
+    """
+
+    def __init__(self, loop, *, Py_ssize_t outbox_limit=1 << 20,
+                 Py_ssize_t flush_threshold=64 * 1024, bint sync=False,
+                 bint disconnect_slow=False, on_overflow=None):
+        if outbox_limit <= 0 or flush_threshold <= 0:
+            raise ValueError("outbox_limit and flush_threshold must be positive")
+        self._loop = loop
+        self._dirty = []
+        self._overflowed = []
+        self._drain_waiters = []
+        self._scheduled = False
+        self._flush_cb = self.flush
+        self._on_overflow = on_overflow
+        self.outbox_limit = outbox_limit
+        self.flush_threshold = flush_threshold
+        self.sync = sync
+        self.disconnect_slow = disconnect_slow
+
+    cdef void _schedule(self) noexcept:
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon(self._flush_cb)
+            except BaseException:  # loop closed: outboxes are dropped with it
+                self._scheduled = False
+
+    cdef void _drained(self) noexcept:
+        cdef list waiters = self._drain_waiters
+        if not waiters:
+            return
+        self._drain_waiters = []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
+                               object exclude) except -1:
+        cdef Py_ssize_t pos = 0, sent = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Peer peer
+        cdef PyObject* skip = <PyObject*>exclude
+        while PyDict_Next(members, &pos, &key, &value):
+            if value == skip:
+                continue
+            if not isinstance(<object>value, Peer):
+                raise TypeError("room members must be roomer Peer objects")
+            peer = <Peer>value
+            sent += peer._enqueue(data, size)
+        return sent
+
+    def broadcast(self, dict members not None, bytes frame not None, exclude=None):
+        """Queue ``frame`` to every peer in ``members`` (a dict's values) but ``exclude``.
+
+        Returns how many receivers it was queued to (dropped ones are not counted).
+        """
+        return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
+                               exclude)
+
+    def over_limit(self, dict members not None, exclude=None):
+        """The first member (but ``exclude``) whose outbox is past the limit, or None."""
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        while PyDict_Next(members, &pos, &key, &value):
+            if value != <PyObject*>exclude and (<Peer>value)._size > self.outbox_limit:
+                return <object>value
+        return None
+
+    def wait_drain(self):
+        """A future resolved the next time any outbox falls back under the limit."""
+        fut = self._loop.create_future()
+        self._drain_waiters.append(fut)
+        return fut
+
+    cdef int _flush_all(self) except -1:
+        cdef list dirty = self._dirty
+        cdef list overflowed
+        cdef Peer peer
+        self._scheduled = False
+        self._dirty = []
+        for peer in dirty:
+            peer._dirty = False
+            peer._flush()
+        if self._overflowed:
+            overflowed = self._overflowed
+            self._overflowed = []
+            for peer in overflowed:
+                peer._overflowing = False
+                if self._on_overflow is not None:
+                    self._on_overflow(peer)
+        return 0
+
+    def flush(self):
+        """Write every outbox that has data (normally called once per loop turn)."""
+        self._flush_all()
+
+    @property
+    def stats(self):
+        return {
+            "deliveries": self.deliveries,
+            "dropped": self.dropped,
+            "writes": self.writes,
+            "bytes_out": self.bytes_out,
+        }
+
+
+cdef class Peer(WSListener):
+    """One receiver's outbox; also the picows listener of its connection.
+
+    The server subclasses it; ``attach`` is called once the WebSocket is up.
+    """
+
+    def __init__(self, Fanout engine not None):
+        self.engine = engine
+        self.transport = None
+        self._ws = None
+        self._write = None
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+        self._buf = NULL
+
+    def attach(self, transport):
+        """Bind the outbox to a picows WSTransport (or any object whose
+        ``underlying_transport.write(bytes)`` accepts raw bytes, for tests)."""
+        self.transport = transport
+        if isinstance(transport, WSTransport):
+            self._ws = <WSTransport>transport
+        else:
+            self._write = transport.underlying_transport.write
+        if self._size:
+            self._flush()
+
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self._cap if self._cap else MIN_CAPACITY
+        while cap < need:
+            cap *= 2
+        cdef char* buf = <char*>PyMem_Realloc(self._buf, cap)
+        if buf == NULL:
+            raise MemoryError()
+        self._buf = buf
+        self._cap = cap
+        return 0
+
+    cdef int _enqueue(self, const char* data, Py_ssize_t size) except -1:
+        cdef Fanout engine = self.engine
+        cdef Py_ssize_t new_size = self._size + size
+        if self.closing:
+            return 0
+        if new_size > engine.outbox_limit and not engine.sync:
+            self.dropped += 1
+            engine.dropped += 1
+            if engine.disconnect_slow and not self._overflowing:
+                self._overflowing = True
+                engine._overflowed.append(self)
+                engine._schedule()
+            return 0
+        if new_size > self._cap:
+            self._grow(new_size)
+        memcpy(self._buf + self._size, data, size)
+        self._size = new_size
+        engine.deliveries += 1
+        if engine.sync and new_size > engine.outbox_limit and self.over_since == 0:
+            self.over_since = monotonic()
+        if not self._dirty:
+            self._dirty = True
+            engine._dirty.append(self)
+            engine._schedule()
+        if new_size >= engine.flush_threshold and not self._paused:
+            self._flush()
+        return 1
+
+    cdef int _flush(self) except -1:
+        cdef Fanout engine = self.engine
+        cdef Py_ssize_t size = self._size
+        if size == 0 or self._paused or self.transport is None:
+            return 0
+        self._size = 0
+        if self._ws is not None:
+            if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
+                self._ws._fast_write(self._buf, size)
+        else:
+            self._write(PyBytes_FromStringAndSize(self._buf, size))
+        engine.writes += 1
+        engine.bytes_out += size
+        if self._cap > KEEP_CAPACITY:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+        if self.over_since != 0:
+            self.over_since = 0
+            engine._drained()
+        return 0
+
+    def send_frame(self, bytes frame not None):
+        """Queue one pre-framed message to this receiver. False if it was dropped."""
+        return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) == 1
+
+    def flush(self):
+        """Write what is queued now, without waiting for the end of the turn."""
+        self._flush()
+
+    def close_outbox(self):
+        """Hand what is queued to the transport, even while its writing is paused, and
+        refuse anything after: the connection is closing."""
+        self._paused = False
+        self._flush()
+        self.closing = True
+        if self.over_since != 0:
+            self.over_since = 0
+        self.engine._drained()
+
+    @property
+    def pending(self):
+        """Bytes queued in roomer's outbox, not yet handed to the transport."""
+        return self._size
+
+    @property
+    def writing_paused(self):
+        return self._paused
+
+    cpdef pause_writing(self):
+        self._paused = True
+
+    cpdef resume_writing(self):
+        self._paused = False
+        if self._size:
+            self._flush()

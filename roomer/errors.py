@@ -1,0 +1,48 @@
+"""Exceptions raised by roomer. Kept in plain Python so both codec twins share them."""
+
+from __future__ import annotations
+
+__all__ = ["Deny", "ProtocolError", "RoomerError"]
+
+
+class RoomerError(Exception):
+    """Base class of roomer's errors.
+
+    Raised from a handler or hook, its message is shown to the client in the
+    ``error`` event (other exceptions show only "internal error").
+    """
+
+    code = "handler_error"
+
+
+class ProtocolError(RoomerError, ValueError):
+    """Bytes that are not a valid roomer message.
+
+    ``code`` is ``"malformed"`` (lengths do not fit the bytes) or ``"invalid_name"``
+    (a name is not valid UTF-8). ``room`` and ``event`` carry what could be decoded
+    before the fault, so an ``error`` reply can name them; ``None`` when unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "malformed",
+        room: str | None = None,
+        event: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.room = room
+        self.event = event
+
+
+class Deny(RoomerError):
+    """Refuse something from a hook or handler: a connection, a join, a leave, a message.
+
+    From ``authorize`` it becomes HTTP 401 (its text not exposed); from ``on_connect``
+    a close with 1008 and the text as reason; from ``on_join`` a ``join_denied`` error;
+    from ``on_leave`` a ``leave_denied`` error; from a handler a ``handler_error``
+    carrying the text.
+    """
+
+    code = "denied"

@@ -1,0 +1,54 @@
+"""Event-name rules and the module-level handler registry (roomer parity)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Message
+    from .server import Connection
+
+__all__ = ["RESERVED_EVENTS", "Handler", "register_handler"]
+
+Handler = Callable[["Connection", "Message"], "Awaitable[Any] | Any"]
+
+#: Event names a client may not send and no handler may take.
+RESERVED_EVENTS = frozenset(
+    {"join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
+     "close"}
+)
+
+_registry: dict[str, Handler] = {}
+
+
+def check_handler(event: str, fn: object, taken: dict[str, Handler]) -> None:
+    """Raise ValueError/TypeError for a registration roomer must refuse."""
+    if not isinstance(event, str) or not event:
+        raise ValueError("event name must be a non-empty str")
+    if event in RESERVED_EVENTS:
+        raise ValueError(f"event name {event!r} is reserved")
+    if not callable(fn):
+        raise TypeError(f"handler for {event!r} is not callable")
+    if event in taken:
+        raise ValueError(f"a handler for {event!r} is already registered")
+
+
+def register_handler(event: str, fn: Handler) -> Handler:
+    """Register ``fn(conn, msg)`` for ``event`` on every Server in this process.
+
+    Raises on an empty, reserved or already-registered name and on a non-callable.
+    A handler registered on a Server itself (``@server.on``) takes precedence.
+    """
+    check_handler(event, fn, _registry)
+    _registry[event] = fn
+    return fn
+
+
+def unregister_handler(event: str) -> None:
+    """Remove a module-level handler (for tests and reloads); unknown names are ignored."""
+    _registry.pop(event, None)
+
+
+def registered() -> dict[str, Handler]:
+    return _registry
