@@ -5,6 +5,7 @@ Serve with :class:`Server`; connect from Python with :func:`connect`.
 
 from __future__ import annotations
 
+from .client import ClientError, Room, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .errors import Deny, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
@@ -14,14 +15,17 @@ from .server import Connection, Server
 
 __all__ = [
     "COMPILED",
+    "ClientError",
     "RESERVED_EVENTS",
     "Connection",
     "Deny",
     "Message",
     "ProtocolError",
+    "Room",
     "RoomerError",
     "Server",
     "__version__",
+    "connect",
     "register_handler",
 ]
 

@@ -98,7 +98,11 @@ cdef class Fanout:
         cdef PyObject* key
         cdef PyObject* value
         while PyDict_Next(members, &pos, &key, &value):
-            if value != <PyObject*>exclude and (<Peer>value)._size > self.outbox_limit:
+            if value == <PyObject*>exclude:
+                continue
+            if not isinstance(<object>value, Peer):
+                raise TypeError("room members must be roomer Peer objects")
+            if (<Peer>value)._size > self.outbox_limit:
                 return <object>value
         return None
 

@@ -77,7 +77,11 @@ class Fanout:
         """The first member (but ``exclude``) whose outbox is past the limit, or None."""
         limit = self.outbox_limit
         for peer in members.values():
-            if peer is not exclude and len(peer._buf) > limit:
+            if peer is exclude:
+                continue
+            if not isinstance(peer, Peer):
+                raise TypeError("room members must be roomer Peer objects")
+            if len(peer._buf) > limit:
                 return peer
         return None
 

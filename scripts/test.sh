@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build the wheel, install it into a fresh venv and run the whole test suite against
+# the installed package from outside the checkout; then again with the pure-Python
+# twins (ROOMER_NO_EXTENSIONS=1). Extra arguments go to pytest.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${ROOMER_TEST_VENV:-$repo/.venv-test}
+python=${PYTHON:-python3}
+
+rm -rf "$venv" "$repo/dist"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip wheel -q --no-deps -w "$repo/dist" "$repo"
+wheel=$(ls "$repo"/dist/roomer-*.whl)
+"$venv/bin/python" -m pip install -q "$wheel[test,bench]"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$repo/tests" "$repo/bench" "$work/"
+cd "$work"
+export ROOMER_TEST_INSTALLED=1
+"$venv/bin/python" -m pytest -c "$repo/pyproject.toml" --rootdir "$work" -p no:cacheprovider \
+    tests bench "$@"
+ROOMER_NO_EXTENSIONS=1 "$venv/bin/python" -m pytest -c "$repo/pyproject.toml" \
+    --rootdir "$work" -p no:cacheprovider -q tests "$@"

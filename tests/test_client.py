@@ -1,0 +1,121 @@
+"""roomer's asyncio client against a real server: the JS client's API shape."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import roomer
+
+
+def url(server: roomer.Server) -> str:
+    return f"ws://127.0.0.1:{server.address[1]}/ws"
+
+
+async def test_connect_tells_id_and_root_is_open(make_server: Any) -> None:
+    server = await make_server()
+    root = await roomer.connect(url(server))
+    try:
+        assert root.open()
+        assert root.id() in server.members("root")
+        assert root.members() == [root.id()]
+    finally:
+        await root.close()
+    assert not root.open()
+
+
+async def test_join_send_and_presence(make_server: Any) -> None:
+    server = await make_server()
+    a = await roomer.connect(url(server))
+    b = await roomer.connect(url(server))
+    try:
+        lobby_a = await a.join("lobby")
+        joined = asyncio.ensure_future(lobby_a.wait_for("new_member", 5))
+        lobby_b = await b.join("lobby")
+        assert await joined == (b.id(),)
+        assert lobby_b.members() == [a.id(), b.id()]
+        assert lobby_a.members() == [a.id(), b.id()]
+
+        chat = asyncio.ensure_future(lobby_a.wait_for("chat", 5))
+        lobby_b.send("chat", "hello")
+        assert await chat == (b"hello", b.id())
+
+        direct = asyncio.ensure_future(a.wait_for("psst", 5))
+        b.send("psst", b"\x00\x01", dst=a.id())
+        assert await direct == (b"\x00\x01", b.id())
+
+        left = asyncio.ensure_future(lobby_a.wait_for("member_left", 5))
+        closed: list[bool] = []
+        lobby_b.on("close", lambda: closed.append(True))
+        await lobby_b.leave()
+        assert await left == (b.id(),)
+        assert closed == [True] and not lobby_b.open()
+        assert lobby_a.members() == [a.id()]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_denied_join_raises_client_error(make_server: Any) -> None:
+    server = await make_server()
+
+    @server.on_join
+    def deny(conn: roomer.Connection, room: str) -> None:
+        raise roomer.Deny("no entry")
+
+    root = await roomer.connect(url(server))
+    try:
+        with pytest.raises(roomer.ClientError) as info:
+            await root.join("vault")
+        assert info.value.code == "join_denied"
+        assert "no entry" in str(info.value)
+    finally:
+        await root.close()
+
+
+async def test_error_event_reaches_the_room(make_server: Any) -> None:
+    server = await make_server()
+    root = await roomer.connect(url(server))
+    try:
+        lobby = await root.join("lobby")
+        errors = asyncio.ensure_future(lobby.wait_for("error", 5))
+        lobby.send("join_ack", b"")
+        (info,) = await errors
+        assert info == {"code": "reserved_event", "message": "'join_ack' is reserved",
+                        "event": "join_ack"}
+    finally:
+        await root.close()
+
+
+async def test_async_handler_on_the_client(make_server: Any) -> None:
+    server = await make_server()
+
+    @server.on("ping")
+    def ping(conn: roomer.Connection, msg: roomer.Message) -> None:
+        conn.send("pong", msg.payload, msg.room)
+
+    root = await roomer.connect(url(server))
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def on_pong(payload: bytes, sender: str) -> None:
+        await asyncio.sleep(0)
+        got.set_result(payload)
+
+    try:
+        root.on("pong", on_pong)
+        root.send("ping", b"42")
+        assert await asyncio.wait_for(got, 5) == b"42"
+    finally:
+        await root.close()
+
+
+async def test_server_shutdown_closes_rooms(make_server: Any) -> None:
+    server = await make_server()
+    root = await roomer.connect(url(server))
+    lobby = await root.join("lobby")
+    closed = asyncio.ensure_future(lobby.wait_for("close", 5))
+    await server.shutdown()
+    await closed
+    assert not lobby.open() and not root.open()

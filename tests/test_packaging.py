@@ -1,0 +1,67 @@
+"""The package as users get it: public names, compiled modules, typing files."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import roomer
+
+PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
+PUBLIC_MODULES = ["roomer", "roomer.client", "roomer.codec", "roomer.errors", "roomer.fanout",
+                  "roomer.handlers", "roomer.message", "roomer.server"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_names_exist(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__, f"{name} declares no __all__"
+    missing = [attr for attr in module.__all__ if not hasattr(module, attr)]
+    assert not missing, f"{name}.__all__ names missing attributes: {missing}"
+
+
+def test_top_level_api() -> None:
+    for name in ("Server", "Connection", "Message", "ProtocolError", "Deny", "connect",
+                 "register_handler", "Room", "ClientError"):
+        assert name in roomer.__all__
+
+
+@pytest.mark.skipif(PURE_ONLY, reason="ROOMER_NO_EXTENSIONS=1 forces pure Python")
+def test_compiled_extensions_loaded() -> None:
+    from roomer import _codec, _fanout, codec, fanout
+
+    assert roomer.COMPILED is True
+    assert codec.decode is _codec.decode
+    assert fanout.Fanout is _fanout.Fanout
+    assert Path(_codec.__file__).suffix in (".so", ".pyd")
+
+
+def test_no_extensions_forces_pure() -> None:
+    code = (
+        "import roomer, roomer.codec as c, roomer.fanout as f;"
+        "print(roomer.COMPILED, c.COMPILED, f.COMPILED, f.Fanout.__module__)"
+    )
+    env = {**os.environ, "ROOMER_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["False", "False", "False", "roomer._fanout_py"]
+
+
+def test_typing_files_ship() -> None:
+    package = Path(roomer.__file__).parent
+    for name in ("py.typed", "_codec.pyi", "_fanout.pyi", "_codec.pxd", "_fanout.pxd"):
+        assert (package / name).is_file(), name
+
+
+@pytest.mark.skipif(os.environ.get("ROOMER_TEST_INSTALLED") != "1",
+                    reason="only when the suite runs against an installed wheel")
+def test_runs_against_installed_wheel() -> None:
+    assert "site-packages" in Path(roomer.__file__).parts
+    if not PURE_ONLY:
+        assert roomer.COMPILED
+    assert (Path(roomer.__file__).parent / "static" / "demo.html").is_file()
