@@ -187,7 +187,9 @@ cdef class Peer(WSListener):
         cdef Py_ssize_t new_size = self._size + size
         if self.closing:
             return 0
-        if new_size > engine.outbox_limit and not engine.sync:
+        # An empty outbox takes any one message, so a message larger than the limit
+        # is still delivered to a receiver that keeps up.
+        if new_size > engine.outbox_limit and self._size and not engine.sync:
             self.dropped += 1
             engine.dropped += 1
             if engine.disconnect_slow and not self._overflowing:

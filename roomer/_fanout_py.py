@@ -144,7 +144,9 @@ class Peer(WSListener):  # type: ignore[misc]
             return 0
         engine = self.engine
         new_size = len(self._buf) + len(frame)
-        if new_size > engine.outbox_limit and not engine.sync:
+        # An empty outbox takes any one message, so a message larger than the limit
+        # is still delivered to a receiver that keeps up.
+        if new_size > engine.outbox_limit and self._buf and not engine.sync:
             self.dropped += 1
             engine.dropped += 1
             if engine.disconnect_slow and not self._overflowing:

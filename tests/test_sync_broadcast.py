@@ -1,0 +1,255 @@
+"""Outbox bounds and the sync broadcaster, with real sockets that read slowly or never."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+from typing import Any
+
+import roomer
+
+
+def _msg(room: str, event: str, payload: bytes = b"") -> bytes:
+    out = b""
+    for field in (room, event, "", ""):
+        raw = field.encode()
+        out += struct.pack(">I", len(raw)) + raw
+    return out + struct.pack(">I", len(payload)) + payload
+
+
+def _masked_frame(body: bytes) -> bytes:
+    mask = os.urandom(4)
+    size = len(body)
+    if size < 126:
+        head = struct.pack(">BB", 0x82, 0x80 | size)
+    elif size < 65536:
+        head = struct.pack(">BBH", 0x82, 0x80 | 126, size)
+    else:
+        head = struct.pack(">BBQ", 0x82, 0x80 | 127, size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+class RawSocket:
+    """A WebSocket client on a bare socket, so a test controls exactly when it reads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    @classmethod
+    async def open(cls, port: int, rcvbuf: int | None = None) -> RawSocket:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(sock, (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self = cls(sock)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        head, rest = bytes(self.buf).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.buf = bytearray(rest)
+        return self
+
+    async def send(self, room: str, event: str, payload: bytes = b"") -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, _masked_frame(_msg(room, event, payload)))
+
+    async def recv_frame(self, chunk: int = 65536) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = self._parse()
+            if frame is not None:
+                return frame
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), 10)
+            if not data:
+                raise ConnectionError("closed")
+            self.buf += data
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        size, at = buf[1] & 0x7F, 2
+        if size == 126:
+            if len(buf) < 4:
+                return None
+            size, at = struct.unpack(">H", buf[2:4])[0], 4
+        elif size == 127:
+            if len(buf) < 10:
+                return None
+            size, at = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < at + size:
+            return None
+        opcode, body = buf[0] & 0x0F, bytes(buf[at:at + size])
+        del buf[:at + size]
+        return opcode, body
+
+    async def recv(self) -> tuple[str, str, str, str, bytes]:
+        opcode, body = await self.recv_frame()
+        assert opcode == 2, (opcode, body)
+        return roomer.Message.decode(body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def _joined(port: int, room: str, rcvbuf: int | None = None) -> tuple[RawSocket, str]:
+    client = await RawSocket.open(port, rcvbuf)
+    root_ack = await client.recv()
+    await client.send(room, "join")
+    while (await client.recv())[1] != "join_ack":
+        pass
+    return client, root_ack[3]
+
+
+async def _collect(client: RawSocket, count: int, event: str = "m") -> list[bytes]:
+    got: list[bytes] = []
+    while len(got) < count:
+        msg = await client.recv()
+        if msg[1] == event:
+            got.append(msg[4])
+    return got
+
+
+async def test_sync_global_order_across_50_receivers(make_server: Any) -> None:
+    server = await make_server(sync_broadcast=True)
+    port = server.address[1]
+    receivers = [(await _joined(port, "arena"))[0] for _ in range(50)]
+    senders = [(await _joined(port, "arena"))[0] for _ in range(4)]
+    per_sender, from_server = 60, 40
+
+    async def send_all(i: int, sender: RawSocket) -> None:
+        for n in range(per_sender):
+            await sender.send("arena", "m", f"c{i}-{n}".encode())
+            if n % 7 == 0:
+                await asyncio.sleep(0)
+
+    async def server_side() -> None:
+        for n in range(from_server):
+            await server.broadcast("arena", "m", f"s-{n}")
+            await asyncio.sleep(0)
+
+    total = per_sender * len(senders) + from_server
+    collecting = [asyncio.ensure_future(_collect(r, total)) for r in receivers]
+    await asyncio.gather(server_side(), *(send_all(i, s) for i, s in enumerate(senders)))
+    orders = await asyncio.wait_for(asyncio.gather(*collecting), 30)
+    first = orders[0]
+    assert len(first) == total and len(set(first)) == total
+    for order in orders[1:]:
+        assert order == first
+    for i in range(len(senders)):  # each sender's own order is kept inside the global one
+        mine = [m for m in first if m.startswith(f"c{i}-".encode())]
+        assert mine == [f"c{i}-{n}".encode() for n in range(per_sender)]
+    assert server.stats()["dropped"] == 0
+    for client in receivers + senders:
+        client.close()
+
+
+async def test_sync_slow_reader_gets_everything(make_server: Any) -> None:
+    server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=30)
+    port = server.address[1]
+    slow, _ = await _joined(port, "r", rcvbuf=4096)
+    fast, _ = await _joined(port, "r")
+    sender, _ = await _joined(port, "r")
+    count, payload = 1500, b"x" * 2000  # ~3 MB: far past the slow reader's buffers
+
+    async def flood() -> None:
+        for n in range(count):
+            await sender.send("r", "m", payload + str(n).encode())
+
+    async def read_slowly() -> list[bytes]:
+        got: list[bytes] = []
+        while len(got) < count:
+            opcode, body = await slow.recv_frame(chunk=2048)
+            msg = roomer.Message.decode(body)
+            if msg.event == "m":
+                got.append(msg.payload)
+            if len(got) % 50 == 0:
+                await asyncio.sleep(0.005)
+        return got
+
+    slow_task = asyncio.ensure_future(read_slowly())
+    fast_task = asyncio.ensure_future(_collect(fast, count))
+    await asyncio.wait_for(flood(), 60)
+    slow_got, fast_got = await asyncio.wait_for(asyncio.gather(slow_task, fast_task), 60)
+    expected = [payload + str(n).encode() for n in range(count)]
+    assert slow_got == expected
+    assert fast_got == expected
+    assert server.stats()["dropped"] == 0
+    for client in (slow, fast, sender):
+        client.close()
+
+
+async def test_sync_stuck_reader_is_disconnected_others_go_on(make_server: Any) -> None:
+    server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=0.5)
+    port = server.address[1]
+    stuck, stuck_id = await _joined(port, "r", rcvbuf=4096)
+    fast, _ = await _joined(port, "r")
+    payload = b"y" * 16384
+    fast_task = asyncio.ensure_future(_collect(fast, 800))
+    sent = 0
+    for _ in range(800):  # ~13 MB: enough to fill the kernel buffers in front of `stuck`
+        await server.broadcast("r", "m", payload)
+        sent += 1
+    got = await asyncio.wait_for(fast_task, 60)
+    assert len(got) == sent
+    assert stuck_id not in server.members("r")
+    assert server.counters["dropped_slow_disconnects"] == 1
+    assert server.stats()["dropped"] == 0
+    stuck.close()
+    fast.close()
+
+
+async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
+    make_server: Any,
+) -> None:
+    limit = 64 * 1024
+    server = await make_server(outbox_limit=limit)
+    port = server.address[1]
+    idle = [(await _joined(port, "flood", rcvbuf=4096))[0] for _ in range(200)]
+    sender, _ = await _joined(port, "flood")
+    payload = b"z" * 1000
+    for _ in range(6000):  # 6 MB to each of 200 receivers if nothing were dropped
+        await sender.send("flood", "m", payload)
+    # The relays are processed as they arrive; give the server time to take them all.
+    for _ in range(200):
+        if server.stats()["messages_in"] >= 6000 + 201:
+            break
+        await asyncio.sleep(0.05)
+    assert server.stats()["messages_in"] >= 6000 + 201
+    stats = server.stats()
+    assert stats["dropped"] > 0
+    for conn in server.connections():
+        assert conn.pending <= limit
+    assert sum(conn.dropped for conn in server.connections()) == stats["dropped"]
+    for client in [*idle, sender]:
+        client.close()
+
+
+async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> None:
+    server = await make_server(outbox_limit=16 * 1024, slow_consumer="disconnect")
+    port = server.address[1]
+    stuck, stuck_id = await _joined(port, "r", rcvbuf=4096)
+    fast, _ = await _joined(port, "r")
+    fast_task = asyncio.ensure_future(_collect(fast, 600))
+    for _ in range(600):  # ~10 MB, paced so that a reader that reads keeps up
+        server.broadcast("r", "m", b"w" * 16384)
+        await asyncio.sleep(0.001)
+    await asyncio.wait_for(fast_task, 60)
+    for _ in range(100):
+        if stuck_id not in server.members("r"):
+            break
+        await asyncio.sleep(0.02)
+    assert stuck_id not in server.members("r")
+    assert server.counters["dropped_slow_disconnects"] == 1
+    stuck.close()
+    fast.close()
