@@ -19,6 +19,7 @@ cdef class Fanout:
         readonly unsigned long long dropped
         readonly unsigned long long writes
         readonly unsigned long long bytes_out
+        readonly Py_ssize_t turn_bytes
 
     cdef void _schedule(self) noexcept
     cdef void _drained(self) noexcept

@@ -118,6 +118,7 @@ cdef class Fanout:
         cdef Peer peer
         self._scheduled = False
         self._dirty = []
+        self.turn_bytes = 0
         for peer in dirty:
             peer._dirty = False
             peer._flush()
@@ -202,6 +203,7 @@ cdef class Peer(WSListener):
         memcpy(self._buf + self._size, data, size)
         self._size = new_size
         engine.deliveries += 1
+        engine.turn_bytes += size
         if engine.sync and new_size > engine.outbox_limit and self.over_since == 0:
             self.over_since = monotonic()
         if not self._dirty:

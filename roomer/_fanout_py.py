@@ -45,6 +45,8 @@ class Fanout:
         self.dropped = 0
         self.writes = 0
         self.bytes_out = 0
+        # Bytes queued since the last flush: what the server caps a loop turn with.
+        self.turn_bytes = 0
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -95,6 +97,7 @@ class Fanout:
         """Write every outbox that has data (normally called once per loop turn)."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        self.turn_bytes = 0
         for peer in dirty:
             peer._dirty = False
             peer._flush()
@@ -156,6 +159,7 @@ class Peer(WSListener):  # type: ignore[misc]
             return 0
         self._buf += frame
         engine.deliveries += 1
+        engine.turn_bytes += len(frame)
         if engine.sync and new_size > engine.outbox_limit and self.over_since == 0:
             self.over_since = monotonic()
         if not self._dirty:

@@ -62,12 +62,27 @@ def _name_ok(name: str, limit: int) -> bool:
     return 0 < size <= limit
 
 
+def _event_of(data: bytes) -> str | None:
+    """The event name of a well-framed message (None if it is not UTF-8)."""
+    start = 8 + int.from_bytes(data[:4], "big")
+    end = start + int.from_bytes(data[start - 4:start], "big")
+    try:
+        return data[start:end].decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
     """One client. Created by the server at the HTTP upgrade; also its picows listener.
 
     Attributes: ``id`` (unguessable UUIDv4 text), ``claims`` (what ``authorize``
     returned), ``request`` (the upgrade request), ``rooms`` (names of joined rooms).
     """
+
+    # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
+    __slots__ = ("_backlog", "_backlog_held", "_budget_held", "_fragments", "_read_holds",
+                 "_registered", "_rooms", "_tokens", "_tokens_at", "claims", "id", "request",
+                 "server")
 
     def __init__(self, server: Server, request: WSUpgradeRequest, claims: Any) -> None:
         super().__init__(server._engine)
@@ -78,7 +93,9 @@ class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
         self._rooms: set[str] = set()
         self._registered = False
         self._backlog: deque[bytes] | None = None
-        self._reading_paused = False
+        self._backlog_held = False
+        self._budget_held = False
+        self._read_holds = 0
         self._fragments: bytearray | None = None
         self._tokens = 0.0
         self._tokens_at = 0.0
@@ -98,6 +115,10 @@ class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
+        if transport.is_close_frame_sent and msg_type is not WSMsgType.CLOSE:
+            # Closing: read nothing more. picows keeps parsing after its own protocol
+            # error (a frame over max_message_size gets 1009, then is still delivered).
+            return
         if msg_type is WSMsgType.BINARY or msg_type is WSMsgType.TEXT:
             if self._fragments is not None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
@@ -121,6 +142,18 @@ class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
             self.close_outbox()
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
+
+    def hold_reading(self) -> None:
+        """Stop reading this client until every hold is released (holds nest)."""
+        self._read_holds += 1
+        if self._read_holds == 1 and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def release_reading(self) -> None:
+        self._read_holds -= 1
+        tr = self.transport
+        if self._read_holds == 0 and tr is not None and not tr.is_disconnected:
+            tr.underlying_transport.resume_reading()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.close_outbox()
@@ -204,6 +237,7 @@ class Server:
         slow_consumer: str = "drop",
         write_timeout: float = 10.0,
         flush_threshold: int = 64 * 1024,
+        turn_budget: int = 4 << 20,
         root_presence: bool = False,
         allow_root_broadcast: bool = False,
         max_room_name: int = 128,
@@ -236,6 +270,7 @@ class Server:
         self.slow_consumer = slow_consumer
         self.write_timeout = write_timeout
         self.flush_threshold = flush_threshold
+        self.turn_budget = turn_budget
         self.root_presence = root_presence
         self.allow_root_broadcast = allow_root_broadcast
         self.max_room_name = max_room_name
@@ -264,6 +299,7 @@ class Server:
         self._watchdog: asyncio.Task[None] | None = None
         self._sync_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._budget_paused: list[Connection] = []
         self.started_at = time.time()
         self.counters: dict[str, int] = {
             "connections_total": 0,
@@ -746,9 +782,9 @@ class Server:
         backlog = conn._backlog
         if backlog is not None:
             backlog.append(data)
-            if len(backlog) >= BACKLOG_PAUSE and not conn._reading_paused:
-                conn._reading_paused = True
-                conn.transport.underlying_transport.pause_reading()
+            if len(backlog) >= BACKLOG_PAUSE and not conn._backlog_held:
+                conn._backlog_held = True
+                conn.hold_reading()
             return
         pending = self._dispatch(conn, data)
         if pending is not None:
@@ -768,9 +804,9 @@ class Server:
             if pending is not None:
                 await pending
         conn._backlog = None
-        if conn._reading_paused and conn.transport is not None:
-            conn._reading_paused = False
-            conn.transport.underlying_transport.resume_reading()
+        if conn._backlog_held:
+            conn._backlog_held = False
+            conn.release_reading()
 
     def _error(self, conn: Connection, code: str, message: str, room: str = ROOT,
                event: str = "") -> None:
@@ -800,8 +836,11 @@ class Server:
         except ProtocolError as exc:
             if exc.code == "invalid_name":
                 room_ok = exc.room is not None and _name_ok(exc.room, self.max_room_name)
+                # A room that is not UTF-8 stops the decode before the event: name it anyway.
+                err_event = exc.event if exc.room is not None else _event_of(data)
                 self._error(conn, "invalid_name", str(exc), exc.room if room_ok else ROOT,
-                            exc.event or "")
+                            err_event if err_event and _name_ok(err_event, self.max_event_name)
+                            else "")
             else:
                 self._error(conn, "malformed", str(exc))
             return None
@@ -854,21 +893,39 @@ class Server:
         self.counters["relayed"] += 1
         engine = self._engine
         engine.broadcast(members, codec.encode_frame(room, event, "", conn.id, payload), conn)
+        if engine.turn_bytes >= self.turn_budget:
+            self._over_budget(conn)
         if engine.sync and engine.over_limit(members, conn) is not None:
             # Sync mode: the relay is queued (never dropped); the sender waits by
             # not being read until the room's receivers have room again.
             return self._hold_sender(conn, members)
         return None
 
+    def _over_budget(self, conn: Connection) -> None:
+        # This loop turn has queued enough: the sender is read again after the flush,
+        # so a flood cannot stretch one turn (and everyone's latency) without bound.
+        if conn._budget_held:
+            return
+        conn._budget_held = True
+        conn.hold_reading()
+        if not self._budget_paused:
+            assert self._loop is not None
+            self._loop.call_soon(self._resume_budget)  # runs after the engine's flush
+        self._budget_paused.append(conn)
+
+    def _resume_budget(self) -> None:
+        paused, self._budget_paused = self._budget_paused, []
+        for conn in paused:
+            conn._budget_held = False
+            conn.release_reading()
+
     async def _hold_sender(self, conn: Connection, members: dict[str, Connection]) -> None:
-        transport = conn.transport.underlying_transport
-        transport.pause_reading()
+        conn.hold_reading()
         try:
             while self._engine.over_limit(members, conn) is not None:
                 await self._engine.wait_drain()
         finally:
-            if not conn.transport.is_disconnected:
-                transport.resume_reading()
+            conn.release_reading()
 
     def _handler_failed(self, conn: Connection, exc: Exception, room: str, event: str) -> None:
         if isinstance(exc, RoomerError):

@@ -253,3 +253,30 @@ async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> N
     assert server.counters["dropped_slow_disconnects"] == 1
     stuck.close()
     fast.close()
+
+
+async def test_turn_budget_pauses_a_flooding_sender_without_losing_anything(
+    make_server: Any, monkeypatch: Any
+) -> None:
+    server = await make_server(turn_budget=32 * 1024)
+    held: list[str] = []
+    original = type(server)._over_budget
+
+    def spy(self: roomer.Server, conn: roomer.Connection) -> None:
+        held.append(conn.id)
+        original(self, conn)
+
+    monkeypatch.setattr(type(server), "_over_budget", spy)
+    port = server.address[1]
+    receivers = [(await _joined(port, "r"))[0] for _ in range(20)]
+    sender, sender_id = await _joined(port, "r")
+    count = 400
+    collecting = [asyncio.ensure_future(_collect(r, count)) for r in receivers]
+    for n in range(count):
+        await sender.send("r", "m", b"%04d" % n + b"p" * 1000)
+    orders = await asyncio.wait_for(asyncio.gather(*collecting), 30)
+    assert held and set(held) == {sender_id}
+    expected = [b"%04d" % n + b"p" * 1000 for n in range(count)]
+    assert all(order == expected for order in orders)
+    for client in [*receivers, sender]:
+        client.close()
