@@ -1,0 +1,107 @@
+"""A WebSocket client on a bare socket, so a test controls exactly when (and whether) it
+reads and answers pings. Frames are built by hand from the RFC and DESIGN §1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+
+import roomer
+
+
+def _msg(room: str, event: str, payload: bytes = b"") -> bytes:
+    out = b""
+    for field in (room, event, "", ""):
+        raw = field.encode()
+        out += struct.pack(">I", len(raw)) + raw
+    return out + struct.pack(">I", len(payload)) + payload
+
+
+def _masked_frame(body: bytes, opcode: int = 0x2) -> bytes:
+    mask = os.urandom(4)
+    size = len(body)
+    first = 0x80 | opcode
+    if size < 126:
+        head = struct.pack(">BB", first, 0x80 | size)
+    elif size < 65536:
+        head = struct.pack(">BBH", first, 0x80 | 126, size)
+    else:
+        head = struct.pack(">BBQ", first, 0x80 | 127, size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+class RawSocket:
+    """A WebSocket client on a bare socket, so a test controls exactly when it reads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    @classmethod
+    async def open(cls, port: int, rcvbuf: int | None = None) -> RawSocket:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(sock, (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self = cls(sock)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        head, rest = bytes(self.buf).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.buf = bytearray(rest)
+        return self
+
+    async def send(self, room: str, event: str, payload: bytes = b"") -> None:
+        frame = _masked_frame(_msg(room, event, payload))
+        await asyncio.get_running_loop().sock_sendall(self.sock, frame)
+
+    async def pong(self, body: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, _masked_frame(body, 0xA))
+
+    async def recv_frame(self, chunk: int = 65536) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = self._parse()
+            if frame is not None:
+                return frame
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), 10)
+            if not data:
+                raise ConnectionError("closed")
+            self.buf += data
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        size, at = buf[1] & 0x7F, 2
+        if size == 126:
+            if len(buf) < 4:
+                return None
+            size, at = struct.unpack(">H", buf[2:4])[0], 4
+        elif size == 127:
+            if len(buf) < 10:
+                return None
+            size, at = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < at + size:
+            return None
+        opcode, body = buf[0] & 0x0F, bytes(buf[at:at + size])
+        del buf[:at + size]
+        return opcode, body
+
+    async def recv(self) -> tuple[str, str, str, str, bytes]:
+        opcode, body = await self.recv_frame()
+        assert opcode == 2, (opcode, body)
+        return roomer.Message.decode(body)
+
+    def close(self) -> None:
+        self.sock.close()

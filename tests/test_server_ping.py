@@ -1,0 +1,48 @@
+"""Auto ping: a client that answers stays, one that does not is disconnected."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rawsocket import RawSocket
+
+
+async def _read_until_closed(client: RawSocket, answer_pings: bool, seconds: float) -> str:
+    """Read for up to ``seconds``: 'open' if still connected then, else how it ended."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            return "open"
+        try:
+            opcode, body = await asyncio.wait_for(client.recv_frame(), left)
+        except TimeoutError:
+            return "open"
+        except ConnectionError:
+            return "disconnected"
+        if opcode == 0x9 and answer_pings:
+            await client.pong(body)
+        elif opcode == 0x8:
+            return "close frame"
+
+
+async def test_silent_client_is_dropped_answering_client_stays(make_server: Any) -> None:
+    server = await make_server(ping_interval=0.2, ping_timeout=0.2)
+    port = server.address[1]
+    silent = await RawSocket.open(port)
+    polite = await RawSocket.open(port)
+    try:
+        await silent.recv()
+        await polite.recv()
+        outcomes = await asyncio.gather(
+            _read_until_closed(silent, answer_pings=False, seconds=3),
+            _read_until_closed(polite, answer_pings=True, seconds=1.5),
+        )
+        assert outcomes[0] in ("disconnected", "close frame")
+        assert outcomes[1] == "open"
+        assert server.connection_count == 1
+    finally:
+        silent.close()
+        polite.close()
