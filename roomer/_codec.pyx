@@ -142,6 +142,15 @@ cdef int _spans(const uint8_t* data, Py_ssize_t total, Py_ssize_t* starts,
     return 0
 
 
+cdef object _name_or_none(const uint8_t* p, Py_ssize_t start, Py_ssize_t end):
+    # Room and event are named in the error whenever they are valid themselves,
+    # whichever field was the invalid one.
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)
+    except UnicodeDecodeError:
+        return None
+
+
 cdef tuple _decode(object data, bint with_src):
     cdef Py_buffer view
     cdef Py_ssize_t starts[5]
@@ -158,10 +167,9 @@ cdef tuple _decode(object data, bint with_src):
                 names.append(PyUnicode_DecodeUTF8(<const char*>p + starts[i],
                                                   ends[i] - starts[i], NULL))
             except UnicodeDecodeError:
-                room = names[0] if names else None
-                event = names[1] if len(names) > 1 else None
                 raise ProtocolError(
-                    f"{_FIELDS[i]} is not valid UTF-8", "invalid_name", room, event
+                    f"{_FIELDS[i]} is not valid UTF-8", "invalid_name",
+                    _name_or_none(p, starts[0], ends[0]), _name_or_none(p, starts[1], ends[1]),
                 ) from None
         names.append(PyBytes_FromStringAndSize(<const char*>p + starts[4],
                                                ends[4] - starts[4]))

@@ -94,12 +94,20 @@ def _names(view: memoryview, spans: list[tuple[int, int]], count: int) -> list[s
         try:
             names.append(str(view[start:end], "utf-8"))
         except UnicodeDecodeError:
-            room = names[0] if names else None
-            event = names[1] if len(names) > 1 else None
             raise ProtocolError(
-                f"{_FIELDS[i]} is not valid UTF-8", "invalid_name", room, event
+                f"{_FIELDS[i]} is not valid UTF-8", "invalid_name",
+                _name_or_none(view, spans[0]), _name_or_none(view, spans[1]),
             ) from None
     return names
+
+
+def _name_or_none(view: memoryview, span: tuple[int, int]) -> str | None:
+    # Room and event are named in the error whenever they are valid themselves,
+    # whichever field was the invalid one.
+    try:
+        return str(view[span[0]:span[1]], "utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def decode(data: bytes | bytearray | memoryview) -> tuple[str, str, str, str, bytes]:

@@ -16,6 +16,19 @@ from picows import WSListener
 __all__ = ["Fanout", "Peer"]
 
 
+def _report_write_error(loop: Any, peer: Peer, exc: Exception) -> None:
+    handler = getattr(loop, "call_exception_handler", None)
+    if handler is not None:
+        handler(
+            {
+                "message": "roomer: a receiver's transport refused a write; "
+                "its outbox was discarded and it takes no more frames",
+                "exception": exc,
+                "protocol": peer,
+            }
+        )
+
+
 class Fanout:
     """The server-wide fan-out state: outbox limits, flush scheduling and counters."""
 
@@ -27,7 +40,7 @@ class Fanout:
         flush_threshold: int = 64 * 1024,
         sync: bool = False,
         disconnect_slow: bool = False,
-        on_overflow: Callable[[Peer], Any] | None = None,
+        on_overflow: Callable[[Any], Any] | None = None,
     ) -> None:
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
@@ -118,7 +131,7 @@ class Fanout:
         }
 
 
-class Peer(WSListener):  # type: ignore[misc]
+class Peer(WSListener):
     """One receiver's outbox; also the picows listener of its connection."""
 
     def __init__(self, engine: Fanout) -> None:
@@ -175,10 +188,16 @@ class Peer(WSListener):  # type: ignore[misc]
         if not buf or self._paused or self.transport is None:
             return
         tr = self.transport
+        engine = self.engine
         if not (getattr(tr, "is_disconnected", False) or getattr(tr, "is_close_frame_sent", False)):
             assert self._write is not None
-            self._write(bytes(buf))
-        engine = self.engine
+            try:
+                self._write(bytes(buf))
+            except Exception as exc:
+                # A transport closed under us: this receiver takes no more frames, and the
+                # error must not stall the other receivers of this broadcast or flush.
+                self.closing = True
+                _report_write_error(engine._loop, self, exc)
         engine.writes += 1
         engine.bytes_out += len(buf)
         # A fresh bytearray rather than clear(): clear() keeps a burst's capacity.

@@ -131,7 +131,7 @@ class Room:
                 self._client.spawn(result)
 
 
-class _Client(WSListener):  # type: ignore[misc]
+class _Client(WSListener):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.loop = loop

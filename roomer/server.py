@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from picows import (
@@ -62,17 +62,7 @@ def _name_ok(name: str, limit: int) -> bool:
     return 0 < size <= limit
 
 
-def _event_of(data: bytes) -> str | None:
-    """The event name of a well-framed message (None if it is not UTF-8)."""
-    start = 8 + int.from_bytes(data[:4], "big")
-    end = start + int.from_bytes(data[start - 4:start], "big")
-    try:
-        return data[start:end].decode()
-    except UnicodeDecodeError:
-        return None
-
-
-class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
+class Connection(fanout.Peer):
     """One client. Created by the server at the HTTP upgrade; also its picows listener.
 
     Attributes: ``id`` (unguessable UUIDv4 text), ``claims`` (what ``authorize``
@@ -199,7 +189,7 @@ class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
         self.server._check_room_name(room)
         self.server._remove_member(self, room, ack=True)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int | WSCloseCode = 1000, reason: str = "") -> None:
         """Write what is queued, send a close frame and disconnect."""
         tr = self.transport
         self.close_outbox()
@@ -209,7 +199,7 @@ class Connection(fanout.Peer):  # type: ignore[misc,valid-type]
             tr.send_close(WSCloseCode(code), reason.encode()[:123])
         tr.disconnect(True)
 
-    def abort(self, code: int, reason: str) -> None:
+    def abort(self, code: int | WSCloseCode, reason: str) -> None:
         """Close without waiting for queued data: for receivers that stopped reading."""
         tr = self.transport
         if tr is None or tr.is_disconnected:
@@ -641,25 +631,30 @@ class Server:
         if self._closing:
             conn.close(WSCloseCode.GOING_AWAY, "server shutdown")
             return
-        pending = self._run_hooks(self._on_connect, conn)
+        try:
+            pending = self._run_hooks(self._on_connect, conn)
+        except Exception as exc:
+            self._refuse_connection(conn, exc)
+            return
         if pending is None:
             self._accept(conn)
-        elif pending is not False:
+        else:
             conn._backlog = deque()
             self._spawn(self._accept_later(conn, pending))
 
+    def _refuse_connection(self, conn: Connection, exc: Exception) -> None:
+        if isinstance(exc, Deny):
+            conn.close(WSCloseCode.POLICY_VIOLATION, str(exc))
+        else:
+            log.error("on_connect hook raised", exc_info=exc)
+            conn.close(WSCloseCode.INTERNAL_ERROR, "internal error")
+
     def _run_hooks(self, hooks: list[Hook], conn: Connection,
-                   *args: Any) -> Awaitable[None] | bool | None:
-        """Run hooks in order. None: all passed; an awaitable: the rest is async;
-        False: a sync hook denied on_connect and the connection is closed."""
+                   *args: Any) -> Coroutine[Any, Any, None] | None:
+        """Run hooks in order; their exceptions propagate. None when all ran; a
+        coroutine finishing the rest once one of them turned out async."""
         for i, hook in enumerate(hooks):
-            try:
-                result = hook(conn, *args)
-            except Deny as exc:
-                if hooks is self._on_connect:
-                    conn.close(WSCloseCode.POLICY_VIOLATION, str(exc))
-                    return False
-                raise
+            result = hook(conn, *args)
             if inspect.isawaitable(result):
                 return self._finish_hooks(result, hooks[i + 1:], conn, args)
         return None
@@ -675,12 +670,8 @@ class Server:
     async def _accept_later(self, conn: Connection, pending: Awaitable[None]) -> None:
         try:
             await pending
-        except Deny as exc:
-            conn.close(WSCloseCode.POLICY_VIOLATION, str(exc))
-            return
-        except Exception:
-            log.exception("on_connect hook raised")
-            conn.close(WSCloseCode.INTERNAL_ERROR, "internal error")
+        except Exception as exc:
+            self._refuse_connection(conn, exc)
             return
         if conn.transport is None or conn.transport.is_disconnected:
             return
@@ -703,12 +694,16 @@ class Server:
             except Exception:
                 log.exception("on_leave hook raised for a disconnect")
             else:
-                if pending:
+                if pending is not None:
                     self._spawn(self._quiet(pending, "on_leave"))
         del self._conns[conn.id]
-        pending = self._run_hooks(self._on_disconnect, conn)
-        if pending:
-            self._spawn(self._quiet(pending, "on_disconnect"))
+        try:
+            pending = self._run_hooks(self._on_disconnect, conn)
+        except Exception:
+            log.exception("on_disconnect hook raised")
+        else:
+            if pending is not None:
+                self._spawn(self._quiet(pending, "on_disconnect"))
 
     async def _quiet(self, pending: Awaitable[Any], what: str) -> None:
         try:
@@ -716,9 +711,9 @@ class Server:
         except Exception:
             log.exception("%s hook raised", what)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -835,12 +830,11 @@ class Server:
             room, event, dst, payload = codec.decode_client(data)
         except ProtocolError as exc:
             if exc.code == "invalid_name":
-                room_ok = exc.room is not None and _name_ok(exc.room, self.max_room_name)
-                # A room that is not UTF-8 stops the decode before the event: name it anyway.
-                err_event = exc.event if exc.room is not None else _event_of(data)
-                self._error(conn, "invalid_name", str(exc), exc.room if room_ok else ROOT,
-                            err_event if err_event and _name_ok(err_event, self.max_event_name)
-                            else "")
+                bad_room, bad_event = exc.room, exc.event
+                self._error(
+                    conn, "invalid_name", str(exc),
+                    bad_room if bad_room and _name_ok(bad_room, self.max_room_name) else ROOT,
+                    bad_event if bad_event and _name_ok(bad_event, self.max_event_name) else "")
             else:
                 self._error(conn, "malformed", str(exc))
             return None
@@ -959,7 +953,7 @@ class Server:
         if pending is None:
             self._add_member(conn, room)
             return None
-        return self._join_later(conn, room, pending)  # type: ignore[arg-type]
+        return self._join_later(conn, room, pending)
 
     async def _join_later(self, conn: Connection, room: str, pending: Awaitable[None]) -> None:
         try:
@@ -982,7 +976,7 @@ class Server:
         if pending is None:
             self._remove_member(conn, room, ack=True)
             return None
-        return self._leave_later(conn, room, pending)  # type: ignore[arg-type]
+        return self._leave_later(conn, room, pending)
 
     async def _leave_later(self, conn: Connection, room: str, pending: Awaitable[None]) -> None:
         try:
