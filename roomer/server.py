@@ -406,6 +406,8 @@ class Server:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the server is not started")
+        if exclude is not None and not isinstance(exclude, (str, Connection)):
+            raise TypeError("exclude must be a Connection, a connection id or None")
         if not self._on_loop_thread():
             return asyncio.run_coroutine_threadsafe(
                 self._deliver_async(members_of, frame, exclude), loop)
@@ -670,6 +672,11 @@ class Server:
     async def _accept_later(self, conn: Connection, pending: Awaitable[None]) -> None:
         try:
             await pending
+        except asyncio.CancelledError:
+            # shutdown() cancels this while on_connect runs: the client is not in
+            # _conns yet, so close it here (else wait_closed() waits for it forever).
+            conn.abort(WSCloseCode.GOING_AWAY, "server shutdown")
+            raise
         except Exception as exc:
             self._refuse_connection(conn, exc)
             return
@@ -691,6 +698,8 @@ class Server:
             self._remove_member(conn, room, ack=False)
             try:
                 pending = self._run_hooks(self._on_leave, conn, room)
+            except Deny:
+                pass  # a disconnect cannot be refused
             except Exception:
                 log.exception("on_leave hook raised for a disconnect")
             else:
@@ -708,6 +717,8 @@ class Server:
     async def _quiet(self, pending: Awaitable[Any], what: str) -> None:
         try:
             await pending
+        except Deny:
+            pass  # a disconnect cannot be refused
         except Exception:
             log.exception("%s hook raised", what)
 

@@ -65,6 +65,11 @@ class RawSocket:
         frame = _masked_frame(_msg(room, event, payload))
         await asyncio.get_running_loop().sock_sendall(self.sock, frame)
 
+    async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
+        """Send many messages in one write, so the server reads them in large chunks."""
+        frames = b"".join(_masked_frame(_msg(*m)) for m in messages)
+        await asyncio.get_running_loop().sock_sendall(self.sock, frames)
+
     async def pong(self, body: bytes) -> None:
         await asyncio.get_running_loop().sock_sendall(self.sock, _masked_frame(body, 0xA))
 

@@ -38,11 +38,15 @@ def _wait_listening(proc: subprocess.Popen[str]) -> list[str]:
         if line.startswith("extensions:"):
             return lines
     proc.kill()
-    raise AssertionError(f"server did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
+    err = proc.stderr.read() if proc.stderr else ""
+    raise AssertionError(f"server did not start: {lines} {err}")
+
+
+Served = tuple[subprocess.Popen[str], int, list[str]]
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+def served() -> Iterator[Served]:
     port = _free_port()
     proc = _spawn("serve", "--port", str(port))
     try:
@@ -53,14 +57,14 @@ def served() -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
         proc.wait(5)
 
 
-def test_serve_prints_address_and_mode(served: tuple[subprocess.Popen[str], int, list[str]]) -> None:
+def test_serve_prints_address_and_mode(served: Served) -> None:
     _, port, lines = served
     assert f"listening on ws://127.0.0.1:{port}/ws" in lines[0]
     expected = "pure Python" if os.environ.get("ROOMER_NO_EXTENSIONS") == "1" else "compiled"
     assert expected in lines[1]
 
 
-def test_healthz_and_demo_page(served: tuple[subprocess.Popen[str], int, list[str]]) -> None:
+def test_healthz_and_demo_page(served: Served) -> None:
     _, port, _ = served
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert resp.status == 200
@@ -70,7 +74,7 @@ def test_healthz_and_demo_page(served: tuple[subprocess.Popen[str], int, list[st
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stops_cleanly_on_signal(
-    served: tuple[subprocess.Popen[str], int, list[str]], sig: signal.Signals
+    served: Served, sig: signal.Signals
 ) -> None:
     proc, _, _ = served
     proc.send_signal(sig)

@@ -123,17 +123,21 @@ async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
     limit = 64 * 1024
     server = await make_server(outbox_limit=limit)
     port = server.address[1]
-    idle = [(await _joined(port, "flood", rcvbuf=4096))[0] for _ in range(200)]
-    sender, _ = await _joined(port, "flood")
-    payload = b"z" * 1000
-    for _ in range(6000):  # 6 MB to each of 200 receivers if nothing were dropped
-        await sender.send("flood", "m", payload)
-    # The relays are processed as they arrive; give the server time to take them all.
-    for _ in range(200):
-        if server.stats()["messages_in"] >= 6000 + 201:
+    idle = await asyncio.gather(*(RawSocket.open(port, rcvbuf=4096) for _ in range(1000)))
+    for _ in range(100):
+        if server.connection_count == 1000:
             break
         await asyncio.sleep(0.05)
-    assert server.stats()["messages_in"] >= 6000 + 201
+    # Joined by the server in one loop turn: one presence write per member, not 1000.
+    server.do(lambda conn: conn.join("flood"))
+    sender, _ = await _joined(port, "flood")
+    count, payload = 3000, b"z" * 1000  # 3 MB to each of 1000 receivers without drops
+    await sender.send_many([("flood", "m", payload)] * count)
+    for _ in range(600):
+        if server.stats()["messages_in"] >= count + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert server.stats()["messages_in"] >= count + 1
     stats = server.stats()
     assert stats["dropped"] > 0
     for conn in server.connections():
