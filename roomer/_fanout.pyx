@@ -24,6 +24,17 @@ cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
 cdef Py_ssize_t MIN_CAPACITY = 256
 
 
+def _report_write_error(loop, peer, exc):
+    handler = getattr(loop, "call_exception_handler", None)
+    if handler is not None:
+        handler({
+            "message": "roomer: a receiver's transport refused a write; "
+                       "its outbox was discarded and it takes no more frames",
+            "exception": exc,
+            "protocol": peer,
+        })
+
+
 cdef class Fanout:
     """The server-wide fan-out state: outbox limits, flush scheduling and counters.
 
@@ -220,11 +231,17 @@ cdef class Peer(WSListener):
         if size == 0 or self._paused or self.transport is None:
             return 0
         self._size = 0
-        if self._ws is not None:
-            if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
-                self._ws._fast_write(self._buf, size)
-        else:
-            self._write(PyBytes_FromStringAndSize(self._buf, size))
+        try:
+            if self._ws is not None:
+                if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
+                    self._ws._fast_write(self._buf, size)
+            else:
+                self._write(PyBytes_FromStringAndSize(self._buf, size))
+        except Exception as exc:
+            # A transport closed under us: this receiver takes no more frames, and the
+            # error must not stall the other receivers of this broadcast or flush.
+            self.closing = True
+            _report_write_error(engine._loop, self, exc)
         engine.writes += 1
         engine.bytes_out += size
         if self._cap > KEEP_CAPACITY:

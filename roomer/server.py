@@ -491,7 +491,8 @@ class Server:
         self._engine_obj = fanout.Fanout(
             self._loop,
             outbox_limit=self.outbox_limit,
-            flush_threshold=self.flush_threshold,
+            # An outbox is written before it could pass the limit within one turn.
+            flush_threshold=min(self.flush_threshold, self.outbox_limit),
             sync=self.sync_broadcast,
             disconnect_slow=self.slow_consumer == "disconnect",
             on_overflow=self._overflowed,

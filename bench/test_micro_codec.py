@@ -1,0 +1,51 @@
+"""Codec micro-benchmarks: compiled (roomer._codec) vs pure (roomer._codec_py).
+
+One benchmark call = one message. Groups put both twins of the same operation and
+payload size side by side; the closing table (bench/conftest.py) gives ns per message
+and the pure/compiled ratio. Run:  python -m pytest bench/ --benchmark-enable
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import pytest
+
+PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
+
+
+def implementations(name: str) -> list[Any]:
+    """pytest params for roomer._<name>_py ("pure") and roomer._<name> ("compiled")."""
+    return [
+        pytest.param(f"roomer._{name}_py", id="pure"),
+        pytest.param(
+            f"roomer._{name}",
+            id="compiled",
+            marks=pytest.mark.skipif(PURE_ONLY, reason="ROOMER_NO_EXTENSIONS=1 forces pure"),
+        ),
+    ]
+
+
+SIZES = [16, 256, 4096, 65536]
+ROOM, EVENT, DST, SRC = "lobby", "chat", "", "6f1c1d5e-8a43-4b47-9a0b-2f8c1e0d7a55"
+OPS = ["encode", "encode_frame", "decode", "decode_client"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("impl", implementations("codec"))
+def test_codec(benchmark: Any, impl: str, op: str, size: int) -> None:
+    codec = importlib.import_module(impl)
+    payload = os.urandom(size)
+    benchmark.group = f"codec {op} {size} B"
+    benchmark.extra_info["items"] = 1
+    if op in ("encode", "encode_frame"):
+        fn = getattr(codec, op)
+        result = benchmark(fn, ROOM, EVENT, DST, SRC, payload)
+        assert result.endswith(payload)
+    else:
+        body = codec.encode(ROOM, EVENT, DST, SRC, payload)
+        result = benchmark(getattr(codec, op), body)
+        assert result[-1] == payload
