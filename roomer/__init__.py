@@ -15,8 +15,8 @@ from .server import Connection, Server
 
 __all__ = [
     "COMPILED",
-    "ClientError",
     "RESERVED_EVENTS",
+    "ClientError",
     "Connection",
     "Deny",
     "Message",

@@ -1,6 +1,6 @@
 """The picows listener and the Server API: the only module that does socket I/O.
 
-Protocol and behaviour: shared DESIGN.md §1–§5, documented for users in README.md.
+Protocol and behaviour: shared DESIGN.md §1-§5, documented for users in README.md.
 """
 
 from __future__ import annotations
@@ -207,7 +207,6 @@ class Connection(fanout.Peer):
         if not tr.is_close_frame_sent:
             tr.send_close(WSCloseCode(code), reason.encode()[:123])
         tr.disconnect(False)
-
 
 
 class Server:

@@ -1,0 +1,297 @@
+"""Servers the harness measures: roomer itself and the peers it is compared with.
+
+Each runs in its own process (``python -m roomer.benchmark.peers NAME --port P``) so the harness
+can read that process's CPU time and peak RSS. Every peer speaks the same minimal protocol as
+roomer — a ``root`` ``join_ack`` carrying the client's id at connect, ``join`` answered by a
+``join_ack``, any other event relayed to the room's other members with src set to the sender's
+id — so one load generator serves them all and the relayed frame is byte-identical. Each relay is
+written the idiomatic fast way for its library. Peers send no presence (``new_member``): setup
+traffic is not measured, and roomer's presence is let settle before counting starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from roomer.benchmark import wire
+
+HOST = "127.0.0.1"
+MAX_MESSAGE = 1 << 20
+
+# Name -> (description, needs optional dependency). Frame-level peers share the wire format;
+# socketio speaks its own protocol and is measured with socketio clients.
+PEERS: dict[str, str] = {
+    "roomer": "roomer Server (async broadcaster)",
+    "roomer-sync": "roomer Server(sync_broadcast=True)",
+    "picows": "raw picows, transport.send per receiver",
+    "picows-rb1k": "raw picows, read_buffer_init_size=1024",
+    "websockets": "websockets asyncio server, websockets.broadcast",
+    "aiohttp": "aiohttp WebSocketResponse, send_bytes per receiver",
+    "socketio": "python-socketio on aiohttp, emit(room=, skip_sid=)",
+}
+
+
+def _join_ack(room: str, cid: str) -> bytes:
+    # The payload lists only the joiner: the member list is setup traffic, not measured.
+    return wire.encode(room, "join_ack", "", cid, json.dumps([cid]).encode())
+
+
+def _root_ack(cid: str) -> bytes:
+    return _join_ack("root", cid)
+
+
+# --------------------------------------------------------------------------- raw picows
+
+
+def _serve_picows(port: int, read_buffer: int | None) -> None:
+    import picows
+
+    binary = picows.WSMsgType.BINARY
+    rooms: dict[str, dict[str, picows.WSTransport]] = {}
+
+    class Relay(picows.WSListener):
+        def __init__(self) -> None:
+            self.cid = str(uuid.uuid4())
+            self.rooms: list[str] = []
+
+        def on_ws_connected(self, transport: picows.WSTransport) -> None:
+            transport.send(binary, _root_ack(self.cid))
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+                return
+            if frame.msg_type not in (binary, picows.WSMsgType.TEXT):
+                return
+            try:
+                room, event, _, _, payload = wire.decode(frame.get_payload_as_bytes())
+            except ValueError:
+                return
+            if event == "join":
+                rooms.setdefault(room, {})[self.cid] = transport
+                self.rooms.append(room)
+                transport.send(binary, _join_ack(room, self.cid))
+                return
+            members = rooms.get(room)
+            if not members or self.cid not in members:
+                return
+            # Encode once; one send (one write syscall when nothing is queued) per receiver.
+            out = wire.encode(room, event, "", self.cid, payload)
+            for other in members.values():
+                if other is not transport:
+                    other.send(binary, out)
+
+        def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+            for room in self.rooms:
+                members = rooms.get(room)
+                if members is not None:
+                    members.pop(self.cid, None)
+
+    async def main() -> None:
+        kwargs: dict[str, Any] = {"max_frame_size": MAX_MESSAGE}
+        if read_buffer is not None:
+            kwargs["read_buffer_init_size"] = read_buffer
+        server = await picows.ws_create_server(lambda _req: Relay(), HOST, port, **kwargs)
+        await _serve_until_signal(server.close)
+
+    _run(main())
+
+
+# --------------------------------------------------------------------------- websockets
+
+
+def _serve_websockets(port: int) -> None:
+    import websockets
+    from websockets.asyncio.server import ServerConnection, serve
+
+    rooms: dict[str, dict[str, ServerConnection]] = {}
+
+    async def handler(ws: ServerConnection) -> None:
+        cid = str(uuid.uuid4())
+        joined: list[str] = []
+        await ws.send(_root_ack(cid))
+        try:
+            async for body in ws:
+                if isinstance(body, str):
+                    body = body.encode()
+                try:
+                    room, event, _, _, payload = wire.decode(body)
+                except ValueError:
+                    continue
+                if event == "join":
+                    rooms.setdefault(room, {})[cid] = ws
+                    joined.append(room)
+                    await ws.send(_join_ack(room, cid))
+                    continue
+                members = rooms.get(room)
+                if members and cid in members:
+                    out = wire.encode(room, event, "", cid, payload)
+                    websockets.broadcast((c for c in members.values() if c is not ws), out)
+        finally:
+            for room in joined:
+                rooms.get(room, {}).pop(cid, None)
+
+    async def main() -> None:
+        # No keepalive pings: a ping would add bytes the byte-counting load generator can't tell
+        # from deliveries. No compression: no other peer compresses.
+        async with serve(
+            handler, HOST, port, ping_interval=None, compression=None, max_size=MAX_MESSAGE
+        ) as server:
+            await _serve_until_signal(server.close)
+
+    _run(main())
+
+
+# --------------------------------------------------------------------------- aiohttp
+
+
+def _serve_aiohttp(port: int) -> None:
+    from aiohttp import WSMsgType, web
+
+    rooms: dict[str, dict[str, web.WebSocketResponse]] = {}
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False, heartbeat=None, max_msg_size=MAX_MESSAGE)
+        await ws.prepare(request)
+        cid = str(uuid.uuid4())
+        joined: list[str] = []
+        await ws.send_bytes(_root_ack(cid))
+        try:
+            async for msg in ws:
+                if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                    continue
+                body = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                try:
+                    room, event, _, _, payload = wire.decode(body)
+                except ValueError:
+                    continue
+                if event == "join":
+                    rooms.setdefault(room, {})[cid] = ws
+                    joined.append(room)
+                    await ws.send_bytes(_join_ack(room, cid))
+                    continue
+                members = rooms.get(room)
+                if members and cid in members:
+                    out = wire.encode(room, event, "", cid, payload)
+                    # Uncompressed send_bytes writes synchronously and only suspends when the
+                    # receiver's transport is paused: the cheapest per-receiver path aiohttp has.
+                    for other in list(members.values()):
+                        if other is not ws:
+                            await other.send_bytes(out)
+        finally:
+            for room in joined:
+                rooms.get(room, {}).pop(cid, None)
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", ws_handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, port)
+        await site.start()
+        await _serve_until_signal(lambda: None)
+        await runner.cleanup()
+
+    _run(main())
+
+
+# --------------------------------------------------------------------------- python-socketio
+
+
+def _serve_socketio(port: int) -> None:
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp", max_http_buffer_size=MAX_MESSAGE, ping_interval=60, ping_timeout=60
+    )
+
+    @sio.on("join")
+    async def join(sid: str, room: str) -> str:
+        await sio.enter_room(sid, room)
+        return sid
+
+    @sio.on("chat")
+    async def chat(sid: str, data: bytes) -> None:
+        await sio.emit("chat", data, room=wire.LOBBY, skip_sid=sid)
+
+    async def main() -> None:
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, port).start()
+        await _serve_until_signal(lambda: None)
+        await runner.cleanup()
+
+    _run(main())
+
+
+# --------------------------------------------------------------------------- roomer
+
+
+def _serve_roomer(port: int, sync: bool, read_buffer: int) -> None:
+    from roomer import Server
+
+    server = Server(sync_broadcast=sync, read_buffer_size=read_buffer)
+    server.run(host=HOST, port=port)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _run(coro: Any) -> None:
+    import uvloop
+
+    uvloop.run(coro)
+
+
+async def _serve_until_signal(close: Callable[[], Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m roomer.benchmark.peers")
+    parser.add_argument("name", choices=sorted(PEERS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--read-buffer",
+        type=int,
+        default=1024,
+        help="roomer read_buffer_size (picows-rb1k always uses 1024)",
+    )
+    args = parser.parse_args(argv)
+    name = args.name
+    if name == "roomer":
+        _serve_roomer(args.port, False, args.read_buffer)
+    elif name == "roomer-sync":
+        _serve_roomer(args.port, True, args.read_buffer)
+    elif name == "picows":
+        _serve_picows(args.port, None)
+    elif name == "picows-rb1k":
+        _serve_picows(args.port, 1024)
+    elif name == "websockets":
+        _serve_websockets(args.port)
+    elif name == "aiohttp":
+        _serve_aiohttp(args.port)
+    elif name == "socketio":
+        _serve_socketio(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Child processes of the harness: launching, line-JSON control, /proc readings, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The directory holding the roomer package, so children import the same roomer as the harness
+# (a source checkout or an installed wheel alike).
+_IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class ChildError(RuntimeError):
+    pass
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class Child:
+    """A `python -m module args` process in its own process group (so kill takes it all)."""
+
+    def __init__(self, module: str, args: list[str], label: str) -> None:
+        self.label = label
+        # Kept open for the child's life (closed in kill()): its traceback, if it dies.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_child_env(),
+            start_new_session=True,
+            text=True,
+            bufsize=1,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
+
+    def read_reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise ChildError(
+                f"{self.label}: no reply within {timeout:.0f} s\n{self.stderr_tail()}"
+            ) from None
+        if line is None:
+            raise ChildError(f"{self.label} exited ({self.proc.poll()}):\n{self.stderr_tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def request(self, cmd: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise ChildError(f"{self.label} is gone:\n{self.stderr_tail()}") from exc
+        return self.read_reply(timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGTERM the group, then SIGKILL whatever is left after a short grace."""
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2.0)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5.0)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self._stderr.close()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # The child leads its own session, so its process group id is its pid.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def kill_all(children: list[Child]) -> None:
+    # Load generators first, so the server does not spend the teardown on their disconnects.
+    for child in reversed(children):
+        child.kill()
+    children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_listening(child: Child, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise ChildError(f"{child.label} exited ({child.proc.poll()}):\n{child.stderr_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ChildError(f"{child.label} did not listen on {port} within {timeout:.0f} s")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, from /proc (10 ms resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # comm may contain spaces: the fields we need follow the last ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out

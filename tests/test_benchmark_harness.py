@@ -1,0 +1,102 @@
+"""Smoke test of the end-to-end benchmark harness (roomer bench) at a tiny size.
+
+Runs real server and load generator processes on 127.0.0.1 for about a second each; checks that
+deliveries are counted, that nothing is lost, and that byte counting is exact (it agrees with
+frame counting), for roomer and raw picows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from roomer.benchmark import harness, wire
+
+N = 20
+PAYLOAD = 64
+
+
+def _config(mode: str, peers: list[str], inflight: int) -> harness.Config:
+    args = harness.build_parser().parse_args(
+        [
+            "--inflight",
+            str(inflight),
+            "--n",
+            str(N),
+            "--payload",
+            str(PAYLOAD),
+            "--duration",
+            "0.7",
+            "--mode",
+            mode,
+            "--peers",
+            ",".join(peers),
+            "--no-memory",
+            "--no-progress",
+            "--setup-timeout",
+            "30",
+        ]
+    )
+    return harness.config_from_args(args)
+
+
+@pytest.mark.parametrize("server", ["roomer", "picows"])
+def test_frame_counting_agrees_with_byte_counting(server: str) -> None:
+    # In frames mode the subscribers count both: every relayed frame seen, and its bytes.
+    # One message in flight: the window only paces the probe, and a frame-parsing load
+    # generator that fell behind it would make roomer's bounded outboxes drop (real loss,
+    # but not what this test checks).
+    res = harness.run_fanout(server, N, PAYLOAD, _config("frames", [server], inflight=1))
+    assert res.error == ""
+    assert res.frame_bytes == wire.relayed_frame_size(PAYLOAD)
+    assert res.sent > 0
+    assert res.sub_deliveries_by_frames > 0
+    assert res.sub_deliveries_by_bytes == res.sub_deliveries_by_frames
+    assert res.byte_remainder == 0
+    assert res.lost == 0
+    assert res.delivered == res.sent * N
+
+
+def test_bytes_mode_run_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    rc = harness.main(
+        [
+            "--n",
+            str(N),
+            "--payload",
+            str(PAYLOAD),
+            "--duration",
+            "0.7",
+            "--peers",
+            "roomer,picows",
+            "--mode",
+            "bytes",
+            "--no-memory",
+            "--no-progress",
+            "--setup-timeout",
+            "30",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"meta", "fanout", "ratios", "memory"}
+    rows = {row["server"]: row for row in doc["fanout"]}
+    assert set(rows) == {"roomer", "picows"}
+    for row in rows.values():
+        assert row["error"] == ""
+        assert row["mode"] == "bytes"
+        # Byte counting is exact: a whole number of frames, every expected delivery counted.
+        assert row["byte_remainder"] == 0
+        assert row["delivered"] == row["expected"] == row["sent"] * N > 0
+        assert row["lost"] == 0
+        assert row["deliveries_per_s"] > 0
+        assert row["cpu_user_s"] + row["cpu_sys_s"] > 0
+        assert row["peak_rss_mib"] > 0
+        assert row["latency_samples"] > 0 and 0 < row["latency_p50_us"] <= row["latency_p99_us"]
+        assert len(row["loadgen_cpu_pct"]) == 3  # two subscriber processes + the publisher
+    ratio = doc["ratios"][0]
+    assert ratio["peer"] == "picows" and ratio["deliveries_per_s"] > 0
