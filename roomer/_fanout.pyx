@@ -18,9 +18,11 @@ from time import monotonic
 
 __all__ = ["Fanout", "Peer"]
 
-# Buffers above this are released after a write, so an idle connection that once
-# took a burst does not keep the burst's memory.
+# A buffer is kept across writes only while it carries bursts (a write of more than
+# KEEP_MIN bytes) and is not huge: an idle connection keeps no outbox memory, and one
+# that once took a burst does not keep the burst's.
 cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
+cdef Py_ssize_t KEEP_MIN = 1024
 cdef Py_ssize_t MIN_CAPACITY = 256
 
 
@@ -244,7 +246,7 @@ cdef class Peer(WSListener):
             _report_write_error(engine._loop, self, exc)
         engine.writes += 1
         engine.bytes_out += size
-        if self._cap > KEEP_CAPACITY:
+        if self._cap > KEEP_CAPACITY or size <= KEEP_MIN:
             PyMem_Free(self._buf)
             self._buf = NULL
             self._cap = 0

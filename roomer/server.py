@@ -70,9 +70,9 @@ class Connection(fanout.Peer):
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_backlog", "_backlog_held", "_budget_held", "_fragments", "_read_holds",
-                 "_registered", "_rooms", "_tokens", "_tokens_at", "claims", "id", "request",
-                 "server")
+    __slots__ = ("_backlog", "_backlog_held", "_budget_held", "_fragments", "_heard",
+                 "_pinged_at", "_quiet_since", "_read_holds", "_registered", "_rooms", "_tokens",
+                 "_tokens_at", "claims", "id", "request", "server")
 
     def __init__(self, server: Server, request: WSUpgradeRequest, claims: Any) -> None:
         super().__init__(server._engine)
@@ -80,7 +80,8 @@ class Connection(fanout.Peer):
         self.id = str(uuid.uuid4())
         self.claims = claims
         self.request = request
-        self._rooms: set[str] = set()
+        # A dict, not a set: smaller when it holds a few rooms, and keeps join order.
+        self._rooms: dict[str, None] = {}
         self._registered = False
         self._backlog: deque[bytes] | None = None
         self._backlog_held = False
@@ -89,6 +90,10 @@ class Connection(fanout.Peer):
         self._fragments: bytearray | None = None
         self._tokens = 0.0
         self._tokens_at = 0.0
+        # Idle detection for pings: any frame from the client sets _heard.
+        self._heard = True
+        self._quiet_since = 0.0
+        self._pinged_at = 0.0
 
     def __repr__(self) -> str:
         return f"<roomer.Connection {self.id}>"
@@ -104,6 +109,7 @@ class Connection(fanout.Peer):
         self.server._connected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self._heard = True
         msg_type = frame.msg_type
         if transport.is_close_frame_sent and msg_type is not WSMsgType.CLOSE:
             # Closing: read nothing more. picows keeps parsing after its own protocol
@@ -285,7 +291,6 @@ class Server:
         self._server: asyncio.Server | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
-        self._watchdog: asyncio.Task[None] | None = None
         self._sync_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._budget_paused: list[Connection] = []
@@ -504,16 +509,15 @@ class Server:
             host,
             port,
             websocket_handshake_timeout=self.handshake_timeout,
-            enable_auto_ping=self.ping_interval is not None,
-            auto_ping_idle_timeout=self.ping_interval or 20.0,
-            auto_ping_reply_timeout=self.ping_timeout,
             max_frame_size=self.max_message_size,
             read_buffer_init_size=self.read_buffer_size,
             logger_name="roomer.picows",
             **kwargs,
         )
         if self.sync_broadcast:
-            self._watchdog = self._loop.create_task(self._watch_slow())
+            self._spawn(self._watch_slow())
+        if self.ping_interval is not None:
+            self._spawn(self._ping_idle(self.ping_interval, self.ping_timeout))
 
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""
@@ -535,8 +539,6 @@ class Server:
             await asyncio.sleep(0.01)
         for conn in list(self._conns.values()):
             conn.abort(WSCloseCode.GOING_AWAY, "server shutdown")
-        if self._watchdog is not None:
-            self._watchdog.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self._server.wait_closed()
@@ -744,6 +746,27 @@ class Server:
                     self.counters["dropped_slow_disconnects"] += 1
                     conn.abort(WSCloseCode.POLICY_VIOLATION, "write timeout")
 
+    async def _ping_idle(self, interval: float, timeout: float) -> None:
+        # One scan for all connections, not a timer task per connection: an idle
+        # connection then costs a few fields, not a coroutine (see README, memory).
+        assert self._loop is not None
+        loop = self._loop
+        period = max(0.05, min(interval, timeout) / 2)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in list(self._conns.values()):
+                if conn._heard:
+                    conn._heard = False
+                    conn._quiet_since = now
+                    conn._pinged_at = 0.0
+                elif conn._pinged_at:
+                    if now - conn._pinged_at >= timeout:
+                        conn.abort(WSCloseCode.INTERNAL_ERROR, "ping timeout")
+                elif now - conn._quiet_since >= interval and conn.transport is not None:
+                    conn._pinged_at = now
+                    conn.transport.send_ping()
+
     # rooms ----------------------------------------------------------------------------------
 
     def _check_room_name(self, room: str) -> None:
@@ -757,7 +780,7 @@ class Server:
         quiet = room == ROOT and not self.root_presence
         fresh = conn.id not in members
         members[conn.id] = conn
-        conn._rooms.add(room)
+        conn._rooms[room] = None
         listed = [conn.id] if quiet else list(members)
         conn.send_frame(
             codec.encode_frame(room, "join_ack", "", conn.id, json.dumps(listed)))
@@ -768,7 +791,7 @@ class Server:
     def _remove_member(self, conn: Connection, room: str, *, ack: bool) -> None:
         members = self._rooms.get(room)
         was_member = members is not None and members.pop(conn.id, None) is not None
-        conn._rooms.discard(room)
+        conn._rooms.pop(room, None)
         if ack:
             conn.send_frame(
                 codec.encode_frame(room, "leave_ack", "", conn.id, conn.id))
@@ -952,7 +975,7 @@ class Server:
             self._add_member(conn, room)
             return None
         limit = self.max_rooms_per_connection
-        if limit is not None and len(conn._rooms - {ROOT}) >= limit and room != ROOT:
+        if limit is not None and room != ROOT and len(conn._rooms) - (ROOT in conn._rooms) >= limit:
             self._error(conn, "too_many_rooms", f"at most {limit} rooms per connection",
                         room, "join")
             return None
