@@ -70,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"), help="default info")
 
-    bench = sub.add_parser("bench", help="run the lobby fan-out benchmark against peers",
-                           add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands everything after "bench" to the harness.
+    sub.add_parser("bench", help="run the lobby fan-out benchmark against peers "
+                                 "(roomer bench --help)")
     return parser
 
 
@@ -131,12 +131,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    from .benchmark.harness import main as bench_main
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .benchmark.harness import main as bench_main
 
-    return bench_main(args.bench_args)
+        return bench_main(argv[1:])
+    return _serve(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -100,3 +100,10 @@ def test_flags_reach_the_server() -> None:
     assert server.root_presence is True
     assert server.slow_consumer == "disconnect"
     assert "/" in server.routes
+
+
+def test_bench_help_reaches_the_harness() -> None:
+    proc = subprocess.run([sys.executable, "-m", "roomer", "bench", "--help"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert "usage: roomer bench" in proc.stdout and "--peers" in proc.stdout
