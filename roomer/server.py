@@ -70,7 +70,7 @@ class Connection(fanout.Peer):
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_backlog", "_backlog_held", "_budget_held", "_fragments", "_heard",
+    __slots__ = ("_async_busy", "_backlog", "_backlog_held", "_budget_held", "_fragments", "_heard",
                  "_pinged_at", "_quiet_since", "_read_holds", "_registered", "_rooms", "_tokens",
                  "_tokens_at", "claims", "id", "request", "server")
 
@@ -83,7 +83,10 @@ class Connection(fanout.Peer):
         # A dict, not a set: smaller when it holds a few rooms, and keeps join order.
         self._rooms: dict[str, None] = {}
         self._registered = False
+        # Messages waiting while async work of this connection runs (or the turn
+        # budget holds it): a client's messages are handled in order.
         self._backlog: deque[bytes] | None = None
+        self._async_busy = False
         self._backlog_held = False
         self._budget_held = False
         self._read_holds = 0
@@ -685,7 +688,7 @@ class Server:
         if conn.transport is None or conn.transport.is_disconnected:
             return
         self._accept(conn)
-        await self._drain_backlog(conn)
+        self._drain(conn)
 
     def _accept(self, conn: Connection) -> None:
         conn._registered = True
@@ -819,19 +822,30 @@ class Server:
         if pending is not None:
             conn._backlog = deque()
             self._spawn(self._continue(conn, pending))
+        elif conn._budget_held:
+            # The rest of this read waits for the next turn, like the reads after it.
+            conn._backlog = deque()
 
     async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
-        await pending
-        await self._drain_backlog(conn)
+        conn._async_busy = True
+        try:
+            await pending
+        finally:
+            conn._async_busy = False
+        self._drain(conn)
 
-    async def _drain_backlog(self, conn: Connection) -> None:
+    def _drain(self, conn: Connection) -> None:
+        """Handle a connection's queued messages in order, until one starts async work
+        (which drains the rest when it ends) or the turn budget holds the connection
+        (the next turn resumes)."""
         backlog = conn._backlog
-        while backlog:
-            if not conn._registered:
-                break
+        while backlog and conn._registered:
+            if conn._budget_held:
+                return
             pending = self._dispatch(conn, backlog.popleft())
             if pending is not None:
-                await pending
+                self._spawn(self._continue(conn, pending))
+                return
         conn._backlog = None
         if conn._backlog_held:
             conn._backlog_held = False
@@ -946,6 +960,8 @@ class Server:
         for conn in paused:
             conn._budget_held = False
             conn.release_reading()
+            if conn._backlog is not None and not conn._async_busy:
+                self._drain(conn)
 
     async def _hold_sender(self, conn: Connection, members: dict[str, Connection]) -> None:
         conn.hold_reading()

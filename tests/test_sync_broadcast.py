@@ -167,28 +167,38 @@ async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> N
     fast.close()
 
 
-async def test_turn_budget_pauses_a_flooding_sender_without_losing_anything(
+async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
     make_server: Any, monkeypatch: Any
 ) -> None:
-    server = await make_server(turn_budget=32 * 1024)
-    held: list[str] = []
+    budget = 32 * 1024
+    server = await make_server(turn_budget=budget)
+    held: list[tuple[str, int]] = []
     original = type(server)._over_budget
 
     def spy(self: roomer.Server, conn: roomer.Connection) -> None:
-        held.append(conn.id)
+        held.append((conn.id, self._engine.turn_bytes))
         original(self, conn)
+
+    @server.on("slow")
+    async def slow(conn: roomer.Connection, msg: roomer.Message) -> None:
+        await asyncio.sleep(0.01)
+        conn.send_to_room("r", "m", msg.payload)
 
     monkeypatch.setattr(type(server), "_over_budget", spy)
     port = server.address[1]
     receivers = [(await _joined(port, "r"))[0] for _ in range(20)]
     sender, sender_id = await _joined(port, "r")
     count = 400
+    payloads = [b"%04d" % n + b"p" * 1000 for n in range(count)]
+    # One write: the server reads many messages at once, so the budget must stop
+    # within a read, not only between reads. An async handler sits in the middle.
+    messages = [("r", "slow" if n == 150 else "m", p) for n, p in enumerate(payloads)]
     collecting = [asyncio.ensure_future(_collect(r, count)) for r in receivers]
-    for n in range(count):
-        await sender.send("r", "m", b"%04d" % n + b"p" * 1000)
+    await sender.send_many(messages)
     orders = await asyncio.wait_for(asyncio.gather(*collecting), 30)
-    assert held and set(held) == {sender_id}
-    expected = [b"%04d" % n + b"p" * 1000 for n in range(count)]
-    assert all(order == expected for order in orders)
+    assert all(order == payloads for order in orders)
+    assert held and {conn_id for conn_id, _ in held} == {sender_id}
+    one_relay = 20 * (len(payloads[0]) + 70)  # 20 receivers, frame overhead included
+    assert max(turn for _, turn in held) < budget + one_relay
     for client in [*receivers, sender]:
         client.close()
