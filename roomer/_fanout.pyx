@@ -119,6 +119,11 @@ cdef class Fanout:
                 return <object>value
         return None
 
+    @property
+    def turn_receivers(self):
+        """Receivers given something since the last flush (at least 1)."""
+        return len(self._dirty) or 1
+
     def wait_drain(self):
         """A future resolved the next time any outbox falls back under the limit."""
         fut = self._loop.create_future()

@@ -100,6 +100,11 @@ class Fanout:
                 return peer
         return None
 
+    @property
+    def turn_receivers(self) -> int:
+        """Receivers given something since the last flush (at least 1)."""
+        return len(self._dirty) or 1
+
     def wait_drain(self) -> asyncio.Future[None]:
         """A future resolved the next time any outbox falls back under the limit."""
         fut: asyncio.Future[None] = self._loop.create_future()

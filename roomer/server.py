@@ -235,7 +235,7 @@ class Server:
         slow_consumer: str = "drop",
         write_timeout: float = 10.0,
         flush_threshold: int = 64 * 1024,
-        turn_budget: int = 4 << 20,
+        turn_budget: int = 16 * 1024,
         root_presence: bool = False,
         allow_root_broadcast: bool = False,
         max_room_name: int = 128,
@@ -935,7 +935,7 @@ class Server:
         self.counters["relayed"] += 1
         engine = self._engine
         engine.broadcast(members, codec.encode_frame(room, event, "", conn.id, payload), conn)
-        if engine.turn_bytes >= self.turn_budget:
+        if engine.turn_bytes >= self.turn_budget * engine.turn_receivers:
             self._over_budget(conn)
         if engine.sync and engine.over_limit(members, conn) is not None:
             # Sync mode: the relay is queued (never dropped); the sender waits by
