@@ -995,47 +995,39 @@ class Server:
             self._error(conn, "too_many_rooms", f"at most {limit} rooms per connection",
                         room, "join")
             return None
-        try:
-            pending = self._run_hooks(self._on_join, conn, room)
-        except Exception as exc:
-            self._hook_refused(conn, exc, "join_denied", room, "join")
-            return None
-        if pending is None:
-            self._add_member(conn, room)
-            return None
-        return self._join_later(conn, room, pending)
-
-    async def _join_later(self, conn: Connection, room: str, pending: Awaitable[None]) -> None:
-        try:
-            await pending
-        except Exception as exc:
-            self._hook_refused(conn, exc, "join_denied", room, "join")
-            return
-        if conn._registered:
-            self._add_member(conn, room)
+        return self._after_hooks(self._on_join, conn, room, "join", self._add_member)
 
     def _client_leave(self, conn: Connection, room: str) -> Awaitable[None] | None:
         if room not in conn._rooms:
             self._remove_member(conn, room, ack=True)
             return None
+        return self._after_hooks(self._on_leave, conn, room, "leave", self._leave_with_ack)
+
+    def _leave_with_ack(self, conn: Connection, room: str) -> None:
+        self._remove_member(conn, room, ack=True)
+
+    def _after_hooks(self, hooks: list[Hook], conn: Connection, room: str, event: str,
+                     apply: Callable[[Connection, str], None]) -> Awaitable[None] | None:
+        """Run a room's join/leave hooks, then ``apply(conn, room)`` unless one refused."""
         try:
-            pending = self._run_hooks(self._on_leave, conn, room)
+            pending = self._run_hooks(hooks, conn, room)
         except Exception as exc:
-            self._hook_refused(conn, exc, "leave_denied", room, "leave")
+            self._hook_refused(conn, exc, f"{event}_denied", room, event)
             return None
         if pending is None:
-            self._remove_member(conn, room, ack=True)
+            apply(conn, room)
             return None
-        return self._leave_later(conn, room, pending)
+        return self._after_async_hooks(pending, conn, room, event, apply)
 
-    async def _leave_later(self, conn: Connection, room: str, pending: Awaitable[None]) -> None:
+    async def _after_async_hooks(self, pending: Awaitable[None], conn: Connection, room: str,
+                                 event: str, apply: Callable[[Connection, str], None]) -> None:
         try:
             await pending
         except Exception as exc:
-            self._hook_refused(conn, exc, "leave_denied", room, "leave")
+            self._hook_refused(conn, exc, f"{event}_denied", room, event)
             return
         if conn._registered:
-            self._remove_member(conn, room, ack=True)
+            apply(conn, room)
 
     def _hook_refused(self, conn: Connection, exc: Exception, code: str, room: str,
                       event: str) -> None:
