@@ -177,6 +177,16 @@ async def connect(target: Any, **kwargs: Any) -> RawClient:
     return client
 
 
+async def pair_in(server: Any, room: str) -> tuple[RawClient, RawClient]:
+    """Two clients in ``room``; the first has already taken the second's new_member."""
+    a = await connect(server)
+    b = await connect(server)
+    await a.join(room)
+    await b.join(room)
+    await a.expect("new_member")
+    return a, b
+
+
 async def connect_ws(target: Any, **kwargs: Any) -> ClientConnection:
     """A bare websockets connection (no root join_ack read)."""
     url = target if isinstance(target, str) else url_of(target)

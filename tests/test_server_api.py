@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from rawclient import Msg, connect, connect_ws, decode, encode, eventually, url_of
+from rawclient import Msg, connect, connect_ws, decode, encode, eventually, pair_in, url_of
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import roomer
@@ -30,11 +30,7 @@ async def test_sync_handler_replies_and_nothing_is_relayed(make_server) -> None:
         seen.append(msg)
         conn.send("pong", msg.payload, room=msg.room)
 
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     await a.send("r", "ping", dst="", src="forged", payload=b"\x01\x02")
     assert await a.recv() == ("r", "pong", "", "", b"\x01\x02")
     await b.expect_nothing()  # a handled event is not relayed
@@ -60,11 +56,7 @@ async def test_async_handler_broadcasts(make_server) -> None:
         await asyncio.sleep(0.02)
         server.broadcast(msg.room, "announced", msg.payload)
 
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     await a.send("r", "announce", payload=b"hello")
     for c in (a, b):  # server-originated: src empty, the sender included
         assert await c.recv() == ("r", "announced", "", "", b"hello")
@@ -363,11 +355,7 @@ async def test_on_leave_deny(make_server, is_async: bool) -> None:
             if room == "jail":
                 raise roomer.Deny("you stay")
 
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("jail")
-    await b.join("jail")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "jail")
     await b.send("jail", "leave")
     body = await b.expect_error("leave_denied", "jail", "leave")
     assert body["message"] == "you stay"
@@ -538,11 +526,7 @@ async def test_connection_count_rooms_members(make_server) -> None:
 
 async def test_kick(make_server) -> None:
     server = await make_server()
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     assert server.kick(b.id) is True
     assert await b.closed() == (1008, "kicked")
     msg = await a.expect("member_left", "r")
@@ -555,11 +539,7 @@ async def test_kick(make_server) -> None:
 
 async def test_kicked_client_is_not_read_anymore(make_server) -> None:
     server = await make_server()
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     server.kick(b.id)
     try:  # b keeps talking after its kick: none of it is relayed
         for _ in range(10):
@@ -625,11 +605,7 @@ async def test_on_connect_plain_exception_closes_1011(make_server, is_async: boo
 
 async def test_sync_broadcaster_basics(make_server) -> None:
     server = await make_server(sync_broadcast=True)
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     await a.send("r", "chat", payload=b"relayed")
     assert await b.recv() == ("r", "chat", "", a.id, b"relayed")
     assert await asyncio.wait_for(server.broadcast("r", "tick", b"t", exclude=a.id), 5) == 1

@@ -6,7 +6,7 @@ import asyncio
 import re
 import urllib.request
 
-from rawclient import connect, http_get
+from rawclient import connect, http_get, pair_in
 
 
 async def test_healthz(make_server) -> None:
@@ -38,11 +38,7 @@ def _metric(text: str, name: str) -> float:
 
 async def test_metrics_counters(make_server) -> None:
     server = await make_server()
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     await a.send("r", "chat")
     await b.expect("chat")
     await a.send("root", "dm", dst=b.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from rawclient import connect, encode, eventually
+from rawclient import connect, encode, eventually, pair_in
 
 
 def test_rawclient_encodes_the_design_example() -> None:
@@ -99,11 +99,7 @@ async def test_rejoin_resends_join_ack_without_new_member(make_server) -> None:
 
 async def test_leave_acks_member_left_and_idempotence(make_server) -> None:
     server = await make_server()
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("lobby")
-    await b.join("lobby")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "lobby")
     await b.leave("lobby")
     msg = await a.expect("member_left", "lobby")
     assert (msg.src, msg.dst, msg.payload) == ("", "", b.id.encode())
@@ -118,11 +114,7 @@ async def test_leave_acks_member_left_and_idempotence(make_server) -> None:
 
 async def test_no_broadcast_after_leave_ack(make_server) -> None:
     server = await make_server()
-    a = await connect(server)
-    b = await connect(server)
-    await a.join("r")
-    await b.join("r")
-    await a.expect("new_member")
+    a, b = await pair_in(server, "r")
     await b.send("r", "leave")
     # a keeps relaying into the room while b's leave is processed.
     for i in range(50):
