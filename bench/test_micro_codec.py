@@ -12,21 +12,7 @@ import os
 from typing import Any
 
 import pytest
-
-PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
-
-
-def implementations(name: str) -> list[Any]:
-    """pytest params for roomer._<name>_py ("pure") and roomer._<name> ("compiled")."""
-    return [
-        pytest.param(f"roomer._{name}_py", id="pure"),
-        pytest.param(
-            f"roomer._{name}",
-            id="compiled",
-            marks=pytest.mark.skipif(PURE_ONLY, reason="ROOMER_NO_EXTENSIONS=1 forces pure"),
-        ),
-    ]
-
+from implementations import implementations
 
 SIZES = [16, 256, 4096, 65536]
 ROOM, EVENT, DST, SRC = "lobby", "chat", "", "6f1c1d5e-8a43-4b47-9a0b-2f8c1e0d7a55"

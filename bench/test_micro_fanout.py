@@ -10,26 +10,12 @@ per delivery. Run:  python -m pytest bench/ --benchmark-enable
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import pytest
+from implementations import implementations
 
 from roomer import _codec_py
-
-PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
-
-
-def implementations(name: str) -> list[Any]:
-    """pytest params for roomer._<name>_py ("pure") and roomer._<name> ("compiled")."""
-    return [
-        pytest.param(f"roomer._{name}_py", id="pure"),
-        pytest.param(
-            f"roomer._{name}",
-            id="compiled",
-            marks=pytest.mark.skipif(PURE_ONLY, reason="ROOMER_NO_EXTENSIONS=1 forces pure"),
-        ),
-    ]
 
 
 class CountingTransport:
