@@ -110,3 +110,13 @@ class RawSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+async def joined(port: int, room: str, rcvbuf: int | None = None) -> tuple[RawSocket, str]:
+    """A bare-socket client that has joined ``room``, and its id."""
+    client = await RawSocket.open(port, rcvbuf)
+    root_ack = await client.recv()
+    await client.send(room, "join")
+    while (await client.recv())[1] != "join_ack":
+        pass
+    return client, root_ack[3]

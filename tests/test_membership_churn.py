@@ -5,18 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rawsocket import RawSocket
+from rawsocket import RawSocket, joined
 
 import roomer
-
-
-async def _joined(port: int, room: str) -> tuple[RawSocket, str]:
-    client = await RawSocket.open(port)
-    root_ack = await client.recv()
-    await client.send(room, "join")
-    while (await client.recv())[1] != "join_ack":
-        pass
-    return client, root_ack[3]
 
 
 async def _events(client: RawSocket, stop: str) -> list[tuple[str, str, bytes]]:
@@ -31,10 +22,10 @@ async def _events(client: RawSocket, stop: str) -> list[tuple[str, str, bytes]]:
 async def test_receivers_leaving_and_dropping_mid_flood(make_server: Any) -> None:
     server = await make_server()
     port = server.address[1]
-    stayers = [await _joined(port, "r") for _ in range(10)]
-    leavers = [await _joined(port, "r") for _ in range(10)]
-    droppers = [await _joined(port, "r") for _ in range(10)]
-    sender, sender_id = await _joined(port, "r")
+    stayers = [await joined(port, "r") for _ in range(10)]
+    leavers = [await joined(port, "r") for _ in range(10)]
+    droppers = [await joined(port, "r") for _ in range(10)]
+    sender, sender_id = await joined(port, "r")
     count = 300
 
     async def flood() -> None:
@@ -82,9 +73,9 @@ async def test_handler_moves_rooms_while_broadcasting(make_server: Any) -> None:
         conn.send_to_room("b", "hello", b"")
 
     port = server.address[1]
-    in_a, _ = await _joined(port, "a")
-    in_b, _ = await _joined(port, "b")
-    mover, mover_id = await _joined(port, "a")
+    in_a, _ = await joined(port, "a")
+    in_b, _ = await joined(port, "b")
+    mover, mover_id = await joined(port, "a")
     await mover.send("a", "move")
     got_a = await asyncio.wait_for(_events(in_a, "member_left"), 5)
     assert [(e, p) for _, e, p in got_a] == [

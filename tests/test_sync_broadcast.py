@@ -5,18 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rawsocket import RawSocket
+from rawsocket import RawSocket, joined
 
 import roomer
-
-
-async def _joined(port: int, room: str, rcvbuf: int | None = None) -> tuple[RawSocket, str]:
-    client = await RawSocket.open(port, rcvbuf)
-    root_ack = await client.recv()
-    await client.send(room, "join")
-    while (await client.recv())[1] != "join_ack":
-        pass
-    return client, root_ack[3]
 
 
 async def _collect(client: RawSocket, count: int, event: str = "m") -> list[bytes]:
@@ -31,8 +22,8 @@ async def _collect(client: RawSocket, count: int, event: str = "m") -> list[byte
 async def test_sync_global_order_across_50_receivers(make_server: Any) -> None:
     server = await make_server(sync_broadcast=True)
     port = server.address[1]
-    receivers = [(await _joined(port, "arena"))[0] for _ in range(50)]
-    senders = [(await _joined(port, "arena"))[0] for _ in range(4)]
+    receivers = [(await joined(port, "arena"))[0] for _ in range(50)]
+    senders = [(await joined(port, "arena"))[0] for _ in range(4)]
     per_sender, from_server = 60, 40
 
     async def send_all(i: int, sender: RawSocket) -> None:
@@ -65,9 +56,9 @@ async def test_sync_global_order_across_50_receivers(make_server: Any) -> None:
 async def test_sync_slow_reader_gets_everything(make_server: Any) -> None:
     server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=30)
     port = server.address[1]
-    slow, _ = await _joined(port, "r", rcvbuf=4096)
-    fast, _ = await _joined(port, "r")
-    sender, _ = await _joined(port, "r")
+    slow, _ = await joined(port, "r", rcvbuf=4096)
+    fast, _ = await joined(port, "r")
+    sender, _ = await joined(port, "r")
     count, payload = 1500, b"x" * 2000  # ~3 MB: far past the slow reader's buffers
 
     async def flood() -> None:
@@ -100,8 +91,8 @@ async def test_sync_slow_reader_gets_everything(make_server: Any) -> None:
 async def test_sync_stuck_reader_is_disconnected_others_go_on(make_server: Any) -> None:
     server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=0.5)
     port = server.address[1]
-    stuck, stuck_id = await _joined(port, "r", rcvbuf=4096)
-    fast, _ = await _joined(port, "r")
+    stuck, stuck_id = await joined(port, "r", rcvbuf=4096)
+    fast, _ = await joined(port, "r")
     payload = b"y" * 16384
     fast_task = asyncio.ensure_future(_collect(fast, 800))
     sent = 0
@@ -130,7 +121,7 @@ async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
         await asyncio.sleep(0.05)
     # Joined by the server in one loop turn: one presence write per member, not 1000.
     server.do(lambda conn: conn.join("flood"))
-    sender, _ = await _joined(port, "flood")
+    sender, _ = await joined(port, "flood")
     count, payload = 3000, b"z" * 1000  # 3 MB to each of 1000 receivers without drops
     await sender.send_many([("flood", "m", payload)] * count)
     for _ in range(600):
@@ -150,8 +141,8 @@ async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
 async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> None:
     server = await make_server(outbox_limit=16 * 1024, slow_consumer="disconnect")
     port = server.address[1]
-    stuck, stuck_id = await _joined(port, "r", rcvbuf=4096)
-    fast, _ = await _joined(port, "r")
+    stuck, stuck_id = await joined(port, "r", rcvbuf=4096)
+    fast, _ = await joined(port, "r")
     fast_task = asyncio.ensure_future(_collect(fast, 600))
     for _ in range(600):  # ~10 MB, paced so that a reader that reads keeps up
         server.broadcast("r", "m", b"w" * 16384)
@@ -186,8 +177,8 @@ async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
 
     monkeypatch.setattr(type(server), "_over_budget", spy)
     port = server.address[1]
-    receivers = [(await _joined(port, "r"))[0] for _ in range(20)]
-    sender, sender_id = await _joined(port, "r")
+    receivers = [(await joined(port, "r"))[0] for _ in range(20)]
+    sender, sender_id = await joined(port, "r")
     count = 400
     payloads = [b"%04d" % n + b"p" * 1000 for n in range(count)]
     # One write: the server reads many messages at once, so the budget must stop
