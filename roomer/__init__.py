@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .client import ClientError, Room, connect
 from .codec import COMPILED as _CODEC_COMPILED
+from .config import Config
 from .errors import Deny, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
 from .handlers import RESERVED_EVENTS, register_handler
@@ -17,6 +18,7 @@ __all__ = [
     "COMPILED",
     "RESERVED_EVENTS",
     "ClientError",
+    "Config",
     "Connection",
     "Deny",
     "Message",

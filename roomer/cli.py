@@ -10,25 +10,27 @@ from collections.abc import Callable
 from typing import Any
 
 from . import COMPILED, __version__
+from .config import Config
 from .server import Server
 
 __all__ = ["main"]
 
 DEFAULT_APP = "roomer.demo:setup"
 
-# CLI flag -> Server option; None means "not given" so an app's own Server keeps its value.
-SERVER_FLAGS = {
-    "sync_broadcast": "--sync-broadcast",
-    "max_message_size": "--max-message-size",
-    "outbox_limit": "--outbox-limit",
-    "slow_consumer": "--slow-consumer",
-    "write_timeout": "--write-timeout",
-    "root_presence": "--root-presence",
-    "allow_root_broadcast": "--allow-root-broadcast",
-    "max_rooms_per_connection": "--max-rooms",
-    "ping_interval": "--ping-interval",
-    "read_buffer_size": "--read-buffer-size",
-}
+
+def _add_server_flags(serve: argparse.ArgumentParser) -> None:
+    # Declared once, in roomer.Config; a flag's default is None ("not given") so an
+    # app's own Server keeps its value.
+    for name, spec in Config.cli_options():
+        meta = spec.metadata
+        kind = Config.option_type(name)
+        if kind is bool:
+            serve.add_argument(meta["flag"], dest=name, action="store_true", default=None,
+                               help=meta["help"])
+        else:
+            serve.add_argument(meta["flag"], dest=name, type=kind, default=None,
+                               metavar=meta.get("metavar"), choices=meta.get("choices"),
+                               help=f"{meta['help']} (default {spec.default})")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,30 +45,7 @@ def _parser() -> argparse.ArgumentParser:
              f"(default: {DEFAULT_APP}, the demo lobby)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument("--sync-broadcast", action="store_true", default=None,
-                       help="every member gets every broadcast, in one global order; "
-                            "slow receivers make senders wait")
-    serve.add_argument("--max-message-size", type=int, metavar="BYTES",
-                       help="largest message accepted (default 1048576); larger closes 1009")
-    serve.add_argument("--outbox-limit", type=int, metavar="BYTES",
-                       help="bytes queued per connection before drops/waits (default 1048576)")
-    serve.add_argument("--slow-consumer", choices=("drop", "disconnect"),
-                       help="async mode: drop messages for a full outbox (default) or "
-                            "disconnect the receiver with 1008")
-    serve.add_argument("--write-timeout", type=float, metavar="SECONDS",
-                       help="sync mode: disconnect a receiver over its limit this long "
-                            "(default 10)")
-    serve.add_argument("--root-presence", action="store_true", default=None,
-                       help="send new_member/member_left in root (costly in connect storms)")
-    serve.add_argument("--allow-root-broadcast", action="store_true", default=None,
-                       help="let clients broadcast into root")
-    serve.add_argument("--max-rooms", type=int, metavar="N", dest="max_rooms_per_connection",
-                       help="rooms one connection may join (default unlimited)")
-    serve.add_argument("--ping-interval", type=float, metavar="SECONDS",
-                       help="ping a connection idle this long; no pong in as long closes it "
-                            "(default 20)")
-    serve.add_argument("--read-buffer-size", type=int, metavar="BYTES",
-                       help="initial per-connection read buffer (default 1024; grows as needed)")
+    _add_server_flags(serve)
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"), help="default info")
 
@@ -92,12 +71,12 @@ def _load_app(spec: str) -> Any:
 
 def build_server(args: argparse.Namespace) -> Server:
     """The Server that ``roomer serve`` runs, from the app spec and the flags."""
-    options = {key: getattr(args, key) for key in SERVER_FLAGS
-               if getattr(args, key) is not None}
+    flags = dict(Config.cli_options())
+    options = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     app = _load_app(args.app)
     if isinstance(app, Server):
         if options:
-            given = ", ".join(SERVER_FLAGS[key] for key in options)
+            given = ", ".join(flags[key].metadata["flag"] for key in options)
             raise SystemExit(f"roomer: {args.app} is a ready Server; set {given} in its code")
         return app
     if not callable(app):
@@ -121,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
         mode = "compiled" if COMPILED else "pure Python (ROOMER_NO_EXTENSIONS or no build)"
         print(f"roomer {__version__} listening on ws://{host}:{port}/ws", flush=True)
         print(f"extensions: {mode}; broadcaster: "
-              f"{'sync' if srv.sync_broadcast else 'async'}", flush=True)
+              f"{'sync' if srv.config.sync_broadcast else 'async'}", flush=True)
         if "/" in srv.routes:
             print(f"demo lobby: http://{host}:{port}/", flush=True)
 

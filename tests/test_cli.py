@@ -95,10 +95,10 @@ def test_flags_reach_the_server() -> None:
     args = _parser().parse_args(["serve", "--sync-broadcast", "--max-message-size", "4096",
                                  "--root-presence", "--slow-consumer", "disconnect"])
     server = build_server(args)
-    assert server.sync_broadcast is True
-    assert server.max_message_size == 4096
-    assert server.root_presence is True
-    assert server.slow_consumer == "disconnect"
+    assert server.config.sync_broadcast is True
+    assert server.config.max_message_size == 4096
+    assert server.config.root_presence is True
+    assert server.config.slow_consumer == "disconnect"
     assert "/" in server.routes
 
 

@@ -164,18 +164,19 @@ async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
     budget = 2 * 1024  # per receiver touched: 40 KiB a turn with 20 receivers
     server = await make_server(turn_budget=budget)
     held: list[tuple[str, int]] = []
-    original = type(server)._over_budget
+    original = server._router._over_budget
 
-    def spy(self: roomer.Server, conn: roomer.Connection) -> None:
-        held.append((conn.id, self._engine.turn_bytes // self._engine.turn_receivers))
-        original(self, conn)
+    def spy(conn: roomer.Connection) -> None:
+        engine = server._engine
+        held.append((conn.id, engine.turn_bytes // engine.turn_receivers))
+        original(conn)
 
     @server.on("slow")
     async def slow(conn: roomer.Connection, msg: roomer.Message) -> None:
         await asyncio.sleep(0.01)
         conn.send_to_room("r", "m", msg.payload)
 
-    monkeypatch.setattr(type(server), "_over_budget", spy)
+    monkeypatch.setattr(server._router, "_over_budget", spy)
     port = server.address[1]
     receivers = [(await joined(port, "r"))[0] for _ in range(20)]
     sender, sender_id = await joined(port, "r")

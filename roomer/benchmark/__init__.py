@@ -2,3 +2,5 @@
 
 See :mod:`roomer.benchmark.harness`; ``main(argv)`` is the command-line entry point.
 """
+
+__all__: list[str] = []

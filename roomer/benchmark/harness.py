@@ -34,6 +34,8 @@ from roomer.benchmark.procs import (
     wait_listening,
 )
 
+__all__ = ["Config", "FanoutResult", "MemoryResult", "main", "run", "run_fanout", "run_memory"]
+
 LOADGEN = "roomer.benchmark.loadgen"
 SERVER = "roomer.benchmark.peers"
 SATURATED_CPU = 90.0  # % of one core: above it the load generator, not the server, may bound

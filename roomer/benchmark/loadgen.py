@@ -35,6 +35,8 @@ import picows
 
 from roomer.benchmark import wire
 
+__all__ = ["Probe", "Publisher", "Subscriber", "main"]
+
 BINARY = picows.WSMsgType.BINARY
 CONNECT_CONCURRENCY = 64
 SETUP_TIMEOUT = 120.0  # bound on connecting and joining every connection of one process

@@ -22,6 +22,8 @@ from typing import Any
 
 from roomer.benchmark import wire
 
+__all__ = ["main"]
+
 HOST = "127.0.0.1"
 MAX_MESSAGE = 1 << 20
 

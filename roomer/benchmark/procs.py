@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = ["Child", "ChildError", "cpu_times", "free_port", "kill_all", "memory_kib",
+           "wait_listening"]
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The directory holding the roomer package, so children import the same roomer as the harness
 # (a source checkout or an installed wheel alike).

@@ -28,6 +28,8 @@ from roomer.benchmark.loadgen import (
     _percentile,
 )
 
+__all__ = ["run_publisher", "run_subscribers"]
+
 monotonic = time.monotonic
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 
+__all__ = ["chat_payload", "decode", "encode", "relayed_frame_size", "ws_header_size"]
+
 _U32 = struct.Struct(">I")
 # seq, send time (ns, CLOCK_MONOTONIC): the probe's latency and flow-control stamp.
 STAMP = struct.Struct(">QQ")

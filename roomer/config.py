@@ -1,0 +1,151 @@
+"""Every Server option, declared once: type, default, validation, docs and CLI flag.
+
+``Server(**options)`` builds a :class:`Config`; ``roomer serve`` derives its flags from
+the fields that carry one (``flag`` in the field metadata), so an option cannot exist in
+one place and be missing in the other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args, get_origin, get_type_hints
+
+__all__ = ["Config"]
+
+
+def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, **kw})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A Server's options. Frozen: a running server's options do not change under it.
+
+    Invalid values raise ``TypeError`` (wrong type) or ``ValueError`` (out of range) here,
+    before anything starts, whichever codec and fan-out implementation is in use.
+    """
+
+    authorize: Callable[[Any], Any] | None = _opt(
+        None, "fn(request) -> claims at the upgrade; raise roomer.Deny for HTTP 401")
+    allowed_origins: frozenset[str] | None = _opt(
+        None, "Origins allowed to open a WebSocket (others: HTTP 403); None allows any")
+    sync_broadcast: bool = _opt(
+        False, "every member gets every broadcast, in one global order; slow receivers "
+               "make senders wait", "--sync-broadcast")
+    max_message_size: int = _opt(
+        1 << 20, "largest message accepted in bytes; larger closes with 1009",
+        "--max-message-size", metavar="BYTES")
+    outbox_limit: int = _opt(
+        1 << 20, "bytes queued per connection before drops (async) or waits (sync)",
+        "--outbox-limit", metavar="BYTES")
+    slow_consumer: str = _opt(
+        "drop", "async mode, a receiver over its outbox limit: 'drop' the message for it "
+                "or 'disconnect' it with 1008", "--slow-consumer",
+        choices=("drop", "disconnect"))
+    write_timeout: float = _opt(
+        10.0, "sync mode: disconnect a receiver over its limit for this many seconds",
+        "--write-timeout", metavar="SECONDS")
+    flush_threshold: int = _opt(
+        64 * 1024, "an outbox past this many bytes is written at once, not at the turn's end")
+    turn_budget: int = _opt(
+        16 * 1024, "bytes one loop turn may queue per receiver it touched before the "
+                   "sender is read again after the flush")
+    root_presence: bool = _opt(
+        False, "send new_member/member_left in root (costly in connect storms)",
+        "--root-presence")
+    allow_root_broadcast: bool = _opt(
+        False, "let clients broadcast into root", "--allow-root-broadcast")
+    max_room_name: int = _opt(128, "longest room name in UTF-8 bytes")
+    max_event_name: int = _opt(64, "longest event name in UTF-8 bytes")
+    max_rooms_per_connection: int | None = _opt(
+        None, "rooms one connection may join besides root (None: unlimited)",
+        "--max-rooms", metavar="N")
+    rate_limit: tuple[float, float] | None = _opt(
+        None, "(messages, seconds): a token bucket per connection (None: unlimited)")
+    ping_interval: float | None = _opt(
+        20.0, "ping a connection idle this many seconds (None: no pings, no idle close)",
+        "--ping-interval", metavar="SECONDS")
+    ping_timeout: float = _opt(
+        20.0, "a pinged connection silent this many seconds more is closed with 1011")
+    handshake_timeout: float = _opt(5.0, "seconds allowed for the HTTP upgrade")
+    read_buffer_size: int = _opt(
+        1024, "initial per-connection read buffer in bytes (grows for larger messages)",
+        "--read-buffer-size", metavar="BYTES")
+    routes: Mapping[str, tuple[str, bytes]] = field(
+        default_factory=dict,
+        metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
+
+    def __post_init__(self) -> None:
+        _check_callable("authorize", self.authorize)
+        if self.allowed_origins is not None:
+            if isinstance(self.allowed_origins, str) or not isinstance(
+                    self.allowed_origins, Iterable):
+                raise TypeError("allowed_origins must be an iterable of origin strings")
+            origins = frozenset(self.allowed_origins)
+            if not all(isinstance(o, str) for o in origins):
+                raise TypeError("allowed_origins must hold origin strings")
+            object.__setattr__(self, "allowed_origins", origins)
+        for name in ("sync_broadcast", "root_presence", "allow_root_broadcast"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False")
+        _check_int("max_message_size", self.max_message_size, 20,
+                   "the smallest message is 20 bytes")
+        _check_int("outbox_limit", self.outbox_limit, 1)
+        _check_int("flush_threshold", self.flush_threshold, 1)
+        _check_int("turn_budget", self.turn_budget, 1)
+        _check_int("max_room_name", self.max_room_name, 1)
+        _check_int("max_event_name", self.max_event_name, 1)
+        _check_int("read_buffer_size", self.read_buffer_size, 1)
+        if self.max_rooms_per_connection is not None:
+            _check_int("max_rooms_per_connection", self.max_rooms_per_connection, 1)
+        if self.slow_consumer not in ("drop", "disconnect"):
+            raise ValueError("slow_consumer must be 'drop' or 'disconnect'")
+        _check_seconds("write_timeout", self.write_timeout)
+        _check_seconds("ping_timeout", self.ping_timeout)
+        _check_seconds("handshake_timeout", self.handshake_timeout)
+        if self.ping_interval is not None:
+            _check_seconds("ping_interval", self.ping_interval)
+        if self.rate_limit is not None:
+            if not isinstance(self.rate_limit, tuple) or len(self.rate_limit) != 2:
+                raise TypeError("rate_limit must be a (messages, seconds) tuple or None")
+            count, per = self.rate_limit
+            _check_seconds("rate_limit messages", count)
+            _check_seconds("rate_limit seconds", per)
+        if not isinstance(self.routes, Mapping):
+            raise TypeError("routes must be a mapping {path: (content_type, body)}")
+        object.__setattr__(self, "routes", dict(self.routes))
+
+    @classmethod
+    def cli_options(cls) -> list[tuple[str, Any]]:
+        """(name, dataclass field) of every option that has a ``roomer serve`` flag."""
+        return [(f.name, f) for f in fields(cls) if f.metadata.get("flag")]
+
+    @classmethod
+    def option_type(cls, name: str) -> type:
+        """The plain type of an option (``int`` for ``int | None``)."""
+        hint = get_type_hints(cls)[name]
+        for arg in get_args(hint) or (hint,):
+            if arg is not type(None):
+                return get_origin(arg) or arg
+        raise TypeError(f"option {name} has no type")
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None")
+
+
+def _check_int(name: str, value: object, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}" + (f" ({why})" if why else ""))
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number")
