@@ -8,7 +8,7 @@ from __future__ import annotations
 from .client import ClientError, Room, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .config import Config
-from .errors import Deny, ProtocolError, RoomerError
+from .errors import Deny, ExtensionMismatch, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
 from .handlers import RESERVED_EVENTS, register_handler
 from .message import Message
@@ -21,6 +21,7 @@ __all__ = [
     "Config",
     "Connection",
     "Deny",
+    "ExtensionMismatch",
     "Message",
     "ProtocolError",
     "Room",

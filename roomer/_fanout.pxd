@@ -1,5 +1,5 @@
 # The compiled fan-out engine's C-level API.
-from picows.picows cimport WSListener, WSTransport
+from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
 
 cdef class Fanout:
@@ -7,11 +7,14 @@ cdef class Fanout:
         list _dirty
         list _overflowed
         list _drain_waiters
+        list _grown
+        list _trims
         bint _scheduled
         object _loop
         object _flush_cb
         object _on_overflow
         readonly Py_ssize_t outbox_limit
+        readonly Py_ssize_t hard_limit
         readonly Py_ssize_t flush_threshold
         readonly bint sync
         readonly bint disconnect_slow
@@ -19,12 +22,13 @@ cdef class Fanout:
         readonly unsigned long long dropped
         readonly unsigned long long writes
         readonly unsigned long long bytes_out
+        readonly unsigned long long read_buffer_trims
         readonly Py_ssize_t turn_bytes
 
     cdef void _schedule(self) noexcept
     cdef void _drained(self) noexcept
     cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
-                               object exclude) except -1
+                               object exclude, bint control) except -1
     cdef int _flush_all(self) except -1
 
 
@@ -33,6 +37,9 @@ cdef class Peer(WSListener):
         readonly object transport
         WSTransport _ws
         object _write
+        object _protocol
+        MemoryBuffer _rbuf
+        Py_ssize_t _rbuf_base
         char* _buf
         Py_ssize_t _size
         Py_ssize_t _cap
@@ -42,8 +49,13 @@ cdef class Peer(WSListener):
         bint _paused
         bint _dirty
         bint _overflowing
+        bint _grown
+        bint _trim_pending
         readonly bint closing
+        readonly bint overflowed
 
-    cdef int _enqueue(self, const char* data, Py_ssize_t size) except -1
+    cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
+    cdef int _overflow(self) except -1
     cdef int _flush(self) except -1
     cdef int _grow(self, Py_ssize_t need) except -1
+    cdef int _trim_read_buffer(self) except -1

@@ -1,4 +1,5 @@
+from roomer._fanout_py import BUILT_FOR_PICOWS as BUILT_FOR_PICOWS
 from roomer._fanout_py import Fanout as Fanout
 from roomer._fanout_py import Peer as Peer
 
-__all__ = ["Fanout", "Peer"]
+__all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]

@@ -5,6 +5,13 @@ One broadcast is one pre-framed ``bytes`` (roomer._codec.encode_frame). Deliveri
 to a receiver is a memcpy into that receiver's outbox; outboxes touched in a loop turn
 are written once each at the end of the turn (or sooner past ``flush_threshold``).
 roomer/_fanout_py.py is the pure-Python twin and test oracle.
+
+Argument contract (both twins): ``members`` is exactly a ``dict`` whose values are Peers
+of the same implementation, frames are exactly ``bytes``; anything else is a TypeError.
+
+This module is compiled against picows' C layout (picows.pxd: WSTransport, its cdef
+``_fast_write``, MemoryBuffer), so it refuses to load beside any other picows version
+than the one it was built with.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -12,11 +19,32 @@ from cpython.dict cimport PyDict_Next
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from libc.string cimport memcpy
-from picows.picows cimport WSListener, WSTransport
+from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
+import gc
 from time import monotonic
 
-__all__ = ["Fanout", "Peer"]
+import picows
+
+from .errors import ExtensionMismatch
+
+__all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]
+
+cdef extern from *:
+    """
+    #ifndef ROOMER_PICOWS_VERSION
+    #error "build roomer._fanout with setup.py: it records the picows version compiled against"
+    #endif
+    """
+    const char* ROOMER_PICOWS_VERSION
+
+#: The picows version this module was compiled against (its struct layouts are baked in).
+BUILT_FOR_PICOWS = ROOMER_PICOWS_VERSION.decode()
+if picows.__version__ != BUILT_FOR_PICOWS:
+    raise ExtensionMismatch(
+        f"roomer._fanout was compiled against picows {BUILT_FOR_PICOWS} but picows "
+        f"{picows.__version__} is installed; install picows=={BUILT_FOR_PICOWS} or rebuild "
+        "roomer (pip install --force-reinstall --no-binary roomer roomer)")
 
 # A buffer is kept across writes only while it carries bursts (a write of more than
 # KEEP_MIN bytes) and is not huge: an idle connection keeps no outbox memory, and one
@@ -24,6 +52,11 @@ __all__ = ["Fanout", "Peer"]
 cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
 cdef Py_ssize_t KEEP_MIN = 1024
 cdef Py_ssize_t MIN_CAPACITY = 256
+# picows grows a connection's read buffer for big frames and floods but never shrinks
+# it; past this capacity it is cut back once the read that grew it has been handled.
+cdef Py_ssize_t TRIM_ABOVE = 64 * 1024
+# picows keeps this much spare room past a read buffer's usable size (SIMD parsing).
+cdef Py_ssize_t READ_HEADROOM = 256
 
 
 def _report_write_error(loop, peer, exc):
@@ -40,11 +73,16 @@ def _report_write_error(loop, peer, exc):
 cdef class Fanout:
     """The server-wide fan-out state: outbox limits, flush scheduling and counters.
 
-    ``sync=False`` (default): a receiver whose outbox would pass ``outbox_limit`` loses
-    that message (counted); with ``disconnect_slow`` it is also handed to
-    ``on_overflow(peer)`` at the end of the turn so the server can close it.
-    ``sync=True``: nothing is dropped; ``over_limit`` and ``wait_drain`` let the caller
-    wait, and ``Peer.over_since`` tells how long a receiver has been over.
+    Data frames (``broadcast``, ``Peer.send_frame``): in async mode (``sync=False``) a
+    receiver whose outbox would pass ``outbox_limit`` loses that frame (counted); with
+    ``disconnect_slow`` it is also handed to ``on_overflow(peer)``. In sync mode nothing
+    is dropped below the hard limit; ``over_limit``, ``take_grown`` and ``wait_drain``
+    let the caller wait, and ``Peer.over_since`` tells how long a receiver has been over.
+
+    Control frames (``broadcast_control``, ``Peer.send_control``: acks, presence, errors)
+    are never dropped below the hard limit. Past ``hard_limit`` (twice ``outbox_limit``)
+    any frame overflows the receiver in either mode: it takes nothing more and is handed
+    to ``on_overflow`` once, at the end of the turn, to be disconnected.
     """
 
     def __init__(self, loop, *, Py_ssize_t outbox_limit=1 << 20,
@@ -56,10 +94,13 @@ cdef class Fanout:
         self._dirty = []
         self._overflowed = []
         self._drain_waiters = []
+        self._grown = []
+        self._trims = []
         self._scheduled = False
         self._flush_cb = self.flush
         self._on_overflow = on_overflow
         self.outbox_limit = outbox_limit
+        self.hard_limit = 2 * outbox_limit
         self.flush_threshold = flush_threshold
         self.sync = sync
         self.disconnect_slow = disconnect_slow
@@ -82,7 +123,7 @@ cdef class Fanout:
                 fut.set_result(None)
 
     cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
-                               object exclude) except -1:
+                               object exclude, bint control) except -1:
         cdef Py_ssize_t pos = 0, sent = 0
         cdef PyObject* key
         cdef PyObject* value
@@ -94,16 +135,20 @@ cdef class Fanout:
             if not isinstance(<object>value, Peer):
                 raise TypeError("room members must be roomer Peer objects")
             peer = <Peer>value
-            sent += peer._enqueue(data, size)
+            sent += peer._enqueue(data, size, control)
         return sent
 
     def broadcast(self, dict members not None, bytes frame not None, exclude=None):
-        """Queue ``frame`` to every peer in ``members`` (a dict's values) but ``exclude``.
-
-        Returns how many receivers it was queued to (dropped ones are not counted).
-        """
+        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
+        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
         return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
-                               exclude)
+                               exclude, False)
+
+    def broadcast_control(self, dict members not None, bytes frame not None, exclude=None):
+        """Like ``broadcast`` for a control frame (presence): never dropped below the
+        hard limit."""
+        return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
+                               exclude, True)
 
     def over_limit(self, dict members not None, exclude=None):
         """The first member (but ``exclude``) whose outbox is past the limit, or None."""
@@ -118,6 +163,18 @@ cdef class Fanout:
             if (<Peer>value)._size > self.outbox_limit:
                 return <object>value
         return None
+
+    def take_grown(self):
+        """Sync mode: the peers that frames queued since the last call (or the last
+        flush) took past the limit, each once; the caller waits for them to drain."""
+        cdef list grown = self._grown
+        cdef Peer peer
+        if not grown:
+            return grown
+        self._grown = []
+        for peer in grown:
+            peer._grown = False
+        return grown
 
     @property
     def turn_receivers(self):
@@ -140,11 +197,14 @@ cdef class Fanout:
         for peer in dirty:
             peer._dirty = False
             peer._flush()
+        if self._grown:
+            for peer in self._grown:
+                peer._grown = False
+            self._grown = []
         if self._overflowed:
             overflowed = self._overflowed
             self._overflowed = []
             for peer in overflowed:
-                peer._overflowing = False
                 if self._on_overflow is not None:
                     self._on_overflow(peer)
         return 0
@@ -153,6 +213,14 @@ cdef class Fanout:
         """Write every outbox that has data (normally called once per loop turn)."""
         self._flush_all()
 
+    def _run_trims(self):
+        # Scheduled after the read: picows has compacted the buffer by then.
+        cdef list trims = self._trims
+        cdef Peer peer
+        self._trims = []
+        for peer in trims:
+            peer._trim_read_buffer()
+
     @property
     def stats(self):
         return {
@@ -160,6 +228,7 @@ cdef class Fanout:
             "dropped": self.dropped,
             "writes": self.writes,
             "bytes_out": self.bytes_out,
+            "read_buffer_trims": self.read_buffer_trims,
         }
 
 
@@ -174,6 +243,8 @@ cdef class Peer(WSListener):
         self.transport = None
         self._ws = None
         self._write = None
+        self._rbuf = None
+        self._protocol = None
 
     def __dealloc__(self):
         PyMem_Free(self._buf)
@@ -185,6 +256,10 @@ cdef class Peer(WSListener):
         self.transport = transport
         if isinstance(transport, WSTransport):
             self._ws = <WSTransport>transport
+            self._protocol = transport.underlying_transport.get_protocol()
+            self._rbuf = _read_buffer_of(self._protocol)
+            if self._rbuf is not None:
+                self._rbuf_base = self._rbuf.capacity
         else:
             self._write = transport.underlying_transport.write
         if self._size:
@@ -201,29 +276,49 @@ cdef class Peer(WSListener):
         self._cap = cap
         return 0
 
-    cdef int _enqueue(self, const char* data, Py_ssize_t size) except -1:
+    cdef int _overflow(self) except -1:
+        cdef Fanout engine = self.engine
+        if not self.overflowed:
+            self.overflowed = True
+            engine._overflowed.append(self)
+            engine._schedule()
+        return 0
+
+    cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1:
         cdef Fanout engine = self.engine
         cdef Py_ssize_t new_size = self._size + size
         if self.closing:
             return 0
-        # An empty outbox takes any one message, so a message larger than the limit
-        # is still delivered to a receiver that keeps up.
-        if new_size > engine.outbox_limit and self._size and not engine.sync:
+        if self.overflowed:  # being cut off: what it misses counts as dropped
             self.dropped += 1
             engine.dropped += 1
-            if engine.disconnect_slow and not self._overflowing:
-                self._overflowing = True
-                engine._overflowed.append(self)
-                engine._schedule()
             return 0
+        # An empty outbox takes any one frame, so a frame larger than the limit is
+        # still delivered to a receiver that keeps up.
+        if self._size and new_size > engine.outbox_limit:
+            if new_size > engine.hard_limit:
+                self.dropped += 1
+                engine.dropped += 1
+                self._overflow()
+                return 0
+            if not engine.sync and not control:
+                self.dropped += 1
+                engine.dropped += 1
+                if engine.disconnect_slow:
+                    self._overflow()
+                return 0
         if new_size > self._cap:
             self._grow(new_size)
         memcpy(self._buf + self._size, data, size)
         self._size = new_size
         engine.deliveries += 1
         engine.turn_bytes += size
-        if engine.sync and new_size > engine.outbox_limit and self.over_since == 0:
-            self.over_since = monotonic()
+        if engine.sync and new_size > engine.outbox_limit:
+            if self.over_since == 0:
+                self.over_since = monotonic()
+            if not self._grown:
+                self._grown = True
+                engine._grown.append(self)
         if not self._dirty:
             self._dirty = True
             engine._dirty.append(self)
@@ -260,9 +355,51 @@ cdef class Peer(WSListener):
             engine._drained()
         return 0
 
+    cdef int _trim_read_buffer(self) except -1:
+        cdef MemoryBuffer rb = self._rbuf
+        cdef Py_ssize_t target, used
+        cdef char* data
+        self._trim_pending = False
+        if rb is None or self._ws is None or self._ws.is_disconnected:
+            return 0
+        # picows' get_buffer offers the free tail of the read buffer: what precedes it
+        # is unparsed data (a partial frame) that must survive the cut.
+        used = rb.size - len(self._protocol.get_buffer(-1))
+        target = used + 2 * READ_HEADROOM
+        target = (target + READ_HEADROOM - 1) // READ_HEADROOM * READ_HEADROOM
+        if target < self._rbuf_base:
+            target = self._rbuf_base
+        if 4 * target > rb.capacity:
+            return 0
+        data = <char*>PyMem_Realloc(rb.data, target)
+        if data == NULL:
+            return 0  # keep the big buffer: it is still valid
+        rb.data = data
+        rb.capacity = target
+        rb.size = target - READ_HEADROOM
+        self.engine.read_buffer_trims += 1
+        return 0
+
     def send_frame(self, bytes frame not None):
-        """Queue one pre-framed message to this receiver. False if it was dropped."""
-        return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) == 1
+        """Queue one pre-framed data message to this receiver. False if it was dropped."""
+        return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), False) == 1
+
+    def send_control(self, bytes frame not None):
+        """Queue one pre-framed control message (an ack, an error): never dropped below
+        the hard limit. False if the receiver overflowed or is closing."""
+        return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), True) == 1
+
+    def read_done(self):
+        """The last frame of a read was handled: a read buffer grown past its need is
+        cut back once this turn ends."""
+        cdef Fanout engine = self.engine
+        cdef MemoryBuffer rb = self._rbuf
+        if rb is None or self._trim_pending or rb.capacity <= TRIM_ABOVE:
+            return
+        self._trim_pending = True
+        if not engine._trims:
+            engine._loop.call_soon(engine._run_trims)
+        engine._trims.append(self)
 
     def flush(self):
         """Write what is queued now, without waiting for the end of the turn."""
@@ -278,10 +415,27 @@ cdef class Peer(WSListener):
             self.over_since = 0
         self.engine._drained()
 
+    def discard_outbox(self):
+        """Drop what is queued without writing it and refuse anything after: for a
+        receiver that is being cut off because it stopped reading."""
+        PyMem_Free(self._buf)
+        self._buf = NULL
+        self._cap = 0
+        self._size = 0
+        self.closing = True
+        if self.over_since != 0:
+            self.over_since = 0
+        self.engine._drained()
+
     @property
     def pending(self):
         """Bytes queued in roomer's outbox, not yet handed to the transport."""
         return self._size
+
+    @property
+    def read_buffer_capacity(self):
+        """Bytes of picows' read buffer for this connection (0 when unknown)."""
+        return self._rbuf.capacity if self._rbuf is not None else 0
 
     @property
     def writing_paused(self):
@@ -294,3 +448,10 @@ cdef class Peer(WSListener):
         self._paused = False
         if self._size:
             self._flush()
+
+
+cdef MemoryBuffer _read_buffer_of(object protocol):
+    # picows keeps the read buffer private to its protocol object; the one MemoryBuffer
+    # the protocol references is it. None (no trimming) if that ever stops being true.
+    found = [obj for obj in gc.get_referents(protocol) if type(obj) is MemoryBuffer]
+    return found[0] if len(found) == 1 else None

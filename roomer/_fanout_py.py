@@ -1,19 +1,33 @@
 """Pure-Python fan-out engine: the fallback and test oracle of roomer._fanout.
 
-Same API and the same semantics as the compiled module: corked per-connection
-outboxes written once per loop turn, bounded in async mode, never dropping in sync mode.
+Same API, the same argument contract (``members`` exactly a dict of Peers of this twin,
+frames exactly bytes; anything else is the same TypeError) and the same semantics:
+corked per-connection outboxes written once per loop turn, data frames dropped past the
+limit in async mode, control frames never dropped, and every receiver cut off past the
+hard limit. It cannot reach picows' read buffer, so it never trims one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 from picows import WSListener
 
-__all__ = ["Fanout", "Peer"]
+__all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]
+
+#: The compiled twin names the picows version it was built against; this one uses none.
+BUILT_FOR_PICOWS: str | None = None
+
+
+def _exact(value: object, kind: type, name: str) -> None:
+    # The message Cython gives for a typed argument, so both twins fail alike.
+    if type(value) is not kind:
+        raise TypeError(f"Argument '{name}' has incorrect type "
+                        f"(expected {kind.__name__}, got {type(value).__name__})")
 
 
 def _report_write_error(loop: Any, peer: Peer, exc: Exception) -> None:
@@ -42,22 +56,27 @@ class Fanout:
         disconnect_slow: bool = False,
         on_overflow: Callable[[Any], Any] | None = None,
     ) -> None:
+        outbox_limit = operator.index(outbox_limit)
+        flush_threshold = operator.index(flush_threshold)
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
         self._loop = loop
         self._dirty: list[Peer] = []
         self._overflowed: list[Peer] = []
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._grown: list[Peer] = []
         self._scheduled = False
         self._on_overflow = on_overflow
         self.outbox_limit = outbox_limit
+        self.hard_limit = 2 * outbox_limit
         self.flush_threshold = flush_threshold
-        self.sync = sync
-        self.disconnect_slow = disconnect_slow
+        self.sync = bool(sync)
+        self.disconnect_slow = bool(disconnect_slow)
         self.deliveries = 0
         self.dropped = 0
         self.writes = 0
         self.bytes_out = 0
+        self.read_buffer_trims = 0
         # Bytes queued since the last flush: what the server caps a loop turn with.
         self.turn_bytes = 0
 
@@ -75,21 +94,33 @@ class Fanout:
             if not fut.done():
                 fut.set_result(None)
 
-    def broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object = None) -> int:
-        """Queue ``frame`` to every peer in ``members`` (a dict's values) but ``exclude``."""
-        if not isinstance(frame, bytes):
-            raise TypeError("frame must be bytes")
+    def _broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object,
+                   control: bool) -> int:
+        _exact(members, dict, "members")
+        _exact(frame, bytes, "frame")
         sent = 0
         for peer in members.values():
             if peer is exclude:
                 continue
             if not isinstance(peer, Peer):
                 raise TypeError("room members must be roomer Peer objects")
-            sent += peer._enqueue(frame)
+            sent += peer._enqueue(frame, control)
         return sent
+
+    def broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object = None) -> int:
+        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
+        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
+        return self._broadcast(members, frame, exclude, False)
+
+    def broadcast_control(self, members: dict[Any, Peer], frame: bytes,
+                          exclude: object = None) -> int:
+        """Like ``broadcast`` for a control frame (presence): never dropped below the
+        hard limit."""
+        return self._broadcast(members, frame, exclude, True)
 
     def over_limit(self, members: dict[Any, Peer], exclude: object = None) -> Peer | None:
         """The first member (but ``exclude``) whose outbox is past the limit, or None."""
+        _exact(members, dict, "members")
         limit = self.outbox_limit
         for peer in members.values():
             if peer is exclude:
@@ -99,6 +130,17 @@ class Fanout:
             if len(peer._buf) > limit:
                 return peer
         return None
+
+    def take_grown(self) -> list[Peer]:
+        """Sync mode: the peers that frames queued since the last call (or the last
+        flush) took past the limit, each once; the caller waits for them to drain."""
+        grown = self._grown
+        if not grown:
+            return grown
+        self._grown = []
+        for peer in grown:
+            peer._grown = False
+        return grown
 
     @property
     def turn_receivers(self) -> int:
@@ -119,10 +161,13 @@ class Fanout:
         for peer in dirty:
             peer._dirty = False
             peer._flush()
+        if self._grown:
+            for peer in self._grown:
+                peer._grown = False
+            self._grown = []
         if self._overflowed:
             overflowed, self._overflowed = self._overflowed, []
             for peer in overflowed:
-                peer._overflowing = False
                 if self._on_overflow is not None:
                     self._on_overflow(peer)
 
@@ -133,6 +178,7 @@ class Fanout:
             "dropped": self.dropped,
             "writes": self.writes,
             "bytes_out": self.bytes_out,
+            "read_buffer_trims": self.read_buffer_trims,
         }
 
 
@@ -140,18 +186,18 @@ class Peer(WSListener):
     """One receiver's outbox; also the picows listener of its connection."""
 
     def __init__(self, engine: Fanout) -> None:
-        if engine is None:
-            raise TypeError("engine must be a Fanout")
+        _exact(engine, Fanout, "engine")
         self.engine = engine
         self.transport: Any = None
         self._write: Callable[[bytes], Any] | None = None
         self._buf = bytearray()
         self._paused = False
         self._dirty = False
-        self._overflowing = False
+        self._grown = False
         self.dropped = 0
         self.over_since = 0.0
         self.closing = False
+        self.overflowed = False
 
     def attach(self, transport: Any) -> None:
         """Bind the outbox to a transport whose ``underlying_transport.write`` takes bytes."""
@@ -160,26 +206,45 @@ class Peer(WSListener):
         if self._buf:
             self._flush()
 
-    def _enqueue(self, frame: bytes) -> int:
+    def _overflow(self) -> None:
+        if not self.overflowed:
+            self.overflowed = True
+            self.engine._overflowed.append(self)
+            self.engine._schedule()
+
+    def _enqueue(self, frame: bytes, control: bool) -> int:
         if self.closing:
             return 0
         engine = self.engine
-        new_size = len(self._buf) + len(frame)
-        # An empty outbox takes any one message, so a message larger than the limit
-        # is still delivered to a receiver that keeps up.
-        if new_size > engine.outbox_limit and self._buf and not engine.sync:
+        if self.overflowed:  # being cut off: what it misses counts as dropped
             self.dropped += 1
             engine.dropped += 1
-            if engine.disconnect_slow and not self._overflowing:
-                self._overflowing = True
-                engine._overflowed.append(self)
-                engine._schedule()
             return 0
+        size = len(self._buf)
+        new_size = size + len(frame)
+        # An empty outbox takes any one frame, so a frame larger than the limit is
+        # still delivered to a receiver that keeps up.
+        if size and new_size > engine.outbox_limit:
+            if new_size > engine.hard_limit:
+                self.dropped += 1
+                engine.dropped += 1
+                self._overflow()
+                return 0
+            if not engine.sync and not control:
+                self.dropped += 1
+                engine.dropped += 1
+                if engine.disconnect_slow:
+                    self._overflow()
+                return 0
         self._buf += frame
         engine.deliveries += 1
         engine.turn_bytes += len(frame)
-        if engine.sync and new_size > engine.outbox_limit and self.over_since == 0:
-            self.over_since = monotonic()
+        if engine.sync and new_size > engine.outbox_limit:
+            if self.over_since == 0:
+                self.over_since = monotonic()
+            if not self._grown:
+                self._grown = True
+                engine._grown.append(self)
         if not self._dirty:
             self._dirty = True
             engine._dirty.append(self)
@@ -212,10 +277,19 @@ class Peer(WSListener):
             engine._drained()
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue one pre-framed message to this receiver. False if it was dropped."""
-        if not isinstance(frame, bytes):
-            raise TypeError("frame must be bytes")
-        return self._enqueue(frame) == 1
+        """Queue one pre-framed data message to this receiver. False if it was dropped."""
+        _exact(frame, bytes, "frame")
+        return self._enqueue(frame, False) == 1
+
+    def send_control(self, frame: bytes) -> bool:
+        """Queue one pre-framed control message (an ack, an error): never dropped below
+        the hard limit. False if the receiver overflowed or is closing."""
+        _exact(frame, bytes, "frame")
+        return self._enqueue(frame, True) == 1
+
+    def read_done(self) -> None:
+        """The last frame of a read was handled (the compiled twin trims picows' read
+        buffer then; this one cannot reach it)."""
 
     def flush(self) -> None:
         """Write what is queued now, without waiting for the end of the turn."""
@@ -230,10 +304,23 @@ class Peer(WSListener):
         self.over_since = 0.0
         self.engine._drained()
 
+    def discard_outbox(self) -> None:
+        """Drop what is queued without writing it and refuse anything after: for a
+        receiver that is being cut off because it stopped reading."""
+        self._buf = bytearray()
+        self.closing = True
+        self.over_since = 0.0
+        self.engine._drained()
+
     @property
     def pending(self) -> int:
         """Bytes queued in roomer's outbox, not yet handed to the transport."""
         return len(self._buf)
+
+    @property
+    def read_buffer_capacity(self) -> int:
+        """Bytes of picows' read buffer for this connection (0 when unknown)."""
+        return 0
 
     @property
     def writing_paused(self) -> bool:

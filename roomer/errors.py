@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Deny", "ProtocolError", "RoomerError"]
+__all__ = ["Deny", "ExtensionMismatch", "ProtocolError", "RoomerError"]
 
 
 class RoomerError(Exception):
@@ -46,3 +46,11 @@ class Deny(RoomerError):
     """
 
     code = "denied"
+
+
+class ExtensionMismatch(RuntimeError):
+    """A compiled roomer module finds other libraries than it was built against.
+
+    Raised at import (never silently replaced by the pure-Python twin): roomer._fanout
+    bakes picows' C layout in, so it only loads beside the exact picows it was built with.
+    """

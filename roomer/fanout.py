@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["COMPILED", "Fanout", "Peer"]
+__all__ = ["BUILT_FOR_PICOWS", "COMPILED", "Fanout", "Peer"]
 
 if os.environ.get("ROOMER_NO_EXTENSIONS") == "1":
-    from ._fanout_py import Fanout, Peer
+    from ._fanout_py import BUILT_FOR_PICOWS, Fanout, Peer
 
     COMPILED = False
 else:
     try:
-        from ._fanout import Fanout, Peer
+        from ._fanout import BUILT_FOR_PICOWS, Fanout, Peer
 
         COMPILED = True
     except ImportError:  # built without a C compiler: the twin is the same contract
-        from ._fanout_py import Fanout, Peer
+        # (a picows mismatch raises ExtensionMismatch instead: never a silent fallback)
+        from ._fanout_py import BUILT_FOR_PICOWS, Fanout, Peer
 
         COMPILED = False

@@ -80,7 +80,8 @@ async def test_encode_once_every_receiver_gets_identical_bytes(fanout_impl: Any)
     await end_turn()
     for tr in transports:
         assert tr.writes == [data]
-    assert engine.stats == {"deliveries": 5, "dropped": 0, "writes": 5, "bytes_out": 5 * len(data)}
+    assert engine.stats == {"deliveries": 5, "dropped": 0, "writes": 5, "bytes_out": 5 * len(data),
+                            "read_buffer_trims": 0}
 
 
 async def test_exclude(fanout_impl: Any) -> None:
@@ -301,7 +302,7 @@ async def test_async_paused_peer_is_not_flushed_by_threshold(fanout_impl: Any) -
 
 async def test_frame_larger_than_limit_goes_only_into_an_empty_outbox(fanout_impl: Any) -> None:
     """An empty outbox takes any one message; past the limit behind others it is dropped."""
-    big = frame(1, 200)
+    big = frame(1, 120)  # over the 100-byte limit, under the 200-byte hard limit with another
     engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=100)
     members, transports = make_peers(fanout_impl, engine, 2)
     members["c1"].send_frame(frame(0))
@@ -334,13 +335,15 @@ async def test_disconnect_slow_calls_on_overflow_once_at_end_of_turn(fanout_impl
         engine.broadcast(members, f)
     assert calls == []  # never from inside broadcast
     assert slow_a.dropped == slow_b.dropped == 7
+    assert slow_a.overflowed and not members["c1"].overflowed
     await end_turn()
     assert len(calls) == 2 and calls[0] is slow_a and calls[1] is slow_b
-    await end_turn()
-    assert len(calls) == 2  # once per overflowing turn, not again without new drops
+    # Once overflowed a receiver takes nothing more (what it misses is counted) and is
+    # handed over only once: the server disconnects it once, and counts it once.
     engine.broadcast(members, f)
     await end_turn()
-    assert len(calls) == 4 and calls[2] is slow_a
+    assert len(calls) == 2
+    assert slow_a.dropped == 8 and slow_a.pending == 3 * len(f)
     assert transports[1].data == f * 11
 
 
@@ -385,6 +388,133 @@ async def test_on_overflow_may_close_the_peer(fanout_impl: Any) -> None:
     assert engine.broadcast(members, frame(99)) == 1
 
 
+# --------------------------------------------------------------------------- control frames
+
+
+async def test_control_frames_pass_the_soft_limit_but_not_the_hard_one(fanout_impl: Any) -> None:
+    """Acks, presence and errors are never dropped silently: past outbox_limit they are
+    still queued, and a receiver that takes it past the hard limit (2x) is cut off."""
+    f = frame(0, 70)
+    calls: list[Any] = []
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=10 * len(f),
+                                flush_threshold=len(f), on_overflow=calls.append)
+    assert engine.hard_limit == 20 * len(f)
+    members, transports = make_peers(fanout_impl, engine, 2)
+    slow = members["c0"]
+    slow.pause_writing()
+    assert [engine.broadcast(members, f) for _ in range(11)] == [2] * 10 + [1]
+    assert slow.dropped == 1  # a data frame past the soft limit
+    assert [slow.send_control(f) for _ in range(10)] == [True] * 10
+    assert engine.broadcast_control(members, f) == 1  # the 21st frame: past the hard limit
+    assert slow.overflowed and slow.pending == 20 * len(f)
+    assert slow.send_control(f) is False and slow.send_frame(f) is False
+    assert slow.dropped == 4
+    await end_turn()
+    assert calls == [slow]  # once, at the end of the turn, whatever the mode or policy
+    assert transports[1].data == f * 12
+
+
+async def test_a_control_frame_goes_into_an_empty_outbox_whatever_its_size(
+        fanout_impl: Any) -> None:
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=100)
+    members, _ = make_peers(fanout_impl, engine, 1)
+    members["c0"].pause_writing()
+    huge = frame(1, 1000)
+    assert members["c0"].send_control(huge) is True
+    assert members["c0"].send_control(frame(2)) is False  # behind it: past the hard limit
+    assert members["c0"].overflowed
+
+
+async def test_sync_hard_limit_cuts_off_instead_of_growing(fanout_impl: Any) -> None:
+    f = frame(0, 70)
+    calls: list[Any] = []
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=10 * len(f),
+                                flush_threshold=len(f), sync=True, on_overflow=calls.append)
+    members, _ = make_peers(fanout_impl, engine, 2)
+    slow = members["c1"]
+    slow.pause_writing()
+    sent = [engine.broadcast(members, f) for _ in range(25)]
+    assert sent == [2] * 20 + [1] * 5
+    assert slow.pending == 20 * len(f) and slow.overflowed
+    await end_turn()
+    assert calls == [slow]
+
+
+async def test_take_grown_names_each_peer_taken_past_the_limit_once(fanout_impl: Any) -> None:
+    f = frame(0, 70)
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=3 * len(f),
+                                flush_threshold=len(f), sync=True)
+    members, _ = make_peers(fanout_impl, engine, 3)
+    members["c0"].pause_writing()
+    members["c2"].pause_writing()
+    for _ in range(3):
+        engine.broadcast(members, f)
+    assert engine.take_grown() == []  # at the limit, not past it
+    engine.broadcast(members, f)
+    engine.broadcast(members, f)
+    assert engine.take_grown() == [members["c0"], members["c2"]]
+    assert engine.take_grown() == []
+    members["c2"].send_control(f)
+    assert engine.take_grown() == [members["c2"]]
+    members["c2"].send_control(f)
+    await end_turn()
+    assert engine.take_grown() == []  # a flush forgets what nobody took
+    async_engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=10)
+    peers, _ = make_peers(fanout_impl, async_engine, 1)
+    peers["c0"].send_control(frame(1, 50))
+    peers["c0"].send_control(frame(1, 50))
+    assert async_engine.take_grown() == []  # only sync mode waits
+
+
+async def test_discard_outbox_drops_without_writing(fanout_impl: Any) -> None:
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), sync=True, outbox_limit=100)
+    members, transports = make_peers(fanout_impl, engine, 1)
+    peer = members["c0"]
+    peer.pause_writing()
+    peer.send_frame(frame(1, 100))
+    peer.send_frame(frame(2, 10))
+    assert peer.over_since > 0
+    waiter = engine.wait_drain()
+    peer.discard_outbox()
+    assert waiter.done()  # a sync broadcaster waiting on it is released
+    assert peer.pending == 0 and peer.closing and peer.over_since == 0
+    assert peer.send_frame(frame(3)) is False and peer.send_control(frame(3)) is False
+    peer.resume_writing()
+    await end_turn()
+    assert transports[0].writes == []
+
+
+async def test_argument_contract_is_the_same_in_both_twins(fanout_impl: Any) -> None:
+    """Exactly a dict and exactly bytes; the TypeError text is Cython's in both twins."""
+
+    class Members(dict):  # type: ignore[type-arg]
+        pass
+
+    class Frame(bytes):
+        pass
+
+    engine = fanout_impl.Fanout(asyncio.get_running_loop())
+    members, _ = make_peers(fanout_impl, engine, 1)
+    peer = members["c0"]
+    expect = "Argument 'members' has incorrect type (expected dict, got Members)"
+    for call in (engine.broadcast, engine.broadcast_control, engine.over_limit):
+        with pytest.raises(TypeError) as info:
+            call(Members(members), frame(1)) if call is not engine.over_limit else call(
+                Members(members))
+        assert str(info.value) == expect
+    for bad in (Frame(frame(1)), bytearray(frame(1)), memoryview(frame(1)), "x", None):
+        for call in (peer.send_frame, peer.send_control,
+                     lambda f: engine.broadcast(members, f),
+                     lambda f: engine.broadcast_control(members, f)):
+            with pytest.raises(TypeError) as info:
+                call(bad)
+            assert str(info.value) == ("Argument 'frame' has incorrect type (expected bytes, "
+                                       f"got {type(bad).__name__})")
+    for kwargs in ({"outbox_limit": 1e6}, {"flush_threshold": 2.5}, {"outbox_limit": "1"}):
+        with pytest.raises(TypeError):
+            fanout_impl.Fanout(asyncio.get_running_loop(), **kwargs)
+
+
 # --------------------------------------------------------------------------- sync mode
 
 
@@ -399,11 +529,11 @@ async def test_sync_mode_never_drops_and_reports_the_slow_peer(fanout_impl: Any)
     slow = members["c1"]
     slow.pause_writing()
     assert engine.over_limit(members) is None
-    frames = [frame(i, 70) for i in range(25)]
-    assert [engine.broadcast(members, x) for x in frames] == [3] * 25
+    frames = [frame(i, 70) for i in range(18)]  # past the limit, under the hard limit
+    assert [engine.broadcast(members, x) for x in frames] == [3] * 18
     assert engine.stats["dropped"] == 0
     assert slow.dropped == 0
-    assert slow.pending == 25 * len(f)  # past the limit: sync mode waits, never drops
+    assert slow.pending == 18 * len(f)  # past the limit: sync mode waits, never drops
     assert engine.over_limit(members) is slow
     assert engine.over_limit(members, slow) is None
     assert engine.over_limit(members, exclude=members["c0"]) is slow
@@ -423,7 +553,7 @@ async def test_sync_mode_never_drops_and_reports_the_slow_peer(fanout_impl: Any)
 
 
 async def test_sync_wait_drain_resolves_on_flush(fanout_impl: Any) -> None:
-    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=100, sync=True)
+    engine = fanout_impl.Fanout(asyncio.get_running_loop(), outbox_limit=300, sync=True)
     members, transports = make_peers(fanout_impl, engine, 2)
     # not paused, just more than the limit in one turn (below the flush threshold)
     for i in range(10):
@@ -710,6 +840,14 @@ def run_scenario(
                 )
             elif op == "send":
                 results.append(peers[args[0]].send_frame(frame(args[1], args[1] % 9)))
+            elif op == "control":
+                results.append(peers[args[0]].send_control(frame(args[1], args[1] % 60)))
+            elif op == "cbroadcast":
+                results.append(engine.broadcast_control(members, frame(args[0], args[0] % 50)))
+            elif op == "grown":
+                results.append(sorted(names[id(p)] for p in engine.take_grown()))
+            elif op == "discard":
+                peers[args[0]].discard_outbox()
             elif op == "pause":
                 peers[args[0]].pause_writing()
             elif op == "resume":
@@ -733,9 +871,8 @@ def run_scenario(
                 peers[args[0]].flush()
             elif op == "break" and args[0] in transports:
                 transports[args[0]].fail = True
-            results.append(
-                {n: (p.pending, p.dropped, p.closing, p.over_since > 0) for n, p in peers.items()}
-            )
+            results.append({n: (p.pending, p.dropped, p.closing, p.overflowed, p.over_since > 0)
+                            for n, p in peers.items()})
             results.append(getattr(engine, "turn_bytes", None))
         loop.run_until_complete(asyncio.sleep(0))
         return {
@@ -754,11 +891,14 @@ PEER_NAMES = st.sampled_from([f"p{i}" for i in range(6)])
 OPS = st.one_of(
     st.tuples(st.just("broadcast"), st.integers(0, 200), st.one_of(st.just(""), PEER_NAMES)),
     st.tuples(st.just("burst"), st.integers(0, 200)),
-    st.tuples(st.just("send"), PEER_NAMES, st.integers(0, 200)),
+    st.tuples(st.sampled_from(["send", "control"]), PEER_NAMES, st.integers(0, 200)),
+    st.tuples(st.just("cbroadcast"), st.integers(0, 200)),
     st.tuples(
-        st.sampled_from(["pause", "resume", "close", "leave", "join", "attach", "flush"]),
+        st.sampled_from(["pause", "resume", "close", "leave", "join", "attach", "flush",
+                         "discard"]),
         PEER_NAMES,
     ),
+    st.tuples(st.just("grown")),
     st.tuples(st.just("break"), PEER_NAMES),
     st.tuples(st.just("over")),
     st.tuples(st.just("turn")),
@@ -803,6 +943,9 @@ FIXED_SCENARIO: list[tuple] = [
     ("join", "p5"),
     ("broadcast", 41, "p3"),
     ("send", "p5", 7),
+    ("control", "p2", 59),
+    ("cbroadcast", 8),
+    ("grown",),
     ("attach", "p5"),
     ("close", "p3"),
     ("broadcast", 42, ""),
