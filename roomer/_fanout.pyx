@@ -53,7 +53,8 @@ cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
 cdef Py_ssize_t KEEP_MIN = 1024
 cdef Py_ssize_t MIN_CAPACITY = 256
 # picows grows a connection's read buffer for big frames and floods but never shrinks
-# it; past this capacity it is cut back once the read that grew it has been handled.
+# it; past this capacity it is cut back once the read that grew it has been handled
+# (smaller growth is cut back lazily, when the connection is quiet: trim_read_buffer).
 cdef Py_ssize_t TRIM_ABOVE = 64 * 1024
 # picows keeps this much spare room past a read buffer's usable size (SIMD parsing).
 cdef Py_ssize_t READ_HEADROOM = 256
@@ -360,7 +361,7 @@ cdef class Peer(WSListener):
         cdef Py_ssize_t target, used
         cdef char* data
         self._trim_pending = False
-        if rb is None or self._ws is None or self._ws.is_disconnected:
+        if rb is None or rb.capacity < 2 * self._rbuf_base or self._ws.is_disconnected:
             return 0
         # picows' get_buffer offers the free tail of the read buffer: what precedes it
         # is unparsed data (a partial frame) that must survive the cut.
@@ -369,7 +370,7 @@ cdef class Peer(WSListener):
         target = (target + READ_HEADROOM - 1) // READ_HEADROOM * READ_HEADROOM
         if target < self._rbuf_base:
             target = self._rbuf_base
-        if 4 * target > rb.capacity:
+        if 2 * target > rb.capacity:
             return 0
         data = <char*>PyMem_Realloc(rb.data, target)
         if data == NULL:
@@ -388,6 +389,11 @@ cdef class Peer(WSListener):
         """Queue one pre-framed control message (an ack, an error): never dropped below
         the hard limit. False if the receiver overflowed or is closing."""
         return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), True) == 1
+
+    def trim_read_buffer(self):
+        """Cut picows' read buffer back to what its unparsed bytes need (at least its
+        initial size) if that halves it; never from inside a frame callback."""
+        self._trim_read_buffer()
 
     def read_done(self):
         """The last frame of a read was handled: a read buffer grown past its need is

@@ -287,6 +287,9 @@ class Peer(WSListener):
         _exact(frame, bytes, "frame")
         return self._enqueue(frame, True) == 1
 
+    def trim_read_buffer(self) -> None:
+        """The compiled twin cuts picows' read buffer back here; this one cannot."""
+
     def read_done(self) -> None:
         """The last frame of a read was handled (the compiled twin trims picows' read
         buffer then; this one cannot reach it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,18 @@ __all__ = ["main"]
 DEFAULT_APP = "roomer.demo:setup"
 
 
+# What `--flag none` gives an option that may be None (None itself means "not given").
+NONE = object()
+
+
+def _value_or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return NONE if text.lower() == "none" else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names it in errors
+    return parse
+
+
 def _add_server_flags(serve: argparse.ArgumentParser) -> None:
     # Declared once, in roomer.Config; a flag's default is None ("not given") so an
     # app's own Server keeps its value.
@@ -27,10 +40,15 @@ def _add_server_flags(serve: argparse.ArgumentParser) -> None:
         if kind is bool:
             serve.add_argument(meta["flag"], dest=name, action="store_true", default=None,
                                help=meta["help"])
-        else:
-            serve.add_argument(meta["flag"], dest=name, type=kind, default=None,
-                               metavar=meta.get("metavar"), choices=meta.get("choices"),
-                               help=f"{meta['help']} (default {spec.default})")
+            continue
+        parse: Callable[[str], Any] = kind
+        extra = ""
+        if Config.allows_none(name):
+            parse = _value_or_none(kind)
+            extra = "; 'none' for None"
+        serve.add_argument(meta["flag"], dest=name, type=parse, default=None,
+                           metavar=meta.get("metavar"), choices=meta.get("choices"),
+                           help=f"{meta['help']} (default {spec.default}{extra})")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
              f"(default: {DEFAULT_APP}, the demo lobby)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--certfile", metavar="PEM",
+                       help="serve wss:// and https:// with this certificate (chain) file")
+    serve.add_argument("--keyfile", metavar="PEM",
+                       help="the certificate's private key (default: inside --certfile)")
     _add_server_flags(serve)
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"), help="default info")
@@ -72,7 +94,8 @@ def _load_app(spec: str) -> Any:
 def build_server(args: argparse.Namespace) -> Server:
     """The Server that ``roomer serve`` runs, from the app spec and the flags."""
     flags = dict(Config.cli_options())
-    options = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
+    options = {key: None if value is NONE else value for key in flags
+               if (value := getattr(args, key)) is not None}
     app = _load_app(args.app)
     if isinstance(app, Server):
         if options:
@@ -87,6 +110,20 @@ def build_server(args: argparse.Namespace) -> Server:
     return result if isinstance(result, Server) else server
 
 
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server-side TLS context of --certfile/--keyfile, or None for plain ws://."""
+    if args.certfile is None:
+        if args.keyfile is not None:
+            raise SystemExit("roomer: --keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"roomer: cannot load the certificate: {exc}") from exc
+    return context
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,17 +131,19 @@ def _serve(args: argparse.Namespace) -> int:
         # picows logs every accepted connection at INFO: far too loud for a busy server.
         logging.getLogger("picows").setLevel(logging.WARNING)
     server = build_server(args)
+    context = tls_context(args)
+    ws, http = ("wss", "https") if context is not None else ("ws", "http")
 
     def started(srv: Server) -> None:
         host, port = srv.address
         mode = "compiled" if COMPILED else "pure Python (ROOMER_NO_EXTENSIONS or no build)"
-        print(f"roomer {__version__} listening on ws://{host}:{port}/ws", flush=True)
+        print(f"roomer {__version__} listening on {ws}://{host}:{port}/ws", flush=True)
         print(f"extensions: {mode}; broadcaster: "
               f"{'sync' if srv.config.sync_broadcast else 'async'}", flush=True)
         if "/" in srv.routes:
-            print(f"demo lobby: http://{host}:{port}/", flush=True)
+            print(f"demo lobby: {http}://{host}:{port}/", flush=True)
 
-    server.run(args.host, args.port, on_started=started)
+    server.run(args.host, args.port, ssl=context, on_started=started)
     print("roomer stopped", flush=True)
     return 0
 

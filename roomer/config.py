@@ -7,6 +7,7 @@ one place and be missing in the other.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,9 @@ class Config:
     turn_budget: int = _opt(
         16 * 1024, "bytes one loop turn may queue per receiver it touched before the "
                    "sender is read again after the flush")
+    turn_messages: int = _opt(
+        64, "messages of one connection handled in one loop turn before it is read again "
+            "after the flush (every kind of message counts)")
     root_presence: bool = _opt(
         False, "send new_member/member_left in root (costly in connect storms)",
         "--root-presence")
@@ -60,18 +64,30 @@ class Config:
     max_room_name: int = _opt(128, "longest room name in UTF-8 bytes")
     max_event_name: int = _opt(64, "longest event name in UTF-8 bytes")
     max_rooms_per_connection: int | None = _opt(
-        None, "rooms one connection may join besides root (None: unlimited)",
+        100, "rooms one connection may join besides root (None: unlimited)",
         "--max-rooms", metavar="N")
     rate_limit: tuple[float, float] | None = _opt(
-        None, "(messages, seconds): a token bucket per connection (None: unlimited)")
+        (200, 1.0), "(frames, seconds): a token bucket per connection that every frame "
+                    "draws from; past it frames are dropped with one rate_limited error "
+                    "per window, and as many drops again in a window close with 1008 "
+                    "(None: unlimited)")
+    error_limit: tuple[float, float] | None = _opt(
+        (100, 10.0), "(errors, seconds): error replies one connection may cause in a "
+                     "window before it is closed with 1008 (None: unlimited)")
     ping_interval: float | None = _opt(
         20.0, "ping a connection idle this many seconds (None: no pings, no idle close)",
         "--ping-interval", metavar="SECONDS")
     ping_timeout: float = _opt(
         20.0, "a pinged connection silent this many seconds more is closed with 1011")
     handshake_timeout: float = _opt(5.0, "seconds allowed for the HTTP upgrade")
+    listen_backlog: int = _opt(
+        1024, "connections the kernel queues for accept (a connect storm's burst)")
+    metrics_path: str | None = _opt(
+        "/metrics", "path of the Prometheus metrics page (None: not served)",
+        "--metrics-path", metavar="PATH")
     read_buffer_size: int = _opt(
-        1024, "initial per-connection read buffer in bytes (grows for larger messages)",
+        2048, "initial per-connection read buffer in bytes (picows' minimum is 2048; "
+              "grows for larger messages and floods, cut back after them)",
         "--read-buffer-size", metavar="BYTES")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
@@ -79,6 +95,11 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
+        if self.authorize is not None and _is_async(self.authorize):
+            raise TypeError(
+                "authorize must be a plain function: picows answers the upgrade "
+                "synchronously. Do async checks in an on_connect hook (raise roomer.Deny "
+                "there to close with 1008)")
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str) or not isinstance(
                     self.allowed_origins, Iterable):
@@ -95,9 +116,12 @@ class Config:
         _check_int("outbox_limit", self.outbox_limit, 1)
         _check_int("flush_threshold", self.flush_threshold, 1)
         _check_int("turn_budget", self.turn_budget, 1)
+        _check_int("turn_messages", self.turn_messages, 1)
+        _check_int("listen_backlog", self.listen_backlog, 1)
         _check_int("max_room_name", self.max_room_name, 1)
         _check_int("max_event_name", self.max_event_name, 1)
-        _check_int("read_buffer_size", self.read_buffer_size, 1)
+        _check_int("read_buffer_size", self.read_buffer_size, 2048,
+                   "picows never allocates a smaller read buffer")
         if self.max_rooms_per_connection is not None:
             _check_int("max_rooms_per_connection", self.max_rooms_per_connection, 1)
         if self.slow_consumer not in ("drop", "disconnect"):
@@ -107,12 +131,17 @@ class Config:
         _check_seconds("handshake_timeout", self.handshake_timeout)
         if self.ping_interval is not None:
             _check_seconds("ping_interval", self.ping_interval)
-        if self.rate_limit is not None:
-            if not isinstance(self.rate_limit, tuple) or len(self.rate_limit) != 2:
-                raise TypeError("rate_limit must be a (messages, seconds) tuple or None")
-            count, per = self.rate_limit
-            _check_seconds("rate_limit messages", count)
-            _check_seconds("rate_limit seconds", per)
+        for name in ("rate_limit", "error_limit"):
+            pair = getattr(self, name)
+            if pair is None:
+                continue
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeError(f"{name} must be a (count, seconds) tuple or None")
+            _check_seconds(f"{name} count", pair[0])
+            _check_seconds(f"{name} seconds", pair[1])
+        if self.metrics_path is not None and (
+                not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")):
+            raise ValueError("metrics_path must be a path starting with '/', or None")
         if not isinstance(self.routes, Mapping):
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
         object.__setattr__(self, "routes", dict(self.routes))
@@ -123,6 +152,10 @@ class Config:
         return [(f.name, f) for f in fields(cls) if f.metadata.get("flag")]
 
     @classmethod
+    def allows_none(cls, name: str) -> bool:
+        return type(None) in get_args(get_type_hints(cls)[name])
+
+    @classmethod
     def option_type(cls, name: str) -> type:
         """The plain type of an option (``int`` for ``int | None``)."""
         hint = get_type_hints(cls)[name]
@@ -130,6 +163,11 @@ class Config:
             if arg is not type(None):
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004 (a callable object's own method)
 
 
 def _check_callable(name: str, value: object) -> None:

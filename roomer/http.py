@@ -1,12 +1,17 @@
 """The HTTP side of the roomer port (DESIGN §7): plain GET routes, /healthz, /metrics,
-and the checks an upgrade passes (origin, authorize) before it becomes a WebSocket.
+and the checks an upgrade passes (headers, origin, authorize) before it becomes a
+WebSocket.
 
 picows hands each request to :meth:`HttpSide.upgrade` before answering; it returns a
 response to send (and close), or the listener that takes the upgraded connection.
+Every answer's body is a fixed text: nothing of the request is echoed back.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,21 +21,46 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from .config import Config
 from .errors import Deny
 
-__all__ = ["HttpSide"]
+__all__ = ["HttpSide", "connection_tokens"]
 
 log = logging.getLogger("roomer")
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
 
 
 def http_error(status: int, body: bytes) -> WSUpgradeResponseWithListener:
     return WSUpgradeResponseWithListener(
-        WSUpgradeResponse.create_error_response(status, body), None)
+        WSUpgradeResponse.create_error_response(status, body, {"Content-Type": TEXT_TYPE}),
+        None)
 
 
 def http_ok(body: bytes, content_type: str) -> WSUpgradeResponseWithListener:
     return WSUpgradeResponseWithListener(
         WSUpgradeResponse.create_ok_response(body, {"Content-Type": content_type}), None)
+
+
+def connection_tokens(request: WSUpgradeRequest) -> set[str]:
+    """The tokens of every Connection header, lowercased (RFC 9110 §7.6.1: a list)."""
+    return {token.strip().lower()
+            for value in request.headers.getall("Connection", ())
+            for token in value.split(",")}
+
+
+def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
+    """What is wrong with a WebSocket upgrade request (RFC 6455 §4.2.1), or None."""
+    headers = request.headers
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
+        return b"expected Upgrade: websocket\n"
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        return b"unsupported Sec-WebSocket-Version (13 expected)\n"
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        if len(base64.b64decode(key.encode("ascii"), validate=True)) != 16:
+            return b"invalid Sec-WebSocket-Key\n"
+    except (UnicodeEncodeError, binascii.Error):
+        return b"invalid Sec-WebSocket-Key\n"
+    return None
 
 
 class HttpSide:
@@ -48,16 +78,14 @@ class HttpSide:
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0].decode("latin-1")
-        if path == "/healthz":
-            return http_ok(b"ok\n", "text/plain; charset=utf-8")
-        if path == "/metrics":
-            return http_ok(self._metrics_text().encode(), METRICS_TYPE)
-        if "upgrade" not in request.headers.get("Connection", "").lower():
-            route = self.routes.get(path)
-            if route is None:
-                return None
-            content_type, body = route
-            return http_ok(body, content_type)
+        if "upgrade" not in connection_tokens(request):
+            return self._plain(path)
+        problem = _bad_upgrade(request)
+        if problem is not None:
+            return http_error(400, problem)
+        # Browsers list other tokens beside Upgrade (Firefox: "keep-alive, Upgrade");
+        # picows compares the whole header with "upgrade", so give it the one token.
+        request.headers["Connection"] = "Upgrade"
         if self._closing():
             return http_error(503, b"shutting down\n")
         allowed = self.config.allowed_origins
@@ -73,4 +101,22 @@ class HttpSide:
             except Exception:
                 log.exception("authorize raised")
                 return http_error(500, b"internal error\n")
+            if inspect.isawaitable(claims):
+                # Config refuses async functions; this catches a sync one returning a
+                # coroutine, which would otherwise let everyone in.
+                if inspect.iscoroutine(claims):
+                    claims.close()
+                log.error("authorize returned an awaitable: it must decide synchronously")
+                return http_error(500, b"internal error\n")
         return self._accept(request, claims)
+
+    def _plain(self, path: str) -> Any:
+        if path == "/healthz":
+            return http_ok(b"ok\n", TEXT_TYPE)
+        if path == self.config.metrics_path:
+            return http_ok(self._metrics_text().encode(), METRICS_TYPE)
+        route = self.routes.get(path)
+        if route is None:
+            return http_error(404, b"not found\n")
+        content_type, body = route
+        return http_ok(body, content_type)

@@ -14,7 +14,7 @@ ERROR_CODES = (
 )
 
 # Counters of the fan-out engine, shown beside the server's own.
-_ENGINE_COUNTERS = ("deliveries", "dropped", "writes", "bytes_out")
+_ENGINE_COUNTERS = ("deliveries", "dropped", "writes", "bytes_out", "read_buffer_trims")
 
 
 class Metrics:
@@ -30,6 +30,8 @@ class Metrics:
             "direct": 0,
             "handled": 0,
             "dropped_slow_disconnects": 0,
+            "abuse_closes": 0,
+            "turn_holds": 0,
         }
         self.errors: dict[str, int] = dict.fromkeys(ERROR_CODES, 0)
 
@@ -51,7 +53,8 @@ class Metrics:
             lines.append(f"# TYPE roomer_{key} gauge")
             lines.append(f"roomer_{key} {stats[key]}")
         for key in ("connections_total", "messages_in", "relayed", "direct", "handled",
-                    *_ENGINE_COUNTERS, "dropped_slow_disconnects"):
+                    *_ENGINE_COUNTERS, "dropped_slow_disconnects", "abuse_closes",
+                    "turn_holds"):
             if key in stats:
                 lines.append(f"# TYPE roomer_{key} counter")
                 lines.append(f"roomer_{key} {stats[key]}")

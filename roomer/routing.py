@@ -1,5 +1,19 @@
 """Routing of what a client sends (DESIGN §3, in its check order) and the order and
-pacing of a connection's messages: one at a time, in order, within the turn budget."""
+pacing of a connection's messages.
+
+Pacing, the same for every kind of inbound message:
+- admission: every frame a client sends draws from its rate limit before it is copied
+  or decoded; past the limit frames are dropped with one ``rate_limited`` error per
+  window, and a client that keeps sending at twice its limit is closed with 1008;
+- order: one message at a time, in arrival order; while async work of a message runs
+  (a handler, a hook, a sync-mode wait) the next ones queue, and past ``BACKLOG_PAUSE``
+  queued the socket is not read;
+- turn budget: a connection is handled for at most ``turn_messages`` messages per loop
+  turn, and no further once the turn has queued ``turn_budget`` bytes per receiver it
+  touched; then it is read again after the turn's writes, so no client stretches a turn;
+- errors: a connection that causes more than ``error_limit`` error replies in a window
+  is closed with 1008.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +35,17 @@ from .registry import ROOT
 if TYPE_CHECKING:
     from .server import Connection, Server
 
-__all__ = ["BACKLOG_PAUSE", "Router", "name_ok"]
+__all__ = ["BACKLOG_PAUSE", "CLOSING", "CONNECTING", "GONE", "OPEN", "Router", "name_ok"]
 
 log = logging.getLogger("roomer")
 
-# Messages a connection may queue while an async handler or hook of its runs; past
-# this its reads are paused, so a client cannot grow server memory without bound.
+# Messages a connection may queue while it is busy or held; past this its reads are
+# paused, so a client cannot grow server memory without bound.
 BACKLOG_PAUSE = 64
+
+# A connection's life: on_connect runs, registered, closing (nothing more of it is
+# handled), disconnected (out of every room).
+CONNECTING, OPEN, CLOSING, GONE = range(4)
 
 
 def name_ok(name: str, limit: int) -> bool:
@@ -44,12 +62,51 @@ class Router:
         self.registry = server.registry
         self.metrics = server.metrics
         self.hooks = server.hooks
-        self._budget_paused: list[Connection] = []
+        self._held: list[Connection] = []
+        self._turn = 0
+        self._tick_pending = False
+
+    # admission -----------------------------------------------------------------------
+
+    def admit(self, conn: Connection, data: Any) -> bool:
+        """Draw one frame from the connection's rate limit; False: drop it. ``data`` is
+        a callable giving the message bytes, used only to name the first refused one."""
+        limit = self.config.rate_limit
+        if limit is None:
+            return True
+        count, per = limit
+        now = time.monotonic()
+        conn._tokens = min(count, conn._tokens + (now - conn._tokens_at) * count / per)
+        conn._tokens_at = now
+        if conn._tokens >= 1.0:
+            conn._tokens -= 1.0
+            return True
+        if now - conn._limited_since >= per:
+            conn._limited_since = now
+            conn._limited = 0
+        conn._limited += 1
+        if conn._limited == 1 and conn._state == OPEN:
+            room, event = self._names_of(data)
+            self.error(conn, "rate_limited", "too many messages", room, event)
+        elif conn._limited >= count and conn._state == OPEN:
+            self.server._abuse(conn, "rate limit exceeded")
+        return False
+
+    def _names_of(self, data: Any) -> tuple[str, str]:
+        config = self.config
+        try:
+            room, event, _, _ = codec.decode_client(data())
+        except (ProtocolError, TypeError):
+            return ROOT, ""
+        return (room if name_ok(room, config.max_room_name) else ROOT,
+                event if name_ok(event, config.max_event_name) else "")
 
     # order and pacing ----------------------------------------------------------------
 
     def received(self, conn: Connection, data: bytes) -> None:
-        if not conn._registered and conn._backlog is None:
+        """One whole message from ``conn``: handled now, or queued behind its others."""
+        state = conn._state
+        if state != OPEN and (state != CONNECTING or conn._backlog is None):
             return
         backlog = conn._backlog
         if backlog is not None:
@@ -58,88 +115,123 @@ class Router:
                 conn._backlog_held = True
                 conn.hold_reading()
             return
-        pending = self.dispatch(conn, data)
-        if pending is not None:
+        self._handle(conn, data)
+        if conn._busy or conn._held:
+            # The rest of this read waits, like the reads after it.
             conn._backlog = deque()
-            self.server._spawn(self._continue(conn, pending))
-        elif conn._budget_held:
-            # The rest of this read waits for the next turn, like the reads after it.
-            conn._backlog = deque()
-
-    async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
-        conn._async_busy = True
-        try:
-            await pending
-        finally:
-            conn._async_busy = False
-        self.drain(conn)
 
     def drain(self, conn: Connection) -> None:
         """Handle a connection's queued messages in order, until one starts async work
-        (which drains the rest when it ends) or the turn budget holds the connection
-        (the next turn resumes)."""
+        (its end drains the rest) or the turn budget holds it (the next turn resumes)."""
         backlog = conn._backlog
-        while backlog and conn._registered:
-            if conn._budget_held:
-                return
-            pending = self.dispatch(conn, backlog.popleft())
-            if pending is not None:
-                self.server._spawn(self._continue(conn, pending))
-                return
-        conn._backlog = None
-        if conn._backlog_held:
-            conn._backlog_held = False
-            conn.release_reading()
-
-    def _over_budget(self, conn: Connection) -> None:
-        # This loop turn has queued enough: the sender is read again after the flush,
-        # so a flood cannot stretch one turn (and everyone's latency) without bound.
-        if conn._budget_held:
+        if backlog is None:
             return
-        conn._budget_held = True
-        conn.hold_reading()
-        if not self._budget_paused:
-            self.server._call_soon(self._resume_budget)  # runs after the engine's flush
-        self._budget_paused.append(conn)
+        while backlog and conn._state == OPEN and not conn._busy and not conn._held:
+            self._handle(conn, backlog.popleft())
+        if backlog and conn._state == OPEN:
+            return
+        if not conn._busy and not conn._held:
+            conn._backlog = None
+            if conn._backlog_held:
+                conn._backlog_held = False
+                conn.release_reading()
 
-    def _resume_budget(self) -> None:
-        paused, self._budget_paused = self._budget_paused, []
-        for conn in paused:
-            conn._budget_held = False
-            conn.release_reading()
-            if conn._backlog is not None and not conn._async_busy:
-                self.drain(conn)
-
-    async def _hold_sender(self, conn: Connection, members: dict[str, Connection]) -> None:
+    def _handle(self, conn: Connection, data: bytes) -> None:
+        if conn._turn != self._turn:
+            conn._turn = self._turn
+            conn._turn_work = 0
+        if not self._tick_pending:
+            self._tick_pending = True
+            self.server._call_soon(self._tick)
+        pending = self.dispatch(conn, data)
         engine = self.server._engine
+        if engine.sync:
+            grown = engine.take_grown()
+            if grown:
+                # Sync mode never drops: whatever this message queued past a receiver's
+                # limit (a relay, a direct message, a handler's sends, an ack) makes its
+                # sender wait, unread, until those receivers catch up.
+                pending = self._then_wait(pending, conn, grown)
+        if pending is not None:
+            conn._busy = True
+            self.server._spawn(self._continue(conn, pending))
+        conn._turn_work += 1
+        if (conn._turn_work >= self.config.turn_messages
+                or engine.turn_bytes >= self.config.turn_budget * engine.turn_receivers):
+            self._hold(conn)
+
+    def _tick(self) -> None:
+        self._tick_pending = False
+        self._turn += 1
+
+    async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+            engine = self.server._engine
+            if engine.sync:
+                grown = engine.take_grown()
+                if grown:
+                    await self._wait_for(conn, grown)
+        finally:
+            conn._busy = False
+        if not conn._held:
+            self.drain(conn)
+
+    async def _then_wait(self, pending: Awaitable[None] | None, conn: Connection,
+                         grown: list[Any]) -> None:
+        if pending is not None:
+            await pending
+        await self._wait_for(conn, grown)
+
+    async def _wait_for(self, conn: Connection, grown: list[Any]) -> None:
+        engine = self.server._engine
+        limit = engine.outbox_limit
         conn.hold_reading()
         try:
-            while engine.over_limit(members, conn) is not None:
+            while any(peer.pending > limit and not peer.closing for peer in grown):
                 await engine.wait_drain()
         finally:
             conn.release_reading()
+
+    def _hold(self, conn: Connection) -> None:
+        # This loop turn has done enough for this connection: it is read again after
+        # the turn's writes, so a flood cannot stretch one turn (and everyone's latency).
+        if conn._held:
+            return
+        conn._held = True
+        conn.hold_reading()
+        self.metrics.counters["turn_holds"] += 1
+        if not self._held:
+            self.server._call_soon(self._release)  # runs after the engine's flush
+        self._held.append(conn)
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for conn in held:
+            conn._held = False
+            conn.release_reading()
+            if not conn._busy:
+                self.drain(conn)
 
     # replies -------------------------------------------------------------------------
 
     def error(self, conn: Connection, code: str, message: str, room: str = ROOT,
               event: str = "") -> None:
+        """An ``error`` reply (a control frame: never dropped to make room)."""
         self.metrics.error(code)
         body = json.dumps({"code": code, "message": message, "event": event})
-        conn.send_frame(codec.encode_frame(room, "error", "", "", body))
-
-    def _rate_limited(self, conn: Connection) -> bool:
-        assert self.config.rate_limit is not None
-        count, per = self.config.rate_limit
+        conn.send_control(codec.encode_frame(room, "error", "", "", body))
+        limit = self.config.error_limit
+        if limit is None:
+            return
+        count, per = limit
         now = time.monotonic()
-        if conn._tokens_at == 0.0:
-            conn._tokens = count
-        else:
-            conn._tokens = min(count, conn._tokens + (now - conn._tokens_at) * count / per)
-        conn._tokens_at = now
-        if conn._tokens < 1.0:
-            return True
-        conn._tokens -= 1.0
-        return False
+        if now - conn._errors_since >= per:
+            conn._errors_since = now
+            conn._errors = 0
+        conn._errors += 1
+        if conn._errors > count and conn._state == OPEN:
+            self.server._abuse(conn, "too many errors")
 
     # DESIGN §3 -----------------------------------------------------------------------
 
@@ -169,9 +261,6 @@ class Router:
         if not name_ok(event, config.max_event_name):
             self.error(conn, "invalid_name",
                        f"event names are 1-{config.max_event_name} bytes", room)
-            return None
-        if config.rate_limit is not None and self._rate_limited(conn):
-            self.error(conn, "rate_limited", "too many messages", room, event)
             return None
         if event == "join":
             return self._client_join(conn, room)
@@ -208,14 +297,8 @@ class Router:
             self.error(conn, "not_member", "join the room before sending to it", room, event)
             return None
         counters["relayed"] += 1
-        engine = self.server._engine
-        engine.broadcast(members, codec.encode_frame(room, event, "", conn.id, payload), conn)
-        if engine.turn_bytes >= config.turn_budget * engine.turn_receivers:
-            self._over_budget(conn)
-        if engine.sync and engine.over_limit(members, conn) is not None:
-            # Sync mode: the relay is queued (never dropped); the sender waits by
-            # not being read until the room's receivers have room again.
-            return self._hold_sender(conn, members)
+        self.server._engine.broadcast(
+            members, codec.encode_frame(room, event, "", conn.id, payload), conn)
         return None
 
     def _handler_failed(self, conn: Connection, exc: Exception, room: str, event: str) -> None:
@@ -275,7 +358,7 @@ class Router:
         except Exception as exc:
             self._hook_refused(conn, exc, f"{event}_denied", room, event)
             return
-        if conn._registered:
+        if conn._state == OPEN:
             apply(conn, room)
 
     def _hook_refused(self, conn: Connection, exc: Exception, code: str, room: str,

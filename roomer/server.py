@@ -9,6 +9,8 @@ metrics.py, hooks in hooks.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 import threading
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from ssl import SSLContext
 from typing import Any
 
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
@@ -28,7 +31,7 @@ from .hooks import Hook, Hooks
 from .http import HttpSide
 from .metrics import Metrics
 from .registry import ROOT, Registry
-from .routing import Router, name_ok
+from .routing import CLOSING, CONNECTING, GONE, OPEN, Router, name_ok
 
 __all__ = ["Connection", "Server"]
 
@@ -37,17 +40,46 @@ log = logging.getLogger("roomer")
 Payload = bytes | bytearray | memoryview | str
 
 
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc: freed memory is the allocator's call
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+# glibc keeps freed heap memory (read buffers cut back after a burst) in the process
+# until asked; asking costs a heap walk, so it is done once per ping round, if needed.
+_malloc_trim = _libc_malloc_trim()
+
+
+def _pong(payload: bytes) -> bytes:
+    # An unmasked final PONG frame (RFC 6455 §5.5.3); control payloads are <= 125 bytes.
+    return bytes((0x8A, len(payload))) + payload
+
+
+def _sendable_close_code(code: int) -> bool:
+    """A close code an endpoint may put on the wire (RFC 6455 §7.4, IANA registry)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 class Connection(fanout.Peer):
     """One client. Created by the server at the HTTP upgrade; also its picows listener.
 
     Attributes: ``id`` (unguessable UUIDv4 text), ``claims`` (what ``authorize``
     returned), ``request`` (the upgrade request), ``rooms`` (names of joined rooms).
+    Its methods run on the server's loop thread only (they raise RuntimeError from any
+    other thread: use ``server.call_threadsafe``).
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_async_busy", "_backlog", "_backlog_held", "_budget_held", "_fragments", "_heard",
-                 "_pinged_at", "_quiet_since", "_read_holds", "_registered", "_rooms", "_tokens",
-                 "_tokens_at", "claims", "id", "request", "server")
+    __slots__ = ("_backlog", "_backlog_held", "_busy", "_cut", "_errors", "_errors_since",
+                 "_fragments", "_heard", "_held", "_limited", "_limited_since", "_pending_joins",
+                 "_pinged_at", "_quiet_since", "_read_holds", "_rooms", "_skipping", "_state",
+                 "_tokens", "_tokens_at", "_turn", "_turn_work", "claims", "id", "request",
+                 "server")
 
     def __init__(self, server: Server, request: WSUpgradeRequest, claims: Any) -> None:
         super().__init__(server._engine)
@@ -55,19 +87,29 @@ class Connection(fanout.Peer):
         self.id = str(uuid.uuid4())
         self.claims = claims
         self.request = request
+        self._state = CONNECTING
         # A dict, not a set: smaller when it holds a few rooms, and keeps join order.
         self._rooms: dict[str, None] = {}
-        self._registered = False
-        # Messages waiting while async work of this connection runs (or the turn
-        # budget holds it): a client's messages are handled in order.
+        self._pending_joins: list[str] | None = None
+        # Messages waiting while this connection is busy (async work of one of its
+        # messages) or held (the turn budget): a client's messages are handled in order.
         self._backlog: deque[bytes] | None = None
-        self._async_busy = False
+        self._busy = False
+        self._held = False
         self._backlog_held = False
-        self._budget_held = False
         self._read_holds = 0
+        self._turn = -1
+        self._turn_work = 0
         self._fragments: bytearray | None = None
-        self._tokens = 0.0
-        self._tokens_at = 0.0
+        self._skipping = False  # dropping the rest of a fragmented message
+        limit = server.config.rate_limit
+        self._tokens = float(limit[0]) if limit is not None else 0.0
+        self._tokens_at = time.monotonic()
+        self._limited = 0
+        self._limited_since = 0.0
+        self._errors = 0
+        self._errors_since = 0.0
+        self._cut = False
         # Idle detection for pings: any frame from the client sets _heard.
         self._heard = True
         self._quiet_since = 0.0
@@ -88,19 +130,36 @@ class Connection(fanout.Peer):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self._heard = True
+        if frame.last_in_buffer:
+            self.read_done()
         msg_type = frame.msg_type
-        if transport.is_close_frame_sent and msg_type is not WSMsgType.CLOSE:
+        if msg_type is WSMsgType.CLOSE:
+            self._close_received(transport, frame)
+            return
+        if self._state >= CLOSING or transport.is_close_frame_sent:
             # Closing: read nothing more. picows keeps parsing after its own protocol
             # error (a frame over max_message_size gets 1009, then is still delivered).
             return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self.close(WSCloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
+            return
+        if not self.server._router.admit(self, frame.get_payload_as_bytes):
+            if msg_type is not WSMsgType.PING and msg_type is not WSMsgType.PONG:
+                # A dropped piece of a fragmented message drops all of it.
+                self._fragments = None
+                self._skipping = not frame.fin
+            return
         if msg_type is WSMsgType.BINARY or msg_type is WSMsgType.TEXT:
-            if self._fragments is not None:
+            if self._fragments is not None or self._skipping:
                 self.close(WSCloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
             elif frame.fin:
                 self.server._router.received(self, frame.get_payload_as_bytes())
             else:
                 self._fragments = bytearray(frame.get_payload_as_memoryview())
         elif msg_type is WSMsgType.CONTINUATION:
+            if self._skipping:
+                self._skipping = not frame.fin
+                return
             parts = self._fragments
             if parts is None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
@@ -112,10 +171,28 @@ class Connection(fanout.Peer):
             elif frame.fin:
                 self._fragments = None
                 self.server._router.received(self, bytes(parts))
-        elif msg_type is WSMsgType.CLOSE:
-            self.close_outbox()
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect()
+        elif msg_type is WSMsgType.PING:
+            # Answered through the outbox, so a ping flood is bounded like any reply.
+            self.send_control(_pong(frame.get_payload_as_bytes()))
+
+    def _close_received(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.payload_size == 0:
+            reply = 1000  # no status received: answer a plain normal closure
+        else:
+            reply = frame.get_close_code().value
+            if not _sendable_close_code(reply):
+                reply = 1002
+            else:
+                try:
+                    frame.get_close_message().decode()
+                except UnicodeDecodeError:
+                    reply = 1007
+        if self._state < CLOSING:
+            self._state = CLOSING
+        self.close_outbox()
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode(reply))
+        transport.disconnect()
 
     def hold_reading(self) -> None:
         """Stop reading this client until every hold is released (holds nest)."""
@@ -130,13 +207,15 @@ class Connection(fanout.Peer):
             tr.underlying_transport.resume_reading()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.close_outbox()
+        self.discard_outbox()
         self.server._disconnected(self)
 
     # server-side API -----------------------------------------------------------------
 
     def send(self, event: str, payload: Payload = b"", room: str = ROOT) -> bool:
-        """Send a server-originated message (src empty) to this client."""
+        """Send a server-originated message (src empty) to this client. False when it
+        was not queued (outbox full in async mode, or closing)."""
+        self.server._loop_only("Connection.send")
         return bool(self.send_frame(codec.encode_frame(room, event, "", "", payload)))
 
     def try_send(self, message: bytes) -> bool:
@@ -144,10 +223,12 @@ class Connection(fanout.Peer):
 
         Non-blocking: False when it was dropped (outbox full, or closing).
         """
+        self.server._loop_only("Connection.try_send")
         return bool(self.send_frame(codec.frame_header(len(message)) + bytes(message)))
 
     def send_to_room(self, room: str, event: str, payload: Payload = b"") -> int:
         """Broadcast to ``room``'s members except this connection, with src = this id."""
+        self.server._loop_only("Connection.send_to_room")
         members = self.server.registry.rooms.get(room)
         if not members:
             return 0
@@ -158,39 +239,72 @@ class Connection(fanout.Peer):
     def send_to_client(self, dst: str, event: str, payload: Payload = b"",
                        room: str = ROOT) -> bool:
         """A direct message to client ``dst`` with src = this id. False if unknown."""
+        self.server._loop_only("Connection.send_to_client")
         target = self.server.registry.conns.get(dst)
         if target is None:
             return False
         return bool(target.send_frame(codec.encode_frame(room, event, dst, self.id, payload)))
 
-    def join(self, room: str) -> None:
-        """Put this client in ``room`` (server-driven: no on_join hook, no room limit)."""
-        self.server._check_room_name(room)
-        self.server.registry.add_member(self, room)
+    def join(self, room: str) -> bool:
+        """Put this client in ``room`` (server-driven: no on_join hook, no room limit).
 
-    def leave(self, room: str) -> None:
-        """Take this client out of ``room`` (server-driven: no on_leave hook)."""
+        From an on_connect hook the join takes effect once the connection is accepted
+        (after its root join_ack). False, and nothing done, once it is closing.
+        """
+        self.server._loop_only("Connection.join")
         self.server._check_room_name(room)
+        if self._state == CONNECTING:
+            if self._pending_joins is None:
+                self._pending_joins = []
+            self._pending_joins.append(room)
+            return True
+        if self._state != OPEN:
+            return False
+        self.server.registry.add_member(self, room)
+        return True
+
+    def leave(self, room: str) -> bool:
+        """Take this client out of ``room`` (server-driven: no on_leave hook). False,
+        and nothing done, once it is closing."""
+        self.server._loop_only("Connection.leave")
+        self.server._check_room_name(room)
+        if self._state == CONNECTING:
+            if self._pending_joins and room in self._pending_joins:
+                self._pending_joins.remove(room)
+            return True
+        if self._state != OPEN:
+            return False
         self.server.registry.remove_member(self, room, ack=True)
+        return True
 
     def close(self, code: int | WSCloseCode = 1000, reason: str = "") -> None:
-        """Write what is queued, send a close frame and disconnect."""
-        tr = self.transport
-        self.close_outbox()
-        if tr is None or tr.is_disconnected:
-            return
-        if not tr.is_close_frame_sent:
-            tr.send_close(WSCloseCode(code), reason.encode()[:123])
-        tr.disconnect(True)
+        """Stop handling this client, write what is queued, send a close frame and
+        disconnect. Messages it sent and roomer had not handled yet are dropped."""
+        self.server._loop_only("Connection.close")
+        self._closing(code, reason, flush=True, graceful=True)
 
     def abort(self, code: int | WSCloseCode, reason: str) -> None:
-        """Close without waiting for queued data: for receivers that stopped reading."""
+        """Close without writing what is queued: for receivers that stopped reading."""
+        self.server._loop_only("Connection.abort")
+        self._closing(code, reason, flush=False, graceful=False)
+
+    def _closing(self, code: int | WSCloseCode, reason: str, *, flush: bool,
+                 graceful: bool) -> None:
+        # flush: hand the outbox to the transport first; graceful: let the transport
+        # write out what it holds (a client that never reads would keep it forever).
+        if self._state < CLOSING:
+            self._state = CLOSING
+        self._backlog = None
+        if flush:
+            self.close_outbox()
+        else:
+            self.discard_outbox()
         tr = self.transport
         if tr is None or tr.is_disconnected:
             return
         if not tr.is_close_frame_sent:
             tr.send_close(WSCloseCode(code), reason.encode()[:123])
-        tr.disconnect(False)
+        tr.disconnect(graceful)
 
 
 class Server:
@@ -218,7 +332,11 @@ class Server:
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._sync_lock: asyncio.Lock | None = None
+        # Work of clients (async handlers and hooks): shutdown lets it finish in time.
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The server's own loops (pings, the write-timeout watch): cancelled at shutdown.
+        self._loops: set[asyncio.Task[Any]] = set()
+        self._trims_released = 0  # read buffers cut back when memory was last released
         self.started_at = time.time()
 
     @property
@@ -239,6 +357,7 @@ class Server:
         """Decorator: run ``fn(conn, msg)`` (sync or async) for client messages of ``event``."""
 
         def register(fn: Handler) -> Handler:
+            self._loop_only("Server.on")
             check_handler(event, fn, self._handlers)
             self._handlers[event] = fn
             return fn
@@ -247,19 +366,23 @@ class Server:
 
     def on_connect(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn)`` after the upgrade; raise Deny to close with 1008."""
+        self._loop_only("Server.on_connect")
         return Hooks.add(self.hooks.connect, fn)
 
     def on_disconnect(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn)`` once the connection is gone (after its rooms' leaves)."""
+        self._loop_only("Server.on_disconnect")
         return Hooks.add(self.hooks.disconnect, fn)
 
     def on_join(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn, room)`` before a client's join; raise Deny to refuse."""
+        self._loop_only("Server.on_join")
         return Hooks.add(self.hooks.join, fn)
 
     def on_leave(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn, room)`` before a client's leave (Deny refuses) and for
         every room a disconnecting client was in (Deny ignored)."""
+        self._loop_only("Server.on_leave")
         return Hooks.add(self.hooks.leave, fn)
 
     # introspection -----------------------------------------------------------------------
@@ -310,6 +433,12 @@ class Server:
 
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
+
+    def _loop_only(self, what: str) -> None:
+        # Before start anything goes (setting up); after, state belongs to the loop.
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            raise RuntimeError(f"{what} from another thread: it must run on the server's "
+                               "loop; use server.call_threadsafe(fn, ...)")
 
     def _call_soon(self, fn: Callable[[], Any]) -> None:
         assert self._loop is not None
@@ -380,9 +509,9 @@ class Server:
 
     def send_to(self, conn_id: str, event: str, payload: Payload = b"",
                 room: str = ROOT) -> bool:
-        """Send a server-originated message to one client. False if it is not here."""
-        if not self._on_loop_thread():
-            raise RuntimeError("send_to from another thread: use server.call_threadsafe")
+        """Send a server-originated message to one client. False if it is not here (or
+        it was not queued: outbox full in async mode, or closing)."""
+        self._loop_only("Server.send_to")
         conn = self.registry.conns.get(conn_id)
         if conn is None:
             return False
@@ -390,6 +519,7 @@ class Server:
 
     def do(self, fn: Callable[[Connection], Any]) -> int:
         """Call ``fn(conn)`` for every connected client; returns how many."""
+        self._loop_only("Server.do")
         conns = list(self.registry.conns.values())
         for conn in conns:
             fn(conn)
@@ -403,6 +533,7 @@ class Server:
 
     def kick(self, conn_id: str, reason: str = "kicked", code: int = 1008) -> bool:
         """Close one client's connection. False if it is not here."""
+        self._loop_only("Server.kick")
         conn = self.registry.conns.get(conn_id)
         if conn is None:
             return False
@@ -412,8 +543,9 @@ class Server:
     # lifecycle -----------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080, *,
-                    reuse_port: bool = False) -> None:
-        """Listen on host:port (port 0 picks a free one; see ``address``)."""
+                    reuse_port: bool = False, ssl: SSLContext | None = None) -> None:
+        """Listen on host:port (port 0 picks a free one; see ``address``); ``ssl`` (an
+        ``ssl.SSLContext`` with the certificate loaded) serves wss:// and https://."""
         if self._server is not None:
             raise RuntimeError("the server is already started")
         config = self.config
@@ -434,6 +566,8 @@ class Server:
         kwargs: dict[str, Any] = {}
         if reuse_port:
             kwargs["reuse_port"] = True
+        if ssl is not None:
+            kwargs["ssl"] = ssl
         self._server = await ws_create_server(
             self._http.upgrade,
             host,
@@ -441,13 +575,18 @@ class Server:
             websocket_handshake_timeout=config.handshake_timeout,
             max_frame_size=config.max_message_size,
             read_buffer_init_size=config.read_buffer_size,
+            # Pongs go through the outbox (bounded, rate limited) rather than straight
+            # to the socket as picows would send them.
+            enable_auto_pong=False,
             logger_name="roomer.picows",
+            backlog=config.listen_backlog,
             **kwargs,
         )
         if config.sync_broadcast:
-            self._spawn(self._watch_slow())
+            self._every(min(1.0, config.write_timeout / 4), self._check_write_timeouts)
         if config.ping_interval is not None:
-            self._spawn(self._ping_idle(config.ping_interval, config.ping_timeout))
+            self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
+                        self._ping_idle)
 
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""
@@ -456,32 +595,43 @@ class Server:
         await self._closed.wait()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every connection with 1001 after writing its outbox,
-        and wait up to ``timeout`` seconds for them to go."""
+        """Stop accepting and close every connection with 1001 after writing its outbox;
+        within ``timeout`` seconds in all: the disconnect hooks this starts may finish
+        until then, and whatever is still open (a client that does not read, a socket
+        that never finished its upgrade, a slow HTTP reader) is then cut."""
         if self._server is None or self._closing:
             return
+        self._loop_only("Server.shutdown")
+        assert self._loop is not None and self._closed is not None
+        loop = self._loop
+        deadline = loop.time() + timeout
         self._closing = True
+        for task in list(self._loops):
+            task.cancel()
         self._server.close()
         conns = self.registry.conns
         for conn in list(conns.values()):
             conn.close(WSCloseCode.GOING_AWAY, "server shutdown")
-        deadline = time.monotonic() + timeout
-        while conns and time.monotonic() < deadline:
+        while (conns or self._tasks) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(conns.values()):
             conn.abort(WSCloseCode.GOING_AWAY, "server shutdown")
         for task in list(self._tasks):
             task.cancel()
-        await self._server.wait_closed()
-        assert self._closed is not None
+        abort_clients = getattr(self._server, "abort_clients", None)
+        if abort_clients is not None:  # aiofastnet's server (picows' default)
+            abort_clients()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._closed.set()
 
     def run(self, host: str = "127.0.0.1", port: int = 8080, *, reuse_port: bool = False,
+            ssl: SSLContext | None = None,
             on_started: Callable[[Server], Any] | None = None) -> None:
         """Serve on uvloop (asyncio if uvloop is missing) until SIGINT or SIGTERM."""
 
         async def main() -> None:
-            await self.start(host, port, reuse_port=reuse_port)
+            await self.start(host, port, reuse_port=reuse_port, ssl=ssl)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: loop.create_task(self.shutdown()))
@@ -535,22 +685,29 @@ class Server:
         except Exception as exc:
             self._refuse_connection(conn, exc)
             return
-        if conn.transport is None or conn.transport.is_disconnected:
+        if conn._state != CONNECTING:
+            return  # gone while on_connect ran
+        if self._closing:
+            conn.close(WSCloseCode.GOING_AWAY, "server shutdown")
             return
         self._accept(conn)
         self._router.drain(conn)
 
     def _accept(self, conn: Connection) -> None:
-        conn._registered = True
+        conn._state = OPEN
         self.registry.conns[conn.id] = conn
         self.registry.add_member(conn, ROOT)
+        joins, conn._pending_joins = conn._pending_joins, None
+        for room in joins or ():
+            self.registry.add_member(conn, room)
 
     def _disconnected(self, conn: Connection) -> None:
-        if not conn._registered:
-            return
-        conn._registered = False
-        for room in list(conn._rooms):
-            self.registry.remove_member(conn, room, ack=False)
+        conn._state = GONE
+        conn._backlog = None
+        registry = self.registry
+        if registry.conns.get(conn.id) is not conn:
+            return  # never accepted: in no room
+        for room in registry.leave_all(conn):
             try:
                 pending = Hooks.run(self.hooks.leave, conn, room)
             except Deny:
@@ -560,7 +717,7 @@ class Server:
             else:
                 if pending is not None:
                     self._spawn(self._quiet(pending, "on_leave"))
-        del self.registry.conns[conn.id]
+        del registry.conns[conn.id]
         try:
             pending = Hooks.run(self.hooks.disconnect, conn)
         except Exception:
@@ -583,43 +740,76 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _overflowed(self, conn: Connection) -> None:
-        self.metrics.counters["dropped_slow_disconnects"] += 1
-        conn.abort(WSCloseCode.POLICY_VIOLATION, "slow consumer: outbox limit exceeded")
+    def _every(self, period: float, step: Callable[[float], None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._repeat(period, step))
+        self._loops.add(task)
+        task.add_done_callback(self._loops.discard)
 
-    async def _watch_slow(self) -> None:
-        # Sync mode never drops: a receiver that stays over its limit is disconnected.
-        write_timeout = self.config.write_timeout
-        period = min(1.0, write_timeout / 4)
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for conn in list(self.registry.conns.values()):
-                since = conn.over_since
-                if since and now - since > write_timeout:
-                    self.metrics.counters["dropped_slow_disconnects"] += 1
-                    conn.abort(WSCloseCode.POLICY_VIOLATION, "write timeout")
-
-    async def _ping_idle(self, interval: float, timeout: float) -> None:
-        # One scan for all connections, not a timer task per connection: an idle
-        # connection then costs a few fields, not a coroutine (see README, memory).
+    async def _repeat(self, period: float, step: Callable[[float], None]) -> None:
         assert self._loop is not None
         loop = self._loop
-        period = max(0.05, min(interval, timeout) / 2)
         while True:
             await asyncio.sleep(period)
-            now = loop.time()
-            for conn in list(self.registry.conns.values()):
-                if conn._heard:
-                    conn._heard = False
-                    conn._quiet_since = now
-                    conn._pinged_at = 0.0
-                elif conn._pinged_at:
-                    if now - conn._pinged_at >= timeout:
-                        conn.abort(WSCloseCode.INTERNAL_ERROR, "ping timeout")
-                elif now - conn._quiet_since >= interval and conn.transport is not None:
-                    conn._pinged_at = now
-                    conn.transport.send_ping()
+            try:
+                step(loop.time())
+            except Exception:
+                # One bad round (a hook's side effect, a transport in a strange state)
+                # must not end the pings or the watch for every connection.
+                log.exception("roomer background round %s failed", step.__name__)
+
+    def _abuse(self, conn: Connection, reason: str) -> None:
+        self.metrics.counters["abuse_closes"] += 1
+        log.info("closing %s: %s", conn.id, reason)
+        # Its replies so far go out with the close; nothing waits for it to read them.
+        conn._closing(WSCloseCode.POLICY_VIOLATION, reason, flush=True, graceful=False)
+
+    def _cut_off(self, conn: Connection, reason: str) -> None:
+        # Counted once per connection, whichever bound found it first.
+        if conn._cut:
+            return
+        conn._cut = True
+        self.metrics.counters["dropped_slow_disconnects"] += 1
+        conn.abort(WSCloseCode.POLICY_VIOLATION, reason)
+
+    def _overflowed(self, conn: Connection) -> None:
+        self._cut_off(conn, "slow consumer: outbox limit exceeded")
+
+    def _check_write_timeouts(self, _now: float) -> None:
+        # Sync mode never drops: a receiver that stays over its limit is disconnected.
+        now = time.monotonic()
+        write_timeout = self.config.write_timeout
+        for conn in list(self.registry.conns.values()):
+            since = conn.over_since
+            if since and now - since > write_timeout:
+                self._cut_off(conn, "write timeout")
+
+    def _ping_idle(self, now: float) -> None:
+        # One scan for all connections, not a timer task per connection: an idle
+        # connection then costs a few fields, not a coroutine (see README, memory).
+        config = self.config
+        assert config.ping_interval is not None
+        interval, timeout = config.ping_interval, config.ping_timeout
+        for conn in list(self.registry.conns.values()):
+            if conn._heard or conn._read_holds:
+                # A connection roomer itself is not reading cannot be heard: that is
+                # not silence.
+                conn._heard = False
+                conn._quiet_since = now
+                conn._pinged_at = 0.0
+                continue
+            # Quiet for a whole period: a read buffer a burst grew is given back.
+            conn.trim_read_buffer()
+            if conn._pinged_at:
+                if now - conn._pinged_at >= timeout:
+                    conn.abort(WSCloseCode.INTERNAL_ERROR, "ping timeout")
+            elif now - conn._quiet_since >= interval and conn.transport is not None:
+                conn._pinged_at = now
+                conn.transport.send_ping()
+        trims = self._engine.read_buffer_trims
+        if trims != self._trims_released and _malloc_trim is not None:
+            self._trims_released = trims
+            _malloc_trim(0)
 
     # rooms ----------------------------------------------------------------------------------
 

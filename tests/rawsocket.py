@@ -12,18 +12,18 @@ import struct
 import roomer
 
 
-def _msg(room: str, event: str, payload: bytes = b"") -> bytes:
+def _msg(room: str, event: str, payload: bytes = b"", dst: str = "") -> bytes:
     out = b""
-    for field in (room, event, "", ""):
+    for field in (room, event, dst, ""):
         raw = field.encode()
         out += struct.pack(">I", len(raw)) + raw
     return out + struct.pack(">I", len(payload)) + payload
 
 
-def _masked_frame(body: bytes, opcode: int = 0x2) -> bytes:
+def _masked_frame(body: bytes, opcode: int = 0x2, *, fin: bool = True, rsv: int = 0) -> bytes:
     mask = os.urandom(4)
     size = len(body)
-    first = 0x80 | opcode
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
     if size < 126:
         head = struct.pack(">BB", first, 0x80 | size)
     elif size < 65536:
@@ -42,33 +42,70 @@ class RawSocket:
 
     @classmethod
     async def open(cls, port: int, rcvbuf: int | None = None) -> RawSocket:
+        return await cls.open_path(port, "/ws", rcvbuf)
+
+    @classmethod
+    async def open_path(cls, port: int, path: str, rcvbuf: int | None = None) -> RawSocket:
+        """Upgrade on ``path``; asserts the 101."""
+        self = await cls.open_raw(port, path, rcvbuf)
+        head = await self.http_response()
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return self
+
+    @classmethod
+    async def open_raw(cls, port: int, path: str = "/ws", rcvbuf: int | None = None,
+                       request: bytes | None = None) -> RawSocket:
+        """Send an upgrade request (``request`` verbatim if given); read no answer."""
         loop = asyncio.get_running_loop()
         sock = socket.socket()
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        self = cls(sock)
+        if request is None:
+            key = base64.b64encode(os.urandom(16)).decode()
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        await loop.sock_sendall(sock, request)
+        return cls(sock)
+
+    async def http_response(self) -> bytes:
+        """The HTTP response head (status line and headers); the rest stays buffered."""
+        loop = asyncio.get_running_loop()
         while b"\r\n\r\n" not in self.buf:
-            self.buf += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 5)
+            if not data:
+                raise ConnectionError(f"closed before a full response: {bytes(self.buf)!r}")
+            self.buf += data
         head, rest = bytes(self.buf).split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
         self.buf = bytearray(rest)
-        return self
+        return head
 
     async def send(self, room: str, event: str, payload: bytes = b"") -> None:
         frame = _masked_frame(_msg(room, event, payload))
         await asyncio.get_running_loop().sock_sendall(self.sock, frame)
 
-    async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
-        """Send many messages in one write, so the server reads them in large chunks."""
-        frames = b"".join(_masked_frame(_msg(*m)) for m in messages)
+    async def send_many(self, messages: list[tuple[str, str, bytes]]
+                        | list[tuple[str, str, bytes, str]]) -> None:
+        """Send many messages (room, event, payload[, dst]) in one write, so the server
+        reads them in large chunks."""
+        await self.send_bodies([_msg(*m) for m in messages])
+
+    async def send_bodies(self, bodies: list[bytes]) -> None:
+        """Send raw message bodies (well-formed or not), one binary frame each, at once."""
+        frames = b"".join(_masked_frame(body) for body in bodies)
         await asyncio.get_running_loop().sock_sendall(self.sock, frames)
+
+    async def send_frame(self, opcode: int, body: bytes, *, fin: bool = True,
+                         rsv: int = 0) -> None:
+        """Any single frame, built by hand (opcodes, RSV bits and fragments as given)."""
+        frame = _masked_frame(body, opcode, fin=fin, rsv=rsv)
+        await asyncio.get_running_loop().sock_sendall(self.sock, frame)
+
+    async def send_raw_bytes(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
     async def pong(self, body: bytes) -> None:
         await asyncio.get_running_loop().sock_sendall(self.sock, _masked_frame(body, 0xA))
@@ -102,6 +139,18 @@ class RawSocket:
         opcode, body = buf[0] & 0x0F, bytes(buf[at:at + size])
         del buf[:at + size]
         return opcode, body
+
+    async def close_frame(self, timeout: float = 10) -> tuple[int | None, bytes]:
+        """Read until the server's close frame: (its status code or None, its reason)."""
+        async def wait() -> tuple[int | None, bytes]:
+            while True:
+                opcode, body = await self.recv_frame()
+                if opcode == 0x8:
+                    if len(body) < 2:
+                        return None, b""
+                    return struct.unpack(">H", body[:2])[0], body[2:]
+
+        return await asyncio.wait_for(wait(), timeout)
 
     async def recv(self) -> tuple[str, str, str, str, bytes]:
         opcode, body = await self.recv_frame()

@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--peers",
         default=None,
-        help=f"servers to run (default {DEFAULT_PEERS}); also: picows-rb1k, socketio (slow)",
+        help=f"servers to run (default {DEFAULT_PEERS}); also: picows-rb2k, socketio (slow)",
     )
     parser.add_argument(
         "--mode",
@@ -617,8 +617,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run(cfg: Config) -> tuple[list[FanoutResult], list[MemoryResult]]:
     memory_servers = [p for p in cfg.peers if p != "socketio"]
-    if cfg.memory and "picows" in memory_servers and "picows-rb1k" not in memory_servers:
-        memory_servers.append("picows-rb1k")
+    if cfg.memory and "picows" in memory_servers and "picows-rb2k" not in memory_servers:
+        memory_servers.append("picows-rb2k")
     runs = [(n, p, s) for n in cfg.ns for p in cfg.payloads for s in cfg.peers]
     progress = Progress(len(runs) + (len(memory_servers) if cfg.memory else 0), cfg.progress)
     fanout: list[FanoutResult] = []

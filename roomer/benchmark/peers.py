@@ -33,7 +33,7 @@ PEERS: dict[str, str] = {
     "roomer": "roomer Server (async broadcaster)",
     "roomer-sync": "roomer Server(sync_broadcast=True)",
     "picows": "raw picows, transport.send per receiver",
-    "picows-rb1k": "raw picows, read_buffer_init_size=1024",
+    "picows-rb2k": "raw picows, read_buffer_init_size=2048 (its minimum)",
     "websockets": "websockets asyncio server, websockets.broadcast",
     "aiohttp": "aiohttp WebSocketResponse, send_bytes per receiver",
     "socketio": "python-socketio on aiohttp, emit(room=, skip_sid=)",
@@ -244,7 +244,10 @@ def _serve_socketio(port: int) -> None:
 def _serve_roomer(port: int, sync: bool, read_buffer: int) -> None:
     from roomer import Server
 
-    server = Server(sync_broadcast=sync, read_buffer_size=read_buffer)
+    # The publisher sends far past the per-client rate limit on purpose: this measures
+    # fan-out, so the abuse limits are off (a real lobby keeps them).
+    server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, rate_limit=None,
+                    error_limit=None)
     server.run(host=HOST, port=port)
 
 
@@ -273,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--read-buffer",
         type=int,
-        default=1024,
-        help="roomer read_buffer_size (picows-rb1k always uses 1024)",
+        default=2048,
+        help="roomer read_buffer_size (picows-rb2k always uses 2048, picows' minimum)",
     )
     args = parser.parse_args(argv)
     name = args.name
@@ -284,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         _serve_roomer(args.port, True, args.read_buffer)
     elif name == "picows":
         _serve_picows(args.port, None)
-    elif name == "picows-rb1k":
-        _serve_picows(args.port, 1024)
+    elif name == "picows-rb2k":
+        _serve_picows(args.port, 2048)
     elif name == "websockets":
         _serve_websockets(args.port)
     elif name == "aiohttp":
