@@ -27,9 +27,9 @@ import roomer  # noqa: E402
 import roomer._codec as compiled  # noqa: E402
 
 with atheris.instrument_imports(include=["roomer._codec_py", "codec_fuzzing"]):
-    import codec_fuzzing  # noqa: E402
+    import codec_fuzzing
 
-    from roomer import _codec_py as pure  # noqa: E402
+    from roomer import _codec_py as pure
 
 
 def require_sanitized_build() -> None:

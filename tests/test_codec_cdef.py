@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import roomer
 from roomer import ProtocolError
 from roomer import _codec_py as pure
 
