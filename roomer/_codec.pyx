@@ -411,7 +411,7 @@ cdef bytes c_frame_v2_from_v1_body(int kind, uint32_t id, str namespace,
     fault = _header_fault(kind, id)
     if fault is not None:
         raise ValueError(fault)
-    return _frame_v2(kind, id, PyUnicode_AsUTF8String(namespace), body, size)
+    return _frame_v2(kind, id, _name_bytes(namespace, 0), body, size)
 
 
 def frame_v2_from_v1_body(kind, id, namespace, v1_body):

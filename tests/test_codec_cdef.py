@@ -134,3 +134,7 @@ def test_c_functions_refuse_what_the_python_ones_refuse(caller: Any) -> None:
         caller.v2_from_v1_frame(0, 0, "", v1_frame + b"\x00")
     with pytest.raises(TypeError, match="payload must be str or bytes-like, not int"):
         caller.encode_frame_v2(0, 0, "", "", "", "", "", 5)
+    for call in (lambda: caller.encode_frame_v2(0, 0, None, "", "", "", "", b""),
+                 lambda: caller.v2_from_v1_frame(0, 0, None, v1_frame)):
+        with pytest.raises(TypeError, match=r"^namespace must be str, not NoneType$"):
+            call()
