@@ -75,9 +75,9 @@ if ! CC=$clang LDSHARED="$clang -shared" CFLAGS="$sanitize -fno-omit-frame-point
 fi
 "$vpy" -m pip install -q --force-reinstall --no-deps "$build"/dist/roomer-*.whl
 so=$(ls "$site"/roomer/_codec*.so)
-echo "fuzz: $so: $(nm -D "$so" | grep -c ' U __asan_') ASan, $(nm -D "$so" \
-    | grep -c ' U __ubsan_handle') UBSan and $(nm -D "$so" | grep -c ' U __sanitizer_cov') \
-    coverage imports"
+imports() { nm -D "$so" | grep -c " U $1"; }
+echo "fuzz: $so imports $(imports __asan_) ASan, $(imports __ubsan_handle) UBSan and" \
+    "$(imports __sanitizer_cov) coverage symbols"
 
 # A seed corpus from the short fuzz's generator; libFuzzer adds what it finds.
 corpus=$build/corpus
