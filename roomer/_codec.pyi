@@ -1,7 +1,15 @@
 from roomer._codec_py import decode as decode
 from roomer._codec_py import decode_client as decode_client
+from roomer._codec_py import decode_client_v2 as decode_client_v2
+from roomer._codec_py import decode_v2 as decode_v2
 from roomer._codec_py import encode as encode
 from roomer._codec_py import encode_frame as encode_frame
+from roomer._codec_py import encode_frame_v2 as encode_frame_v2
+from roomer._codec_py import encode_v2 as encode_v2
 from roomer._codec_py import frame_header as frame_header
+from roomer._codec_py import frame_v2_from_v1_body as frame_v2_from_v1_body
 
-__all__ = ["decode", "decode_client", "encode", "encode_frame", "frame_header"]
+__all__ = [
+    "decode", "decode_client", "decode_client_v2", "decode_v2", "encode", "encode_frame",
+    "encode_frame_v2", "encode_v2", "frame_header", "frame_v2_from_v1_body",
+]

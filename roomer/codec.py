@@ -1,25 +1,63 @@
 """The one place that picks the compiled codec or its pure-Python twin.
 
 ``ROOMER_NO_EXTENSIONS=1`` forces the pure one; otherwise the compiled module is
-used when it was built, and ``COMPILED`` says which one is active.
+used when it was built, and ``COMPILED`` says which one is active. Both speak the
+wire formats of docs/protocol.md (v1, and v2 in the ``*_v2`` functions) and follow
+one argument contract (roomer/_codec_py.py's docstring).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["COMPILED", "decode", "decode_client", "encode", "encode_frame", "frame_header"]
+__all__ = [
+    "COMPILED", "decode", "decode_client", "decode_client_v2", "decode_v2", "encode",
+    "encode_frame", "encode_frame_v2", "encode_v2", "frame_header", "frame_v2_from_v1_body",
+]
 
 if os.environ.get("ROOMER_NO_EXTENSIONS") == "1":
-    from ._codec_py import decode, decode_client, encode, encode_frame, frame_header
+    from ._codec_py import (
+        decode,
+        decode_client,
+        decode_client_v2,
+        decode_v2,
+        encode,
+        encode_frame,
+        encode_frame_v2,
+        encode_v2,
+        frame_header,
+        frame_v2_from_v1_body,
+    )
 
     COMPILED = False
 else:
     try:
-        from ._codec import decode, decode_client, encode, encode_frame, frame_header
+        from ._codec import (
+            decode,
+            decode_client,
+            decode_client_v2,
+            decode_v2,
+            encode,
+            encode_frame,
+            encode_frame_v2,
+            encode_v2,
+            frame_header,
+            frame_v2_from_v1_body,
+        )
 
         COMPILED = True
     except ImportError:  # built without a C compiler: the twin is the same contract
-        from ._codec_py import decode, decode_client, encode, encode_frame, frame_header
+        from ._codec_py import (
+            decode,
+            decode_client,
+            decode_client_v2,
+            decode_v2,
+            encode,
+            encode_frame,
+            encode_frame_v2,
+            encode_v2,
+            frame_header,
+            frame_v2_from_v1_body,
+        )
 
         COMPILED = False

@@ -18,9 +18,12 @@ class RoomerError(Exception):
 class ProtocolError(RoomerError, ValueError):
     """Bytes that are not a valid roomer message.
 
-    ``code`` is ``"malformed"`` (lengths do not fit the bytes) or ``"invalid_name"``
-    (a name is not valid UTF-8). ``room`` and ``event`` carry what could be decoded
-    before the fault, so an ``error`` reply can name them; ``None`` when unknown.
+    ``code`` is ``"malformed"`` (lengths or header do not fit the bytes) or
+    ``"invalid_name"`` (a name is not valid UTF-8). ``namespace`` (v2 only), ``room``
+    and ``event`` carry those names when they are valid UTF-8 themselves, so an
+    ``error`` reply can name them; ``None`` when unknown (or, for ``namespace``, on v1).
+    ``kind`` and ``id`` are a v2 message's header once it passed its checks (an
+    ask's id, say, so a server can answer with an error reply), else ``None``.
     """
 
     def __init__(
@@ -29,11 +32,18 @@ class ProtocolError(RoomerError, ValueError):
         code: str = "malformed",
         room: str | None = None,
         event: str | None = None,
+        *,
+        namespace: str | None = None,
+        kind: int | None = None,
+        id: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.room = room
         self.event = event
+        self.namespace = namespace
+        self.kind = kind
+        self.id = id
 
 
 class Deny(RoomerError):
