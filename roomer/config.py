@@ -8,6 +8,7 @@ one place and be missing in the other.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
@@ -76,6 +77,9 @@ class Config:
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
         metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
+    static_dir: str | None = _opt(
+        None, "a folder whose files are served to plain GET requests (no path leaves it)",
+        "--static", metavar="DIR")
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
@@ -116,6 +120,7 @@ class Config:
         if not isinstance(self.routes, Mapping):
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
         object.__setattr__(self, "routes", dict(self.routes))
+        _check_dir(self, "static_dir")
 
     @classmethod
     def cli_options(cls) -> list[tuple[str, Any]]:
@@ -149,3 +154,15 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number")
+
+
+def _check_dir(config: Config, name: str) -> None:
+    value = getattr(config, name)
+    if value is None:
+        return
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path or None")
+    path = os.path.abspath(os.fspath(value))
+    if not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a folder")
+    object.__setattr__(config, name, path)

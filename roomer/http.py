@@ -15,6 +15,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from .config import Config
 from .errors import Deny
+from .static_files import StaticFiles
 
 __all__ = ["HttpSide"]
 
@@ -45,6 +46,7 @@ class HttpSide:
         self._metrics_text = metrics_text
         self._closing = closing
         self._accept = accept
+        self.static = StaticFiles(config.static_dir)
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0].decode("latin-1")
@@ -55,7 +57,7 @@ class HttpSide:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             route = self.routes.get(path)
             if route is None:
-                return None
+                return self.static.respond(request)
             content_type, body = route
             return http_ok(body, content_type)
         if self._closing():
