@@ -1,0 +1,198 @@
+"""roomer.js in a real browser against ``roomer serve``: rooms, presence, payloads,
+refusals, direct messages, the send queue and reconnection after a lost connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from browserkit import Pages, harness, harness_args, joined, until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:
+    server = serve(*harness_args())
+    a, b = await harness(pages, server), await harness(pages, server)
+    # The join is made before the socket is open: it is queued, then sent.
+    a_id = await joined(a, "match")
+    assert await a.evaluate("[seen('root', 'open').length, seen('match', 'open').length]") \
+        == [1, 1]
+    assert await a.evaluate("room.members()") == [a_id]
+    assert await a.evaluate("[room.open(), root.open(), room.name, room.id() === root.id()]") \
+        == [True, True, "match", True]
+
+    b_id = await joined(b, "match", url=f"ws://127.0.0.1:{server.port}/ws")
+    assert b_id != a_id
+    assert await b.evaluate("room.members()") == [a_id, b_id]
+    await until(a, f"seen('match', 'new_member', ([id]) => id === {b_id!r}).length === 1")
+    assert await a.evaluate("room.members()") == [a_id, b_id]
+
+    # Both ways, every payload kind.
+    await a.evaluate("room.send('chat', 'héllo ☃')")
+    await until(b, "seen('match', 'chat').length === 1")
+    assert await b.evaluate("seen('match', 'chat')[0].args") == [
+        {"bytes": list("héllo ☃".encode()), "text": "héllo ☃"}, a_id]
+    await b.evaluate("""() => {
+        room.send('bin', new Uint8Array([0, 1, 255]));
+        room.send('bin', new Uint8Array([7, 8]).buffer);
+        room.send('bin', new Uint16Array([258]));
+        room.send('bin');
+        room.send('bin', 42);
+    }""")
+    await until(a, "seen('match', 'bin').length === 5")
+    got = await a.evaluate("seen('match', 'bin').map(e => [e.args[0].bytes, e.args[1]])")
+    assert got == [[[0, 1, 255], b_id], [[7, 8], b_id], [[2, 1], b_id], [[], b_id],
+                   [list(b"42"), b_id]]
+
+    await a.evaluate("""() => {
+        window.states = [];
+        room.onJSON('state', (value, from) => states.push([value, from]));
+        room.onText('chat', (t, from) => states.push([t, from]));
+    }""")
+    await b.evaluate("""() => {
+        room.sendJSON('state', {x: 1, list: [1, 'two', null]});
+        room.send('state', 'not json');
+        room.send('chat', 'plain');
+    }""")
+    await until(a, "states.length === 2 && seen('match', 'error').length === 1")
+    assert await a.evaluate("states") == [[{"x": 1, "list": [1, "two", None]}, b_id],
+                                          ["plain", b_id]]
+    assert await a.evaluate("seen('match', 'error')[0].args[0].code") == "invalid_json"
+
+    # Leaving: the leaver's room closes (its handlers go), the other sees member_left.
+    await b.evaluate("room.leave()")
+    await until(b, "seen('match', 'close').length === 1")
+    assert await b.evaluate("[room.open(), Object.keys(root.rooms()), room.listeners().length]") \
+        == [False, ["root"], 0]
+    await until(a, f"seen('match', 'member_left', ([id]) => id === {b_id!r}).length === 1")
+    assert await a.evaluate("room.members()") == [a_id]
+
+    # Joining again gives a new Room; a page that goes away leaves its rooms.
+    assert await b.evaluate("""async () => {
+        const again = await root.joined('match');
+        return [again !== room, again.members().length];
+    }""") == [True, 2]
+    await until(a, "seen('match', 'new_member').length === 2")
+    await pages.contexts[1].close()
+    await until(a, f"seen('match', 'member_left', ([id]) => id === {b_id!r}).length === 2")
+    assert await a.evaluate("room.members()") == [a_id]
+
+
+async def test_refusals_reject_with_the_server_code(pages: Pages, serve: Any) -> None:
+    server = serve(*harness_args("--max-rooms", "2"))
+    page = await harness(pages, server)
+    # Sent together: each answer (join_ack or error) must settle the right promise,
+    # including invalid_name, whose error names root rather than the room.
+    results = await page.evaluate("""async () => {
+        const root = record(roomer('/ws'), 'error');
+        window.root = root;
+        const settled = await Promise.allSettled([
+            root.joined('closed-vip'), root.joined('x'.repeat(129)), root.joined('one'),
+            root.joined('two'), root.joined('three')]);
+        return settled.map((r) => r.status === 'fulfilled' ? {ok: r.value.name}
+            : {code: r.reason.code, room: r.reason.room, roomer: r.reason instanceof RoomerError,
+               text: r.reason.serverMessage, event: r.reason.event});
+    }""")
+    assert results[0] == {"code": "join_denied", "room": "closed-vip", "roomer": True,
+                          "text": "this room is closed", "event": "join"}
+    assert results[1]["code"] == "invalid_name" and results[1]["room"] == "x" * 129
+    assert results[2:4] == [{"ok": "one"}, {"ok": "two"}]
+    assert results[4]["code"] == "too_many_rooms" and results[4]["room"] == "three"
+    assert await page.evaluate("Object.keys(root.rooms()).sort()") == ["one", "root", "two"]
+
+    # The server's error object reaches `error`; reserved names never leave the page.
+    await page.evaluate("root.send('chat', 'into root'); root.send('dm', 'x', 'nobody')")
+    await until(page, "seen('root', 'error').length === 2")
+    errors = await page.evaluate("seen('root', 'error').map(e => e.args[0])")
+    assert [(e["code"], e["event"]) for e in errors] == [("forbidden", "chat"),
+                                                       ("no_such_client", "dm")]
+    assert all(isinstance(e["message"], str) and e["message"] for e in errors)
+    assert await page.evaluate("""() => ['join', 'leave_ack', 'error', 'reconnected', 'dropped',
+        ''].map((name) => { try { root.send(name); return 'sent'; }
+                            catch (e) { return e instanceof TypeError; } })""") == [True] * 6
+
+    # Closed for good: promises reject with "closed", sends are dropped with an event.
+    closed = await page.evaluate("""async () => {
+        const one = root.rooms().one;
+        record(one, 'close', 'dropped');
+        root.close();
+        one.send('late', 'x');
+        const why = await one.ready().catch((e) => e.code);
+        let join;
+        try { root.join('after'); } catch (e) { join = e.message; }
+        return [why, root.open(), join];
+    }""")
+    assert closed[:2] == ["closed", False] and "closed" in closed[2]
+    assert await page.evaluate("seen('one', 'close').length") == 1
+    assert await page.evaluate("seen('one', 'dropped')[0].args[0]") == {
+        "room": "one", "event": "late", "dst": "", "reason": "closed",
+        "payload": {"bytes": [120], "text": "x"}}
+
+
+async def test_a_direct_message_reaches_only_its_target(pages: Pages, serve: Any) -> None:
+    server = serve(*harness_args())
+    a, b, c = [await harness(pages, server) for _ in range(3)]
+    a_id = await joined(a, "match")
+    b_id = await joined(b, "match")
+    await joined(c, "match")
+    await until(a, "room.members().length === 3")
+    await a.evaluate(f"room.send('secret', 'for b', {b_id!r}); room.send('marker', 'all')")
+    for page in (b, c):
+        await until(page, "seen('match', 'marker').length === 1")
+    assert await b.evaluate("seen('match', 'secret').map(e => [e.args[0].text, e.args[1]])") \
+        == [["for b", a_id]]
+    assert await c.evaluate("seen('match', 'secret').length") == 0
+    assert await a.evaluate("seen('match', 'secret').length") == 0
+
+
+async def test_lost_connection_queues_sends_and_rejoins(pages: Pages, serve: Any) -> None:
+    server = serve(*harness_args())
+    a, b = await harness(pages, server), await harness(pages, server)
+    old_a = await joined(a, "match", options="""{sendQueueLimit: 3,
+        reconnect: {initialDelay: 300, maxDelay: 300, jitter: 0}}""")
+    b_id = await joined(b, "match")
+    await until(a, "room.members().length === 2")
+    # The server drops A (1011): while it is away A sends 5 messages; 3 fit the queue.
+    await a.evaluate("""() => {
+        root.once('reconnecting', () => {
+            window.away = [root.open(), room.open()];
+            for (let i = 0; i < 5; i++) room.send('seq', `q${i}`);
+        });
+        root.send('drop-me');
+    }""")
+    await until(a, "seen('match', 'reconnected').length === 1")
+    new_a = await a.evaluate("root.id()")
+    assert new_a != old_a
+    assert await a.evaluate("away") == [False, False]
+    assert await a.evaluate("seen('root', 'reconnected')[0].args") == [new_a, old_a]
+    assert await a.evaluate("seen('root', 'reconnecting')[0].args") == [1, 300]
+    assert await a.evaluate("seen('match', 'reconnected')[0].args") == [new_a]
+    assert await a.evaluate("seen('match', 'dropped').map(e => [e.args[0].payload.text, "
+                            "e.args[0].reason])") == [["q3", "queue_full"], ["q4", "queue_full"]]
+    # Still one open, no close: code written for open/close sees one continuous room.
+    assert await a.evaluate("[seen('root', 'open').length, seen('match', 'open').length, "
+                            "seen('match', 'close').length, seen('root', 'close').length]") \
+        == [1, 1, 0, 0]
+    assert sorted(await a.evaluate("room.members()")) == sorted([b_id, new_a])
+    assert await a.evaluate("room.open()") is True
+
+    await until(b, "seen('match', 'seq').length === 3")
+    assert await b.evaluate("seen('match', 'seq').map(e => [e.args[0].text, e.args[1]])") == [
+        ["q0", new_a], ["q1", new_a], ["q2", new_a]]
+    assert await b.evaluate("seen('match', 'member_left').map(e => e.args[0])") == [old_a]
+    assert await b.evaluate("seen('match', 'new_member').map(e => e.args[0])") == [new_a]
+    assert sorted(await b.evaluate("room.members()")) == sorted([b_id, new_a])
+
+
+async def test_no_reconnection_when_kicked_or_disabled(pages: Pages, serve: Any) -> None:
+    server = serve(*harness_args())
+    kicked, plain = await harness(pages, server), await harness(pages, server)
+    await joined(kicked, "match")
+    await joined(plain, "match", options="{reconnect: false}")
+    for page, event in ((kicked, "kick-me"), (plain, "drop-me")):
+        await page.evaluate(f"root.send({event!r})")
+        await until(page, "seen('root', 'close').length === 1")
+        assert await page.evaluate("""async () => [seen('match', 'close').length,
+            seen('root', 'reconnecting').length, root.open(), room.open(),
+            await root.ready().catch((e) => e.code)]""") == [1, 0, False, False, "closed"]
