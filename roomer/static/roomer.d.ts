@@ -81,7 +81,9 @@ export interface ReconnectOptions {
   maxAttempts?: number;
   /** Whether a close should be followed by reconnection. Default: every close but
    * 1000 (the server closed normally) and 1008 (policy: kicked, or refused by an
-   * `on_connect` hook). The client's own `close()` never reconnects. */
+   * `on_connect` hook), except roomer's 1008 for a client that fell behind (reason
+   * `slow consumer...` or `write timeout`), which is retried. The client's own `close()`
+   * never reconnects. */
   shouldReconnect?(code: number, reason: string): boolean;
 }
 
@@ -153,9 +155,12 @@ export interface Room {
   /** The server refused something this client sent in this room (root also gets the
    * errors of rooms with no `error` handler). */
   on(event: "error", fn: (error: ServerError) => void): Room;
-  /** The connection was lost; attempt `attempt` starts in `delayMs` ms. Fires in every
-   * room of the connection. */
-  on(event: "reconnecting", fn: (attempt: number, delayMs: number) => void): Room;
+  /** The connection was lost (or the last attempt failed; `closed` is its close code and
+   * reason, 1006 for a failure to connect); attempt `attempt` starts in `delayMs` ms.
+   * Fires in every room of the connection. */
+  on(event: "reconnecting",
+     fn: (attempt: number, delayMs: number, closed: { code: number; reason: string }) => void,
+  ): Room;
   /** Connected again (root: `id` is the new id, `previousId` the old one) or joined
    * again (a room: its members() are up to date). */
   on(event: "reconnected", fn: (id: string, previousId: string) => void): Room;

@@ -147,8 +147,10 @@ function wsUrl(url) {
 const RECONNECT = Object.freeze({
   initialDelay: 500, maxDelay: 10000, factor: 2, jitter: 0.5, maxAttempts: Infinity,
   // 1000 and 1008 mean the server closed this client on purpose (a normal close, a kick,
-  // a refused on_connect): coming back at once would undo that.
-  shouldReconnect: (code) => code !== 1000 && code !== 1008,
+  // a refused on_connect): coming back at once would undo that. roomer's own 1008 for a
+  // receiver that fell behind ("slow consumer...", "write timeout") is worth a retry.
+  shouldReconnect: (code, reason) => code !== 1000 &&
+    (code !== 1008 || /^(slow consumer|write timeout)/.test(reason)),
 });
 
 function readOptions(options = {}) {
@@ -640,7 +642,10 @@ class Link {
       const delay = Math.round(base * (1 - policy.jitter * Math.random()));
       this.attempt += 1;
       this.timer = setTimeout(() => this.connect(false), delay);
-      for (const rec of [...this.rooms.values()]) emit(rec, "reconnecting", this.attempt, delay);
+      const closed = { code, reason };
+      for (const rec of [...this.rooms.values()]) {
+        emit(rec, "reconnecting", this.attempt, delay, closed);
+      }
       return;
     }
     this.shutdown(new RoomerError("closed", `connection closed (${code}${reason ? " " + reason

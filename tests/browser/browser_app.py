@@ -13,6 +13,10 @@ def setup(server: roomer.Server) -> None:
         if room.startswith("closed-"):
             raise roomer.Deny("this room is closed")
 
+    @server.on("ping")
+    def ping(conn: roomer.Connection, msg: roomer.Message) -> None:
+        conn.send("pong", b"", msg.room)
+
     @server.on("drop-me")
     def drop_me(conn: roomer.Connection, msg: roomer.Message) -> None:
         # The connection ends as a network failure would end it (1011, not a policy

@@ -3,6 +3,7 @@ refusals, direct messages, the send queue and reconnection after a lost connecti
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -77,6 +78,43 @@ async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:
     await pages.contexts[1].close()
     await until(a, f"seen('match', 'member_left', ([id]) => id === {b_id!r}).length === 2")
     assert await a.evaluate("room.members()") == [a_id]
+
+
+async def test_code_written_for_the_original_client_runs(pages: Pages, serve: Any) -> None:
+    # The JavaScript quick start of the original roomer client, as it was written
+    # (its console.log calls collected into `out`).
+    server = serve(*harness_args())
+    page, other = await harness(pages, server), await harness(pages, server)
+    await page.evaluate("""() => {
+        window.out = [];
+        const console = { log: (...args) => out.push(args.join(" ")) };
+        const root = roomer(`ws://${location.host}/ws`);
+        root.on("open", () => {
+            console.log("Connected! My ID:", root.id());
+            const lobby = root.join("lobby");
+            lobby.on("open", () => {
+                lobby.send("ping", new Uint8Array());
+            });
+            lobby.on("pong", (payload, senderId) => {
+                console.log("Received pong from", senderId);
+            });
+            lobby.on("new_member", (id) => {
+                console.log(`User joined: ${id}`);
+            });
+            lobby.on("member_left", (id) => {
+                console.log(`User left: ${id}`);
+            });
+        });
+    }""")
+    await until(page, "out.length === 2")
+    other_id = await joined(other, "lobby")
+    await pages.contexts[1].close()
+    await until(page, "out.length === 4")
+    out = await page.evaluate("out")
+    assert out[0].startswith("Connected! My ID: ") and len(out[0]) == len(
+        "Connected! My ID: ") + 36
+    assert out[1:] == ["Received pong from ", f"User joined: {other_id}",
+                       f"User left: {other_id}"]
 
 
 async def test_refusals_reject_with_the_server_code(pages: Pages, serve: Any) -> None:
@@ -166,7 +204,8 @@ async def test_lost_connection_queues_sends_and_rejoins(pages: Pages, serve: Any
     assert new_a != old_a
     assert await a.evaluate("away") == [False, False]
     assert await a.evaluate("seen('root', 'reconnected')[0].args") == [new_a, old_a]
-    assert await a.evaluate("seen('root', 'reconnecting')[0].args") == [1, 300]
+    assert await a.evaluate("seen('root', 'reconnecting')[0].args") == [
+        1, 300, {"code": 1011, "reason": "dropped on request"}]
     assert await a.evaluate("seen('match', 'reconnected')[0].args") == [new_a]
     assert await a.evaluate("seen('match', 'dropped').map(e => [e.args[0].payload.text, "
                             "e.args[0].reason])") == [["q3", "queue_full"], ["q4", "queue_full"]]
@@ -196,3 +235,30 @@ async def test_no_reconnection_when_kicked_or_disabled(pages: Pages, serve: Any)
         assert await page.evaluate("""async () => [seen('match', 'close').length,
             seen('root', 'reconnecting').length, root.open(), room.open(),
             await root.ready().catch((e) => e.code)]""") == [1, 0, False, False, "closed"]
+
+
+async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -> None:
+    # A page that stops reading (its main thread busy) while the room floods it falls
+    # past its outbox limit: the server drops it as a slow consumer. The close frame
+    # (1008 "slow consumer...") is stuck behind the unread data, so the page mostly sees
+    # 1006; either way, unlike a kick, the close is retried.
+    server = serve(*harness_args("--outbox-limit", "4096", "--slow-consumer", "disconnect"))
+    sender, receiver = await harness(pages, server), await harness(pages, server)
+    await joined(sender, "match")
+    old = await joined(receiver, "match", options="{reconnect: {initialDelay: 100}}")
+    await until(sender, "room.members().length === 2")
+    busy = asyncio.ensure_future(receiver.evaluate(
+        "() => { const end = Date.now() + 2000; while (Date.now() < end) {} }"))
+    await sender.evaluate("""() => {
+        const big = 'x'.repeat(16384);
+        for (let i = 0; i < 600; i++) room.send('flood', big);
+    }""")
+    await busy
+    await until(receiver, "seen('match', 'reconnected').length === 1")
+    closed = await receiver.evaluate("seen('root', 'reconnecting')[0].args[2]")
+    assert closed["code"] == 1006 or (
+        closed["code"] == 1008 and closed["reason"].startswith("slow consumer")), closed
+    assert await receiver.evaluate(f"[root.id() !== {old!r}, seen('match', 'close').length]") \
+        == [True, 0]
+    await sender.evaluate("room.send('chat', 'small')")
+    await until(receiver, "seen('match', 'chat').length === 1")
