@@ -132,6 +132,10 @@ async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
     await until(alice, near(ids["bob"], 0.72, 0.62))
     await point(alice, 0.3, 0.45)
 
+    # The room list stays live beside the room.
+    await until(alice, "document.querySelector(\"#side-rooms button[data-room='lobby'] "
+                       ".count\").textContent === '3 here'")
+
     folder = Path(os.environ.get("ROOMER_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     await alice.wait_for_timeout(100)  # one animation frame for the last dot to paint
@@ -140,9 +144,15 @@ async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
     for name in ("demo-lobby.png", "demo-phone.png"):
         assert (folder / name).stat().st_size > 10_000
 
-    # Leaving: the others' lists and the room count follow.
-    await bob.click("#leave")
+    # Switching rooms from the side list leaves the last one; leaving goes back to the
+    # lobby. The others' lists and the counts follow.
+    await bob.click("#side-rooms button[data-room='arena']")
+    await until(bob, "document.getElementById('room-title').textContent === 'arena'")
     await until(alice, "document.querySelectorAll('#members li').length === 2")
     await until(alice, "document.getElementById('log').textContent.includes('bob left')")
+    await until(alice, "document.querySelector(\"#side-rooms button[data-room='arena'] "
+                       ".count\").textContent === '1 here'")
+    assert await members(bob) == ["bob(you)"]
+    await bob.click("#leave")
     await bob.wait_for_selector("#lobby:not([hidden])")
-    await until(bob, f"{count_of('lobby')} === '2 here'")
+    await until(bob, f"{count_of('lobby')} === '2 here' && {count_of('arena')} === '0 here'")
