@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 from browserkit import CHROMIUM, CHROMIUM_ARGS, Pages, RoomerServe, missing
 
-
 _MISSING = missing()
 _SKIPPED = _MISSING is not None and os.environ.get("CI") != "true"
 if _SKIPPED:

@@ -79,6 +79,21 @@ async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:
     await until(a, f"seen('match', 'member_left', ([id]) => id === {b_id!r}).length === 2")
     assert await a.evaluate("room.members()") == [a_id]
 
+    # The emitter methods, locally; purge() leaves every room but root.
+    assert await a.evaluate("""async () => {
+        const r = await root.joined('local'), got = [], f = (x) => got.push(['f', x]);
+        r.on('t', f).once('t', (x) => got.push(['once', x]));
+        r.emit('t', 1); r.emit('t', 2); r.off('t', f); r.emit('t', 3);
+        r.addListener('u', f); r.on('keep', f);
+        const before = r.listeners().length;
+        r.clearListeners(['keep']); r.emit('u', 4); r.emit('keep', 5);
+        r.removeAllListeners('keep'); r.emit('keep', 6);
+        return [got, before, r.listeners().length];
+    }""") == [[["f", 1], ["once", 1], ["f", 2], ["f", 5]], 2, 0]
+    await a.evaluate("root.purge()")
+    await until(a, "Object.keys(root.rooms()).join() === 'root'")
+    assert await a.evaluate("[seen('match', 'close').length, root.open()]") == [1, True]
+
 
 async def test_code_written_for_the_original_client_runs(pages: Pages, serve: Any) -> None:
     # The JavaScript quick start of the original roomer client, as it was written
@@ -115,6 +130,39 @@ async def test_code_written_for_the_original_client_runs(pages: Pages, serve: An
         "Connected! My ID: ") + 36
     assert out[1:] == ["Received pong from ", f"User joined: {other_id}",
                        f"User left: {other_id}"]
+
+
+async def test_the_readme_snippet_runs(pages: Pages, serve: Any) -> None:
+    # README "In the browser", as written there (console.log collected into `out`).
+    server = serve(*harness_args())
+    snippet, peer, late = [await harness(pages, server) for _ in range(3)]
+    await joined(peer, "lobby")
+    await snippet.evaluate("""async () => {
+        window.out = [];
+        const console = { log: (...args) => out.push(args) };
+        const root = roomer();                        // ws(s)://<this host>/ws
+        const lobby = root.join("lobby");             // fine before the socket is open
+        lobby.onText("chat", (text, senderId) => console.log(senderId, text));
+        lobby.on("move", (bytes, senderId) => console.log(senderId, bytes));
+        lobby.on("new_member", (id) => lobby.sendJSON("welcome", { from: root.id() }, id));
+        await lobby.ready();
+        lobby.send("chat", "hello");                  // to everyone else in lobby
+        lobby.send("move", new Uint8Array([1, 2]));
+        window.root = root;
+    }""")
+    snippet_id = await snippet.evaluate("root.id()")
+    await until(peer, "seen('lobby', 'chat').length === 1")
+    assert await peer.evaluate("seen('lobby', 'chat')[0].args[0].text") == "hello"
+    await peer.evaluate("room.send('chat', 'hi'); room.send('move', new Uint8Array([9]))")
+    await until(snippet, "out.length === 2")
+    assert await snippet.evaluate("out.map(([id, x]) => [id.length, x.length])") == [
+        [36, 2], [36, 1]]
+    await late.evaluate("window.root = roomer(); window.room = root.join('lobby'); "
+                        "window.welcomes = []; "
+                        "room.onJSON('welcome', (v, from) => welcomes.push([v, from]))")
+    await until(late, "welcomes.length === 1")
+    assert await late.evaluate("welcomes") == [[{"from": snippet_id}, snippet_id]]
+    assert await peer.evaluate("seen('lobby', 'welcome').length") == 0  # direct: not to peer
 
 
 async def test_refusals_reject_with_the_server_code(pages: Pages, serve: Any) -> None:
@@ -226,15 +274,57 @@ async def test_lost_connection_queues_sends_and_rejoins(pages: Pages, serve: Any
 
 async def test_no_reconnection_when_kicked_or_disabled(pages: Pages, serve: Any) -> None:
     server = serve(*harness_args())
-    kicked, plain = await harness(pages, server), await harness(pages, server)
+    kicked, plain, insists = [await harness(pages, server) for _ in range(3)]
     await joined(kicked, "match")
     await joined(plain, "match", options="{reconnect: false}")
+    await joined(insists, "match", options="""{reconnect: {initialDelay: 50,
+        shouldReconnect: (code, reason) => { window.asked = [code, reason]; return true; }}}""")
     for page, event in ((kicked, "kick-me"), (plain, "drop-me")):
         await page.evaluate(f"root.send({event!r})")
         await until(page, "seen('root', 'close').length === 1")
         assert await page.evaluate("""async () => [seen('match', 'close').length,
             seen('root', 'reconnecting').length, root.open(), room.open(),
             await root.ready().catch((e) => e.code)]""") == [1, 0, False, False, "closed"]
+    # shouldReconnect decides: this one comes back after a kick.
+    await insists.evaluate("root.send('kick-me')")
+    await until(insists, "seen('match', 'reconnected').length === 1")
+    assert await insists.evaluate("asked") == [1008, "kicked on request"]
+
+
+async def test_a_silent_server_is_given_up_on(pages: Pages, serve: Any) -> None:
+    # A server that accepts TCP and never answers: each attempt ends at connectTimeout,
+    # and after maxAttempts the connection closes for good.
+    server = serve(*harness_args())
+    page = await harness(pages, server)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = mute.sockets[0].getsockname()[1]
+    try:
+        result = await page.evaluate(f"""async () => {{
+            window.made = 0;
+            class Counted extends WebSocket {{
+                constructor(...args) {{ super(...args); window.made += 1; }}
+            }}
+            const root = record(roomer('ws://127.0.0.1:{port}/ws', {{
+                connectTimeout: 300, WebSocket: Counted,
+                reconnect: {{initialDelay: 50, maxAttempts: 2}}}}), 'reconnecting', 'close');
+            const lobby = root.join('lobby');
+            const why = await lobby.ready().catch((e) => [e.code, e.message]);
+            return [why, made, seen('root', 'reconnecting').map((e) => e.args[2].code),
+                    seen('root', 'close').length];
+        }}""")
+    finally:
+        mute.close()
+        for writer in accepted:
+            writer.close()
+    why, made, codes, closes = result
+    assert why[0] == "closed" and "1006" in why[1]
+    assert (made, codes, closes) == (3, [1006, 1006], 0)  # root never opened: no close
+    assert len(accepted) == 3
 
 
 async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -> None:
@@ -248,7 +338,7 @@ async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -
     old = await joined(receiver, "match", options="{reconnect: {initialDelay: 100}}")
     await until(sender, "room.members().length === 2")
     busy = asyncio.ensure_future(receiver.evaluate(
-        "() => { const end = Date.now() + 2000; while (Date.now() < end) {} }"))
+        "() => { const end = Date.now() + 1200; while (Date.now() < end) {} }"))
     await sender.evaluate("""() => {
         const big = 'x'.repeat(16384);
         for (let i = 0; i < 600; i++) room.send('flood', big);

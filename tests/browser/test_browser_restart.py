@@ -22,10 +22,19 @@ async def test_pages_rejoin_after_a_server_restart(pages: Pages, serve: Any,
     old = [await joined(a, "match", options=FAST), await joined(b, "match", options=FAST)]
     await until(a, "room.members().length === 2")
 
+    extra = await a.evaluate("""async () => {
+        window.extra = record(await root.joined('extra'), 'reconnecting', 'error', 'close');
+        return extra.open();
+    }""")
+    assert extra is True
+
     server.stop(stop)
     for page in (a, b):
-        await until(page, "seen('root', 'reconnecting').length >= 2")  # retrying, no server
+        # Retrying with no server there: every room hears each attempt.
+        await until(page, "seen('root', 'reconnecting').length >= 2 && "
+                          "seen('match', 'reconnecting').length >= 2")
         assert await page.evaluate("[root.open(), room.open()]") == [False, False]
+    server.args += ["--max-rooms", "1"]  # the restarted server refuses A's second room
     server.start()  # the same port
 
     for page in (a, b):
@@ -37,6 +46,12 @@ async def test_pages_rejoin_after_a_server_restart(pages: Pages, serve: Any,
                           f"{sorted(new)!r}.every((id) => room.members().includes(id))")
         assert await page.evaluate("[root.open(), room.open(), seen('match', 'open').length, "
                                    "seen('match', 'close').length]") == [True, True, 1, 0]
+
+    # A's second room is refused on rejoin: error, then close, and it is gone.
+    await until(a, "seen('extra', 'close').length === 1")
+    assert await a.evaluate("[seen('extra', 'error')[0].args[0].code, extra.open(), "
+                            "Object.keys(root.rooms()).sort().join()]") == [
+        "too_many_rooms", False, "match,root"]
 
     await a.evaluate("room.send('chat', 'after the restart')")
     await b.evaluate("room.send('chat', 'me too')")
