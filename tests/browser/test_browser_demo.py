@@ -138,7 +138,9 @@ async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
 
     folder = Path(os.environ.get("ROOMER_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    await alice.wait_for_timeout(100)  # one animation frame for the last dot to paint
+    for page in (alice, bob):  # the last dots are painted on the next animation frame
+        await page.evaluate("new Promise((done) => requestAnimationFrame(() => "
+                            "requestAnimationFrame(done)))")
     await alice.screenshot(path=str(folder / "demo-lobby.png"), full_page=True)
     await bob.screenshot(path=str(folder / "demo-phone.png"), full_page=True)
     for name in ("demo-lobby.png", "demo-phone.png"):
