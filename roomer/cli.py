@@ -23,6 +23,17 @@ DEFAULT_APP = "roomer.demo:setup"
 NONE = object()
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """COUNT/SECONDS, as the (count, seconds) of rate_limit and error_limit."""
+    count, sep, seconds = text.partition("/")
+    if not sep:
+        raise ValueError(text)
+    return float(count), float(seconds)
+
+
+_pair.__name__ = "COUNT/SECONDS"  # argparse names the type in its error message
+
+
 def _value_or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         return NONE if text.lower() == "none" else kind(text)
@@ -41,10 +52,10 @@ def _add_server_flags(serve: argparse.ArgumentParser) -> None:
             serve.add_argument(meta["flag"], dest=name, action="store_true", default=None,
                                help=meta["help"])
             continue
-        parse: Callable[[str], Any] = kind
+        parse: Callable[[str], Any] = _pair if kind is tuple else kind
         extra = ""
         if Config.allows_none(name):
-            parse = _value_or_none(kind)
+            parse = _value_or_none(parse)
             extra = "; 'none' for None"
         serve.add_argument(meta["flag"], dest=name, type=parse, default=None,
                            metavar=meta.get("metavar"), choices=meta.get("choices"),

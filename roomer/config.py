@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
@@ -70,10 +71,11 @@ class Config:
         (200, 1.0), "(frames, seconds): a token bucket per connection that every frame "
                     "draws from; past it frames are dropped with one rate_limited error "
                     "per window, and as many drops again in a window close with 1008 "
-                    "(None: unlimited)")
+                    "(None: unlimited)", "--rate-limit", metavar="COUNT/SECONDS")
     error_limit: tuple[float, float] | None = _opt(
         (100, 10.0), "(errors, seconds): error replies one connection may cause in a "
-                     "window before it is closed with 1008 (None: unlimited)")
+                     "window before it is closed with 1008 (None: unlimited)",
+        "--error-limit", metavar="COUNT/SECONDS")
     ping_interval: float | None = _opt(
         20.0, "ping a connection idle this many seconds (None: no pings, no idle close)",
         "--ping-interval", metavar="SECONDS")
@@ -92,6 +94,9 @@ class Config:
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
         metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
+    static_dir: str | None = _opt(
+        None, "a folder whose files are served to plain GET requests (no path leaves it)",
+        "--static", metavar="DIR")
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
@@ -145,6 +150,7 @@ class Config:
         if not isinstance(self.routes, Mapping):
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
         object.__setattr__(self, "routes", dict(self.routes))
+        _check_dir(self, "static_dir")
 
     @classmethod
     def cli_options(cls) -> list[tuple[str, Any]]:
@@ -187,3 +193,15 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number")
+
+
+def _check_dir(config: Config, name: str) -> None:
+    value = getattr(config, name)
+    if value is None:
+        return
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path or None")
+    path = os.path.abspath(os.fspath(value))
+    if not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a folder")
+    object.__setattr__(config, name, path)

@@ -20,6 +20,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from .config import Config
 from .errors import Deny
+from .static_files import StaticFiles
 
 __all__ = ["HttpSide", "connection_tokens"]
 
@@ -75,11 +76,12 @@ class HttpSide:
         self._metrics_text = metrics_text
         self._closing = closing
         self._accept = accept
+        self.static = StaticFiles(config.static_dir)
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0].decode("latin-1")
         if "upgrade" not in connection_tokens(request):
-            return self._plain(path)
+            return self._plain(path, request)
         problem = _bad_upgrade(request)
         if problem is not None:
             return http_error(400, problem)
@@ -110,13 +112,13 @@ class HttpSide:
                 return http_error(500, b"internal error\n")
         return self._accept(request, claims)
 
-    def _plain(self, path: str) -> Any:
+    def _plain(self, path: str, request: WSUpgradeRequest) -> Any:
         if path == "/healthz":
             return http_ok(b"ok\n", TEXT_TYPE)
         if path == self.config.metrics_path:
             return http_ok(self._metrics_text().encode(), METRICS_TYPE)
         route = self.routes.get(path)
         if route is None:
-            return http_error(404, b"not found\n")
+            return self.static.respond(request)
         content_type, body = route
         return http_ok(body, content_type)

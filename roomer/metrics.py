@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ERROR_CODES", "Metrics"]
+__all__ = ["COUNTERS", "ERROR_CODES", "GAUGES", "Metrics"]
 
 #: Every code an ``error`` message may carry (DESIGN §3); each is counted.
 ERROR_CODES = (
@@ -13,8 +13,31 @@ ERROR_CODES = (
     "rate_limited",
 )
 
-# Counters of the fan-out engine, shown beside the server's own.
-_ENGINE_COUNTERS = ("deliveries", "dropped", "writes", "bytes_out", "read_buffer_trims")
+# What /metrics shows: (stats key, exposed name, help). Counters end in _total, as
+# Prometheus names them; the stats keys (server.stats(), server.counters) stay short.
+GAUGES = (
+    ("connections", "roomer_connections", "Connected clients."),
+    ("rooms", "roomer_rooms", "Rooms that have members (root included)."),
+)
+COUNTERS = (
+    ("connections_total", "roomer_connections_opened_total", "WebSocket connections opened."),
+    ("messages_in", "roomer_messages_in_total", "Client messages handled."),
+    ("relayed", "roomer_relayed_total", "Client messages relayed to a room."),
+    ("direct", "roomer_direct_total", "Direct messages delivered."),
+    ("handled", "roomer_handled_total", "Client messages given to a handler."),
+    ("deliveries", "roomer_deliveries_total", "Frames queued to a receiver."),
+    ("dropped", "roomer_dropped_total", "Frames a receiver lost (outbox full, or cut off)."),
+    ("writes", "roomer_writes_total", "Socket writes of corked outboxes."),
+    ("bytes_out", "roomer_bytes_out_total", "Bytes written to clients."),
+    ("read_buffer_trims", "roomer_read_buffer_trims_total",
+     "Read buffers given back after a burst."),
+    ("dropped_slow_disconnects", "roomer_slow_disconnects_total",
+     "Receivers disconnected for not keeping up (outbox bound, write timeout)."),
+    ("abuse_closes", "roomer_abuse_closes_total",
+     "Clients closed for passing their rate or error limit."),
+    ("turn_holds", "roomer_turn_holds_total",
+     "Times a client was read again next turn because it used up its turn."),
+)
 
 
 class Metrics:
@@ -46,19 +69,17 @@ class Metrics:
         return out
 
     @staticmethod
-    def prometheus(stats: dict[str, Any], gauges: tuple[str, ...]) -> str:
+    def prometheus(stats: dict[str, Any]) -> str:
         """Prometheus text format 0.0.4 of a ``snapshot``."""
         lines = []
-        for key in gauges:
-            lines.append(f"# TYPE roomer_{key} gauge")
-            lines.append(f"roomer_{key} {stats[key]}")
-        for key in ("connections_total", "messages_in", "relayed", "direct", "handled",
-                    *_ENGINE_COUNTERS, "dropped_slow_disconnects", "abuse_closes",
-                    "turn_holds"):
-            if key in stats:
-                lines.append(f"# TYPE roomer_{key} counter")
-                lines.append(f"roomer_{key} {stats[key]}")
-        lines.append("# TYPE roomer_errors counter")
+        for kind, table in (("gauge", GAUGES), ("counter", COUNTERS)):
+            for key, name, help_text in table:
+                if key in stats:
+                    lines.append(f"# HELP {name} {help_text}")
+                    lines.append(f"# TYPE {name} {kind}")
+                    lines.append(f"{name} {stats[key]}")
+        lines.append("# HELP roomer_errors_total Error replies sent, by code.")
+        lines.append("# TYPE roomer_errors_total counter")
         for code, count in stats["errors"].items():
-            lines.append(f'roomer_errors{{code="{code}"}} {count}')
+            lines.append(f'roomer_errors_total{{code="{code}"}} {count}')
         return "\n".join(lines) + "\n"

@@ -418,8 +418,6 @@ class Server:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
-    _GAUGES = ("connections", "rooms")
-
     def stats(self) -> dict[str, Any]:
         engine = self._engine_obj
         gauges = {"connections": len(self.registry.conns), "rooms": len(self.registry.rooms)}
@@ -427,7 +425,7 @@ class Server:
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the server's counters."""
-        return Metrics.prometheus(self.stats(), self._GAUGES)
+        return Metrics.prometheus(self.stats())
 
     # sending from anywhere ---------------------------------------------------------------
 

@@ -12,7 +12,9 @@ rm -rf "$venv" "$repo/dist"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip wheel -q --no-deps -w "$repo/dist" "$repo"
 wheel=$(ls "$repo"/dist/roomer-*.whl)
-"$venv/bin/python" -m pip install -q "$wheel[test,bench]"
+# [browser] is Playwright for tests/browser, which drives the system's Chromium
+# (Debian's chromium package); without that browser those tests skip (fail under CI).
+"$venv/bin/python" -m pip install -q "$wheel[test,bench,browser]"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -337,7 +337,8 @@ async def test_metrics_show_the_new_counters(make_server: Any) -> None:
     server = await make_server()
     _, _, body = await http_get(server, "/metrics")
     text = body.decode()
-    for name in ("roomer_abuse_closes", "roomer_turn_holds", "roomer_read_buffer_trims"):
+    for name in ("roomer_abuse_closes_total", "roomer_turn_holds_total",
+                 "roomer_read_buffer_trims_total"):
         assert f"\n{name} " in text
 
 

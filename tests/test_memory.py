@@ -91,7 +91,7 @@ async def _wait_handled(port: int, count: int) -> None:
         text = (await asyncio.wait_for(reader.read(), 5)).decode()
         writer.close()
         handled = next(float(line.split()[1]) for line in text.splitlines()
-                       if line.startswith("roomer_messages_in "))
+                       if line.startswith("roomer_messages_in_total "))
         if handled >= count:
             return
         await asyncio.sleep(0.1)

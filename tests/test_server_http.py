@@ -56,14 +56,14 @@ async def test_metrics_counters(make_server) -> None:
     text = body.decode()
     assert _metric(text, "roomer_connections") == 2
     assert _metric(text, "roomer_rooms") == 2
-    assert _metric(text, "roomer_connections_total") == 2
-    assert _metric(text, "roomer_messages_in") == 7  # 2 joins + 5 sends
-    assert _metric(text, "roomer_relayed") == 1
-    assert _metric(text, "roomer_direct") == 1
-    assert _metric(text, 'roomer_errors{code="malformed"}') == 1
-    assert _metric(text, 'roomer_errors{code="forbidden"}') == 2
-    assert _metric(text, 'roomer_errors{code="not_member"}') == 0
-    assert "# TYPE roomer_messages_in counter" in text
+    assert _metric(text, "roomer_connections_opened_total") == 2
+    assert _metric(text, "roomer_messages_in_total") == 7  # 2 joins + 5 sends
+    assert _metric(text, "roomer_relayed_total") == 1
+    assert _metric(text, "roomer_direct_total") == 1
+    assert _metric(text, 'roomer_errors_total{code="malformed"}') == 1
+    assert _metric(text, 'roomer_errors_total{code="forbidden"}') == 2
+    assert _metric(text, 'roomer_errors_total{code="not_member"}') == 0
+    assert "# TYPE roomer_messages_in_total counter" in text
 
 
 async def test_every_error_code_is_counted(make_server) -> None:
@@ -119,7 +119,7 @@ async def test_every_error_code_is_counted(make_server) -> None:
     assert all(counts[code] == 1 for _, code in sends if code), counts
     assert limited.stats()["errors"]["rate_limited"] == 1
     _, _, body = await http_get(limited, "/metrics")
-    assert 'roomer_errors{code="rate_limited"} 1' in body.decode()
+    assert 'roomer_errors_total{code="rate_limited"} 1' in body.decode()
 
 
 async def test_extra_routes_and_unknown_paths(make_server) -> None:

@@ -26,7 +26,7 @@ def _small_send_buffer(conn: roomer.Connection) -> None:
 async def test_direct_messages_to_a_stuck_receiver_hold_the_sender(make_server: Any) -> None:
     limit = 64 * 1024
     server = await make_server(sync_broadcast=True, outbox_limit=limit, write_timeout=30,
-                               rate_limit=None)
+                               rate_limit=None, error_limit=None)
     port = server.address[1]
     stuck, stuck_id = await joined(port, "r", rcvbuf=4096)
     target = server.connection(stuck_id)

@@ -1,0 +1,63 @@
+"""The server is stopped and started again on the same port: pages reconnect by
+themselves, get new ids, are members of their rooms again and talk as before."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+from browserkit import Pages, harness, harness_args, joined, until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FAST = "{reconnect: {initialDelay: 100, maxDelay: 400}}"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "crash"])
+async def test_pages_rejoin_after_a_server_restart(pages: Pages, serve: Any,
+                                                   stop: signal.Signals) -> None:
+    server = serve(*harness_args())
+    a, b = await harness(pages, server), await harness(pages, server)
+    old = [await joined(a, "match", options=FAST), await joined(b, "match", options=FAST)]
+    await until(a, "room.members().length === 2")
+
+    extra = await a.evaluate("""async () => {
+        window.extra = record(await root.joined('extra'), 'reconnecting', 'error', 'close');
+        return extra.open();
+    }""")
+    assert extra is True
+
+    server.stop(stop)
+    for page in (a, b):
+        # Retrying with no server there: every room hears each attempt.
+        await until(page, "seen('root', 'reconnecting').length >= 2 && "
+                          "seen('match', 'reconnecting').length >= 2")
+        assert await page.evaluate("[root.open(), room.open()]") == [False, False]
+    server.args += ["--max-rooms", "1"]  # the restarted server refuses A's second room
+    server.start()  # the same port
+
+    for page in (a, b):
+        await until(page, "seen('match', 'reconnected').length === 1")
+    new = [await a.evaluate("root.id()"), await b.evaluate("root.id()")]
+    assert len(set(old + new)) == 4  # every connection has a new id
+    for page in (a, b):
+        await until(page, f"room.members().length === 2 && "
+                          f"{sorted(new)!r}.every((id) => room.members().includes(id))")
+        assert await page.evaluate("[root.open(), room.open(), seen('match', 'open').length, "
+                                   "seen('match', 'close').length]") == [True, True, 1, 0]
+
+    # A's second room is refused on rejoin: error, then close, and it is gone.
+    await until(a, "seen('extra', 'close').length === 1")
+    assert await a.evaluate("[seen('extra', 'error')[0].args[0].code, extra.open(), "
+                            "Object.keys(root.rooms()).sort().join()]") == [
+        "too_many_rooms", False, "match,root"]
+
+    await a.evaluate("room.send('chat', 'after the restart')")
+    await b.evaluate("room.send('chat', 'me too')")
+    await until(b, "seen('match', 'chat').length === 1")
+    await until(a, "seen('match', 'chat').length === 1")
+    assert await b.evaluate("seen('match', 'chat')[0].args.map((x) => x.text ?? x)") == [
+        "after the restart", new[0]]
+    assert await a.evaluate("seen('match', 'chat')[0].args.map((x) => x.text ?? x)") == [
+        "me too", new[1]]
