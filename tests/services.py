@@ -76,10 +76,11 @@ def prefix() -> str:
 class Broker:
     """A broker process of our own on a free port, stopped and started at will (same port)."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, extra: list[str] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.workdir = workdir
+        self.extra = list(extra or ())
         self.proc: subprocess.Popen[bytes] | None = None
         scheme = "redis" if kind == "redis" else "nats"
         self.url = f"{scheme}://127.0.0.1:{self.port}" + ("/0" if kind == "redis" else "")
@@ -94,7 +95,7 @@ class Broker:
 
     def start(self) -> None:
         assert self.proc is None
-        self.proc = subprocess.Popen(self._argv(), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self._argv() + self.extra, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not reachable(("127.0.0.1", self.port), timeout=0.2):
@@ -120,7 +121,8 @@ def find_binary(name: str) -> str | None:
 
 def _private(kind: str, binary: str, tmp_path: Path) -> Iterator[Broker]:
     need(find_binary(binary) is not None, f"{binary} is not installed")
-    broker = Broker(kind, tmp_path)
+    broker = Broker(kind, tmp_path / kind)
+    broker.workdir.mkdir(exist_ok=True)
     broker.start()
     try:
         yield broker

@@ -51,6 +51,12 @@ class NatsTransport(Transport):
         self._requests: set[asyncio.Task[None]] = set()
         self._oversize_logged = False
 
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        url = self._nc.connected_url if self._nc is not None else None
+        out["server"] = f"{url.hostname}:{url.port}" if url is not None else None
+        return out
+
     async def _open(self) -> set[str]:
         nc = NATS()
 
