@@ -108,8 +108,10 @@ async def test_broker_cuts_off_a_stalled_node_which_comes_back(
             await join(b, "r", "b1")
             flood = threading.Thread(target=_flood, args=(broker.url, b.names.room("r"), 24))
             flood.start()
-            time.sleep(2.5)  # this loop (both nodes) stops reading while the flood goes on
+            # This loop (both nodes) reads nothing while the whole flood goes out, and a
+            # while after: past the broker's limit for a client that does not read.
             flood.join(timeout=30)
+            time.sleep(1.5)
             await eventually(lambda: b.state()["reconnects"] >= 1 and
                              a.state()["connected"] and b.state()["connected"],
                              timeout=15, what="b cut off and back")

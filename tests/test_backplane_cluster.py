@@ -149,6 +149,59 @@ async def test_last_leave_unsubscribes(url: str, prefix: str) -> None:
         assert a.state()["rooms"] == 0
 
 
+async def test_room_alone_on_one_node_costs_nothing(url: str, prefix: str) -> None:
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, rb)]:
+        await join(a, "r", "a1", "a2")
+        await a.transport.flush()
+        published = a.transport.published
+        for _ in range(50):
+            a.publish_room("r", b"local only")
+        await a.transport.flush()
+        assert a.transport.published == published and a.state()["frames_local"] == 50
+        await join(b, "r", "b1")
+        a.publish_room("r", b"now shared")
+        await eventually(lambda: rb.frames == [("r", b"now shared", None)])
+        b.local_left("r", "b1")
+        await eventually(lambda: a.remote_members("r") == [])
+        a.publish_room("r", b"alone again")
+        assert a.state()["frames_local"] == 51
+
+
+async def test_every_frame_after_a_remote_join_is_delivered(url: str, prefix: str) -> None:
+    """A publishes a numbered frame every loop turn while b's member joins and leaves:
+    once b's room_ready returns, every frame a publishes reaches b (a learns of the member
+    before its answer lets b go on, so it never skips publishing to it)."""
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, rb)]:
+        await join(a, "r", "a1")
+        sent = 0
+        running = True
+
+        async def publisher() -> None:
+            nonlocal sent
+            while running:
+                sent += 1
+                a.publish_room("r", b"%d" % sent)
+                await asyncio.sleep(0)
+
+        task = asyncio.get_running_loop().create_task(publisher())
+        try:
+            for _ in range(5):
+                rb.frames.clear()
+                await join(b, "r", "b1")
+                first = sent + 1  # published after b's room_ready returned
+                await asyncio.sleep(0.05)
+                last = sent
+                await eventually(lambda lo=first, hi=last: {f for _, f, _ in rb.frames}
+                                 >= {b"%d" % n for n in range(lo, hi + 1)},
+                                 what="every frame after the join")
+                b.local_left("r", "b1")
+                await eventually(lambda: a.remote_members("r") == [])
+        finally:
+            running = False
+            await task
+        assert a.state()["frames_local"] > 0  # between b's visits nothing was published
+
+
 async def test_a_burst_of_100_is_one_round_trip(url: str, prefix: str) -> None:
     async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, rb)]:
         await join(a, "r", "a1")

@@ -22,15 +22,20 @@ How the server drives it::
 
 Cost: a node subscribes to a room's channel only while it has local members there, so a
 room message crosses the broker once (one publish) and reaches only the nodes with members
-in the room; what crosses is a small header and the finished frame. Direct messages go to a
+in the room; what crosses is a small header and the finished frame. A room whose members
+are all on one node costs nothing: that node publishes its frames only while it knows of
+members elsewhere (or is still learning who is there). Direct messages go to a
 channel per client that only the node holding it subscribes to: the broker's subscription
 table is the registry, and it dies with the node's connection (no TTL to wait out).
 
 Member lists. Each node publishes its members' joins and leaves on the room's channel, and
 answers a member-list request with its full list of the room on the same channel. A node
 that subscribes to a room asks every node it knows alive for its list and waits (at most
-``sync_timeout``) for their answers, so a joiner's join_ack can list every member; a node
-with nothing there answers on the asker's node channel. The list of node X's members is
+``sync_timeout``) for their answers, so a joiner's join_ack can list every member. The
+request goes out twice: on the room channel, where the nodes with members there get it
+after the asker's join (so they know of the new member before they answer, and do not
+skip publishing to it), and on ``ctl``, where the nodes with nothing there answer on the
+asker's node channel. The list of node X's members is
 built only from X's messages on the room channel, which the broker delivers in X's publish
 order, so a join, a leave and a full list from X can never be applied out of order; the
 out-of-band "nothing here" answer only ends the wait. What the protocol relies on: the
@@ -122,7 +127,8 @@ class _Pending:
 class _Room:
     """A room this node has local members in (so is subscribed to)."""
 
-    __slots__ = ("channel", "local", "name", "pending", "ready", "syncing", "timer", "view")
+    __slots__ = ("channel", "local", "name", "pending", "ready", "subscribed", "syncing",
+                 "timer", "view")
 
     def __init__(self, name: str, channel: str, ready: asyncio.Future[None]) -> None:
         self.name = name
@@ -133,6 +139,7 @@ class _Room:
         # node key -> what its messages say while its answer to a request is awaited.
         self.pending: dict[str, _Pending] = {}
         self.ready = ready
+        self.subscribed = False  # the broker confirmed our subscription
         self.syncing = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -169,6 +176,7 @@ class Cluster:
         self.sync_timeout = float(sync_timeout)
         self.names = Names(prefix)
         self.frames_out = 0
+        self.frames_local = 0
         self.frames_in = 0
         self.direct_out = 0
         self.direct_in = 0
@@ -322,7 +330,16 @@ class Cluster:
         if self._closed:
             return
         st = self._rooms.get(room)
-        channel = st.channel if st is not None else self.names.room(room)
+        if st is None:
+            channel = self.names.room(room)
+        elif not st.view and not st.pending and st.ready.done():
+            # Every member is here: nothing to publish. Safe because a node joining asks
+            # for our list on the room channel after its join there, so we know it has
+            # members before our answer lets its joiner in.
+            self.frames_local += 1
+            return
+        else:
+            channel = st.channel
         self.frames_out += 1
         self.transport.publish(channel, self._framed(self._hdr[env.ROOM], frame, exclude))
 
@@ -356,6 +373,7 @@ class Cluster:
             rooms=len(self._rooms),
             clients=len(self._clients),
             frames_out=self.frames_out,
+            frames_local=self.frames_local,
             frames_in=self.frames_in,
             direct_out=self.direct_out,
             direct_in=self.direct_in,
@@ -387,6 +405,8 @@ class Cluster:
             self._joined(st, origin, data[body:].decode())
         elif kind == env.LEFT:
             self._left(st, origin, data[body:].decode())
+        elif kind == env.REQUEST:
+            self._announce(st.channel, st.local)
         elif kind == env.MEMBERS or kind == env.MEMBERS_MORE:
             names = env.unpack_names(data, body)
             key = (st.name, origin)
@@ -435,7 +455,7 @@ class Cluster:
             self.transport.publish(self.names.node(origin),
                                    self._hdr[env.HEARTBEAT] + str(others).encode(), control=True)
         elif kind == env.REQUEST:
-            self._answer(origin, env.unpack_names(data, 2 + n))
+            self._answer(origin, env.unpack_names(data, 2 + n), broadcast=True)
 
     def _on_node(self, data: bytes) -> None:
         n = data[1]
@@ -527,6 +547,7 @@ class Cluster:
     def _subscribed(self, st: _Room, confirmed: asyncio.Future[None]) -> None:
         if confirmed.cancelled() or self._rooms.get(st.name) is not st:
             return  # connection lost first (the reconnect asks for everything) or room gone
+        st.subscribed = True
         if st.ready.done():  # the broker confirmed after sync_timeout: catch up, reporting
             self._request([st], list(self._nodes), None)
             return
@@ -557,9 +578,12 @@ class Cluster:
             for key in keys:
                 if key not in st.pending:
                     st.pending[key] = _Pending(until)
-        channel = self.names.ctl if target is None else self.names.node(target)
-        for chunk in env.pack_names(st.name for st in rooms):
-            self.transport.publish(channel, self._hdr[env.REQUEST] + chunk, control=True)
+        if target is None:
+            self._broadcast_request([st.name for st in rooms])
+        else:
+            channel = self.names.node(target)
+            for chunk in env.pack_names(st.name for st in rooms):
+                self.transport.publish(channel, self._hdr[env.REQUEST] + chunk, control=True)
         self._loop.call_later(self.sync_timeout, self._expire, rooms)
 
     def _expire(self, rooms: list[_Room]) -> None:
@@ -583,21 +607,33 @@ class Cluster:
     def _send_requests(self) -> None:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
-        if not rooms or not self._live():
-            return
-        for chunk in env.pack_names(rooms):
-            self.transport.publish(self.names.ctl, self._hdr[env.REQUEST] + chunk, control=True)
+        if rooms and self._live():
+            self._broadcast_request(rooms)
 
-    def _answer(self, origin: str, rooms: list[str]) -> None:
+    def _broadcast_request(self, rooms: list[str]) -> None:
+        """Ask every node about ``rooms``: on each room's channel, where the nodes with
+        members there get it after our join (so they know we have members before they
+        answer), and on ``ctl``, where the others answer "none here"."""
+        request = self._hdr[env.REQUEST]
+        for room in rooms:
+            st = self._rooms.get(room)
+            self.transport.publish(st.channel if st is not None else self.names.room(room),
+                                   request, control=True)
+        for chunk in env.pack_names(rooms):
+            self.transport.publish(self.names.ctl, request + chunk, control=True)
+
+    def _answer(self, origin: str, rooms: list[str], *, broadcast: bool = False) -> None:
         """A node asks for our members of ``rooms``: the list on each room's channel (in
-        order with our joins and leaves there), "none here" on its node channel."""
+        order with our joins and leaves there), "none here" on its node channel. A request
+        on ``ctl`` is also made on the room channels: a room we are subscribed to is
+        answered there, when that copy arrives."""
         none = []
         for room in rooms:
             st = self._rooms.get(room)
-            if st is not None:
-                self._announce(st.channel, st.local)
-            else:
+            if st is None:
                 none.append(room)
+            elif not (broadcast and st.subscribed):
+                self._announce(st.channel, st.local)
         if none:
             channel = self.names.node(origin)
             for chunk in env.pack_names(none):
@@ -705,6 +741,8 @@ class Cluster:
         now = self._loop.time()
         for key in self._nodes:
             self._nodes[key] = now  # the outage is not their silence
+        for st in self._rooms.values():
+            st.subscribed = True  # the transport subscribed again to everything
         if self._uncertain_overflow:
             self._uncertain_overflow = False
             self._new_incarnation()

@@ -17,7 +17,8 @@ H     heartbeat            empty on ``ctl``; on a node channel (the answer to a 
                            hello) the count of other nodes the sender knows
 I     hello                empty: "I (re)joined, tell me who is alive"           ctl
 B     goodbye              empty: the sender stops; its members left             ctl
-Q     member-list request  a name list of rooms                                  ctl, node
+Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
+                           room)                                                 room
 E     no members there     a name list of rooms the sender has no members in     node
 ====  ===================  ====================================================  ===========
 
