@@ -202,6 +202,25 @@ async def test_every_frame_after_a_remote_join_is_delivered(url: str, prefix: st
         assert a.state()["frames_local"] > 0  # between b's visits nothing was published
 
 
+async def test_quiet_rooms_carry_frames_without_presence(url: str, prefix: str) -> None:
+    async with nodes(url, prefix, 2, quiet_rooms={"root"}, **QUIET) as [(a, ra), (b, rb)]:
+        await a.transport.flush()
+        published = a.transport.published
+        await join(a, "root", "a1", "a2")
+        await join(b, "root", "b1")
+        await a.transport.flush()
+        assert a.transport.published == published  # no joins, no member-list requests
+        a.publish_room("root", b"to everyone in root")
+        b.publish_room("root", b"back")
+        await eventually(lambda: rb.frames == [("root", b"to everyone in root", None)]
+                         and ra.frames == [("root", b"back", None)])
+        assert a.remote_members("root") == [] and ra.joined == [] and rb.joined == []
+        b.local_left("root", "b1")
+        await b.transport.flush()
+        await asyncio.sleep(0.05)
+        assert ra.left == [] and b.state()["rooms"] == 0
+
+
 async def test_a_burst_of_100_is_one_round_trip(url: str, prefix: str) -> None:
     async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, rb)]:
         await join(a, "r", "a1")

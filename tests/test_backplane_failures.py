@@ -20,6 +20,7 @@ from services import Broker
 
 import roomer
 from roomer.backplane import Cluster
+from roomer.backplane import cluster as cluster_module
 
 NODE = Path(__file__).with_name("backplane_node.py")
 FAST = {"heartbeat_interval": 0.2, "node_timeout": 1.0}
@@ -99,6 +100,33 @@ async def test_broker_restart_heals_traffic_and_lists(
     lost = [r for r in caplog.records if "lost the broker" in r.getMessage()]
     assert len(lost) == 2  # once per node, not per message or attempt
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_too_many_rooms_left_while_away_starts_a_new_incarnation(
+        private_redis: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound on rooms left while the broker was away, a node does not list them
+    on reconnect: it says goodbye under its old key and comes back under a new one, so the
+    others drop all its old members (no ghost either way) and hear its current ones."""
+    monkeypatch.setattr(cluster_module, "_MAX_UNCERTAIN", 3)
+    async with nodes(private_redis.url, prefix, 2, **FAST) as [(a, _), (b, rb)]:
+        for i in range(5):
+            await join(a, f"r{i}", f"a{i}")
+            await join(b, f"r{i}", f"b{i}")
+        await join(a, "kept", "k1")
+        await join(b, "kept", "bk")
+        await eventually(lambda: all(b.remote_members(f"r{i}") == [f"a{i}"] for i in range(5)))
+        old_key = a.key
+        private_redis.stop()
+        await eventually(lambda: not a.transport.connected and not b.transport.connected)
+        for i in range(5):
+            a.local_left(f"r{i}", f"a{i}")
+        private_redis.start()
+        await eventually(lambda: a.transport.connected and b.transport.connected, timeout=10)
+        await eventually(lambda: all(b.remote_members(f"r{i}") == [] for i in range(5))
+                         and b.remote_members("kept") == ["k1"], what="b's lists healed")
+        assert a.key != old_key and a.key.startswith("n0:")
+        assert b.state()["nodes"] == ["n0"]
+        assert ("kept", "k1") in rb.left and rb.joined[-1] == ("kept", "k1")
 
 
 @pytest.mark.parametrize("kind", ["redis", "nats"])

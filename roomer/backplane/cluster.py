@@ -77,6 +77,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterable
 from functools import partial
 from typing import Any, Protocol
 
@@ -127,12 +128,14 @@ class _Pending:
 class _Room:
     """A room this node has local members in (so is subscribed to)."""
 
-    __slots__ = ("channel", "local", "name", "pending", "ready", "subscribed", "syncing",
-                 "timer", "view")
+    __slots__ = ("channel", "local", "name", "pending", "quiet", "ready", "subscribed",
+                 "syncing", "timer", "view")
 
-    def __init__(self, name: str, channel: str, ready: asyncio.Future[None]) -> None:
+    def __init__(self, name: str, channel: str, ready: asyncio.Future[None],
+                 quiet: bool = False) -> None:
         self.name = name
         self.channel = channel
+        self.quiet = quiet  # frames only: no presence, no member lists
         self.local: dict[str, None] = {}
         # node key -> its members, as reported to the server (remote_joined/left).
         self.view: dict[str, dict[str, None]] = {}
@@ -152,12 +155,15 @@ def _default_node_id() -> str:
 class Cluster:
     """One node of a cluster. ``transport`` is a :class:`Transport` or a URL for
     :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid) must be
-    unique among live nodes. ``prefix`` separates clusters sharing a broker. See the module
-    documentation for what the timings bound."""
+    unique among live nodes. ``prefix`` separates clusters sharing a broker. In
+    ``quiet_rooms`` (the server's ``root`` without root presence) frames cross nodes but
+    joins and leaves do not: no presence, no member lists, nothing to wait for. See the
+    module documentation for what the timings bound."""
 
     def __init__(self, transport: Transport | str, *, node_id: str | None = None,
                  heartbeat_interval: float = 1.0, node_timeout: float = 6.0,
-                 sync_timeout: float = 0.5, prefix: str = "roomer") -> None:
+                 sync_timeout: float = 0.5, prefix: str = "roomer",
+                 quiet_rooms: Iterable[str] = ()) -> None:
         if isinstance(transport, str):
             transport = create(transport)
         if not isinstance(transport, Transport):
@@ -175,6 +181,7 @@ class Cluster:
         self.node_timeout = float(node_timeout)
         self.sync_timeout = float(sync_timeout)
         self.names = Names(prefix)
+        self.quiet_rooms = frozenset(quiet_rooms)
         self.frames_out = 0
         self.frames_local = 0
         self.frames_in = 0
@@ -271,14 +278,20 @@ class Cluster:
         if st is not None:
             if member not in st.local:
                 st.local[member] = None
-                self._publish_presence(st.channel, env.JOINED, member)
+                if not st.quiet:
+                    self._publish_presence(st.channel, env.JOINED, member)
             return
         assert self._loop is not None
-        st = self._rooms[room] = _Room(room, self.names.room(room), self._loop.create_future())
-        self._uncertain.pop(room, None)
+        quiet = room in self.quiet_rooms
+        st = self._rooms[room] = _Room(room, self.names.room(room), self._loop.create_future(),
+                                       quiet)
         st.local[member] = None
-        self._publish_presence(st.channel, env.JOINED, member)
         confirmed = self.transport.subscribe(st.channel, partial(self._on_room, st))
+        if quiet:
+            st.ready.set_result(None)
+            return
+        self._uncertain.pop(room, None)
+        self._publish_presence(st.channel, env.JOINED, member)
         if not self.transport.connected:
             st.ready.set_result(None)  # nobody to ask; the lists heal on reconnect
             return
@@ -292,12 +305,15 @@ class Cluster:
         if st is None or member not in st.local or self._closed:
             return
         del st.local[member]
-        self._publish_presence(st.channel, env.LEFT, member)
+        if not st.quiet:
+            self._publish_presence(st.channel, env.LEFT, member)
         if st.local:
             return
         del self._rooms[room]
         self.transport.unsubscribe(st.channel)
         self._set_ready(st)
+        if st.quiet:
+            return
         for key in [key for key in self._partial if key[0] == room]:
             del self._partial[key]
         # Until the broker confirms that leave, a reconnect must say "none here" again.
@@ -332,7 +348,7 @@ class Cluster:
         st = self._rooms.get(room)
         if st is None:
             channel = self.names.room(room)
-        elif not st.view and not st.pending and st.ready.done():
+        elif not st.view and not st.pending and st.ready.done() and not st.quiet:
             # Every member is here: nothing to publish. Safe because a node joining asks
             # for our list on the room channel after its join there, so we know it has
             # members before our answer lets its joiner in.
@@ -395,6 +411,8 @@ class Cluster:
             assert self._events is not None
             self._events.remote_frame(st.name, data[pos + size:],
                                       data[pos:pos + size].decode() if size else None)
+            return
+        if st.quiet:
             return
         origin = data[2:2 + n].decode()
         if not self._heard(origin):
@@ -570,6 +588,7 @@ class Cluster:
     def _request(self, rooms: list[_Room], keys: list[str], target: str | None) -> None:
         """Ask nodes ``keys`` (all, on ctl, or ``target`` alone) for their lists of ``rooms``;
         meanwhile their messages build new lists, reported as differences on the answer."""
+        rooms = [st for st in rooms if not st.quiet]
         if not rooms or not keys:
             return
         assert self._loop is not None
@@ -630,7 +649,7 @@ class Cluster:
         none = []
         for room in rooms:
             st = self._rooms.get(room)
-            if st is None:
+            if st is None or st.quiet:
                 none.append(room)
             elif not (broadcast and st.subscribed):
                 self._announce(st.channel, st.local)
@@ -748,7 +767,8 @@ class Cluster:
             self._new_incarnation()
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():
-            self._announce(st.channel, st.local)
+            if not st.quiet:
+                self._announce(st.channel, st.local)
         for room in self._uncertain:
             self._announce(self.names.room(room), ())
         self._uncertain.clear()

@@ -141,7 +141,8 @@ class Transport:
         self._sub_waiters.setdefault(channel, []).append(fut)
         self._sub_ops.append((True, channel))
         self.seq += 1
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
         return fut
 
     def unsubscribe(self, channel: str) -> None:
@@ -150,7 +151,8 @@ class Transport:
         if self.connected:
             self._sub_ops.append((False, channel))
             self.seq += 1
-            self._schedule()
+            if not self._scheduled:
+                self._schedule()
 
     def publish(self, channel: str, data: bytes, *, control: bool = False) -> None:
         """Queue ``data`` for ``channel`` in this turn's batch (dropped and counted while the
