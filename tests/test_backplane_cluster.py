@@ -288,8 +288,8 @@ async def test_restart_with_same_node_id_drops_the_old_members(url: str, prefix:
         start = time.monotonic()
         await again.start(Recorder())
         try:
-            await eventually(lambda: ("r", "b1") in ra.left, timeout=2, what="old b1 left")
-            assert time.monotonic() - start < 2  # not the 90 s node_timeout
+            await eventually(lambda: ("r", "b1") in ra.left, timeout=5, what="old b1 left")
+            assert time.monotonic() - start < 5  # not the 90 s node_timeout
             await join(again, "r", "b9")
             await eventually(lambda: ("r", "b9") in ra.joined)
             assert a.remote_members("r") == ["b9"]
@@ -305,7 +305,7 @@ async def test_room_ready_is_bounded_by_sync_timeout(url: str, prefix: str) -> N
         start = time.monotonic()
         await join(c, "r", "c1")
         waited = time.monotonic() - start
-        assert waited < 0.3 + 0.25, waited
+        assert waited < 0.3 + 1.0, waited  # sync_timeout, not node_timeout (90 s) or forever
         assert c.remote_members("r") == ["a1"]  # a answered; b's silence was waited out
 
 
