@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+# Broker fixtures (redis_url, nats_url, private_redis, private_nats, prefix): tests/services.py.
+from services import nats_url, prefix, private_nats, private_redis, redis_url  # noqa: F401
+
 from roomer import Server
 
 PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"

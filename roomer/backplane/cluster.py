@@ -1,0 +1,817 @@
+"""The cluster protocol: rooms, presence, direct messages and node liveness across the nodes
+(server processes) sharing one broker, on any :mod:`transport <roomer.backplane.transport>`.
+
+Sans-server: the server tells a :class:`Cluster` what happens locally (a client connected,
+joined, left) and what to publish, as it happens, with plain calls; the cluster calls the
+server back through :class:`ClusterEvents` for what arrives from other nodes. Nothing here
+touches a socket or imports the server. All calls run on the event loop's thread.
+
+How the server drives it::
+
+    cluster = Cluster(create("redis://127.0.0.1:6379/0"))
+    await cluster.start(events)                 # ConnectionError if the broker is down
+    cluster.local_connected(conn.id)            # at connect: direct messages find it here
+    cluster.local_joined(room, conn.id)         # then, before its join_ack:
+    await cluster.room_ready(room)              #   other nodes' members are known
+    listed = local_ids + cluster.remote_members(room)
+    cluster.publish_room(room, frame, exclude)  # after the local fan-out of a broadcast
+    cluster.publish_all(frame, exclude)         # broadcast_all
+    ok = await cluster.send_direct(id, frame)   # an id not held here; False: no_such_client
+    cluster.local_left(room, conn.id); cluster.local_disconnected(conn.id)
+    await cluster.close()                       # at shutdown: the others drop our members
+
+Cost: a node subscribes to a room's channel only while it has local members there, so a
+room message crosses the broker once (one publish) and reaches only the nodes with members
+in the room; what crosses is a small header and the finished frame. A room whose members
+are all on one node costs nothing: that node publishes its frames only while it knows of
+members elsewhere (or is still learning who is there). Direct messages go to a
+channel per client that only the node holding it subscribes to: the broker's subscription
+table is the registry, and it dies with the node's connection (no TTL to wait out).
+
+Member lists. Each node publishes its members' joins and leaves on the room's channel, and
+answers a member-list request with its full list of the room on the same channel. A node
+that subscribes to a room asks every node it knows alive for its list and waits (at most
+``sync_timeout``) for their answers, so a joiner's join_ack can list every member. The
+request goes out twice: on the room channel, where the nodes with members there get it
+after the asker's join (so they know of the new member before they answer, and do not
+skip publishing to it), and on ``ctl``, where the nodes with nothing there answer on the
+asker's node channel. The list of node X's members is
+built only from X's messages on the room channel, which the broker delivers in X's publish
+order, so a join, a leave and a full list from X can never be applied out of order; the
+out-of-band "nothing here" answer only ends the wait. What the protocol relies on: the
+broker delivers messages from one publisher connection on one channel in publish order
+(Redis and NATS both do), each transport publishes on one connection in call order, and
+member ids are unique across nodes (UUIDs). It does not rely on any order across channels.
+
+Liveness. Every node publishes a heartbeat every ``heartbeat_interval``; a node not heard
+for ``node_timeout`` is dead: its members are reported left (``remote_left``) and dropped
+from the lists, so a node killed with SIGKILL is gone from the others within
+``node_timeout + heartbeat_interval`` (7 s by default). A node restarted with the same
+``node_id`` has a new incarnation (its start time): the old one's members leave at once. A
+node that closes says goodbye, and its members leave at once.
+
+Outages. While the broker is away nothing is declared dead (this node cannot tell), local
+rooms go on and publishes are dropped and counted. When it is back the transport has
+subscribed again to everything; the node then announces its full member list of every
+room (and an empty one for rooms it left meanwhile, or whose last leave the broker may not
+have seen), asks every node for theirs, and reports the differences as joins and leaves:
+every list heals within ``sync_timeout`` and nothing was queued while away. A node that
+others had declared dead is heard again and asked for its lists the same way.
+
+Order. Across nodes exactly this holds: the frames and presence one node publishes into one
+room reach every other node's members of that room in that node's publish order (one
+connection, one channel). Two nodes' messages into one room are interleaved in broker
+arrival order, which may differ from the order the clients sent them; ``publish_all``,
+direct messages and room messages travel on different channels and keep no order between
+them. A sync-broadcaster server's global order is per node: it does not extend across
+nodes (a broadcast is published, not awaited on the other nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, Protocol
+
+from . import envelope as env
+from .names import Names
+from .transport import Transport, create
+
+__all__ = ["Cluster", "ClusterEvents"]
+
+log = logging.getLogger("roomer.backplane")
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Rooms left while the broker may not have heard it; past this many, a reconnect starts
+# a new incarnation instead (the others drop all our members and hear them again).
+_MAX_UNCERTAIN = 50_000
+_MAX_GONE = 4096
+
+
+class ClusterEvents(Protocol):
+    """What the server does with what other nodes publish (called on the loop's thread)."""
+
+    def remote_frame(self, room: str, frame: bytes, exclude: str | None) -> None:
+        """Deliver ``frame`` to this node's members of ``room`` but ``exclude``."""
+
+    def remote_frame_all(self, frame: bytes, exclude: str | None) -> None:
+        """Deliver ``frame`` to every connection of this node but ``exclude``."""
+
+    def remote_direct(self, member: str, frame: bytes) -> bool:
+        """Deliver ``frame`` to the local client ``member``; False if it is gone."""
+
+    def remote_joined(self, room: str, member: str) -> None:
+        """A member on another node joined ``room``: send ``new_member`` here."""
+
+    def remote_left(self, room: str, member: str) -> None:
+        """A member on another node left ``room`` (or its node died): ``member_left``."""
+
+
+class _Pending:
+    """A node's members of a room being rebuilt while that node answers a request."""
+
+    __slots__ = ("members", "until")
+
+    def __init__(self, until: float) -> None:
+        self.members: dict[str, None] = {}
+        self.until = until
+
+
+class _Room:
+    """A room this node has local members in (so is subscribed to)."""
+
+    __slots__ = ("channel", "local", "name", "pending", "quiet", "ready", "subscribed",
+                 "syncing", "timer", "view")
+
+    def __init__(self, name: str, channel: str, ready: asyncio.Future[None],
+                 quiet: bool = False) -> None:
+        self.name = name
+        self.channel = channel
+        self.quiet = quiet  # frames only: no presence, no member lists
+        self.local: dict[str, None] = {}
+        # node key -> its members, as reported to the server (remote_joined/left).
+        self.view: dict[str, dict[str, None]] = {}
+        # node key -> what its messages say while its answer to a request is awaited.
+        self.pending: dict[str, _Pending] = {}
+        self.ready = ready
+        self.subscribed = False  # the broker confirmed our subscription
+        self.syncing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _default_node_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "node"
+    return f"{host}-{os.getpid()}"
+
+
+class Cluster:
+    """One node of a cluster. ``transport`` is a :class:`Transport` or a URL for
+    :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid) must be
+    unique among live nodes. ``prefix`` separates clusters sharing a broker. In
+    ``quiet_rooms`` (the server's ``root`` without root presence) frames cross nodes but
+    joins and leaves do not: no presence, no member lists, nothing to wait for. See the
+    module documentation for what the timings bound."""
+
+    def __init__(self, transport: Transport | str, *, node_id: str | None = None,
+                 heartbeat_interval: float = 1.0, node_timeout: float = 6.0,
+                 sync_timeout: float = 0.5, prefix: str = "roomer",
+                 quiet_rooms: Iterable[str] = ()) -> None:
+        if isinstance(transport, str):
+            transport = create(transport)
+        if not isinstance(transport, Transport):
+            raise TypeError("transport must be a roomer.backplane Transport or a URL")
+        node_id = _default_node_id() if node_id is None else node_id
+        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+            raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
+        if not heartbeat_interval > 0 or not sync_timeout > 0:
+            raise ValueError("heartbeat_interval and sync_timeout must be positive")
+        if not node_timeout >= 2 * heartbeat_interval:
+            raise ValueError("node_timeout must be at least twice heartbeat_interval")
+        self.transport = transport
+        self.node_id = node_id
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.node_timeout = float(node_timeout)
+        self.sync_timeout = float(sync_timeout)
+        self.names = Names(prefix)
+        self.quiet_rooms = frozenset(quiet_rooms)
+        self.frames_out = 0
+        self.frames_local = 0
+        self.frames_in = 0
+        self.direct_out = 0
+        self.direct_in = 0
+        self.nodes_lost = 0
+        self._events: ClusterEvents | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rooms: dict[str, _Room] = {}
+        self._clients: dict[str, None] = {}
+        self._nodes: dict[str, float] = {}      # node key -> when last heard (loop time)
+        self._by_id: dict[str, str] = {}        # node id -> its current key
+        self._gone: dict[str, None] = {}        # keys that said goodbye: ignored from now on
+        self._partial: dict[tuple[str, str], dict[str, None]] = {}
+        self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
+        self._uncertain_overflow = False
+        self._requests: list[str] = []
+        self._requests_scheduled = False
+        self._expect = 0
+        self._discovered: asyncio.Future[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+        self._set_identity()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, events: ClusterEvents) -> None:
+        """Connect (``ConnectionError`` if the broker cannot be reached), subscribe to the
+        control channels, learn which nodes are alive (waits at most ``sync_timeout``) and
+        start heartbeats."""
+        if self._started:
+            raise RuntimeError("a Cluster starts once")
+        self._loop = asyncio.get_running_loop()
+        self._events = events
+        transport = self.transport
+        await transport.connect(self._on_state)
+        subscribed = [transport.subscribe(self.names.ctl, self._on_ctl),
+                      transport.subscribe(self._node_channel, self._on_node),
+                      transport.subscribe(self.names.all, self._on_all)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*subscribed), transport.timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            await transport.close()
+            raise ConnectionError(f"backplane {transport.url}: subscriptions not confirmed") \
+                from exc
+        self._started = True
+        self._discovered = self._loop.create_future()
+        transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._discovered), self.sync_timeout)
+        self._ticker = self._loop.create_task(self._tick())
+
+    async def close(self) -> None:
+        """Say goodbye (the other nodes drop this node's members at once), unsubscribe and
+        disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._started and self.transport.connected:
+            self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
+            await self.transport.flush()
+        await self.transport.close()
+        rooms = list(self._rooms.values())
+        self._rooms.clear()  # pending timers find their room gone and do nothing
+        for st in rooms:
+            self._set_ready(st)
+
+    # -- local membership -------------------------------------------------------------------
+
+    def local_connected(self, member: str) -> None:
+        """``member`` connected here: direct messages to it now reach this node."""
+        if not self._live() or member in self._clients:
+            return
+        self._clients[member] = None
+        self.transport.subscribe(self.names.client(member), partial(self._on_direct, member))
+
+    def local_disconnected(self, member: str) -> None:
+        if member not in self._clients or self._closed:
+            return
+        del self._clients[member]
+        self.transport.unsubscribe(self.names.client(member))
+
+    def local_joined(self, room: str, member: str) -> None:
+        """``member`` (connected here) joined ``room``. The first local member subscribes
+        this node to the room; await :meth:`room_ready` before listing its members."""
+        if not self._live():
+            return
+        st = self._rooms.get(room)
+        if st is not None:
+            if member not in st.local:
+                st.local[member] = None
+                if not st.quiet:
+                    self._publish_presence(st.channel, env.JOINED, member)
+            return
+        assert self._loop is not None
+        quiet = room in self.quiet_rooms
+        st = self._rooms[room] = _Room(room, self.names.room(room), self._loop.create_future(),
+                                       quiet)
+        st.local[member] = None
+        confirmed = self.transport.subscribe(st.channel, partial(self._on_room, st))
+        if quiet:
+            st.ready.set_result(None)
+            return
+        self._uncertain.pop(room, None)
+        self._publish_presence(st.channel, env.JOINED, member)
+        if not self.transport.connected:
+            st.ready.set_result(None)  # nobody to ask; the lists heal on reconnect
+            return
+        st.syncing = True
+        st.timer = self._loop.call_later(self.sync_timeout, self._sync_deadline, st)
+        confirmed.add_done_callback(partial(self._subscribed, st))
+
+    def local_left(self, room: str, member: str) -> None:
+        """``member`` left ``room`` here; the last local member unsubscribes this node."""
+        st = self._rooms.get(room)
+        if st is None or member not in st.local or self._closed:
+            return
+        del st.local[member]
+        if not st.quiet:
+            self._publish_presence(st.channel, env.LEFT, member)
+        if st.local:
+            return
+        del self._rooms[room]
+        self.transport.unsubscribe(st.channel)
+        self._set_ready(st)
+        if st.quiet:
+            return
+        for key in [key for key in self._partial if key[0] == room]:
+            del self._partial[key]
+        # Until the broker confirms that leave, a reconnect must say "none here" again.
+        seq = self.transport.seq if self.transport.connected else math.inf
+        self._uncertain[room] = seq
+        if len(self._uncertain) > _MAX_UNCERTAIN:
+            self._uncertain.clear()
+            self._uncertain_overflow = True
+
+    async def room_ready(self, room: str) -> None:
+        """Returns once the members other nodes have in ``room`` are known, at most
+        ``sync_timeout`` after this node subscribed to it (at once if it had already)."""
+        st = self._rooms.get(room)
+        if st is not None and not st.ready.done():
+            await asyncio.shield(st.ready)
+
+    def remote_members(self, room: str) -> list[str]:
+        """Members of ``room`` on other nodes (empty for a room without local members:
+        this node does not follow rooms it has no members in)."""
+        st = self._rooms.get(room)
+        if st is None:
+            return []
+        return [member for members in st.view.values() for member in members]
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish_room(self, room: str, frame: bytes, exclude: str | None = None) -> None:
+        """Hand ``frame`` (a finished WebSocket frame) to the other nodes' members of
+        ``room`` but ``exclude``: one publish, whatever the number of nodes and members."""
+        if self._closed:
+            return
+        st = self._rooms.get(room)
+        if st is None:
+            channel = self.names.room(room)
+        elif not st.view and not st.pending and st.ready.done() and not st.quiet:
+            # Every member is here: nothing to publish. Safe because a node joining asks
+            # for our list on the room channel after its join there, so we know it has
+            # members before our answer lets its joiner in.
+            self.frames_local += 1
+            return
+        else:
+            channel = st.channel
+        self.frames_out += 1
+        self.transport.publish(channel, self._framed(self._hdr[env.ROOM], frame, exclude))
+
+    def publish_all(self, frame: bytes, exclude: str | None = None) -> None:
+        """Hand ``frame`` to every connection on the other nodes but ``exclude``."""
+        if self._closed:
+            return
+        self.frames_out += 1
+        self.transport.publish(self.names.all, self._framed(self._hdr[env.ALL], frame, exclude))
+
+    def send_direct(self, member: str, frame: bytes) -> asyncio.Future[bool]:
+        """Hand ``frame`` to the one node holding ``member`` (call it for ids not held here).
+        The future says whether a node had it (False: answer ``no_such_client``)."""
+        if self._closed:
+            assert self._loop is not None
+            done: asyncio.Future[bool] = self._loop.create_future()
+            done.set_result(False)
+            return done
+        self.direct_out += 1
+        return self.transport.publish_direct(self.names.client(member),
+                                             self._hdr[env.DIRECT] + frame)
+
+    def state(self) -> dict[str, Any]:
+        """For /healthz and /metrics: the transport's state and counters, this node's id
+        and key, the other nodes known alive, and this node's own counters."""
+        out = self.transport.state()
+        out.update(
+            node_id=self.node_id,
+            node=self.key,
+            nodes=sorted(key.rpartition(":")[0] for key in self._nodes),
+            rooms=len(self._rooms),
+            clients=len(self._clients),
+            frames_out=self.frames_out,
+            frames_local=self.frames_local,
+            frames_in=self.frames_in,
+            direct_out=self.direct_out,
+            direct_in=self.direct_in,
+            nodes_lost=self.nodes_lost,
+        )
+        return out
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _on_room(self, st: _Room, data: bytes) -> None:
+        n = data[1]
+        if n == self._key_len and data.startswith(self._key_bytes, 2):
+            return  # our own, echoed by the broker
+        if data[0] == env.ROOM:
+            pos = n + 2
+            size = data[pos]
+            pos += 1
+            self.frames_in += 1
+            assert self._events is not None
+            self._events.remote_frame(st.name, data[pos + size:],
+                                      data[pos:pos + size].decode() if size else None)
+            return
+        if st.quiet:
+            return
+        origin = data[2:2 + n].decode()
+        if not self._heard(origin):
+            return
+        kind = data[0]
+        body = 2 + n
+        if kind == env.JOINED:
+            self._joined(st, origin, data[body:].decode())
+        elif kind == env.LEFT:
+            self._left(st, origin, data[body:].decode())
+        elif kind == env.REQUEST:
+            self._announce(st.channel, st.local)
+        elif kind == env.MEMBERS or kind == env.MEMBERS_MORE:
+            names = env.unpack_names(data, body)
+            key = (st.name, origin)
+            members = self._partial.pop(key, None)
+            if members is None:
+                members = dict.fromkeys(names)
+            else:
+                members.update(dict.fromkeys(names))
+            if kind == env.MEMBERS_MORE:
+                self._partial[key] = members
+            elif origin in st.pending:
+                self._finish(st, origin, members)
+            else:
+                self._replace(st, origin, members)
+
+    def _on_all(self, data: bytes) -> None:
+        n = data[1]
+        if n == self._key_len and data.startswith(self._key_bytes, 2):
+            return
+        pos = n + 2
+        size = data[pos]
+        pos += 1
+        self.frames_in += 1
+        assert self._events is not None
+        self._events.remote_frame_all(data[pos + size:],
+                                      data[pos:pos + size].decode() if size else None)
+
+    def _on_direct(self, member: str, data: bytes) -> bool:
+        self.direct_in += 1
+        assert self._events is not None
+        return bool(self._events.remote_direct(member, data[2 + data[1]:]))
+
+    def _on_ctl(self, data: bytes) -> None:
+        n = data[1]
+        if n == self._key_len and data.startswith(self._key_bytes, 2):
+            return
+        kind = data[0]
+        origin = data[2:2 + n].decode()
+        if kind == env.BYE:
+            self._node_gone(origin, "closed", gone=True)
+            return
+        if not self._heard(origin):
+            return
+        if kind == env.HELLO:
+            others = len(self._nodes) - 1
+            self.transport.publish(self.names.node(origin),
+                                   self._hdr[env.HEARTBEAT] + str(others).encode(), control=True)
+        elif kind == env.REQUEST:
+            self._answer(origin, env.unpack_names(data, 2 + n), broadcast=True)
+
+    def _on_node(self, data: bytes) -> None:
+        n = data[1]
+        kind = data[0]
+        origin = data[2:2 + n].decode()
+        if not self._heard(origin):
+            return
+        if kind == env.HEARTBEAT:
+            if len(data) > 2 + n:  # an answer to our hello: how many others it knows
+                self._expect = max(self._expect, int(data[2 + n:]) + 1)
+            if (self._discovered is not None and not self._discovered.done()
+                    and len(self._nodes) >= self._expect):
+                self._discovered.set_result(None)
+        elif kind == env.NONE_HERE:
+            for room in env.unpack_names(data, 2 + n):
+                st = self._rooms.get(room)
+                if st is not None:
+                    pending = st.pending.get(origin)
+                    if pending is not None:
+                        self._finish(st, origin, pending.members)
+        elif kind == env.REQUEST:
+            self._answer(origin, env.unpack_names(data, 2 + n))
+
+    # -- member lists -------------------------------------------------------------------------
+
+    def _joined(self, st: _Room, origin: str, member: str) -> None:
+        pending = st.pending.get(origin)
+        if pending is not None:
+            pending.members[member] = None
+            return
+        members = st.view.get(origin)
+        if members is None:
+            members = st.view[origin] = {}
+        elif member in members:
+            return
+        members[member] = None
+        if st.ready.done():
+            assert self._events is not None
+            self._events.remote_joined(st.name, member)
+
+    def _left(self, st: _Room, origin: str, member: str) -> None:
+        pending = st.pending.get(origin)
+        if pending is not None:
+            pending.members.pop(member, None)
+            return
+        members = st.view.get(origin)
+        if members is None or member not in members:
+            return
+        del members[member]
+        if not members:
+            del st.view[origin]
+        if st.ready.done():
+            assert self._events is not None
+            self._events.remote_left(st.name, member)
+
+    def _replace(self, st: _Room, origin: str, members: dict[str, None]) -> None:
+        """``origin``'s members of the room are now ``members``; report the difference."""
+        old = st.view.get(origin)
+        if members:
+            st.view[origin] = members
+        else:
+            st.view.pop(origin, None)
+        if not st.ready.done():
+            return  # the joiner's join_ack lists them
+        assert self._events is not None
+        if old:
+            for member in old:
+                if member not in members:
+                    self._events.remote_left(st.name, member)
+        for member in members:
+            if not old or member not in old:
+                self._events.remote_joined(st.name, member)
+
+    def _finish(self, st: _Room, origin: str, members: dict[str, None]) -> None:
+        """``origin`` answered (or ran out of time): its list is what its messages said."""
+        st.pending.pop(origin, None)
+        self._replace(st, origin, members)
+        if st.syncing and not st.pending:
+            self._set_ready(st)
+
+    def _set_ready(self, st: _Room) -> None:
+        st.syncing = False
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        if not st.ready.done():
+            st.ready.set_result(None)
+
+    def _subscribed(self, st: _Room, confirmed: asyncio.Future[None]) -> None:
+        if confirmed.cancelled() or self._rooms.get(st.name) is not st:
+            return  # connection lost first (the reconnect asks for everything) or room gone
+        st.subscribed = True
+        if st.ready.done():  # the broker confirmed after sync_timeout: catch up, reporting
+            self._request([st], list(self._nodes), None)
+            return
+        assert st.timer is not None
+        until = st.timer.when()
+        for key in self._nodes:
+            st.pending[key] = _Pending(until)
+        self._queue_request(st.name)
+        if not st.pending:
+            self._set_ready(st)
+
+    def _sync_deadline(self, st: _Room) -> None:
+        st.timer = None
+        if self._rooms.get(st.name) is not st:
+            return
+        for origin, pending in list(st.pending.items()):
+            self._finish(st, origin, pending.members)
+        self._set_ready(st)
+
+    def _request(self, rooms: list[_Room], keys: list[str], target: str | None) -> None:
+        """Ask nodes ``keys`` (all, on ctl, or ``target`` alone) for their lists of ``rooms``;
+        meanwhile their messages build new lists, reported as differences on the answer."""
+        rooms = [st for st in rooms if not st.quiet]
+        if not rooms or not keys:
+            return
+        assert self._loop is not None
+        until = self._loop.time() + self.sync_timeout
+        for st in rooms:
+            for key in keys:
+                if key not in st.pending:
+                    st.pending[key] = _Pending(until)
+        if target is None:
+            self._broadcast_request([st.name for st in rooms])
+        else:
+            channel = self.names.node(target)
+            for chunk in env.pack_names(st.name for st in rooms):
+                self.transport.publish(channel, self._hdr[env.REQUEST] + chunk, control=True)
+        self._loop.call_later(self.sync_timeout, self._expire, rooms)
+
+    def _expire(self, rooms: list[_Room]) -> None:
+        assert self._loop is not None
+        now = self._loop.time() + 1e-3
+        for st in rooms:
+            if self._rooms.get(st.name) is not st:
+                continue
+            for origin, pending in list(st.pending.items()):
+                if pending.until <= now:
+                    self._finish(st, origin, pending.members)
+
+    def _queue_request(self, room: str) -> None:
+        # Rooms first joined in one loop turn share one request.
+        self._requests.append(room)
+        if not self._requests_scheduled:
+            self._requests_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._send_requests)
+
+    def _send_requests(self) -> None:
+        self._requests_scheduled = False
+        rooms, self._requests = self._requests, []
+        if rooms and self._live():
+            self._broadcast_request(rooms)
+
+    def _broadcast_request(self, rooms: list[str]) -> None:
+        """Ask every node about ``rooms``: on each room's channel, where the nodes with
+        members there get it after our join (so they know we have members before they
+        answer), and on ``ctl``, where the others answer "none here"."""
+        request = self._hdr[env.REQUEST]
+        for room in rooms:
+            st = self._rooms.get(room)
+            self.transport.publish(st.channel if st is not None else self.names.room(room),
+                                   request, control=True)
+        for chunk in env.pack_names(rooms):
+            self.transport.publish(self.names.ctl, request + chunk, control=True)
+
+    def _answer(self, origin: str, rooms: list[str], *, broadcast: bool = False) -> None:
+        """A node asks for our members of ``rooms``: the list on each room's channel (in
+        order with our joins and leaves there), "none here" on its node channel. A request
+        on ``ctl`` is also made on the room channels: a room we are subscribed to is
+        answered there, when that copy arrives."""
+        none = []
+        for room in rooms:
+            st = self._rooms.get(room)
+            if st is None or st.quiet:
+                none.append(room)
+            elif not (broadcast and st.subscribed):
+                self._announce(st.channel, st.local)
+        if none:
+            channel = self.names.node(origin)
+            for chunk in env.pack_names(none):
+                self.transport.publish(channel, self._hdr[env.NONE_HERE] + chunk, control=True)
+
+    def _announce(self, channel: str, members: dict[str, None] | tuple[()]) -> None:
+        chunks = env.pack_names(members)
+        for chunk in chunks[:-1]:
+            self.transport.publish(channel, self._hdr[env.MEMBERS_MORE] + chunk, control=True)
+        self.transport.publish(channel, self._hdr[env.MEMBERS] + chunks[-1], control=True)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def _heard(self, origin: str) -> bool:
+        """Note that ``origin`` is alive; False if its messages are to be ignored."""
+        if origin in self._gone:
+            return False
+        assert self._loop is not None
+        now = self._loop.time()
+        if origin in self._nodes:
+            self._nodes[origin] = now
+            return True
+        node_id, _, incarnation = origin.rpartition(":")
+        previous = self._by_id.get(node_id)
+        if previous is not None:
+            if previous.rpartition(":")[2] > incarnation:
+                return False  # a late message of an older incarnation
+            self._node_gone(previous, "restarted")
+        self._nodes[origin] = now
+        self._by_id[node_id] = origin
+        log.info("backplane %s: node %s is here", self.transport.url, origin)
+        # New to us, or back after we declared it dead: learn its members of our rooms.
+        self._request(list(self._rooms.values()), [origin], origin)
+        return True
+
+    def _node_gone(self, key: str, why: str, *, gone: bool = False) -> None:
+        """``key`` is dead (or closed): its members leave every room here."""
+        if gone:
+            self._gone[key] = None
+            if len(self._gone) > _MAX_GONE:
+                del self._gone[next(iter(self._gone))]
+        if self._nodes.pop(key, None) is None:
+            return
+        node_id = key.rpartition(":")[0]
+        if self._by_id.get(node_id) == key:
+            del self._by_id[node_id]
+        self.nodes_lost += 1
+        log.log(logging.INFO if gone else logging.WARNING, "backplane %s: node %s %s; its "
+                "members left", self.transport.url, key, why)
+        for partial_key in [k for k in self._partial if k[1] == key]:
+            del self._partial[partial_key]
+        events = self._events
+        assert events is not None
+        for st in list(self._rooms.values()):
+            st.pending.pop(key, None)
+            members = st.view.pop(key, None)
+            if members and st.ready.done():
+                for member in members:
+                    events.remote_left(st.name, member)
+            if st.syncing and not st.pending:
+                self._set_ready(st)
+
+    async def _tick(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            now = loop.time()
+            late = now - last - self.heartbeat_interval
+            last = now
+            if not self.transport.connected:
+                continue
+            self.transport.publish(self.names.ctl, self._hdr[env.HEARTBEAT], control=True)
+            self._prune_uncertain()
+            if late > self.node_timeout / 2:
+                # This loop was stalled: what it did not read is not the others' silence.
+                for key in self._nodes:
+                    self._nodes[key] = now
+                continue
+            limit = now - self.node_timeout
+            for key, seen in list(self._nodes.items()):
+                if seen < limit:
+                    self._node_gone(key, f"silent for {now - seen:.1f} s")
+
+    def _prune_uncertain(self) -> None:
+        confirmed = self.transport.confirmed
+        while self._uncertain:
+            room = next(iter(self._uncertain))
+            if self._uncertain[room] > confirmed:
+                break
+            del self._uncertain[room]
+
+    def _on_state(self, up: bool) -> None:
+        if not self._started or self._closed:
+            return
+        if not up:
+            # Nothing more arrives: end every wait with what is known.
+            for st in list(self._rooms.values()):
+                for origin, pending in list(st.pending.items()):
+                    self._finish(st, origin, pending.members)
+                self._set_ready(st)
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        for key in self._nodes:
+            self._nodes[key] = now  # the outage is not their silence
+        for st in self._rooms.values():
+            st.subscribed = True  # the transport subscribed again to everything
+        if self._uncertain_overflow:
+            self._uncertain_overflow = False
+            self._new_incarnation()
+        self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        for st in self._rooms.values():
+            if not st.quiet:
+                self._announce(st.channel, st.local)
+        for room in self._uncertain:
+            self._announce(self.names.room(room), ())
+        self._uncertain.clear()
+        self._request(list(self._rooms.values()), list(self._nodes), None)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _set_identity(self) -> None:
+        # The incarnation is the start time (fixed width hex): a restarted node with the
+        # same id sorts after its previous life.
+        incarnation = f"{time.time_ns() // 1000:014x}"
+        self.key = f"{self.node_id}:{incarnation}"
+        self._key_bytes = self.key.encode()
+        self._key_len = len(self._key_bytes)
+        self._node_channel = self.names.node(self.key)
+        self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
+            env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
+            env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE)}
+
+    def _new_incarnation(self) -> None:
+        """Start over under a new key: the others drop every member of the old one."""
+        self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
+        self.transport.unsubscribe(self._node_channel)
+        self._set_identity()
+        self.transport.subscribe(self._node_channel, self._on_node)
+
+    def _live(self) -> bool:
+        if not self._started:
+            raise RuntimeError("Cluster.start() first")
+        return not self._closed
+
+    def _publish_presence(self, channel: str, kind: int, member: str) -> None:
+        raw = member.encode()
+        if len(raw) > 255:
+            raise ValueError("member ids are at most 255 bytes on the backplane")
+        self.transport.publish(channel, self._hdr[kind] + raw, control=True)
+
+    @staticmethod
+    def _framed(head: bytes, frame: bytes, exclude: str | None) -> bytes:
+        if not exclude:
+            return b"".join((head, b"\x00", frame))
+        raw = exclude.encode()
+        if len(raw) > 255:
+            raise ValueError("member ids are at most 255 bytes on the backplane")
+        return b"".join((head, env.LENGTH[len(raw)], raw, frame))
+

@@ -1,0 +1,97 @@
+"""The bytes the cluster protocol puts on the broker (version 1).
+
+Every message is ``kind (1 byte) | n (1 byte) | origin (n bytes) | body``. ``origin`` is the
+sending node's key, ``<node id>:<incarnation>`` in ASCII. The body by kind:
+
+====  ===================  ====================================================  ===========
+kind  name                 body                                                  channel
+====  ===================  ====================================================  ===========
+F     room frame           ``e (1 byte) | exclude id (e bytes) | frame``         room
+A     frame to all         ``e | exclude id | frame``                            all
+D     direct frame         ``frame`` (the client is named by the channel)        client
+J     member joined        the member id (UTF-8)                                 room
+L     member left          the member id                                         room
+S     members (last part)  a name list: the sender's local members of the room   room
+s     members (more)       a name list; an ``S`` follows with the rest           room
+H     heartbeat            empty on ``ctl``; on a node channel (the answer to a  ctl, node
+                           hello) the count of other nodes the sender knows
+I     hello                empty: "I (re)joined, tell me who is alive"           ctl
+B     goodbye              empty: the sender stops; its members left             ctl
+Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
+                           room)                                                 room
+E     no members there     a name list of rooms the sender has no members in     node
+====  ===================  ====================================================  ===========
+
+A name list is ``len (1 byte) | name (len bytes)`` repeated (names are at most 255 bytes:
+room names 128, ids are generated). ``frame`` is the finished WebSocket frame, passed on as
+it came: a receiving node parses the header (two length bytes) and slices once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ALL", "BYE", "CHUNK", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
+    "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
+    "unpack_names",
+]
+
+ROOM = ord("F")
+ALL = ord("A")
+DIRECT = ord("D")
+JOINED = ord("J")
+LEFT = ord("L")
+MEMBERS = ord("S")
+MEMBERS_MORE = ord("s")
+HEARTBEAT = ord("H")
+HELLO = ord("I")
+BYE = ord("B")
+REQUEST = ord("Q")
+NONE_HERE = ord("E")
+
+#: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
+CHUNK = 60_000
+
+#: ``LENGTH[n]`` is the one byte that says ``n``.
+LENGTH = [bytes((n,)) for n in range(256)]
+
+
+def header(kind: int, origin: bytes) -> bytes:
+    """``kind | n | origin``: what every message of this node and kind starts with."""
+    if not 0 < len(origin) < 256:
+        raise ValueError("a node key is 1-255 bytes")
+    return bytes((kind, len(origin))) + origin
+
+
+def pack_names(names: Iterable[str], chunk: int = CHUNK) -> list[bytes]:
+    """Name lists of at most ``chunk`` bytes each (one empty list for no names)."""
+    out: list[bytes] = []
+    part: list[bytes] = []
+    size = 0
+    for name in names:
+        raw = name.encode()
+        if len(raw) > 255:
+            raise ValueError(f"name of {len(raw)} bytes: at most 255 fit the envelope")
+        if size + 1 + len(raw) > chunk and part:
+            out.append(b"".join(part))
+            part, size = [], 0
+        part.append(LENGTH[len(raw)])
+        part.append(raw)
+        size += 1 + len(raw)
+    out.append(b"".join(part))
+    return out
+
+
+def unpack_names(data: bytes, pos: int) -> list[str]:
+    """The name list in ``data`` from ``pos`` to the end; ``ValueError`` if it is cut."""
+    names = []
+    end = len(data)
+    while pos < end:
+        size = data[pos]
+        pos += 1
+        if pos + size > end:
+            raise ValueError("name list cut short")
+        names.append(data[pos:pos + size].decode())
+        pos += size
+    return names

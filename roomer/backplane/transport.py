@@ -1,0 +1,430 @@
+"""Broker pub/sub of opaque bytes on named channels: the interface every backplane
+transport offers, the machinery they share, and :func:`create` (a transport from a URL).
+
+What a transport promises:
+
+- ``publish`` is a plain call that never blocks: what one event-loop turn publishes is
+  written as one batch (one Redis pipeline, one NATS write + PING) when the loop gets to
+  it, and the next batch is not written before the broker has confirmed the previous one,
+  so everything goes out on one connection in call order, and a burst of 100 messages is
+  one round trip (``round_trips`` counts them).
+- While the broker is unreachable, publishes are dropped and counted (``dropped``), never
+  queued; connected, at most ``max_buffer`` bytes wait for the broker (control messages
+  excepted: they are small and few), past which frames are dropped and counted too.
+- An outage is logged once when it starts and once when it ends. The transport reconnects
+  by itself with capped exponential backoff and jitter, subscribes again to every channel it
+  had, and then calls ``on_state(True)`` so the layer above can announce itself again.
+- ``seq`` numbers what was queued for the broker so far (publishes, subscription changes)
+  and ``confirmed`` is the highest number the broker has acknowledged: a publish numbered
+  above ``confirmed`` when the connection drops may have been lost. ``flush()`` waits for
+  ``confirmed`` to reach ``seq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Handler", "Transport", "backoff_delay", "create", "redact"]
+
+log = logging.getLogger("roomer.backplane")
+
+#: Called with the payload of each message on a subscribed channel. What it returns says
+#: whether a direct message found its receiver (used for NATS request replies).
+Handler = Callable[[bytes], object]
+
+# A publish waiting for its batch: channel, payload, and the future of a direct publish.
+_Pub = tuple[str, bytes, "asyncio.Future[bool] | None"]
+
+
+def backoff_delay(attempt: int, low: float, high: float) -> float:
+    """Capped exponential backoff with jitter: half the step fixed, half random, so a
+    restarted broker is not hit by every node at the same instant."""
+    step = min(high, low * (2 ** min(attempt, 30)))
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def redact(url: str) -> str:
+    """The URL without credentials (user, password, token) or query, for logs and /healthz."""
+    out = []
+    for part in url.split(","):
+        split = urlsplit(part.strip())
+        host = split.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{split.port}" if split.port else ""
+        out.append(f"{split.scheme}://{host}{port}{split.path}")
+    return ",".join(out)
+
+
+class Transport:
+    """Base of the transports. Subclasses implement ``_open``, ``_write`` and ``_shutdown``;
+    everything else (batching, counters, the outage state machine) lives here. All methods
+    run on the event loop's thread."""
+
+    scheme = ""
+    #: Batches go out from a writer task (network transports) rather than from ``_kick``.
+    uses_writer = True
+
+    def __init__(self, url: str, *, max_buffer: int = 16 << 20, timeout: float = 5.0,
+                 reconnect_min: float = 0.05, reconnect_max: float = 5.0,
+                 ping_interval: float = 5.0) -> None:
+        if max_buffer < 1 or timeout <= 0 or ping_interval <= 0:
+            raise ValueError("max_buffer, timeout and ping_interval must be positive")
+        if not 0 < reconnect_min <= reconnect_max:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        self.raw_url = url
+        self.url = redact(url)
+        self.max_buffer = max_buffer
+        self.timeout = timeout
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.ping_interval = ping_interval
+        self.connected = False
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.round_trips = 0
+        self.seq = 0
+        self.confirmed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_state: Callable[[bool], None] | None = None
+        self._handlers: dict[str, Handler] = {}
+        self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._sub_ops: list[tuple[bool, str]] = []
+        self._pending: list[_Pub] = []
+        self._pending_bytes = 0
+        self._inflight: list[_Pub] = []
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._scheduled = False
+        self._wake: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._down_at = 0.0
+        self._dropped_at_down = 0
+        self._full_logged = False
+
+    # -- the interface ------------------------------------------------------------------
+
+    async def connect(self, on_state: Callable[[bool], None]) -> None:
+        """Connect to the broker; ``ConnectionError`` if it cannot be reached now.
+        ``on_state(connected)`` is called when an outage starts and when it ends."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._on_state = on_state
+        try:
+            done = await self._open()
+        except Exception as exc:
+            await self._shutdown()
+            raise ConnectionError(f"backplane {self.url}: cannot reach the broker: {exc}") from exc
+        self._went_up(done)
+
+    def subscribe(self, channel: str, handler: Handler) -> asyncio.Future[None]:
+        """Receive ``channel``'s messages in ``handler`` from now on. The future resolves once
+        the broker has confirmed the subscription on the current connection (a publish made
+        after that, from any node, reaches it); it is cancelled if the connection drops first
+        (the channel stays subscribed and is restored on reconnect, before ``on_state(True)``)."""
+        assert self._loop is not None, "connect() first"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._handlers[channel] = handler
+        if not self.connected:
+            fut.cancel()
+            return fut
+        self._sub_waiters.setdefault(channel, []).append(fut)
+        self._sub_ops.append((True, channel))
+        self.seq += 1
+        if not self._scheduled:
+            self._schedule()
+        return fut
+
+    def unsubscribe(self, channel: str) -> None:
+        if self._handlers.pop(channel, None) is None:
+            return
+        if self.connected:
+            self._sub_ops.append((False, channel))
+            self.seq += 1
+            if not self._scheduled:
+                self._schedule()
+
+    def publish(self, channel: str, data: bytes, *, control: bool = False) -> None:
+        """Queue ``data`` for ``channel`` in this turn's batch (dropped and counted while the
+        broker is away, or past ``max_buffer`` unless ``control``)."""
+        if not self.connected:
+            self.dropped += 1
+            return
+        size = len(data)
+        if not control and self._pending_bytes + size > self.max_buffer:
+            self.dropped += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
+                            "until it catches up", self.url, self._pending_bytes)
+            return
+        self.seq += 1
+        self._pending.append((channel, data, None))
+        self._pending_bytes += size
+        if not self._scheduled:
+            self._schedule()
+
+    def publish_direct(self, channel: str, data: bytes) -> asyncio.Future[bool]:
+        """Publish to a channel that at most one node subscribes to; the future says whether
+        one did (False at once while the broker is away)."""
+        assert self._loop is not None, "connect() first"
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        if not self.connected:
+            self.dropped += 1
+            fut.set_result(False)
+            return fut
+        self.seq += 1
+        self._pending.append((channel, data, fut))
+        self._pending_bytes += len(data)
+        if not self._scheduled:
+            self._schedule()
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until the broker confirmed everything published so far (or the connection
+        dropped, or ``timeout`` passed)."""
+        if not self.connected or self.confirmed >= self.seq:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._flush_waiters.append((self.seq, fut))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, self.timeout)
+
+    async def close(self) -> None:
+        """Disconnect for good (flush first if what is queued matters)."""
+        self._closing = True
+        tasks = [self._reconnect_task, self._writer_task]
+        self._reconnect_task = self._writer_task = None
+        if self._wake is not None:
+            self._wake.set()  # a writer whose cancellation a library swallowed sees it stop
+        for task in tasks:
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                await asyncio.wait([task], timeout=self.timeout)
+        self.connected = False
+        await self._shutdown()
+        self._fail_queued()
+
+    def state(self) -> dict[str, Any]:
+        """What /healthz and /metrics show: the broker URL without credentials, whether it is
+        connected, the counters, and the bytes waiting for the broker (``buffered``)."""
+        return {
+            "url": self.url,
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "published": self.published,
+            "received": self.received,
+            "dropped": self.dropped,
+            "round_trips": self.round_trips,
+            "buffered": self._pending_bytes,
+        }
+
+    # -- what subclasses implement --------------------------------------------------------
+
+    async def _open(self) -> set[str]:
+        """Connect and subscribe to every channel in ``self._handlers`` (confirmed); return
+        the channels subscribed. Raise if the broker cannot be reached."""
+        raise NotImplementedError
+
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+        """Apply subscription changes, then write ``batch`` in order as one round trip and
+        wait for the broker to confirm it, resolving direct publishes' futures. Raise on a
+        broker failure."""
+        raise NotImplementedError
+
+    async def _shutdown(self) -> None:
+        """Drop the broker connections; never raises."""
+        raise NotImplementedError
+
+    # -- shared machinery -----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._scheduled = False
+        assert self._wake is not None
+        self._wake.set()
+
+    def _dispatch(self, channel: str, data: bytes) -> object:
+        self.received += 1
+        handler = self._handlers.get(channel)
+        if handler is None:  # unsubscribed while the message was on its way
+            return None
+        try:
+            return handler(data)
+        except Exception:
+            log.exception("backplane %s: handler of %s raised", self.url, channel)
+            return None
+
+    def _confirm(self, channel: str) -> None:
+        """The broker confirmed ``channel``'s subscription."""
+        for fut in self._sub_waiters.pop(channel, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _went_up(self, subscribed: set[str]) -> None:
+        self.connected = True
+        self._full_logged = False
+        # Channels wanted or dropped while the connection was being opened.
+        for channel in self._handlers:
+            if channel not in subscribed:
+                self._sub_ops.append((True, channel))
+        for channel in subscribed:
+            if channel not in self._handlers:
+                self._sub_ops.append((False, channel))
+        if self.uses_writer:
+            self._writer_task = asyncio.get_running_loop().create_task(self._writer())
+        if self._sub_ops:
+            self._schedule()
+
+    async def _writer(self) -> None:
+        assert self._wake is not None
+        me = asyncio.current_task()
+        # Ends when it is no longer the writer: nats-py swallows a CancelledError that
+        # lands inside its publish, so a cancel alone may not stop this loop.
+        while self._writer_task is me:
+            await self._wake.wait()
+            if self._writer_task is not me:
+                return
+            self._wake.clear()
+            subs, self._sub_ops = self._sub_ops, []
+            batch, self._pending = self._pending, []
+            self._pending_bytes = 0
+            if not subs and not batch:
+                continue
+            top = self.seq
+            self._inflight = batch
+            try:
+                await self._write(subs, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                return
+            self._inflight = []
+            self._batch_done(top, len(batch))
+
+    def _batch_done(self, top: int, count: int) -> None:
+        """The broker confirmed every publish up to number ``top`` (``count`` in the batch)."""
+        if count:
+            self.published += count
+            self.round_trips += 1
+        self.confirmed = top
+        if self._full_logged and not self._pending:
+            self._full_logged = False
+        if self._flush_waiters:
+            waiting = []
+            for target, fut in self._flush_waiters:
+                if target <= top:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    waiting.append((target, fut))
+            self._flush_waiters = waiting
+
+    def _fail_queued(self) -> None:
+        """Everything queued or in flight is lost: count it, answer direct publishes False."""
+        lost = self._inflight + self._pending
+        self.dropped += len(lost)
+        for _, _, fut in lost:
+            if fut is not None and not fut.done():
+                fut.set_result(False)
+        self._inflight = []
+        self._pending = []
+        self._pending_bytes = 0
+        self._sub_ops = []
+        for futures in self._sub_waiters.values():
+            for sub in futures:
+                sub.cancel()
+        self._sub_waiters = {}
+        for _, flushed in self._flush_waiters:
+            if not flushed.done():
+                flushed.set_result(None)
+        self._flush_waiters = []
+
+    def _failed(self, exc: BaseException) -> None:
+        """The broker connection broke: log it once, drop what is queued, reconnect."""
+        if not self.connected or self._closing:
+            return
+        self.connected = False
+        self._down_at = time.monotonic()
+        self._dropped_at_down = self.dropped
+        log.warning("backplane %s: lost the broker (%s: %s); local rooms carry on, publishes "
+                    "are dropped and counted until it is back", self.url,
+                    type(exc).__name__, exc)
+        self._fail_queued()
+        current = asyncio.current_task()
+        if self._writer_task is not None and self._writer_task is not current:
+            self._writer_task.cancel()
+        self._writer_task = None
+        self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+        self._notify(False)
+
+    async def _reconnect(self) -> None:
+        await self._shutdown()
+        attempt = 0
+        while not self._closing:
+            await asyncio.sleep(backoff_delay(attempt, self.reconnect_min, self.reconnect_max))
+            attempt += 1
+            try:
+                done = await self._open()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("backplane %s: reconnect attempt %d failed: %s", self.url, attempt, exc)
+                await self._shutdown()
+                continue
+            if self._closing:  # closed while connecting (a swallowed cancel)
+                await self._shutdown()
+                return
+            self.reconnects += 1
+            log.warning("backplane %s: broker back after %.1f s; %d publishes were dropped "
+                        "meanwhile", self.url, time.monotonic() - self._down_at,
+                        self.dropped - self._dropped_at_down)
+            self._went_up(done)
+            self._notify(True)
+            return
+
+    def _notify(self, connected: bool) -> None:
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(connected)
+        except Exception:
+            log.exception("backplane %s: state callback raised", self.url)
+
+
+def create(url: str, **options: Any) -> Transport:
+    """A transport for ``url``: ``redis://host:port/db`` or ``rediss://`` (redis-py),
+    ``nats://host:port`` or ``tls://`` (nats-py; several servers comma-separated), or
+    ``memory://name`` (in-process, no dependency). Options go to the transport
+    (``max_buffer``, ``timeout``, ``reconnect_min``, ``reconnect_max``, ``ping_interval``).
+    A broker whose client library is missing raises :class:`MissingExtra`."""
+    if not isinstance(url, str):
+        raise TypeError("backplane URL must be a str")
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("redis", "rediss"):
+        from .transport_redis import RedisTransport
+        return RedisTransport(url, **options)
+    if scheme in ("nats", "tls"):
+        from .transport_nats import NatsTransport
+        return NatsTransport(url, **options)
+    if scheme == "memory":
+        from .transport_memory import MemoryTransport
+        return MemoryTransport(url, **options)
+    raise ValueError(f"backplane URL {redact(url)!r}: use redis://host:port/db, "
+                     "rediss://..., nats://host:port or memory://name")

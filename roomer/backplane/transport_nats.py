@@ -1,0 +1,158 @@
+"""NATS transport (``nats://host:port``, ``tls://`` for TLS, several servers comma-separated),
+on nats-py.
+
+One connection carries subscriptions and publishes (with ``no_echo``: the server does not
+send a node its own messages back). A batch is one write of every PUB (and
+SUB/UNSUB) of a loop turn followed by a PING; the next batch waits for the PONG, so what one
+node sends stays in call order and a burst of 100 messages costs one round trip. A direct
+publish is a request: the node holding the client answers ``1`` (delivered) or ``0`` (gone
+meanwhile), and when no node subscribes the server answers "no responders" at once, so an
+unknown id is known without a timeout. nats-py's own reconnect is off (its wait is fixed and
+it would buffer publishes while away): this transport reconnects itself with backoff.
+
+nats-py runs each subscription's callback in its own task, so messages on *different*
+subjects may be handled in another order than they arrived; order holds per subject. The
+cluster protocol relies on nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from .errors import MissingExtra
+from .transport import Transport, _Pub
+
+try:
+    from nats.aio.client import Client as NATS
+    from nats.errors import MaxPayloadError, NoRespondersError, SlowConsumerError
+except ImportError:  # pragma: no cover - exercised by the missing-extra test in a subprocess
+    _INSTALLED = False
+else:
+    _INSTALLED = True
+
+__all__ = ["NatsTransport"]
+
+log = logging.getLogger("roomer.backplane")
+
+
+class NatsTransport(Transport):
+    scheme = "nats"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        if not _INSTALLED:
+            raise MissingExtra("nats", "nats-py")
+        super().__init__(url, **options)
+        self._servers = [part.strip() for part in url.split(",") if part.strip()]
+        self._nc: Any = None
+        self._subs: dict[str, Any] = {}
+        self._requests: set[asyncio.Task[None]] = set()
+        self._oversize_logged = False
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        url = self._nc.connected_url if self._nc is not None else None
+        out["server"] = f"{url.hostname}:{url.port}" if url is not None else None
+        return out
+
+    async def _open(self) -> set[str]:
+        nc = NATS()
+
+        async def closed() -> None:
+            if self._nc is nc:  # not our own _shutdown
+                self._failed(ConnectionError("connection to NATS closed"))
+
+        async def error(exc: Exception) -> None:
+            if isinstance(exc, SlowConsumerError):
+                self.dropped += 1  # nats-py's per-subscription buffer overflowed
+            log.debug("backplane %s: nats-py reports %r", self.url, exc)
+
+        self._nc = nc
+        # nats-py annotates these seconds as int; it uses them as floats.
+        seconds: Any = self.timeout
+        await nc.connect(
+            # One pass over the servers (nats-py counts attempts from 0): our loop retries.
+            self._servers, allow_reconnect=False, max_reconnect_attempts=1,
+            reconnect_time_wait=0, connect_timeout=seconds,
+            ping_interval=max(1, round(self.ping_interval)), max_outstanding_pings=2,
+            no_echo=True,  # a node drops its own messages anyway: do not send them back
+            closed_cb=closed, error_cb=error, name="roomer-backplane")
+        self._subs = {}
+        for channel in list(self._handlers):
+            self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
+        await nc.flush(timeout=seconds)
+        return set(self._subs)
+
+    async def _on_msg(self, msg: Any) -> None:
+        delivered = self._dispatch(msg.subject, msg.data)
+        if msg.reply:
+            self.publish(msg.reply, b"1" if delivered else b"0", control=True)
+
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+        nc = self._nc
+        seconds: Any = self.timeout
+        wanted = self._handlers
+        confirm: list[str] = []
+        for on, channel in subs:
+            if on:
+                if channel not in wanted:
+                    for waiter in self._sub_waiters.pop(channel, ()):
+                        waiter.cancel()
+                    continue
+                if channel not in self._subs:
+                    self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
+                confirm.append(channel)
+            elif channel not in wanted and channel in self._subs:
+                await self._subs.pop(channel).unsubscribe()
+        for channel, data, fut in batch:
+            if fut is not None:
+                task = asyncio.get_running_loop().create_task(self._request(nc, channel, data, fut))
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+                continue
+            try:
+                await nc.publish(channel, data)
+            except MaxPayloadError:
+                self.dropped += 1
+                if not self._oversize_logged:
+                    self._oversize_logged = True
+                    log.warning("backplane %s: a %d-byte message exceeds the server's "
+                                "max_payload (%d); such messages are dropped", self.url,
+                                len(data), nc.max_payload)
+        # nats-py writes a flush's PING straight to the socket, ahead of what its flusher
+        # task still holds: let the flusher write the batch first, so the PONG confirms it.
+        for _ in range(100):
+            if not nc.pending_data_size:
+                break
+            await asyncio.sleep(0)
+        await nc.flush(timeout=seconds)
+        # The PONG came after the server handled our SUBs: from now on a publish from any
+        # connection to this server reaches them.
+        for channel in confirm:
+            self._confirm(channel)
+
+    async def _request(self, nc: Any, channel: str, data: bytes,
+                       fut: asyncio.Future[bool]) -> None:
+        try:
+            reply = await nc.request(channel, data, timeout=self.timeout)
+        except NoRespondersError:
+            result = False
+        except TimeoutError:
+            # Someone subscribes (no "no responders") but did not answer in time: the
+            # message was handed over; say delivered rather than "no such client".
+            result = True
+        except Exception:
+            result = False
+        else:
+            result = reply.data != b"0"
+        if not fut.done():
+            fut.set_result(result)
+
+    async def _shutdown(self) -> None:
+        nc, self._nc = self._nc, None
+        self._subs = {}
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), self.timeout)

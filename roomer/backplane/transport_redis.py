@@ -1,0 +1,184 @@
+"""Redis pub/sub transport (``redis://host:port/db``, ``rediss://`` for TLS), on redis-py's
+asyncio connections (hiredis parses replies when it is installed).
+
+Two connections: one subscribed (SUBSCRIBE/UNSUBSCRIBE, messages, PING when idle), one that
+publishes. Each batch of publishes is one pipeline: every PUBLISH of a loop turn packed into
+one write, then the replies read back, and the next batch waits for them, so publishes leave
+in call order on one connection. PUBLISH answers how many subscribers got the message, which
+tells a direct publish whether any node holds the client. redis-py's own retries are off:
+this transport reconnects both connections itself (see :class:`Transport`).
+
+Redis pub/sub ignores the database number (a channel is heard from every db), so clusters
+sharing one Redis are told apart by their channel prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from .errors import MissingExtra
+from .transport import Transport, _Pub
+
+try:
+    from redis.asyncio import ConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ResponseError
+    from redis.utils import HIREDIS_AVAILABLE
+except ImportError:  # pragma: no cover - exercised by the missing-extra test in a subprocess
+    _INSTALLED = False
+else:
+    _INSTALLED = True
+
+__all__ = ["RedisTransport"]
+
+log = logging.getLogger("roomer.backplane")
+
+# Channels per SUBSCRIBE command when subscribing again after a reconnect.
+_SUBSCRIBE_CHUNK = 512
+
+
+class RedisTransport(Transport):
+    scheme = "redis"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        if not _INSTALLED:
+            raise MissingExtra("redis", "redis-py (the redis package)")
+        super().__init__(url, **options)
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=None,  # reads carry their own timeouts below
+            socket_keepalive=True,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            client_name="roomer-backplane",
+        )
+        self._pub: Any = None
+        self._sub: Any = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._active: set[str] = set()
+        self._awaiting: dict[str, int] = {}
+        self._error_logged = False
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        out["parser"] = "hiredis" if HIREDIS_AVAILABLE else "python"
+        return out
+
+    async def _open(self) -> set[str]:
+        pub = self._pool.make_connection()
+        sub = self._pool.make_connection()
+        self._pub, self._sub = pub, sub
+        await asyncio.wait_for(pub.connect(), self.timeout)
+        await asyncio.wait_for(sub.connect(), self.timeout)
+        channels = list(self._handlers)
+        self._active = set(channels)
+        self._awaiting = {}
+        for start in range(0, len(channels), _SUBSCRIBE_CHUNK):
+            await sub.send_command("SUBSCRIBE", *channels[start:start + _SUBSCRIBE_CHUNK],
+                                   check_health=False)
+        left = len(channels)
+        while left:
+            reply = await sub.read_response(timeout=self.timeout)
+            if reply is None:
+                raise TimeoutError("no SUBSCRIBE confirmation")
+            if reply[0] == b"subscribe":
+                left -= 1
+            elif reply[0] == b"message":
+                self._dispatch(reply[1].decode(), reply[2])
+        self._reader_task = asyncio.get_running_loop().create_task(self._reader(sub))
+        return set(channels)
+
+    async def _reader(self, sub: Any) -> None:
+        pinged = False
+        dispatch = self._dispatch
+        try:
+            while True:
+                reply = await sub.read_response(timeout=self.ping_interval)
+                if reply is None:
+                    if pinged:
+                        raise TimeoutError(f"no answer to PING in {self.ping_interval} s")
+                    pinged = True
+                    await sub.send_command("PING", check_health=False)
+                    continue
+                pinged = False
+                kind = reply[0]
+                if kind == b"message":
+                    dispatch(reply[1].decode(), reply[2])
+                elif kind == b"subscribe":
+                    channel = reply[1].decode()
+                    left = self._awaiting.get(channel, 0) - 1
+                    if left > 0:
+                        self._awaiting[channel] = left
+                    else:
+                        self._awaiting.pop(channel, None)
+                        self._confirm(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(exc)
+
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+        if subs:
+            await self._apply(subs)
+        if not batch:
+            return
+        pub = self._pub
+        await pub.send_packed_command(
+            pub.pack_commands([("PUBLISH", channel, data) for channel, data, _ in batch]),
+            check_health=False)
+        for _, _, fut in batch:
+            try:
+                receivers = await pub.read_response(timeout=self.timeout)
+            except ResponseError as exc:  # refused by the server (ACL, ...): this one is lost
+                self.dropped += 1
+                if not self._error_logged:
+                    self._error_logged = True
+                    log.warning("backplane %s: PUBLISH refused: %s", self.url, exc)
+                receivers = 0
+            else:
+                if receivers is None:
+                    raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
+            if fut is not None and not fut.done():
+                fut.set_result(receivers > 0)
+
+    async def _apply(self, subs: list[tuple[bool, str]]) -> None:
+        # Ops are reconciled against what is wanted now, so subscribe-unsubscribe-subscribe
+        # within one turn sends one SUBSCRIBE or nothing.
+        wanted = self._handlers
+        add: list[str] = []
+        remove: list[str] = []
+        for on, channel in subs:
+            if on:
+                if channel not in wanted:
+                    for fut in self._sub_waiters.pop(channel, ()):
+                        fut.cancel()
+                elif channel not in self._active:
+                    self._active.add(channel)
+                    self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
+                    add.append(channel)
+                elif channel not in self._awaiting:
+                    self._confirm(channel)
+            elif channel not in wanted and channel in self._active:
+                self._active.discard(channel)
+                remove.append(channel)
+        if add:
+            await self._sub.send_command("SUBSCRIBE", *add, check_health=False)
+        if remove:
+            await self._sub.send_command("UNSUBSCRIBE", *remove, check_health=False)
+
+    async def _shutdown(self) -> None:
+        task, self._reader_task = self._reader_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task], timeout=self.timeout)
+        for conn in (self._pub, self._sub):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+        self._pub = self._sub = None
