@@ -473,6 +473,7 @@ class Holder:
         self.answered: Counter[str] = Counter()  # what the server wrote before closing
         self.connect_failures = 0
         self.opened_total = 0
+        self.slowest_connect = 0.0
 
     def lost(self, conn: HalfOpen) -> None:
         self.open.discard(conn)
@@ -482,12 +483,15 @@ class Holder:
 
     async def open_one(self) -> HalfOpen | None:
         loop = asyncio.get_running_loop()
+        t0 = monotonic()
         try:
             _, conn = await loop.create_connection(lambda: HalfOpen(self), "127.0.0.1",
                                                    self.args.port)
         except OSError:
             self.connect_failures += 1
             return None
+        # Over 1 s: the server's listen queue was full and the SYN had to be sent again.
+        self.slowest_connect = max(self.slowest_connect, monotonic() - t0)
         self.opened_total += 1
         self.open.add(conn)
         return conn
@@ -546,6 +550,7 @@ class Holder:
         lives = sorted(self.lives)
         return {
             "first_open_s": round(opening, 3),
+            "slowest_connect_s": round(self.slowest_connect, 3),
             "held_mean": round(sum(held) / len(held)) if held else 0,
             "held_min": min(held, default=0),
             "opened": self.opened_total,
