@@ -54,6 +54,7 @@ cdef class Peer(WSListener):
         readonly bint closing
         readonly bint overflowed
 
+    cdef void _drop(self, Py_ssize_t size) noexcept
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
     cdef int _overflow(self) except -1
     cdef int _flush(self) except -1

@@ -285,26 +285,30 @@ cdef class Peer(WSListener):
             engine._schedule()
         return 0
 
+    cdef inline void _drop(self, Py_ssize_t size) noexcept:
+        # A dropped frame still costs its sender's turn: a flood into a room whose
+        # receivers are all full must be held like any other.
+        self.dropped += 1
+        self.engine.dropped += 1
+        self.engine.turn_bytes += size
+
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1:
         cdef Fanout engine = self.engine
         cdef Py_ssize_t new_size = self._size + size
         if self.closing:
             return 0
         if self.overflowed:  # being cut off: what it misses counts as dropped
-            self.dropped += 1
-            engine.dropped += 1
+            self._drop(size)
             return 0
         # An empty outbox takes any one frame, so a frame larger than the limit is
         # still delivered to a receiver that keeps up.
         if self._size and new_size > engine.outbox_limit:
             if new_size > engine.hard_limit:
-                self.dropped += 1
-                engine.dropped += 1
+                self._drop(size)
                 self._overflow()
                 return 0
             if not engine.sync and not control:
-                self.dropped += 1
-                engine.dropped += 1
+                self._drop(size)
                 if engine.disconnect_slow:
                     self._overflow()
                 return 0

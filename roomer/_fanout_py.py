@@ -212,13 +212,19 @@ class Peer(WSListener):
             self.engine._overflowed.append(self)
             self.engine._schedule()
 
+    def _drop(self, size: int) -> None:
+        # A dropped frame still costs its sender's turn: a flood into a room whose
+        # receivers are all full must be held like any other.
+        self.dropped += 1
+        self.engine.dropped += 1
+        self.engine.turn_bytes += size
+
     def _enqueue(self, frame: bytes, control: bool) -> int:
         if self.closing:
             return 0
         engine = self.engine
         if self.overflowed:  # being cut off: what it misses counts as dropped
-            self.dropped += 1
-            engine.dropped += 1
+            self._drop(len(frame))
             return 0
         size = len(self._buf)
         new_size = size + len(frame)
@@ -226,13 +232,11 @@ class Peer(WSListener):
         # still delivered to a receiver that keeps up.
         if size and new_size > engine.outbox_limit:
             if new_size > engine.hard_limit:
-                self.dropped += 1
-                engine.dropped += 1
+                self._drop(len(frame))
                 self._overflow()
                 return 0
             if not engine.sync and not control:
-                self.dropped += 1
-                engine.dropped += 1
+                self._drop(len(frame))
                 if engine.disconnect_slow:
                     self._overflow()
                 return 0

@@ -83,7 +83,8 @@ class Config:
         20.0, "a pinged connection silent this many seconds more is closed with 1011")
     handshake_timeout: float = _opt(5.0, "seconds allowed for the HTTP upgrade")
     listen_backlog: int = _opt(
-        1024, "connections the kernel queues for accept (a connect storm's burst)")
+        4096, "connections the kernel queues for accept, a connect storm's burst (the "
+              "kernel caps it at net.core.somaxconn)")
     metrics_path: str | None = _opt(
         "/metrics", "path of the Prometheus metrics page (None: not served)",
         "--metrics-path", metavar="PATH")

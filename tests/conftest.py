@@ -1,12 +1,17 @@
-"""Shared fixtures: both codec/fan-out implementations, and a live server on loopback."""
+"""Shared fixtures: both codec/fan-out implementations, a live server on loopback (in
+this process, or in its own as production runs it), and the event loops tests run on."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+import uvloop
+from serverproc import ChildError, ServerProcess
 
 # Broker fixtures (redis_url, nats_url, private_redis, private_nats, prefix): tests/services.py.
 from services import nats_url, prefix, private_nats, private_redis, redis_url  # noqa: F401
@@ -54,3 +59,48 @@ async def make_server() -> AsyncIterator[object]:
     yield start
     for server in started:
         await server.shutdown(timeout=1.0)
+
+
+@pytest.fixture
+async def server_process() -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
+    """Start ``roomer serve`` processes (uvloop, free port) with Server options and app
+    modules (``"module:setup"``); each must stop cleanly on SIGTERM after the test."""
+    started: list[ServerProcess] = []
+
+    async def start(options: dict[str, Any] | None = None,
+                    apps: tuple[str, ...] = ()) -> ServerProcess:
+        server = await ServerProcess.start(options, apps)
+        started.append(server)
+        return server
+
+    yield start
+    failure: ChildError | None = None
+    for server in started:
+        try:
+            await server.stop()
+        except ChildError as exc:
+            failure = failure or exc
+        finally:
+            await server.kill()
+    if failure is not None:
+        raise failure
+
+
+# Event loops ------------------------------------------------------------------------------
+#
+# Production serves on uvloop (Server.run, roomer serve); tests that run a Server in
+# their own loop run on both it and asyncio's default loop, and their ids say which.
+# Tests whose server runs in a child process (marker server_process: the child is
+# uvloop already) need only one loop here.
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    if item.get_closest_marker("server_process") is not None:
+        return {"asyncio": LOOPS["asyncio"]}
+    return LOOPS
