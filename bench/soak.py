@@ -22,7 +22,7 @@ their level before the first connection. The verdict (printed, and the exit stat
 - fds back to the baseline once every client is gone;
 - zero unexpected errors: client side (failed connects, join/leave timeouts, error
   frames, stable members disconnected, missed messages) and server side (every
-  ``roomer_errors`` code, drops, slow-consumer disconnects).
+  ``roomer_errors_total`` code, drops, slow-consumer disconnects).
 
 ``python bench/soak.py --connections 10000 --duration 300 --json soak.json``
 (spread over ``--procs`` load processes; ulimit -n must cover the connections).
@@ -47,6 +47,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any
+
+from roomer.benchmark.procs import read_metrics
 
 BENCH_DIR = Path(__file__).resolve().parent
 # Run from a source checkout without installing: the roomer next to this script (the
@@ -376,23 +378,8 @@ def _proc_status(pid: int) -> tuple[int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-_METRIC = re.compile(r'^(roomer_\w+)(?:\{code="(\w+)"\})? (\S+)$')
-
-
 async def _metrics(port: int, timeout: float = 10.0) -> dict[str, float]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    try:
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-    out: dict[str, float] = {}
-    for line in raw.partition(b"\r\n\r\n")[2].decode().splitlines():
-        match = _METRIC.match(line)
-        if match:
-            name, code, value = match.groups()
-            out[f"{name}.{code}" if code else name] = float(value)
-    return out
+    return await read_metrics(port, timeout=timeout)
 
 
 def _percentile(hist: Counter[int], q: float) -> float | None:
@@ -617,9 +604,9 @@ async def _run(args: argparse.Namespace, children: list[Proc]) -> dict[str, Any]
                     "presence_received": counters["presence"], "frames": counters["frames"],
                     "churn_joined": counters["churn_joined"],
                     "churn_cycles": counters["churn_cycles"],
-                    "server_messages_in": metrics.get("roomer_messages_in"),
-                    "server_deliveries": metrics.get("roomer_deliveries"),
-                    "server_connections_total": metrics.get("roomer_connections_total")},
+                    "server_messages_in": metrics.get("roomer_messages_in_total"),
+                    "server_deliveries": metrics.get("roomer_deliveries_total"),
+                    "server_connections_total": metrics.get("roomer_connections_opened_total")},
         "latency_ms": {"p50": _percentile(hist, 0.50), "p99": _percentile(hist, 0.99),
                        "p999": _percentile(hist, 0.999), "max_bucket": _percentile(hist, 1.0)},
         "observer_latency_ms": observer.summary(),
@@ -648,8 +635,8 @@ def _client_errors(counters: Counter[str]) -> dict[str, int]:
 
 
 def _server_errors(metrics: dict[str, float]) -> dict[str, float]:
-    keys = [k for k in metrics if k.startswith("roomer_errors.")]
-    keys += ["roomer_dropped", "roomer_dropped_slow_disconnects"]
+    keys = [k for k in metrics if k.startswith("roomer_errors_total.")]
+    keys += ["roomer_dropped_total", "roomer_slow_disconnects_total"]
     return {k: metrics[k] for k in keys if metrics.get(k)}
 
 

@@ -183,8 +183,10 @@ class Connection(fanout.Peer):
             if not _sendable_close_code(reply):
                 reply = 1002
             else:
+                reason = frame.get_close_message()  # None when only a code came
                 try:
-                    frame.get_close_message().decode()
+                    if reason:
+                        reason.decode()
                 except UnicodeDecodeError:
                     reply = 1007
         if self._state < CLOSING:
@@ -336,7 +338,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         # The server's own loops (pings, the write-timeout watch): cancelled at shutdown.
         self._loops: set[asyncio.Task[Any]] = set()
-        self._trims_released = 0  # read buffers cut back when memory was last released
+        # (read buffers cut back, connections closed) when memory was last given back
+        self._released = (0, 0)
         self.started_at = time.time()
 
     @property
@@ -804,9 +807,13 @@ class Server:
             elif now - conn._quiet_since >= interval and conn.transport is not None:
                 conn._pinged_at = now
                 conn.transport.send_ping()
+        # Read buffers cut back, or many connections gone, since memory was last given
+        # back: ask the allocator to return what is free (after a crowd leaves, too).
         trims = self._engine.read_buffer_trims
-        if trims != self._trims_released and _malloc_trim is not None:
-            self._trims_released = trims
+        closed = self.metrics.counters["connections_total"] - len(self.registry.conns)
+        if _malloc_trim is not None and (trims != self._released[0]
+                                         or closed - self._released[1] >= 1000):
+            self._released = (trims, closed)
             _malloc_trim(0)
 
     # rooms ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from rawclient import connect
 from serverapp import ENV
 
 import roomer
+from roomer.benchmark.procs import read_metrics
 
 TESTS_DIR = Path(__file__).resolve().parent
 # The directory holding the roomer package this test imported, so every child process
@@ -36,7 +37,6 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
 _LISTENING = re.compile(r"listening on ws://([\d.]+):(\d+)/ws")
-_METRIC = re.compile(r'^(roomer_\w+)(?:\{code="(\w+)"\})? (\S+)$')
 
 
 def child_env() -> dict[str, str]:
@@ -130,23 +130,8 @@ class ServerProcess(_Process):
     # what the server says about itself ------------------------------------------------
 
     async def metrics(self, timeout: float = 5.0) -> dict[str, float]:
-        """GET /metrics: ``{"roomer_rooms": 3, "roomer_errors.malformed": 12, ...}``."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", self.port), timeout)
-        try:
-            writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            raw = await asyncio.wait_for(reader.read(), timeout)
-        finally:
-            writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        out: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            match = _METRIC.match(line)
-            if match:
-                name, code, value = match.groups()
-                out[f"{name}.{code}" if code else name] = float(value)
-        return out
+        """GET /metrics: ``{"roomer_rooms": 3, "roomer_errors_total.malformed": 12, ...}``."""
+        return await read_metrics(self.port, timeout=timeout)
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:

@@ -33,6 +33,7 @@ async def join(cluster: Cluster, room: str, *members: str) -> None:
     await cluster.room_ready(room)
 
 
+@pytest.mark.server_process  # the killed node is a child process: one loop here is enough
 @pytest.mark.parametrize("kind", ["redis", "nats"])
 async def test_sigkilled_node_leaves_within_ten_seconds(
         kind: str, request: pytest.FixtureRequest, prefix: str) -> None:

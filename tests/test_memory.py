@@ -13,9 +13,13 @@ import sys
 import pytest
 from rawsocket import RawSocket
 
+from roomer.benchmark.procs import read_metrics
+
 PURE_ONLY = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
-pytestmark = pytest.mark.skipif(PURE_ONLY, reason="read buffers are trimmed by the compiled "
-                                                  "twin only")
+pytestmark = [
+    pytest.mark.skipif(PURE_ONLY, reason="read buffers are trimmed by the compiled twin only"),
+    pytest.mark.server_process,  # the server is a child process: one loop here is enough
+]
 
 SERVER = """
 import roomer
@@ -85,13 +89,9 @@ async def test_rss_after_a_burst_returns_near_idle(burst: str) -> None:
 
 async def _wait_handled(port: int, count: int) -> None:
     """Poll /metrics until the server has handled ``count`` messages."""
+    handled = 0.0
     for _ in range(600):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        text = (await asyncio.wait_for(reader.read(), 5)).decode()
-        writer.close()
-        handled = next(float(line.split()[1]) for line in text.splitlines()
-                       if line.startswith("roomer_messages_in_total "))
+        handled = (await read_metrics(port))["roomer_messages_in_total"]
         if handled >= count:
             return
         await asyncio.sleep(0.1)

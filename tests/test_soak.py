@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from serverproc import child_env
 
 SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
 CONNECTIONS = 2000
@@ -32,7 +33,7 @@ def test_soak_2000_connections_30_seconds(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(SOAK), "--connections", str(CONNECTIONS), "--duration",
          str(DURATION), "--rss-tolerance", str(RSS_TOLERANCE), "--json", str(out)],
-        capture_output=True, text=True, timeout=DURATION + 180)
+        capture_output=True, text=True, timeout=DURATION + 180, env=child_env())
     assert out.exists(), f"no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     res = json.loads(out.read_text())
     table = proc.stdout[-4000:]

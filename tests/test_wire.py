@@ -154,6 +154,16 @@ async def test_close_replies_only_with_codes_valid_on_the_wire(
     client.close()
 
 
+async def test_a_close_with_a_code_and_no_reason_is_echoed(make_server: Any,
+                                                           caplog: Any) -> None:
+    server = await make_server()
+    client, _ = await joined(server.address[1], "r")
+    await client.send_frame(0x8, struct.pack(">H", 4001))
+    assert (await client.close_frame())[0] == 4001
+    assert "Traceback" not in caplog.text
+    client.close()
+
+
 async def test_close_reason_that_is_not_utf8_is_answered_1007(make_server: Any) -> None:
     server = await make_server()
     client, _ = await joined(server.address[1], "r")

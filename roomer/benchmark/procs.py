@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["Child", "ChildError", "cpu_times", "free_port", "kill_all", "memory_kib",
-           "wait_listening"]
+           "read_metrics", "wait_listening"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The directory holding the roomer package, so children import the same roomer as the harness
@@ -160,4 +162,30 @@ def memory_kib(pid: int) -> dict[str, int]:
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(value.split()[0])
+    return out
+
+
+_METRIC = re.compile(r'^(roomer_\w+)(?:\{code="(\w+)"\})? (\S+)$')
+
+
+async def read_metrics(port: int, host: str = "127.0.0.1", path: str = "/metrics",
+                       timeout: float = 10.0) -> dict[str, float]:
+    """GET a roomer server's metrics page: ``{"roomer_rooms": 3.0,
+    "roomer_errors_total.malformed": 12.0, ...}`` (a labelled sample as ``name.code``)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                     .encode())
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ChildError(f"GET {path}: {head[:80]!r}")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        match = _METRIC.match(line)
+        if match:
+            name, code, value = match.groups()
+            out[f"{name}.{code}" if code else name] = float(value)
     return out
