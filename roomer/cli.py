@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 from . import COMPILED, __version__
 from .config import Config
 from .server import Server
+from .workers import resolve_workers, run_workers
 
 __all__ = ["main"]
 
@@ -74,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
              f"(default: {DEFAULT_APP}, the demo lobby)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", default="1", metavar="N",
+                       help="server processes sharing the port (SO_REUSEPORT) and, through "
+                            "--backplane, the rooms; 'auto': one per core (default 1)")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="bind with SO_REUSEPORT, beside other servers on the same port")
     serve.add_argument("--certfile", metavar="PEM",
                        help="serve wss:// and https:// with this certificate (chain) file")
     serve.add_argument("--keyfile", metavar="PEM",
@@ -144,19 +151,40 @@ def _serve(args: argparse.Namespace) -> int:
     server = build_server(args)
     context = tls_context(args)
     ws, http = ("wss", "https") if context is not None else ("ws", "http")
+    worker = os.environ.get("ROOMER_WORKER")
+    label = f"worker {worker}: " if worker else ""
 
     def started(srv: Server) -> None:
         host, port = srv.address
         mode = "compiled" if COMPILED else "pure Python (ROOMER_NO_EXTENSIONS or no build)"
-        print(f"roomer {__version__} listening on {ws}://{host}:{port}/ws", flush=True)
-        print(f"extensions: {mode}; broadcaster: "
+        print(f"{label}roomer {__version__} listening on {ws}://{host}:{port}/ws", flush=True)
+        if srv.config.backplane is not None:
+            cluster = srv.registry.cluster
+            node = cluster.node_id if cluster is not None else "?"
+            print(f"{label}backplane: {srv.stats()['backplane']['url']} as node {node}",
+                  flush=True)
+        print(f"{label}extensions: {mode}; broadcaster: "
               f"{'sync' if srv.config.sync_broadcast else 'async'}", flush=True)
         if "/" in srv.routes:
-            print(f"demo lobby: {http}://{host}:{port}/", flush=True)
+            print(f"{label}demo lobby: {http}://{host}:{port}/", flush=True)
 
-    server.run(args.host, args.port, ssl=context, on_started=started)
-    print("roomer stopped", flush=True)
+    server.run(args.host, args.port, reuse_port=args.reuse_port, ssl=context,
+               on_started=started)
+    print(f"{label}roomer stopped", flush=True)
     return 0
+
+
+def _check_workers(args: argparse.Namespace, count: int) -> None:
+    """Many workers need a port of their own choosing and a shared backplane."""
+    backplane = build_server(args).config.backplane
+    if backplane is None or backplane.lower().startswith("memory:"):
+        raise SystemExit(
+            f"roomer: --workers {count} needs --backplane redis://... or nats://...: each "
+            "worker holds its own clients, so without a broker between them rooms would "
+            "split silently (clients on different workers would not see each other)")
+    if args.port == 0:
+        raise SystemExit("roomer: --workers needs a fixed --port (port 0 would give each "
+                         "worker a different one)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         from .benchmark.harness import main as bench_main
 
         return bench_main(argv[1:])
-    return _serve(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    try:
+        workers = resolve_workers(args.workers)
+    except ValueError:
+        raise SystemExit(f"roomer: --workers takes a count or 'auto', not {args.workers!r}")\
+            from None
+    if workers > 1:
+        _check_workers(args, workers)
+        return run_workers(workers, argv)
+    return _serve(args)
 
 
 if __name__ == "__main__":

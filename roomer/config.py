@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
@@ -92,6 +93,19 @@ class Config:
         2048, "initial per-connection read buffer in bytes (picows' minimum is 2048; "
               "grows for larger messages and floods, cut back after them)",
         "--read-buffer-size", metavar="BYTES")
+    backplane: str | None = _opt(
+        None, "the broker the server processes of one cluster share rooms through: "
+              "redis://host:6379/0 or nats://host:4222 (memory://name: servers in one "
+              "process); None: this process alone", "--backplane", metavar="URL")
+    node_id: str | None = _opt(
+        None, "this server's name among the cluster's nodes, unique among the live ones "
+              "(A-Z a-z 0-9 - _, at most 64; default host-pid)", "--node-id", metavar="NAME")
+    node_timeout: float = _opt(
+        6.0, "seconds a node may go unheard (heartbeats every sixth of it) before the "
+             "others announce its members as left", "--node-timeout", metavar="SECONDS")
+    backplane_prefix: str = _opt(
+        "roomer", "first token of every channel/subject name: clusters sharing a broker "
+                  "use different prefixes", "--backplane-prefix", metavar="PREFIX")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
         metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
@@ -145,6 +159,20 @@ class Config:
                 raise TypeError(f"{name} must be a (count, seconds) tuple or None")
             _check_seconds(f"{name} count", pair[0])
             _check_seconds(f"{name} seconds", pair[1])
+        if self.backplane is not None:
+            if not isinstance(self.backplane, str):
+                raise TypeError("backplane must be a URL string or None")
+            scheme = self.backplane.partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "nats", "tls", "memory"):
+                raise ValueError("backplane: use redis://host:port/db, rediss://..., "
+                                 "nats://host:port or memory://name")
+        if self.node_id is not None and (not isinstance(self.node_id, str) or not (
+                _NODE_ID.fullmatch(self.node_id))):
+            raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
+        _check_seconds("node_timeout", self.node_timeout)
+        if not isinstance(self.backplane_prefix, str) or not _PREFIX.fullmatch(
+                self.backplane_prefix):
+            raise ValueError("backplane_prefix: dot-separated tokens of A-Z a-z 0-9 - _")
         if self.metrics_path is not None and (
                 not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")):
             raise ValueError("metrics_path must be a path starting with '/', or None")
@@ -170,6 +198,10 @@ class Config:
             if arg is not type(None):
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 def _is_async(fn: object) -> bool:

@@ -69,11 +69,13 @@ class HttpSide:
     listener of an upgrade that passed."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
-                 metrics_text: Callable[[], str], closing: Callable[[], bool],
+                 metrics_text: Callable[[], str], health_text: Callable[[], str],
+                 closing: Callable[[], bool],
                  accept: Callable[[WSUpgradeRequest, Any], Any]) -> None:
         self.config = config
         self.routes = routes
         self._metrics_text = metrics_text
+        self._health_text = health_text
         self._closing = closing
         self._accept = accept
         self.static = StaticFiles(config.static_dir)
@@ -114,7 +116,7 @@ class HttpSide:
 
     def _plain(self, path: str, request: WSUpgradeRequest) -> Any:
         if path == "/healthz":
-            return http_ok(b"ok\n", TEXT_TYPE)
+            return http_ok(self._health_text().encode(), TEXT_TYPE)
         if path == self.config.metrics_path:
             return http_ok(self._metrics_text().encode(), METRICS_TYPE)
         route = self.routes.get(path)

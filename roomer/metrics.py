@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["COUNTERS", "ERROR_CODES", "GAUGES", "Metrics"]
+__all__ = ["BACKPLANE_COUNTERS", "BACKPLANE_GAUGES", "COUNTERS", "ERROR_CODES", "GAUGES",
+           "Metrics"]
 
 #: Every code an ``error`` message may carry (DESIGN §3); each is counted.
 ERROR_CODES = (
@@ -37,6 +38,22 @@ COUNTERS = (
      "Clients closed for passing their rate or error limit."),
     ("turn_holds", "roomer_turn_holds_total",
      "Times a client was read again next turn because it used up its turn."),
+)
+
+# With a backplane (roomer.backplane.Cluster.state()).
+BACKPLANE_GAUGES = (
+    ("connected", "roomer_backplane_connected", "1 while the broker connection is up."),
+    ("nodes", "roomer_backplane_nodes", "Other nodes heard from within node_timeout."),
+    ("buffered", "roomer_backplane_buffered_bytes", "Bytes waiting for the broker."),
+)
+BACKPLANE_COUNTERS = (
+    ("reconnects", "roomer_backplane_reconnects_total", "Broker connections re-established."),
+    ("published", "roomer_backplane_published_total", "Messages published to the broker."),
+    ("received", "roomer_backplane_received_total", "Messages received from the broker."),
+    ("dropped", "roomer_backplane_dropped_total",
+     "Messages not published (broker away or message too large), counted, never queued."),
+    ("nodes_lost", "roomer_backplane_nodes_lost_total",
+     "Nodes declared dead (silent past node_timeout) or gone."),
 )
 
 
@@ -72,12 +89,19 @@ class Metrics:
     def prometheus(stats: dict[str, Any]) -> str:
         """Prometheus text format 0.0.4 of a ``snapshot``."""
         lines = []
-        for kind, table in (("gauge", GAUGES), ("counter", COUNTERS)):
+        tables = [("gauge", GAUGES, stats), ("counter", COUNTERS, stats)]
+        backplane = stats.get("backplane")
+        if backplane is not None:
+            backplane = dict(backplane, connected=int(backplane["connected"]),
+                             nodes=len(backplane["nodes"]))
+            tables += [("gauge", BACKPLANE_GAUGES, backplane),
+                       ("counter", BACKPLANE_COUNTERS, backplane)]
+        for kind, table, values in tables:
             for key, name, help_text in table:
-                if key in stats:
+                if key in values:
                     lines.append(f"# HELP {name} {help_text}")
                     lines.append(f"# TYPE {name} {kind}")
-                    lines.append(f"{name} {stats[key]}")
+                    lines.append(f"{name} {values[key]}")
         lines.append("# HELP roomer_errors_total Error replies sent, by code.")
         lines.append("# TYPE roomer_errors_total counter")
         for code, count in stats["errors"].items():

@@ -17,6 +17,7 @@ Pacing, the same for every kind of inbound message:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -30,22 +31,21 @@ from .errors import Deny, ProtocolError, RoomerError
 from .handlers import RESERVED_EVENTS, registered
 from .hooks import Hook, Hooks
 from .message import Message
-from .registry import ROOT
+from .registry import CONNECTING, OPEN, ROOT
 
 if TYPE_CHECKING:
     from .server import Connection, Server
 
-__all__ = ["BACKLOG_PAUSE", "CLOSING", "CONNECTING", "GONE", "OPEN", "Router", "name_ok"]
+__all__ = ["BACKLOG_PAUSE", "Router", "name_ok"]
 
 log = logging.getLogger("roomer")
+
+# What a join or leave does once its hooks agreed: an awaitable when it must wait.
+Apply = Callable[["Connection", str], "Awaitable[None] | None"]
 
 # Messages a connection may queue while it is busy or held; past this its reads are
 # paused, so a client cannot grow server memory without bound.
 BACKLOG_PAUSE = 64
-
-# A connection's life: on_connect runs, registered, closing (nothing more of it is
-# handled), disconnected (out of every room).
-CONNECTING, OPEN, CLOSING, GONE = range(4)
 
 
 def name_ok(name: str, limit: int) -> bool:
@@ -270,12 +270,17 @@ class Router:
             self.error(conn, "reserved_event", f"{event!r} is reserved", room, event)
             return None
         if dst:
+            frame = codec.encode_frame(room, event, dst, conn.id, payload)
             target = self.registry.conns.get(dst)
-            if target is None:
+            if target is not None:
+                counters["direct"] += 1
+                target.send_frame(frame)
+            elif self.registry.cluster is not None:
+                # Another node may hold it; if none does, the error comes when it says so.
+                self.registry.cluster.send_direct(dst, frame).add_done_callback(
+                    lambda found: self._direct_done(found, conn, room, event))
+            else:
                 self.error(conn, "no_such_client", "no client with that id", room, event)
-                return None
-            counters["direct"] += 1
-            target.send_frame(codec.encode_frame(room, event, dst, conn.id, payload))
             return None
         handler = self.server._handlers.get(event) or registered().get(event)
         if handler is not None:
@@ -297,9 +302,19 @@ class Router:
             self.error(conn, "not_member", "join the room before sending to it", room, event)
             return None
         counters["relayed"] += 1
-        self.server._engine.broadcast(
-            members, codec.encode_frame(room, event, "", conn.id, payload), conn)
+        frame = codec.encode_frame(room, event, "", conn.id, payload)
+        self.server._engine.broadcast(members, frame, conn)
+        self.registry.publish_room(room, frame, conn.id)
         return None
+
+    def _direct_done(self, found: asyncio.Future[bool], conn: Connection, room: str,
+                     event: str) -> None:
+        if found.cancelled() or found.exception() is not None:
+            return
+        if found.result():
+            self.metrics.counters["direct"] += 1
+        elif conn._state == OPEN:
+            self.error(conn, "no_such_client", "no client with that id", room, event)
 
     def _handler_failed(self, conn: Connection, exc: Exception, room: str, event: str) -> None:
         if isinstance(exc, RoomerError):
@@ -320,8 +335,7 @@ class Router:
 
     def _client_join(self, conn: Connection, room: str) -> Awaitable[None] | None:
         if room in conn._rooms:
-            self.registry.add_member(conn, room)
-            return None
+            return self.registry.add_member(conn, room)
         limit = self.config.max_rooms_per_connection
         if limit is not None and room != ROOT and len(conn._rooms) - (ROOT in conn._rooms) >= limit:
             self.error(conn, "too_many_rooms", f"at most {limit} rooms per connection",
@@ -337,9 +351,10 @@ class Router:
 
     def _leave_with_ack(self, conn: Connection, room: str) -> None:
         self.registry.remove_member(conn, room, ack=True)
+        return None
 
     def _after_hooks(self, hooks: list[Hook], conn: Connection, room: str, event: str,
-                     apply: Callable[[Connection, str], None]) -> Awaitable[None] | None:
+                     apply: Apply) -> Awaitable[None] | None:
         """Run a room's join/leave hooks, then ``apply(conn, room)`` unless one refused."""
         try:
             pending = Hooks.run(hooks, conn, room)
@@ -347,19 +362,20 @@ class Router:
             self._hook_refused(conn, exc, f"{event}_denied", room, event)
             return None
         if pending is None:
-            apply(conn, room)
-            return None
+            return apply(conn, room)
         return self._after_async_hooks(pending, conn, room, event, apply)
 
     async def _after_async_hooks(self, pending: Awaitable[None], conn: Connection, room: str,
-                                 event: str, apply: Callable[[Connection, str], None]) -> None:
+                                 event: str, apply: Apply) -> None:
         try:
             await pending
         except Exception as exc:
             self._hook_refused(conn, exc, f"{event}_denied", room, event)
             return
         if conn._state == OPEN:
-            apply(conn, room)
+            applied = apply(conn, room)
+            if applied is not None:
+                await applied
 
     def _hook_refused(self, conn: Connection, exc: Exception, code: str, room: str,
                       event: str) -> None:

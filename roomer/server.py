@@ -30,8 +30,8 @@ from .handlers import Handler, check_handler
 from .hooks import Hook, Hooks
 from .http import HttpSide
 from .metrics import Metrics
-from .registry import ROOT, Registry
-from .routing import CLOSING, CONNECTING, GONE, OPEN, Router, name_ok
+from .registry import CLOSING, CONNECTING, GONE, OPEN, ROOT, Registry
+from .routing import Router, name_ok
 
 __all__ = ["Connection", "Server"]
 
@@ -231,21 +231,21 @@ class Connection(fanout.Peer):
     def send_to_room(self, room: str, event: str, payload: Payload = b"") -> int:
         """Broadcast to ``room``'s members except this connection, with src = this id."""
         self.server._loop_only("Connection.send_to_room")
-        members = self.server.registry.rooms.get(room)
+        registry = self.server.registry
+        frame = codec.encode_frame(room, event, "", self.id, payload)
+        registry.publish_room(room, frame, self.id)
+        members = registry.rooms.get(room)
         if not members:
             return 0
-        frame = codec.encode_frame(room, event, "", self.id, payload)
         sent: int = self.server._engine.broadcast(members, frame, self)
         return sent
 
     def send_to_client(self, dst: str, event: str, payload: Payload = b"",
                        room: str = ROOT) -> bool:
-        """A direct message to client ``dst`` with src = this id. False if unknown."""
+        """A direct message to client ``dst`` with src = this id. False if unknown (with a
+        backplane: True once handed to the other nodes, whether one holds ``dst`` or not)."""
         self.server._loop_only("Connection.send_to_client")
-        target = self.server.registry.conns.get(dst)
-        if target is None:
-            return False
-        return bool(target.send_frame(codec.encode_frame(room, event, dst, self.id, payload)))
+        return self.server._direct(dst, codec.encode_frame(room, event, dst, self.id, payload))
 
     def join(self, room: str) -> bool:
         """Put this client in ``room`` (server-driven: no on_join hook, no room limit).
@@ -262,7 +262,9 @@ class Connection(fanout.Peer):
             return True
         if self._state != OPEN:
             return False
-        self.server.registry.add_member(self, room)
+        pending = self.server.registry.add_member(self, room)
+        if pending is not None:  # the backplane learns the room's members first
+            self.server._spawn(pending)  # type: ignore[arg-type]
         return True
 
     def leave(self, room: str) -> bool:
@@ -325,7 +327,7 @@ class Server:
         self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
         self._router = Router(self)
-        self._http = HttpSide(self.config, self.routes, self.metrics_text,
+        self._http = HttpSide(self.config, self.routes, self.metrics_text, self.health_text,
                               lambda: self._closing, self._new_connection)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -411,8 +413,9 @@ class Server:
         return list(self.registry.rooms)
 
     def members(self, room: str) -> list[str]:
-        """Ids of ``room``'s members, in join order; empty for an unknown room."""
-        return list(self.registry.rooms.get(room, ()))
+        """Ids of ``room``'s members, in join order (this node's, then the other nodes'
+        with a backplane); empty for a room without members here."""
+        return self.registry.members(room)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -424,7 +427,21 @@ class Server:
     def stats(self) -> dict[str, Any]:
         engine = self._engine_obj
         gauges = {"connections": len(self.registry.conns), "rooms": len(self.registry.rooms)}
-        return self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
+        out = self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
+        cluster = self.registry.cluster
+        if cluster is not None:
+            out["backplane"] = cluster.state()
+        return out
+
+    def health_text(self) -> str:
+        """The /healthz body: ``ok``, and the backplane's state when there is one (a node
+        whose broker is away still serves its own rooms, so it stays healthy)."""
+        cluster = self.registry.cluster
+        if cluster is None:
+            return "ok\n"
+        state = cluster.state()
+        link = "connected" if state["connected"] else "disconnected (local rooms only)"
+        return f"ok\nbackplane {state['url']}: {link}; other nodes: {len(state['nodes'])}\n"
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the server's counters."""
@@ -455,16 +472,21 @@ class Server:
         is scheduled on the server's loop.
         """
         frame = codec.encode_frame(room, event, "", "", payload)
-        return self._deliver(lambda: self.registry.rooms.get(room), frame, exclude)
+        registry = self.registry
+        return self._deliver(lambda: registry.rooms.get(room), frame, exclude,
+                             lambda excluded: registry.publish_room(room, frame, excluded))
 
     def broadcast_all(self, event: str, payload: Payload = b"", room: str = ROOT,
                       exclude: Connection | str | None = None) -> asyncio.Future[int]:
         """Like broadcast, to every connected client (the message names ``room``)."""
         frame = codec.encode_frame(room, event, "", "", payload)
-        return self._deliver(lambda: self.registry.conns, frame, exclude)
+        registry = self.registry
+        return self._deliver(lambda: registry.conns, frame, exclude,
+                             lambda excluded: registry.publish_all(frame, excluded))
 
     def _deliver(self, members_of: Callable[[], dict[str, Connection] | None], frame: bytes,
-                 exclude: Connection | str | None) -> Any:
+                 exclude: Connection | str | None,
+                 publish: Callable[[str | None], None]) -> Any:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the server is not started")
@@ -472,28 +494,27 @@ class Server:
             raise TypeError("exclude must be a Connection, a connection id or None")
         if not self._on_loop_thread():
             return asyncio.run_coroutine_threadsafe(
-                self._deliver_async(members_of, frame, exclude), loop)
+                self._deliver_async(members_of, frame, exclude, publish), loop)
         if self.config.sync_broadcast:
-            return loop.create_task(self._deliver_async(members_of, frame, exclude))
+            return loop.create_task(self._deliver_async(members_of, frame, exclude, publish))
         fut: asyncio.Future[int] = loop.create_future()
-        fut.set_result(self._deliver_now(members_of(), frame, exclude))
+        fut.set_result(self._deliver_now(members_of(), frame, exclude, publish))
         return fut
 
     async def _deliver_async(self, members_of: Callable[[], dict[str, Connection] | None],
-                             frame: bytes, exclude: Connection | str | None) -> int:
+                             frame: bytes, exclude: Connection | str | None,
+                             publish: Callable[[str | None], None]) -> int:
         if not self.config.sync_broadcast:
-            return self._deliver_now(members_of(), frame, exclude)
+            return self._deliver_now(members_of(), frame, exclude, publish)
         assert self._sync_lock is not None
-        # One admission at a time, in call order: the global order of sync broadcasts.
+        # One admission at a time, in call order: the global order of sync broadcasts
+        # (this node's: the other nodes get it in publish order, unawaited).
         async with self._sync_lock:
             while True:
                 members = members_of()
-                if not members:
-                    return 0
                 excluded = self._resolve(exclude)
-                if self._engine.over_limit(members, excluded) is None:
-                    sent: int = self._engine.broadcast(members, frame, excluded)
-                    return sent
+                if not members or self._engine.over_limit(members, excluded) is None:
+                    return self._deliver_now(members, frame, exclude, publish)
                 await self._engine.wait_drain()
 
     def _resolve(self, exclude: Connection | str | None) -> Connection | None:
@@ -502,21 +523,31 @@ class Server:
         return exclude
 
     def _deliver_now(self, members: dict[str, Connection] | None, frame: bytes,
-                     exclude: Connection | str | None) -> int:
+                     exclude: Connection | str | None,
+                     publish: Callable[[str | None], None]) -> int:
+        publish(exclude.id if isinstance(exclude, Connection) else exclude)
         if not members:
             return 0
         sent: int = self._engine.broadcast(members, frame, self._resolve(exclude))
         return sent
 
+    def _direct(self, dst: str, frame: bytes) -> bool:
+        target = self.registry.conns.get(dst)
+        if target is not None:
+            return bool(target.send_frame(frame))
+        cluster = self.registry.cluster
+        if cluster is None:
+            return False
+        cluster.send_direct(dst, frame)
+        return True
+
     def send_to(self, conn_id: str, event: str, payload: Payload = b"",
                 room: str = ROOT) -> bool:
         """Send a server-originated message to one client. False if it is not here (or
-        it was not queued: outbox full in async mode, or closing)."""
+        it was not queued: outbox full in async mode, or closing); with a backplane an id
+        held by no local connection is handed to the other nodes (True)."""
         self._loop_only("Server.send_to")
-        conn = self.registry.conns.get(conn_id)
-        if conn is None:
-            return False
-        return conn.send(event, payload, room)
+        return self._direct(conn_id, codec.encode_frame(room, event, "", "", payload))
 
     def do(self, fn: Callable[[Connection], Any]) -> int:
         """Call ``fn(conn)`` for every connected client; returns how many."""
@@ -564,6 +595,8 @@ class Server:
             on_overflow=self._overflowed,
         )
         self.registry.engine = self._engine_obj
+        if config.backplane is not None:
+            await self._join_cluster()
         kwargs: dict[str, Any] = {}
         if reuse_port:
             kwargs["reuse_port"] = True
@@ -589,6 +622,18 @@ class Server:
             self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
                         self._ping_idle)
 
+    async def _join_cluster(self) -> None:
+        from .backplane import Cluster
+
+        config = self.config
+        assert config.backplane is not None
+        cluster = Cluster(
+            config.backplane, node_id=config.node_id, prefix=config.backplane_prefix,
+            node_timeout=config.node_timeout, heartbeat_interval=config.node_timeout / 6,
+            quiet_rooms=() if config.root_presence else (ROOT,))
+        await cluster.start(self.registry)
+        self.registry.cluster = cluster
+
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""
         if self._closed is None:
@@ -610,6 +655,11 @@ class Server:
         for task in list(self._loops):
             task.cancel()
         self._server.close()
+        cluster = self.registry.cluster
+        if cluster is not None:
+            # First: the other nodes drop this node's members at once (not after a timeout).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cluster.close(), max(0.1, deadline - loop.time()))
         conns = self.registry.conns
         for conn in list(conns.values()):
             conn.close(WSCloseCode.GOING_AWAY, "server shutdown")
@@ -696,11 +746,34 @@ class Server:
 
     def _accept(self, conn: Connection) -> None:
         conn._state = OPEN
-        self.registry.conns[conn.id] = conn
-        self.registry.add_member(conn, ROOT)
-        joins, conn._pending_joins = conn._pending_joins, None
-        for room in joins or ():
-            self.registry.add_member(conn, room)
+        registry = self.registry
+        registry.accept(conn)
+        rooms = [ROOT, *(conn._pending_joins or ())]
+        conn._pending_joins = None
+        for i, room in enumerate(rooms):
+            pending = registry.add_member(conn, room)
+            if pending is not None:
+                # The backplane learns who is in the room first: the client's messages
+                # wait behind its joins.
+                conn._busy = True
+                if conn._backlog is None:
+                    conn._backlog = deque()
+                self._spawn(self._finish_joins(conn, pending, rooms[i + 1:]))
+                return
+
+    async def _finish_joins(self, conn: Connection, pending: Awaitable[None],
+                            rooms: list[str]) -> None:
+        try:
+            await pending
+            for room in rooms:
+                if conn._state != OPEN:
+                    break
+                joining = self.registry.add_member(conn, room)
+                if joining is not None:
+                    await joining
+        finally:
+            conn._busy = False
+        self._router.drain(conn)
 
     def _disconnected(self, conn: Connection) -> None:
         conn._state = GONE
@@ -708,7 +781,7 @@ class Server:
         registry = self.registry
         if registry.conns.get(conn.id) is not conn:
             return  # never accepted: in no room
-        for room in registry.leave_all(conn):
+        for room in registry.drop(conn):
             try:
                 pending = Hooks.run(self.hooks.leave, conn, room)
             except Deny:
@@ -718,7 +791,6 @@ class Server:
             else:
                 if pending is not None:
                     self._spawn(self._quiet(pending, "on_leave"))
-        del registry.conns[conn.id]
         try:
             pending = Hooks.run(self.hooks.disconnect, conn)
         except Exception:

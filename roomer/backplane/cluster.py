@@ -323,6 +323,12 @@ class Cluster:
             self._uncertain.clear()
             self._uncertain_overflow = True
 
+    def ready(self, room: str) -> bool:
+        """Whether ``room``'s members on other nodes are known (True for a room this node
+        does not follow: there is nothing to wait for)."""
+        st = self._rooms.get(room)
+        return st is None or st.ready.done()
+
     async def room_ready(self, room: str) -> None:
         """Returns once the members other nodes have in ``room`` are known, at most
         ``sync_timeout`` after this node subscribed to it (at once if it had already)."""

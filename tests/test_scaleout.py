@@ -1,0 +1,144 @@
+"""Servers sharing rooms through a backplane: the semantics of one node across nodes
+(issue 7 §2), over real Redis and NATS and the in-process hub, with real clients on
+each server. tests/test_scaleout_procs.py runs the same over separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from rawclient import connect, eventually, http_get
+
+import roomer
+
+Nodes = Callable[..., Awaitable[list[roomer.Server]]]
+
+
+@pytest.fixture(params=["memory", "redis", "nats"])
+def backplane_url(request: pytest.FixtureRequest) -> str:
+    kind = request.param
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    return str(request.getfixturevalue(f"{kind}_url"))
+
+
+@pytest.fixture
+async def nodes(backplane_url: str, prefix: str) -> AsyncIterator[Nodes]:
+    """``await nodes(n, **options)``: n servers on free ports over one backplane."""
+    started: list[roomer.Server] = []
+
+    async def start(count: int = 2, **options: Any) -> list[roomer.Server]:
+        made = []
+        for i in range(count):
+            server = roomer.Server(backplane=backplane_url, backplane_prefix=prefix,
+                                   node_id=f"n{len(started)}-{i}", **options)
+            await server.start("127.0.0.1", 0)
+            started.append(server)
+            made.append(server)
+        return made
+
+    yield start
+    for server in started:
+        await server.shutdown(timeout=2.0)
+
+
+async def test_a_room_spans_nodes(nodes: Nodes) -> None:
+    a_node, b_node = await nodes(2)
+    a = await connect(a_node)
+    b = await connect(b_node)
+    assert await a.join("lobby") == [a.id]
+    listed = await b.join("lobby")  # b's node learns a's members before its join_ack
+    assert listed == [b.id, a.id]
+    assert (await a.expect("new_member", "lobby")).text == b.id
+    assert sorted(a_node.members("lobby")) == sorted(b_node.members("lobby")) == sorted(
+        [a.id, b.id])
+    await a.send("lobby", "chat", payload=b"hi from a")
+    got = await b.expect("chat", "lobby")
+    assert (got.src, got.payload) == (a.id, b"hi from a")
+    await a.expect_nothing()  # the sender is excluded on every node
+    await b.send("lobby", "chat", payload=b"hi from b")
+    assert (await a.expect("chat", "lobby")).payload == b"hi from b"
+    await b.leave("lobby")
+    assert (await a.expect("member_left", "lobby")).text == b.id
+    assert a_node.members("lobby") == [a.id]
+
+
+async def test_three_nodes_and_server_side_broadcasts(nodes: Nodes) -> None:
+    servers = await nodes(3)
+    clients = [await connect(s) for s in servers]
+    for i, client in enumerate(clients):
+        await client.join("arena")
+        for earlier in clients[:i]:
+            await earlier.expect("new_member", "arena")
+    await servers[1].broadcast("arena", "tick", "t1")
+    for client in clients:
+        assert (await client.expect("tick", "arena")).payload == b"t1"
+    await servers[2].broadcast("arena", "tick", "t2", exclude=clients[0].id)
+    for client in clients[1:]:
+        assert (await client.expect("tick")).payload == b"t2"
+    await clients[0].expect_nothing()
+    await servers[0].broadcast_all("news", "to all")
+    for client in clients:
+        assert (await client.expect("news", "root")).payload == b"to all"
+
+
+async def test_direct_messages_find_the_node_that_holds_the_id(nodes: Nodes) -> None:
+    a_node, b_node = await nodes(2)
+    a = await connect(a_node)
+    b = await connect(b_node)
+    await a.send("root", "psst", dst=b.id, payload=b"secret")
+    got = await b.expect("psst", "root")
+    assert (got.src, got.dst, got.payload) == (a.id, b.id, b"secret")
+    await a.send("root", "psst", dst=str(uuid.uuid4()))
+    await a.expect_error("no_such_client", "root", "psst")
+    assert a_node.send_to(b.id, "from-server", "x") is True
+    assert (await b.expect("from-server")).payload == b"x"
+
+
+async def test_a_node_that_shuts_down_takes_its_members_out(nodes: Nodes) -> None:
+    a_node, b_node = await nodes(2)
+    a = await connect(a_node)
+    b = await connect(b_node)
+    await a.join("r")
+    await b.join("r")
+    await a.expect("new_member", "r")
+    await b_node.shutdown(timeout=2.0)
+    assert (await a.expect("member_left", "r", timeout=5)).text == b.id
+    await eventually(lambda: a_node.members("r") == [a.id])
+
+
+async def test_health_and_metrics_show_the_backplane(nodes: Nodes) -> None:
+    (server,) = await nodes(1)
+    await nodes(1)
+    status, _, body = await http_get(server, "/healthz")
+    assert status == 200
+    text = body.decode()
+    assert text.startswith("ok\n") and ": connected; other nodes: 1" in text
+    _, _, body = await http_get(server, "/metrics")
+    metrics = body.decode()
+    for name in ("roomer_backplane_connected 1", "roomer_backplane_nodes 1",
+                 "roomer_backplane_published_total", "roomer_backplane_dropped_total"):
+        assert name in metrics, name
+    stats = server.stats()["backplane"]
+    assert stats["connected"] is True and "://" in stats["url"]
+    assert json.dumps(stats)  # plain data
+
+
+def test_backplane_options_are_validated() -> None:
+    for options, error in (({"backplane": "http://x"}, ValueError),
+                           ({"backplane": 6379}, TypeError),
+                           ({"node_id": "no spaces"}, ValueError),
+                           ({"node_timeout": 0}, ValueError),
+                           ({"backplane_prefix": "a b"}, ValueError)):
+        with pytest.raises(error):
+            roomer.Server(**options)
+
+
+async def test_a_missing_broker_is_a_clear_error_at_start() -> None:
+    server = roomer.Server(backplane="redis://127.0.0.1:1/0")
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(server.start("127.0.0.1", 0), 30)
