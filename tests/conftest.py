@@ -90,6 +90,25 @@ async def server_process() -> AsyncIterator[Callable[..., Awaitable[ServerProces
 #
 # Production serves on uvloop (Server.run, roomer serve); tests that run a Server in
 # their own loop run on both it and asyncio's default loop, and their ids say which.
+# Files the pure-Python pass of scripts/test.sh does not run again (marker
+# compiled_pass_only): their twin-parametrized tests already ran both twins in the
+# compiled pass, or they test what does not touch the twins (the backplane, the
+# benchmark harness) or production-sized behaviour of a compiled server (abuse, soak).
+COMPILED_PASS_ONLY = frozenset({
+    "test_codec.py", "test_codec_args.py", "test_codec_cdef.py", "test_codec_fuzz.py",
+    "test_codec_v2.py", "test_fanout.py", "test_fanout_real.py", "test_memory.py",
+    "test_backplane_brokers.py", "test_backplane_cluster.py", "test_backplane_failures.py",
+    "test_backplane_names.py", "test_backplane_transport.py", "test_benchmark_harness.py",
+    "test_abuse.py", "test_soak.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in COMPILED_PASS_ONLY:
+            item.add_marker(pytest.mark.compiled_pass_only)
+
+
 # Tests whose server runs in a child process (marker server_process: the child is
 # uvloop already) need only one loop here.
 
