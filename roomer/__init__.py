@@ -8,21 +8,25 @@ from __future__ import annotations
 from .client import ClientError, Room, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .config import Config
-from .errors import Deny, ExtensionMismatch, ProtocolError, RoomerError
+from .errors import AskTimeout, Deny, ExtensionMismatch, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
 from .handlers import RESERVED_EVENTS, register_handler
 from .message import Message
+from .namespaces import Namespace, NamespaceConnection
 from .server import Connection, Server
 
 __all__ = [
     "COMPILED",
     "RESERVED_EVENTS",
+    "AskTimeout",
     "ClientError",
     "Config",
     "Connection",
     "Deny",
     "ExtensionMismatch",
     "Message",
+    "Namespace",
+    "NamespaceConnection",
     "ProtocolError",
     "Room",
     "RoomerError",

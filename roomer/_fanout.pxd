@@ -29,6 +29,8 @@ cdef class Fanout:
     cdef void _drained(self) noexcept
     cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
                                object exclude, bint control) except -1
+    cdef Py_ssize_t _broadcast_mixed(self, dict members, bytes frame_v1, bytes frame_v2,
+                                     object exclude, bint control) except -1
     cdef int _flush_all(self) except -1
 
 
@@ -53,6 +55,7 @@ cdef class Peer(WSListener):
         bint _trim_pending
         readonly bint closing
         readonly bint overflowed
+        public bint v2
 
     cdef void _drop(self, Py_ssize_t size) noexcept
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1

@@ -145,6 +145,35 @@ cdef class Fanout:
         return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
                                exclude, False)
 
+    cdef Py_ssize_t _broadcast_mixed(self, dict members, bytes frame_v1, bytes frame_v2,
+                                     object exclude, bint control) except -1:
+        cdef Py_ssize_t pos = 0, sent = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Peer peer
+        cdef PyObject* skip = <PyObject*>exclude
+        cdef const char* data1 = PyBytes_AS_STRING(frame_v1)
+        cdef const char* data2 = PyBytes_AS_STRING(frame_v2)
+        cdef Py_ssize_t size1 = PyBytes_GET_SIZE(frame_v1)
+        cdef Py_ssize_t size2 = PyBytes_GET_SIZE(frame_v2)
+        while PyDict_Next(members, &pos, &key, &value):
+            if value == skip:
+                continue
+            if not isinstance(<object>value, Peer):
+                raise TypeError("room members must be roomer Peer objects")
+            peer = <Peer>value
+            if peer.v2:
+                sent += peer._enqueue(data2, size2, control)
+            else:
+                sent += peer._enqueue(data1, size1, control)
+        return sent
+
+    def broadcast_mixed(self, dict members not None, bytes frame_v1 not None,
+                        bytes frame_v2 not None, exclude=None, bint control=False):
+        """One message framed once per protocol version: each peer gets ``frame_v2`` if
+        its ``v2`` flag is set, else ``frame_v1`` (a control message with ``control``)."""
+        return self._broadcast_mixed(members, frame_v1, frame_v2, exclude, control)
+
     def broadcast_control(self, dict members not None, bytes frame not None, exclude=None):
         """Like ``broadcast`` for a control frame (presence): never dropped below the
         hard limit."""
@@ -236,11 +265,13 @@ cdef class Fanout:
 cdef class Peer(WSListener):
     """One receiver's outbox; also the picows listener of its connection.
 
-    The server subclasses it; ``attach`` is called once the WebSocket is up.
+    The server subclasses it; ``attach`` is called once the WebSocket is up. ``v2``
+    says which frame of ``Fanout.broadcast_mixed`` it takes (its protocol version).
     """
 
     def __init__(self, Fanout engine not None):
         self.engine = engine
+        self.v2 = False
         self.transport = None
         self._ws = None
         self._write = None

@@ -112,6 +112,23 @@ class Fanout:
         ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
         return self._broadcast(members, frame, exclude, False)
 
+    def broadcast_mixed(self, members: dict[Any, Peer], frame_v1: bytes, frame_v2: bytes,
+                        exclude: object = None, control: bool = False) -> int:
+        """One message framed once per protocol version: each peer gets ``frame_v2`` if
+        its ``v2`` flag is set, else ``frame_v1`` (a control message with ``control``)."""
+        _exact(members, dict, "members")
+        _exact(frame_v1, bytes, "frame_v1")
+        _exact(frame_v2, bytes, "frame_v2")
+        control = bool(control)
+        sent = 0
+        for peer in members.values():
+            if peer is exclude:
+                continue
+            if not isinstance(peer, Peer):
+                raise TypeError("room members must be roomer Peer objects")
+            sent += peer._enqueue(frame_v2 if peer.v2 else frame_v1, control)
+        return sent
+
     def broadcast_control(self, members: dict[Any, Peer], frame: bytes,
                           exclude: object = None) -> int:
         """Like ``broadcast`` for a control frame (presence): never dropped below the
@@ -188,6 +205,7 @@ class Peer(WSListener):
     def __init__(self, engine: Fanout) -> None:
         _exact(engine, Fanout, "engine")
         self.engine = engine
+        self.v2 = False  # which frame of broadcast_mixed it takes
         self.transport: Any = None
         self._write: Callable[[bytes], Any] | None = None
         self._buf = bytearray()

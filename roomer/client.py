@@ -18,7 +18,7 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from . import codec
-from .errors import ProtocolError, RoomerError
+from .errors import ClientError, ProtocolError
 
 __all__ = ["ClientError", "Room", "connect"]
 
@@ -26,19 +26,6 @@ log = logging.getLogger("roomer.client")
 
 ROOT = "root"
 Payload = bytes | bytearray | memoryview | str
-
-
-class ClientError(RoomerError):
-    """An ``error`` event the server sent for a request of this client (a refused join...).
-
-    ``code`` is the server's error code (``join_denied``, ``invalid_name``...).
-    """
-
-    def __init__(self, code: str, message: str, event: str = "") -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.server_message = message
-        self.event = event
 
 
 class Room:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["Deny", "ExtensionMismatch", "ProtocolError", "RoomerError"]
+__all__ = ["AskTimeout", "ClientError", "Deny", "ExtensionMismatch", "ProtocolError",
+           "RoomerError"]
 
 
 class RoomerError(Exception):
@@ -64,3 +65,24 @@ class ExtensionMismatch(RuntimeError):
     Raised at import (never silently replaced by the pure-Python twin): roomer._fanout
     bakes picows' C layout in, so it only loads beside the exact picows it was built with.
     """
+
+
+class ClientError(RoomerError):
+    """The other side refused a request: an ``error`` event a server sent for a request of
+    a client (a refused join...), or an error reply to an ask (either way).
+
+    ``code`` is the refusing side's error code (``join_denied``, ``invalid_name``...).
+    """
+
+    def __init__(self, code: str, message: str, event: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.server_message = message
+        self.event = event
+
+
+class AskTimeout(RoomerError, TimeoutError):
+    """An ask (docs/protocol.md §7) got no reply within its timeout; nothing waits on it
+    any more, and a late reply is counted and ignored."""
+
+    code = "timeout"

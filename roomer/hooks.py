@@ -1,5 +1,6 @@
-"""Lifecycle hooks (on_connect, on_disconnect, on_join, on_leave): sync or async, run in
-registration order; the first that raises stops the rest."""
+"""Lifecycle hooks of a namespace (docs/protocol.md §6: on_connect, on_connected,
+on_disconnect, on_join, on_joined, on_leave, on_left, and the on_event catch-all): sync
+or async, run in registration order; the first that raises stops the rest."""
 
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ Hook = Callable[..., Any]
 
 
 class Hooks:
-    """The hook lists of one server."""
+    """The hook lists of one namespace."""
 
-    __slots__ = ("connect", "disconnect", "join", "leave")
+    __slots__ = ("connect", "connected", "disconnect", "event", "join", "joined", "leave",
+                 "left")
 
     def __init__(self) -> None:
         self.connect: list[Hook] = []
+        self.connected: list[Hook] = []
         self.disconnect: list[Hook] = []
         self.join: list[Hook] = []
+        self.joined: list[Hook] = []
         self.leave: list[Hook] = []
+        self.left: list[Hook] = []
+        self.event: list[Hook] = []
 
     @staticmethod
     def add(hooks: list[Hook], fn: Hook) -> Hook:

@@ -22,7 +22,10 @@ from .config import Config
 from .errors import Deny
 from .static_files import StaticFiles
 
-__all__ = ["HttpSide", "connection_tokens"]
+__all__ = ["HttpSide", "connection_tokens", "subprotocol"]
+
+# Subprotocols a client may offer (docs/protocol.md §1), the first known one winning.
+SUBPROTOCOLS = {"roomer.v2": True, "roomer.v1": False}
 
 log = logging.getLogger("roomer")
 
@@ -48,6 +51,16 @@ def connection_tokens(request: WSUpgradeRequest) -> set[str]:
             for token in value.split(",")}
 
 
+def subprotocol(request: WSUpgradeRequest) -> str | None:
+    """The roomer subprotocol the client offered first (None: plain v1, none named)."""
+    for value in request.headers.getall("Sec-WebSocket-Protocol", ()):
+        for token in value.split(","):
+            name = token.strip()
+            if name in SUBPROTOCOLS:
+                return name
+    return None
+
+
 def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
     """What is wrong with a WebSocket upgrade request (RFC 6455 §4.2.1), or None."""
     headers = request.headers
@@ -71,7 +84,7 @@ class HttpSide:
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],
                  closing: Callable[[], bool],
-                 accept: Callable[[WSUpgradeRequest, Any], Any]) -> None:
+                 accept: Callable[[WSUpgradeRequest, Any, bool], Any]) -> None:
         self.config = config
         self.routes = routes
         self._metrics_text = metrics_text
@@ -112,7 +125,13 @@ class HttpSide:
                     claims.close()
                 log.error("authorize returned an awaitable: it must decide synchronously")
                 return http_error(500, b"internal error\n")
-        return self._accept(request, claims)
+        protocol = subprotocol(request)
+        listener = self._accept(request, claims, protocol is not None and SUBPROTOCOLS[protocol])
+        if protocol is None:
+            return listener
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": protocol}),
+            listener)
 
     def _plain(self, path: str, request: WSUpgradeRequest) -> Any:
         if path == "/healthz":

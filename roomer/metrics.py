@@ -11,7 +11,7 @@ __all__ = ["BACKPLANE_COUNTERS", "BACKPLANE_GAUGES", "COUNTERS", "ERROR_CODES", 
 ERROR_CODES = (
     "malformed", "invalid_name", "join_denied", "leave_denied", "too_many_rooms",
     "reserved_event", "no_such_client", "handler_error", "forbidden", "not_member",
-    "rate_limited",
+    "rate_limited", "no_handler", "no_such_namespace", "namespace_denied", "not_connected",
 )
 
 # What /metrics shows: (stats key, exposed name, help). Counters end in _total, as
@@ -38,6 +38,11 @@ COUNTERS = (
      "Clients closed for passing their rate or error limit."),
     ("turn_holds", "roomer_turn_holds_total",
      "Times a client was read again next turn because it used up its turn."),
+    ("asks_in", "roomer_asks_in_total", "Asks of v2 clients given to a handler."),
+    ("asks_out", "roomer_asks_out_total", "Asks the server sent to v2 clients."),
+    ("ask_timeouts", "roomer_ask_timeouts_total", "Asks of the server that got no answer."),
+    ("unknown_replies", "roomer_unknown_replies_total",
+     "Replies to no waiting ask of the server (unknown id, or timed out), ignored."),
 )
 
 # With a backplane (roomer.backplane.Cluster.state()).
@@ -72,6 +77,10 @@ class Metrics:
             "dropped_slow_disconnects": 0,
             "abuse_closes": 0,
             "turn_holds": 0,
+            "asks_in": 0,
+            "asks_out": 0,
+            "ask_timeouts": 0,
+            "unknown_replies": 0,
         }
         self.errors: dict[str, int] = dict.fromkeys(ERROR_CODES, 0)
 

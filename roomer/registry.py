@@ -1,29 +1,33 @@
-"""Who is connected and who is in which room, with the presence messages membership
-changes send (DESIGN §2), here and, with a backplane, on the other nodes. No socket I/O:
-frames go to the fan-out engine and to the cluster.
+"""Who is connected and who is in which room of a namespace, with the presence messages
+membership changes send (DESIGN §2), here and, with a backplane, on the other nodes. No
+socket I/O: frames go to the fan-out engine and to the cluster.
 
 Acks and presence are control frames: never dropped to make room (a client awaiting
 its join_ack must get it); a receiver that cannot take them is cut off instead.
 
-With a backplane (``cluster`` set, a :class:`roomer.backplane.Cluster`) the registry is
-also the cluster's :class:`~roomer.backplane.ClusterEvents`: what other nodes publish
-into a room reaches this node's members of it, their members appear in member lists,
-and their joins and leaves are presence here.
+Frames are encoded once as v1 and given to v2 receivers as v2 (roomer/frames.py): the
+default namespace's rooms may hold both kinds of client; any other namespace's only v2.
+
+With a backplane (``cluster`` set, a :class:`roomer.backplane.Cluster`) a room of
+namespace ``N`` is followed on the cluster as ``N\\x00room`` (the default namespace's as
+``room``); :class:`Nodes` is the cluster's :class:`~roomer.backplane.ClusterEvents` and
+hands what other nodes publish to the registry of its namespace.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, frames
 
 if TYPE_CHECKING:
     from .backplane import Cluster
     from .server import Connection
 
-__all__ = ["CLOSING", "CONNECTING", "GONE", "OPEN", "ROOT", "Registry"]
+__all__ = ["CLOSING", "CONNECTING", "GONE", "OPEN", "ROOT", "Nodes", "Registry",
+           "direct_envelope"]
 
 ROOT = "root"
 
@@ -31,43 +35,71 @@ ROOT = "root"
 # handled), disconnected (out of every room).
 CONNECTING, OPEN, CLOSING, GONE = range(4)
 
+# Called after a member joined or left a room (the namespace's on_joined/on_left hooks).
+Membership = Callable[["Connection", str], None]
+
 
 class Registry:
-    """Connections by id and rooms by name; a room is a dict id -> Connection in join
-    order (the fan-out engine iterates it directly). An empty room is deleted."""
+    """The rooms of one namespace by name; a room is a dict id -> Connection in join
+    order (the fan-out engine iterates it directly). An empty room is deleted.
+    ``conns`` (every connection by id) is shared by the server's namespaces."""
 
-    __slots__ = ("_listings", "cluster", "conns", "engine", "rooms", "root_presence")
+    __slots__ = ("_listings", "_v2_conns", "_v2_members", "cluster", "conns", "engine",
+                 "joined", "left", "namespace", "rooms", "root_presence")
 
-    def __init__(self, root_presence: bool) -> None:
+    def __init__(self, root_presence: bool, namespace: str = "",
+                 conns: dict[str, Connection] | None = None) -> None:
+        self.namespace = namespace
         self.root_presence = root_presence
-        self.conns: dict[str, Connection] = {}
+        self.conns: dict[str, Connection] = {} if conns is None else conns
         self.rooms: dict[str, dict[str, Connection]] = {}
         self.engine: Any = None  # the fan-out engine, set when the server starts
         self.cluster: Cluster | None = None  # set when the server starts with a backplane
+        self.joined: Membership | None = None
+        self.left: Membership | None = None
         # The JSON member list of a room, kept until its membership changes: re-joins
         # (and joins into a big, stable room) do not re-encode it each time.
         self._listings: dict[str, str] = {}
+        # v2 members per room of the default namespace, and v2 connections: a room (or a
+        # broadcast to all) without any gets v1 frames only.
+        self._v2_members: dict[str, int] = {}
+        self._v2_conns = 0
 
     def quiet(self, room: str) -> bool:
-        """Root sends no presence unless root_presence (O(N²) in a connect storm)."""
-        return room == ROOT and not self.root_presence
+        """Root sends no presence unless root_presence (O(N²) in a connect storm); a
+        namespace's root never does."""
+        return room == ROOT and (self.namespace != "" or not self.root_presence)
 
-    # connections --------------------------------------------------------------------
+    def key(self, room: str) -> str:
+        """The room's name on the cluster."""
+        return f"{self.namespace}\x00{room}" if self.namespace else room
+
+    def rooms_of(self, conn: Connection) -> dict[str, None] | None:
+        """The rooms ``conn`` is in here (None: not connected to this namespace)."""
+        if not self.namespace:
+            return conn._rooms
+        spaces = conn._spaces
+        view = None if spaces is None else spaces.get(self.namespace)
+        return None if view is None else view._rooms
+
+    def frame(self, conn: Connection, room: str, event: str, dst: str, src: str,
+              payload: frames.Payload, kind: int = frames.EVENT, id: int = 0) -> bytes:
+        """A message to one connection, in its protocol version."""
+        return frames.encode(conn.v2, self.namespace, room, event, dst, src, payload, kind, id)
+
+    # connections (the default namespace's registry keeps ``conns``) -----------------
 
     def accept(self, conn: Connection) -> None:
         self.conns[conn.id] = conn
+        self._v2_conns += conn.v2
         if self.cluster is not None:
             self.cluster.local_connected(conn.id)
 
-    def drop(self, conn: Connection) -> list[str]:
-        """``conn`` is gone: out of every room (no acks); the rooms it was in."""
-        left = list(conn._rooms)
-        for room in left:
-            self.remove_member(conn, room, ack=False)
+    def drop(self, conn: Connection) -> None:
         del self.conns[conn.id]
+        self._v2_conns -= conn.v2
         if self.cluster is not None:
             self.cluster.local_disconnected(conn.id)
-        return left
 
     # membership -----------------------------------------------------------------------
 
@@ -75,7 +107,7 @@ class Registry:
         """Ids of ``room``'s members here, then on the other nodes."""
         local = list(self.rooms.get(room, ()))
         if self.cluster is not None and local:
-            local += self.cluster.remote_members(room)
+            local += self.cluster.remote_members(self.key(room))
         return local
 
     def _listing(self, room: str) -> str:
@@ -84,30 +116,41 @@ class Registry:
             listing = self._listings[room] = json.dumps(self.members(room))
         return listing
 
-    def add_member(self, conn: Connection, room: str) -> Awaitable[None] | None:
-        """Put ``conn`` in ``room``: join_ack to it, new_member to the others if it was
-        not there yet (a re-join re-sends the join_ack only). With a backplane, the first
-        member of a room on this node waits (an awaitable is returned) until the other
-        nodes' members are known, so its join_ack lists them."""
+    def add_member(self, conn: Connection, room: str, *, reply: int = 0, ack: bool = True,
+                   announce: bool = True) -> Awaitable[None] | None:
+        """Put ``conn`` in ``room``: join_ack to it (or, for an ask, the reply ``reply``;
+        nothing without ``ack``), new_member to the others if it was not there yet (a
+        re-join re-sends the join_ack only), then ``joined`` (not for the root join that
+        comes with connecting: ``announce`` False). With a backplane, the first member of
+        a room on this node waits (an awaitable is returned) until the other nodes'
+        members are known, so its join_ack lists them."""
         members = self.rooms.get(room)
         if members is None or conn.id not in members:
             cluster = self.cluster
             if cluster is not None:
-                cluster.local_joined(room, conn.id)
-                if not cluster.ready(room):
-                    return self._add_when_ready(conn, room)
-        self._add_now(conn, room)
+                key = self.key(room)
+                cluster.local_joined(key, conn.id)
+                if not cluster.ready(key):
+                    return self._add_when_ready(conn, room, reply, ack, announce)
+        self._add_now(conn, room, reply, ack, announce)
         return None
 
-    async def _add_when_ready(self, conn: Connection, room: str) -> None:
+    async def _add_when_ready(self, conn: Connection, room: str, reply: int, ack: bool,
+                              announce: bool) -> None:
         assert self.cluster is not None
-        await self.cluster.room_ready(room)
-        if conn._state == OPEN:
-            self._add_now(conn, room)
-        elif room not in conn._rooms:
-            self.cluster.local_left(room, conn.id)  # gone while the others were asked
+        key = self.key(room)
+        await self.cluster.room_ready(key)
+        rooms = self.rooms_of(conn)
+        if conn._state == OPEN and rooms is not None:
+            self._add_now(conn, room, reply, ack, announce)
+        elif rooms is None or room not in rooms:
+            self.cluster.local_left(key, conn.id)  # gone while the others were asked
 
-    def _add_now(self, conn: Connection, room: str) -> None:
+    def _add_now(self, conn: Connection, room: str, reply: int, ack: bool,
+                 announce: bool) -> None:
+        rooms = self.rooms_of(conn)
+        if rooms is None:
+            return  # left the namespace meanwhile
         members = self.rooms.get(room)
         if members is None:
             members = self.rooms[room] = {}
@@ -115,60 +158,121 @@ class Registry:
         fresh = conn.id not in members
         if fresh:
             members[conn.id] = conn
-            conn._rooms[room] = None
+            rooms[room] = None
             self._listings.pop(room, None)
-        listed = json.dumps([conn.id]) if quiet else self._listing(room)
-        conn.send_control(codec.encode_frame(room, "join_ack", "", conn.id, listed))
-        if fresh and not quiet:
-            self.engine.broadcast_control(
-                members, codec.encode_frame(room, "new_member", "", "", conn.id), conn)
+            if conn.v2 and not self.namespace:
+                self._v2_members[room] = self._v2_members.get(room, 0) + 1
+        if ack:
+            listed = json.dumps([conn.id]) if quiet else self._listing(room)
+            if reply:
+                conn.send_control(self.frame(conn, room, "join", "", conn.id, listed,
+                                             frames.REPLY, reply))
+            else:
+                conn.send_control(self.frame(conn, room, "join_ack", "", conn.id, listed))
+        if fresh:
+            if not quiet:
+                self._fan(room, members,
+                          codec.encode_frame(room, "new_member", "", "", conn.id), conn, True)
+            if announce and self.joined is not None:
+                self.joined(conn, room)
 
-    def remove_member(self, conn: Connection, room: str, *, ack: bool) -> None:
-        """Take ``conn`` out of ``room``: leave_ack to it when ``ack``, member_left to
-        the rest (here and on the other nodes) if it was a member."""
+    def remove_member(self, conn: Connection, room: str, *, ack: bool,
+                      reply: int = 0) -> None:
+        """Take ``conn`` out of ``room``: leave_ack to it (or the reply ``reply``) when
+        ``ack``, member_left to the rest (here and on the other nodes) if it was one."""
         members = self.rooms.get(room)
         was_member = members is not None and members.pop(conn.id, None) is not None
-        conn._rooms.pop(room, None)
+        rooms = self.rooms_of(conn)
+        if rooms is not None:
+            rooms.pop(room, None)
         if ack:
-            conn.send_control(codec.encode_frame(room, "leave_ack", "", conn.id, conn.id))
+            if reply:
+                conn.send_control(self.frame(conn, room, "leave", "", conn.id, conn.id,
+                                             frames.REPLY, reply))
+            else:
+                conn.send_control(self.frame(conn, room, "leave_ack", "", conn.id, conn.id))
         if not was_member or members is None:
             return
         self._listings.pop(room, None)
+        if conn.v2 and not self.namespace:
+            left = self._v2_members.get(room, 0) - 1
+            if left > 0:
+                self._v2_members[room] = left
+            else:
+                self._v2_members.pop(room, None)
         if self.cluster is not None:
-            self.cluster.local_left(room, conn.id)
+            self.cluster.local_left(self.key(room), conn.id)
         if not members:
             del self.rooms[room]
         elif not self.quiet(room):
-            self.engine.broadcast_control(
-                members, codec.encode_frame(room, "member_left", "", "", conn.id))
+            self._fan(room, members,
+                      codec.encode_frame(room, "member_left", "", "", conn.id), None, True)
+        if self.left is not None:
+            self.left(conn, room)
 
-    # sending across nodes -------------------------------------------------------------
+    def leave_all(self, conn: Connection) -> None:
+        """``conn`` leaves every room of this namespace (no acks)."""
+        rooms = self.rooms_of(conn)
+        for room in list(rooms or ()):
+            self.remove_member(conn, room, ack=False)
+
+    # sending --------------------------------------------------------------------------
+
+    def _fan(self, room: str, members: dict[str, Connection], frame: bytes,
+             exclude: Connection | None, control: bool = False) -> int:
+        """Queue the v1 ``frame`` to ``members`` but ``exclude``, each in its version."""
+        engine = self.engine
+        if self.namespace:  # every member speaks v2
+            v2 = frames.as_v2(frame, self.namespace)
+            sent: int = (engine.broadcast_control if control else engine.broadcast)(
+                members, v2, exclude)
+            return sent
+        if room not in self._v2_members:
+            sent = (engine.broadcast_control if control else engine.broadcast)(
+                members, frame, exclude)
+            return sent
+        sent = engine.broadcast_mixed(members, frame, frames.as_v2(frame, ""), exclude,
+                                      control)
+        return sent
+
+    def broadcast(self, room: str, frame: bytes, exclude: Connection | None) -> int:
+        """A v1 ``frame`` to ``room``'s members here but ``exclude``; how many took it."""
+        members = self.rooms.get(room)
+        if not members:
+            return 0
+        return self._fan(room, members, frame, exclude)
+
+    def broadcast_all(self, frame: bytes, exclude: Connection | None) -> int:
+        """A v1 ``frame`` to every connection of this namespace here but ``exclude``."""
+        if self.namespace:
+            return self.broadcast(ROOT, frame, exclude)
+        engine = self.engine
+        if not self._v2_conns:
+            sent: int = engine.broadcast(self.conns, frame, exclude)
+            return sent
+        sent = engine.broadcast_mixed(self.conns, frame, frames.as_v2(frame, ""), exclude)
+        return sent
+
+    def send(self, conn: Connection, frame: bytes) -> bool:
+        """A v1 data ``frame`` to one connection, in its version."""
+        if conn.v2:
+            return bool(conn.send_frame(frames.as_v2(frame, self.namespace)))
+        return bool(conn.send_frame(frame))
 
     def publish_room(self, room: str, frame: bytes, exclude: str | None) -> None:
         """After the local fan-out of a room broadcast: the other nodes' members too."""
         if self.cluster is not None:
-            self.cluster.publish_room(room, frame, exclude)
+            self.cluster.publish_room(self.key(room), frame, exclude)
 
     def publish_all(self, frame: bytes, exclude: str | None) -> None:
-        if self.cluster is not None:
+        if self.cluster is None:
+            return
+        if self.namespace:
+            self.cluster.publish_room(self.key(ROOT), frame, exclude)
+        else:
             self.cluster.publish_all(frame, exclude)
 
-    # what other nodes publish (roomer.backplane.ClusterEvents) ------------------------
-
-    def remote_frame(self, room: str, frame: bytes, exclude: str | None) -> None:
-        members = self.rooms.get(room)
-        if members:
-            self.engine.broadcast(members, frame, self.conns.get(exclude) if exclude else None)
-
-    def remote_frame_all(self, frame: bytes, exclude: str | None) -> None:
-        self.engine.broadcast(self.conns, frame, self.conns.get(exclude) if exclude else None)
-
-    def remote_direct(self, member: str, frame: bytes) -> bool:
-        conn = self.conns.get(member)
-        if conn is None or conn._state != OPEN:
-            return False
-        conn.send_frame(frame)
-        return True
+    # what other nodes publish ---------------------------------------------------------
 
     def remote_joined(self, room: str, member: str) -> None:
         self._presence(room, "new_member", member)
@@ -180,5 +284,57 @@ class Registry:
         self._listings.pop(room, None)
         members = self.rooms.get(room)
         if members and not self.quiet(room):
-            self.engine.broadcast_control(
-                members, codec.encode_frame(room, event, "", "", member))
+            self._fan(room, members, codec.encode_frame(room, event, "", "", member), None,
+                      True)
+
+
+class Nodes:
+    """The cluster's :class:`~roomer.backplane.ClusterEvents`: what other nodes publish,
+    handed to the registry of its namespace (a room name on the cluster is
+    ``namespace\\x00room``, the default namespace's is the room itself)."""
+
+    __slots__ = ("registries",)
+
+    def __init__(self, registries: dict[str, Registry]) -> None:
+        self.registries = registries
+
+    def _split(self, key: str) -> tuple[Registry | None, str]:
+        namespace, sep, room = key.partition("\x00")
+        if not sep:
+            return self.registries.get(""), key
+        return self.registries.get(namespace), room
+
+    def remote_frame(self, room: str, frame: bytes, exclude: str | None) -> None:
+        registry, name = self._split(room)
+        if registry is not None:
+            registry.broadcast(name, frame, registry.conns.get(exclude) if exclude else None)
+
+    def remote_frame_all(self, frame: bytes, exclude: str | None) -> None:
+        registry = self.registries[""]
+        registry.broadcast_all(frame, registry.conns.get(exclude) if exclude else None)
+
+    def remote_direct(self, member: str, frame: bytes) -> bool:
+        # A direct message crosses as its namespace (1 byte of length), then a v1 frame.
+        registry = self.registries.get(frame[1:1 + frame[0]].decode())
+        conn = registry.conns.get(member) if registry is not None else None
+        if registry is None or conn is None or conn._state != OPEN or (
+                registry.rooms_of(conn) is None):
+            return False
+        registry.send(conn, frame[1 + frame[0]:])
+        return True
+
+    def remote_joined(self, room: str, member: str) -> None:
+        registry, name = self._split(room)
+        if registry is not None:
+            registry.remote_joined(name, member)
+
+    def remote_left(self, room: str, member: str) -> None:
+        registry, name = self._split(room)
+        if registry is not None:
+            registry.remote_left(name, member)
+
+
+def direct_envelope(namespace: str, frame: bytes) -> bytes:
+    """What a direct message to a client on another node carries (see Nodes)."""
+    raw = namespace.encode()
+    return bytes((len(raw),)) + raw + frame

@@ -26,12 +26,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from .errors import Deny, ProtocolError, RoomerError
-from .handlers import RESERVED_EVENTS, registered
+from . import codec, frames
+from .errors import ClientError, Deny, ProtocolError, RoomerError
+from .handlers import RESERVED_EVENTS, Handler, registered
 from .hooks import Hook, Hooks
 from .message import Message
-from .registry import CONNECTING, OPEN, ROOT
+from .namespaces import Namespace, NamespaceConnection, reply_payload
+from .registry import CONNECTING, OPEN, ROOT, direct_envelope
 
 if TYPE_CHECKING:
     from .server import Connection, Server
@@ -40,8 +41,8 @@ __all__ = ["BACKLOG_PAUSE", "Router", "name_ok"]
 
 log = logging.getLogger("roomer")
 
-# What a join or leave does once its hooks agreed: an awaitable when it must wait.
-Apply = Callable[["Connection", str], "Awaitable[None] | None"]
+# v2 only: the events that connect to and leave a namespace (docs/protocol.md §6).
+NAMESPACE_EVENTS = frozenset({"connect", "disconnect"})
 
 # Messages a connection may queue while it is busy or held; past this its reads are
 # paused, so a client cannot grow server memory without bound.
@@ -59,9 +60,7 @@ class Router:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.config = server.config
-        self.registry = server.registry
         self.metrics = server.metrics
-        self.hooks = server.hooks
         self._held: list[Connection] = []
         self._turn = 0
         self._tick_pending = False
@@ -213,14 +212,21 @@ class Router:
             if not conn._busy:
                 self.drain(conn)
 
-    # replies -------------------------------------------------------------------------
+    # replies -----------------------------------------------------------------------
 
     def error(self, conn: Connection, code: str, message: str, room: str = ROOT,
-              event: str = "") -> None:
-        """An ``error`` reply (a control frame: never dropped to make room)."""
+              event: str = "", namespace: str = "", ask: int = 0) -> None:
+        """An ``error`` event, or for an ask its error reply (control frames: never
+        dropped to make room)."""
         self.metrics.error(code)
-        body = json.dumps({"code": code, "message": message, "event": event})
-        conn.send_control(codec.encode_frame(room, "error", "", "", body))
+        if ask:
+            body = json.dumps({"code": code, "message": message})
+            frame = frames.encode(True, namespace, room, event, "", "", body,
+                                  frames.ERROR_REPLY, ask)
+        else:
+            body = json.dumps({"code": code, "message": message, "event": event})
+            frame = frames.encode(conn.v2, namespace, room, "error", "", "", body)
+        conn.send_control(frame)
         limit = self.config.error_limit
         if limit is None:
             return
@@ -233,154 +239,307 @@ class Router:
         if conn._errors > count and conn._state == OPEN:
             self.server._abuse(conn, "too many errors")
 
-    # DESIGN §3 -----------------------------------------------------------------------
+    def _reply(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
+               value: object) -> None:
+        conn.send_control(frames.encode(True, ns.name, room, event, "", "",
+                                        reply_payload(value), frames.REPLY, ask))
+
+    # DESIGN §3, docs/protocol.md §6-§7 ------------------------------------------------
 
     def dispatch(self, conn: Connection, data: bytes) -> Awaitable[None] | None:
-        """Route one client message (DESIGN §3). An awaitable when async work remains."""
-        config = self.config
-        counters = self.metrics.counters
-        counters["messages_in"] += 1
+        """Route one client message. An awaitable when async work remains."""
+        self.metrics.counters["messages_in"] += 1
+        if conn.v2:
+            return self._dispatch_v2(conn, data)
         try:
             room, event, dst, payload = codec.decode_client(data)
         except ProtocolError as exc:
-            if exc.code == "invalid_name":
-                bad_room, bad_event = exc.room, exc.event
-                self.error(
-                    conn, "invalid_name", str(exc),
-                    bad_room if bad_room and name_ok(bad_room, config.max_room_name) else ROOT,
-                    bad_event if bad_event and name_ok(bad_event, config.max_event_name)
-                    else "")
-            else:
-                self.error(conn, "malformed", str(exc))
+            self._undecodable(conn, exc, "", 0)
             return None
+        return self._route(conn, self.server.default, 0, room, event, dst, payload)
+
+    def _dispatch_v2(self, conn: Connection, data: bytes) -> Awaitable[None] | None:
+        try:
+            kind, ask, name, room, event, dst, payload = codec.decode_client_v2(data)
+        except ProtocolError as exc:
+            asked = exc.id if exc.kind == frames.ASK and exc.id else 0
+            self._undecodable(conn, exc, exc.namespace or "", asked)
+            return None
+        if kind >= frames.REPLY:
+            self._answered(conn, kind, ask, payload)
+            return None
+        ns = self.server._namespaces.get(name)
+        if ns is None:
+            self.error(conn, "no_such_namespace", "no such namespace",
+                       room if name_ok(room, self.config.max_room_name) else ROOT,
+                       event if name_ok(event, self.config.max_event_name) else "",
+                       name if name_ok(name, self.config.max_event_name) else "", ask)
+            return None
+        connected = not name or ns.view(conn) is not None
+        if event in NAMESPACE_EVENTS:  # its room and payload are not used
+            room = room if name_ok(room, self.config.max_room_name) else ROOT
+            if event == "connect":
+                if not connected:
+                    return self._connect(conn, ns, ask, room)
+                if ask:  # connected already: nothing to do
+                    self._reply(conn, ns, ask, room, event, None)
+            elif not name:
+                self.error(conn, "forbidden", "the default namespace cannot be left",
+                           room, event, name, ask)
+            elif not connected:
+                self.error(conn, "not_connected", "not connected to the namespace", room,
+                           event, name, ask)
+            else:
+                ns.leave_namespace(conn)
+                if ask:
+                    self._reply(conn, ns, ask, room, event, None)
+            return None
+        if not connected:
+            self.error(conn, "not_connected", "connect to the namespace first", room, event,
+                       name, ask)
+            return None
+        return self._route(conn, ns, ask, room, event, dst, payload)
+
+    def _undecodable(self, conn: Connection, exc: ProtocolError, namespace: str,
+                     ask: int) -> None:
+        config = self.config
+        if exc.code == "invalid_name":
+            bad_room, bad_event = exc.room, exc.event
+            self.error(
+                conn, "invalid_name", str(exc),
+                bad_room if bad_room and name_ok(bad_room, config.max_room_name) else ROOT,
+                bad_event if bad_event and name_ok(bad_event, config.max_event_name) else "",
+                namespace if name_ok(namespace, config.max_event_name) else "", ask)
+        else:
+            self.error(conn, "malformed", str(exc), ROOT, "", "", ask)
+
+    def _route(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
+               dst: str, payload: bytes) -> Awaitable[None] | None:
+        """DESIGN §3's checks and routing, in namespace ``ns``; ``ask`` non-zero for an
+        ask (its refusals are error replies, and something always answers it)."""
+        config = self.config
+        name = ns.name
         if not name_ok(room, config.max_room_name):
-            self.error(conn, "invalid_name",
-                       f"room names are 1-{config.max_room_name} bytes", ROOT,
-                       event if name_ok(event, config.max_event_name) else "")
+            self.error(conn, "invalid_name", f"room names are 1-{config.max_room_name} bytes",
+                       ROOT, event if name_ok(event, config.max_event_name) else "", name, ask)
             return None
         if not name_ok(event, config.max_event_name):
             self.error(conn, "invalid_name",
-                       f"event names are 1-{config.max_event_name} bytes", room)
+                       f"event names are 1-{config.max_event_name} bytes", room, "", name, ask)
             return None
         if event == "join":
-            return self._client_join(conn, room)
+            return self._client_join(conn, ns, room, ask)
         if event == "leave":
-            return self._client_leave(conn, room)
+            return self._client_leave(conn, ns, room, ask)
         if event in RESERVED_EVENTS:
-            self.error(conn, "reserved_event", f"{event!r} is reserved", room, event)
+            self.error(conn, "reserved_event", f"{event!r} is reserved", room, event, name,
+                       ask)
             return None
         if dst:
-            frame = codec.encode_frame(room, event, dst, conn.id, payload)
-            target = self.registry.conns.get(dst)
-            if target is not None:
-                counters["direct"] += 1
-                target.send_frame(frame)
-            elif self.registry.cluster is not None:
-                # Another node may hold it; if none does, the error comes when it says so.
-                self.registry.cluster.send_direct(dst, frame).add_done_callback(
-                    lambda found: self._direct_done(found, conn, room, event))
-            else:
-                self.error(conn, "no_such_client", "no client with that id", room, event)
-            return None
-        handler = self.server._handlers.get(event) or registered().get(event)
-        if handler is not None:
-            counters["handled"] += 1
-            msg = Message(room, event, dst, conn.id, payload)
-            try:
-                result = handler(conn, msg)
-            except Exception as exc:
-                self._handler_failed(conn, exc, room, event)
+            if ask:
+                self.error(conn, "forbidden", "asks are answered by the server", room, event,
+                           name, ask)
                 return None
-            if inspect.isawaitable(result):
-                return self._await_handler(conn, result, room, event)
+            self._direct(conn, ns, room, event, dst, payload)
+            return None
+        handler = ns.handlers.get(event)
+        if handler is None and not name:
+            handler = registered().get(event)
+        if handler is None and ns.hooks.event:
+            handler = ns.hooks.event[0]
+        if handler is not None:
+            return self._call(conn, ns, handler, ask, room, event, dst, payload)
+        if ask:
+            self.error(conn, "no_handler", f"nothing answers {event!r}", room, event, name, ask)
             return None
         if room == ROOT and not config.allow_root_broadcast:
-            self.error(conn, "forbidden", "broadcasting into root is not allowed", room, event)
+            self.error(conn, "forbidden", "broadcasting into root is not allowed", room, event,
+                       name)
             return None
-        members = self.registry.rooms.get(room)
+        registry = ns.registry
+        members = registry.rooms.get(room)
         if members is None or conn.id not in members:
-            self.error(conn, "not_member", "join the room before sending to it", room, event)
+            self.error(conn, "not_member", "join the room before sending to it", room, event,
+                       name)
             return None
-        counters["relayed"] += 1
+        self.metrics.counters["relayed"] += 1
         frame = codec.encode_frame(room, event, "", conn.id, payload)
-        self.server._engine.broadcast(members, frame, conn)
-        self.registry.publish_room(room, frame, conn.id)
+        registry._fan(room, members, frame, conn)
+        registry.publish_room(room, frame, conn.id)
         return None
 
-    def _direct_done(self, found: asyncio.Future[bool], conn: Connection, room: str,
-                     event: str) -> None:
+    def _direct(self, conn: Connection, ns: Namespace, room: str, event: str, dst: str,
+                payload: bytes) -> None:
+        registry = ns.registry
+        frame = codec.encode_frame(room, event, dst, conn.id, payload)
+        target = registry.conns.get(dst)
+        if target is not None and registry.rooms_of(target) is not None:
+            self.metrics.counters["direct"] += 1
+            registry.send(target, frame)
+        elif target is None and registry.cluster is not None:
+            # Another node may hold it; if none does, the error comes when it says so.
+            registry.cluster.send_direct(dst, direct_envelope(ns.name, frame)).add_done_callback(
+                lambda found: self._direct_done(found, conn, ns.name, room, event))
+        else:
+            self.error(conn, "no_such_client", "no client with that id", room, event, ns.name)
+
+    def _direct_done(self, found: asyncio.Future[bool], conn: Connection, namespace: str,
+                     room: str, event: str) -> None:
         if found.cancelled() or found.exception() is not None:
             return
         if found.result():
             self.metrics.counters["direct"] += 1
         elif conn._state == OPEN:
-            self.error(conn, "no_such_client", "no client with that id", room, event)
+            self.error(conn, "no_such_client", "no client with that id", room, event,
+                       namespace)
 
-    def _handler_failed(self, conn: Connection, exc: Exception, room: str, event: str) -> None:
+    def _answered(self, conn: Connection, kind: int, ask: int, payload: bytes) -> None:
+        """A client's reply or error reply to an ask of the server."""
+        asks = conn._asks
+        waiter = asks.get(ask) if asks else None
+        if waiter is None or waiter.done():
+            self.metrics.counters["unknown_replies"] += 1
+            return
+        # Answering the server's own asks draws nothing from the client's rate limit.
+        limit = self.config.rate_limit
+        if limit is not None:
+            conn._tokens = min(limit[0], conn._tokens + 1.0)
+        if kind == frames.REPLY:
+            waiter.set_result(payload)
+            return
+        try:
+            info = json.loads(payload)
+            code, message = str(info["code"]), str(info.get("message", ""))
+        except (ValueError, TypeError, KeyError):
+            code, message = "malformed", "the error reply's payload is not its JSON object"
+        waiter.set_exception(ClientError(code, message))
+
+    # handlers ------------------------------------------------------------------------
+
+    def _call(self, conn: Connection, ns: Namespace, handler: Handler, ask: int, room: str,
+              event: str, dst: str, payload: bytes) -> Awaitable[None] | None:
+        self.metrics.counters["handled"] += 1
+        if ask:
+            self.metrics.counters["asks_in"] += 1
+        msg = Message(room, event, dst, conn.id, payload)
+        try:
+            result = handler(ns.view(conn), msg)
+        except Exception as exc:
+            self._handler_failed(conn, exc, room, event, ns.name, ask)
+            return None
+        if inspect.isawaitable(result):
+            return self._await_handler(conn, result, room, event, ns, ask)
+        if ask:
+            self._reply(conn, ns, ask, room, event, result)
+        return None
+
+    def _handler_failed(self, conn: Connection, exc: Exception, room: str, event: str,
+                        namespace: str = "", ask: int = 0) -> None:
+        code = "handler_error"
         if isinstance(exc, RoomerError):
             message = str(exc) or type(exc).__name__
+            if ask:  # an error reply carries the error's own code
+                code = exc.code
         else:
             log.error("handler for %r raised", event, exc_info=exc)
             message = "internal error"
-        self.error(conn, "handler_error", message, room, event)
+        self.error(conn, code, message, room, event, namespace, ask)
 
     async def _await_handler(self, conn: Connection, pending: Awaitable[Any], room: str,
-                             event: str) -> None:
+                             event: str, ns: Namespace, ask: int) -> None:
         try:
-            await pending
+            result = await pending
         except Exception as exc:
-            self._handler_failed(conn, exc, room, event)
+            self._handler_failed(conn, exc, room, event, ns.name, ask)
+            return
+        if ask and conn._state == OPEN:
+            self._reply(conn, ns, ask, room, event, result)
 
-    # join and leave ------------------------------------------------------------------
+    # join, leave, connect ------------------------------------------------------------
 
-    def _client_join(self, conn: Connection, room: str) -> Awaitable[None] | None:
-        if room in conn._rooms:
-            return self.registry.add_member(conn, room)
+    def _client_join(self, conn: Connection, ns: Namespace, room: str,
+                     ask: int) -> Awaitable[None] | None:
+        registry = ns.registry
+        rooms = registry.rooms_of(conn) or {}
+        if room in rooms:
+            return registry.add_member(conn, room, reply=ask)
         limit = self.config.max_rooms_per_connection
-        if limit is not None and room != ROOT and len(conn._rooms) - (ROOT in conn._rooms) >= limit:
+        if limit is not None and room != ROOT and len(rooms) - (ROOT in rooms) >= limit:
             self.error(conn, "too_many_rooms", f"at most {limit} rooms per connection",
-                       room, "join")
+                       room, "join", ns.name, ask)
             return None
-        return self._after_hooks(self.hooks.join, conn, room, "join", self.registry.add_member)
+        return self._after_hooks(
+            ns.hooks.join, (ns.view(conn), room), conn, ns, room, "join", "join_denied", ask,
+            lambda: registry.add_member(conn, room, reply=ask))
 
-    def _client_leave(self, conn: Connection, room: str) -> Awaitable[None] | None:
-        if room not in conn._rooms:
-            self.registry.remove_member(conn, room, ack=True)
+    def _client_leave(self, conn: Connection, ns: Namespace, room: str,
+                      ask: int) -> Awaitable[None] | None:
+        registry = ns.registry
+        if room not in (registry.rooms_of(conn) or {}):
+            registry.remove_member(conn, room, ack=True, reply=ask)
             return None
-        return self._after_hooks(self.hooks.leave, conn, room, "leave", self._leave_with_ack)
+        return self._after_hooks(
+            ns.hooks.leave, (ns.view(conn), room), conn, ns, room, "leave", "leave_denied",
+            ask, lambda: registry.remove_member(conn, room, ack=True, reply=ask))
 
-    def _leave_with_ack(self, conn: Connection, room: str) -> None:
-        self.registry.remove_member(conn, room, ack=True)
-        return None
+    def _connect(self, conn: Connection, ns: Namespace, ask: int,
+                 room: str) -> Awaitable[None] | None:
+        view = NamespaceConnection(conn, ns)
 
-    def _after_hooks(self, hooks: list[Hook], conn: Connection, room: str, event: str,
-                     apply: Apply) -> Awaitable[None] | None:
-        """Run a room's join/leave hooks, then ``apply(conn, room)`` unless one refused."""
+        def apply() -> Awaitable[None] | None:
+            if conn._spaces is None:
+                conn._spaces = {}
+            conn._spaces[ns.name] = view
+            pending = ns.registry.add_member(conn, ROOT, ack=False, announce=False)
+            if pending is not None:
+                return self._connected_later(conn, ns, ask, room, pending)
+            self._connected(conn, ns, ask, room)
+            return None
+
+        return self._after_hooks(ns.hooks.connect, (view,), conn, ns, room, "connect",
+                                 "namespace_denied", ask, apply)
+
+    async def _connected_later(self, conn: Connection, ns: Namespace, ask: int, room: str,
+                               pending: Awaitable[None]) -> None:
+        await pending
+        if conn._state == OPEN:
+            self._connected(conn, ns, ask, room)
+
+    def _connected(self, conn: Connection, ns: Namespace, ask: int, room: str) -> None:
+        if ask:
+            self._reply(conn, ns, ask, room, "connect", None)
+        self.server._after(ns.hooks.connected, ns.view(conn), what="on_connected")
+
+    def _after_hooks(self, hooks: list[Hook], args: tuple[Any, ...], conn: Connection,
+                     ns: Namespace, room: str, event: str, code: str, ask: int,
+                     apply: Callable[[], Awaitable[None] | None]) -> Awaitable[None] | None:
+        """Run hooks that may refuse (``code``), then ``apply()`` unless one did."""
         try:
-            pending = Hooks.run(hooks, conn, room)
+            pending = Hooks.run(hooks, *args)
         except Exception as exc:
-            self._hook_refused(conn, exc, f"{event}_denied", room, event)
+            self._hook_refused(conn, exc, code, room, event, ns.name, ask)
             return None
         if pending is None:
-            return apply(conn, room)
-        return self._after_async_hooks(pending, conn, room, event, apply)
+            return apply()
+        return self._after_async_hooks(pending, conn, ns, room, event, code, ask, apply)
 
-    async def _after_async_hooks(self, pending: Awaitable[None], conn: Connection, room: str,
-                                 event: str, apply: Apply) -> None:
+    async def _after_async_hooks(self, pending: Awaitable[None], conn: Connection,
+                                 ns: Namespace, room: str, event: str, code: str, ask: int,
+                                 apply: Callable[[], Awaitable[None] | None]) -> None:
         try:
             await pending
         except Exception as exc:
-            self._hook_refused(conn, exc, f"{event}_denied", room, event)
+            self._hook_refused(conn, exc, code, room, event, ns.name, ask)
             return
         if conn._state == OPEN:
-            applied = apply(conn, room)
+            applied = apply()
             if applied is not None:
                 await applied
 
     def _hook_refused(self, conn: Connection, exc: Exception, code: str, room: str,
-                      event: str) -> None:
+                      event: str, namespace: str, ask: int) -> None:
         if isinstance(exc, Deny):
-            self.error(conn, code, str(exc) or "denied", room, event)
+            self.error(conn, code, str(exc) or "denied", room, event, namespace, ask)
         else:
             log.error("%s hook raised", event, exc_info=exc)
-            self.error(conn, code, "internal error", room, event)
+            self.error(conn, code, "internal error", room, event, namespace, ask)

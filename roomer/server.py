@@ -26,11 +26,11 @@ from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport, WSUpgradeReques
 from . import codec, fanout
 from .config import Config
 from .errors import Deny
-from .handlers import Handler, check_handler
 from .hooks import Hook, Hooks
 from .http import HttpSide
 from .metrics import Metrics
-from .registry import CLOSING, CONNECTING, GONE, OPEN, ROOT, Registry
+from .namespaces import Namespace, NamespaceConnection
+from .registry import CLOSING, CONNECTING, GONE, OPEN, ROOT, Nodes, Registry
 from .routing import Router, name_ok
 
 __all__ = ["Connection", "Server"]
@@ -69,21 +69,30 @@ class Connection(fanout.Peer):
     """One client. Created by the server at the HTTP upgrade; also its picows listener.
 
     Attributes: ``id`` (unguessable UUIDv4 text), ``claims`` (what ``authorize``
-    returned), ``request`` (the upgrade request), ``rooms`` (names of joined rooms).
+    returned), ``request`` (the upgrade request), ``rooms`` (names of joined rooms of the
+    default namespace), ``v2`` (it speaks protocol v2), ``namespace`` (``""``: it is the
+    default namespace's view of the client; see roomer.NamespaceConnection for others).
     Its methods run on the server's loop thread only (they raise RuntimeError from any
     other thread: use ``server.call_threadsafe``).
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_backlog", "_backlog_held", "_busy", "_cut", "_errors", "_errors_since",
-                 "_fragments", "_heard", "_held", "_limited", "_limited_since", "_pending_joins",
-                 "_pinged_at", "_quiet_since", "_read_holds", "_rooms", "_skipping", "_state",
-                 "_tokens", "_tokens_at", "_turn", "_turn_work", "claims", "id", "request",
-                 "server")
+    __slots__ = ("_ask_id", "_asks", "_backlog", "_backlog_held", "_busy", "_cut", "_errors",
+                 "_errors_since", "_fragments", "_heard", "_held", "_limited", "_limited_since",
+                 "_pending_joins", "_pinged_at", "_quiet_since", "_read_holds", "_rooms",
+                 "_skipping", "_spaces", "_state", "_tokens", "_tokens_at", "_turn",
+                 "_turn_work", "claims", "id", "request", "server")
 
-    def __init__(self, server: Server, request: WSUpgradeRequest, claims: Any) -> None:
+    def __init__(self, server: Server, request: WSUpgradeRequest, claims: Any,
+                 v2: bool = False) -> None:
         super().__init__(server._engine)
         self.server = server
+        self.v2 = v2
+        # The namespaces besides the default one this (v2) client connected to.
+        self._spaces: dict[str, NamespaceConnection] | None = None
+        # The server's asks of this client still waiting for an answer, by id.
+        self._asks: dict[int, asyncio.Future[bytes]] | None = None
+        self._ask_id = 1
         self.id = str(uuid.uuid4())
         self.claims = claims
         self.request = request
@@ -121,6 +130,10 @@ class Connection(fanout.Peer):
     @property
     def rooms(self) -> frozenset[str]:
         return frozenset(self._rooms)
+
+    @property
+    def namespace(self) -> str:
+        return ""
 
     # picows callbacks ---------------------------------------------------------------
 
@@ -218,7 +231,7 @@ class Connection(fanout.Peer):
         """Send a server-originated message (src empty) to this client. False when it
         was not queued (outbox full in async mode, or closing)."""
         self.server._loop_only("Connection.send")
-        return bool(self.send_frame(codec.encode_frame(room, event, "", "", payload)))
+        return self.server.default._send(self, event, payload, room)
 
     def try_send(self, message: bytes) -> bool:
         """Queue an encoded roomer message (``Message.encode()``) to this client.
@@ -226,60 +239,54 @@ class Connection(fanout.Peer):
         Non-blocking: False when it was dropped (outbox full, or closing).
         """
         self.server._loop_only("Connection.try_send")
-        return bool(self.send_frame(codec.frame_header(len(message)) + bytes(message)))
+        frame = codec.frame_header(len(message)) + bytes(message)
+        return self.server.registry.send(self, frame)
 
     def send_to_room(self, room: str, event: str, payload: Payload = b"") -> int:
         """Broadcast to ``room``'s members except this connection, with src = this id."""
         self.server._loop_only("Connection.send_to_room")
-        registry = self.server.registry
-        frame = codec.encode_frame(room, event, "", self.id, payload)
-        registry.publish_room(room, frame, self.id)
-        members = registry.rooms.get(room)
-        if not members:
-            return 0
-        sent: int = self.server._engine.broadcast(members, frame, self)
-        return sent
+        return self.server.default._send_to_room(self, room, event, payload)
 
     def send_to_client(self, dst: str, event: str, payload: Payload = b"",
                        room: str = ROOT) -> bool:
         """A direct message to client ``dst`` with src = this id. False if unknown (with a
         backplane: True once handed to the other nodes, whether one holds ``dst`` or not)."""
         self.server._loop_only("Connection.send_to_client")
-        return self.server._direct(dst, codec.encode_frame(room, event, dst, self.id, payload))
+        return self.server.default._send_to_client(self, dst, event, payload, room)
 
     def join(self, room: str) -> bool:
-        """Put this client in ``room`` (server-driven: no on_join hook, no room limit).
+        """Put this client in ``room`` (server-driven: no on_join hook, no room limit;
+        on_joined runs).
 
         From an on_connect hook the join takes effect once the connection is accepted
         (after its root join_ack). False, and nothing done, once it is closing.
         """
         self.server._loop_only("Connection.join")
-        self.server._check_room_name(room)
         if self._state == CONNECTING:
+            self.server._check_room_name(room)
             if self._pending_joins is None:
                 self._pending_joins = []
             self._pending_joins.append(room)
             return True
-        if self._state != OPEN:
-            return False
-        pending = self.server.registry.add_member(self, room)
-        if pending is not None:  # the backplane learns the room's members first
-            self.server._spawn(pending)  # type: ignore[arg-type]
-        return True
+        return self.server.default._join(self, room)
 
     def leave(self, room: str) -> bool:
-        """Take this client out of ``room`` (server-driven: no on_leave hook). False,
-        and nothing done, once it is closing."""
+        """Take this client out of ``room`` (server-driven: no on_leave hook; on_left
+        runs). False, and nothing done, once it is closing."""
         self.server._loop_only("Connection.leave")
-        self.server._check_room_name(room)
         if self._state == CONNECTING:
+            self.server._check_room_name(room)
             if self._pending_joins and room in self._pending_joins:
                 self._pending_joins.remove(room)
             return True
-        if self._state != OPEN:
-            return False
-        self.server.registry.remove_member(self, room, ack=True)
-        return True
+        return self.server.default._leave(self, room)
+
+    async def ask(self, event: str, payload: Payload = b"", room: str = ROOT,
+                  timeout: float = 5.0) -> bytes:
+        """Ask this (v2) client, in the default namespace (docs/protocol.md §7): its
+        handler's answer (bytes). Raises roomer.AskTimeout, roomer.ClientError (an error
+        reply), ConnectionError (closed first) or RuntimeError (a v1 client)."""
+        return await self.server.default._ask(self, event, payload, room, timeout)
 
     def close(self, code: int | WSCloseCode = 1000, reason: str = "") -> None:
         """Stop handling this client, write what is queued, send a close frame and
@@ -311,11 +318,14 @@ class Connection(fanout.Peer):
         tr.disconnect(graceful)
 
 
-class Server:
+class Server(Namespace):
     """A roomer server: rooms, handlers, hooks and fan-out over picows.
 
     ``Server(**options)``: every option is a field of :class:`roomer.Config`,
-    documented in README.md ("Server options"); ``server.config`` holds them.
+    documented in README.md ("Server options"); ``server.config`` holds them. The server
+    is its default namespace (``""``, what v1 clients speak): the decorators (``on``,
+    ``on_connect``...) and the sending methods (``broadcast``, ``send_to``, ``do``...) are
+    those of :class:`roomer.Namespace`; ``server.namespace(name)`` declares another.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -323,14 +333,13 @@ class Server:
         # Mutable on purpose: an app (the demo) adds pages after building the server.
         self.routes: dict[str, tuple[str, bytes]] = dict(self.config.routes)
         self.metrics = Metrics()
-        self.registry = Registry(self.config.root_presence)
-        self.hooks = Hooks()
-        self._handlers: dict[str, Handler] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        super().__init__(self, "", Registry(self.config.root_presence))
+        self._namespaces: dict[str, Namespace] = {"": self}
         self._router = Router(self)
         self._http = HttpSide(self.config, self.routes, self.metrics_text, self.health_text,
                               lambda: self._closing, self._new_connection)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._engine_obj: Any = None
         self._server: asyncio.Server | None = None
         self._closing = False
@@ -345,6 +354,11 @@ class Server:
         self.started_at = time.time()
 
     @property
+    def default(self) -> Namespace:
+        """The default namespace: the server itself."""
+        return self
+
+    @property
     def sync_broadcast(self) -> bool:
         return self.config.sync_broadcast
 
@@ -356,39 +370,21 @@ class Server:
     def errors(self) -> dict[str, int]:
         return self.metrics.errors
 
-    # registration ------------------------------------------------------------------------
-
-    def on(self, event: str) -> Callable[[Handler], Handler]:
-        """Decorator: run ``fn(conn, msg)`` (sync or async) for client messages of ``event``."""
-
-        def register(fn: Handler) -> Handler:
-            self._loop_only("Server.on")
-            check_handler(event, fn, self._handlers)
-            self._handlers[event] = fn
-            return fn
-
-        return register
-
-    def on_connect(self, fn: Hook) -> Hook:
-        """Decorator: ``fn(conn)`` after the upgrade; raise Deny to close with 1008."""
-        self._loop_only("Server.on_connect")
-        return Hooks.add(self.hooks.connect, fn)
-
-    def on_disconnect(self, fn: Hook) -> Hook:
-        """Decorator: ``fn(conn)`` once the connection is gone (after its rooms' leaves)."""
-        self._loop_only("Server.on_disconnect")
-        return Hooks.add(self.hooks.disconnect, fn)
-
-    def on_join(self, fn: Hook) -> Hook:
-        """Decorator: ``fn(conn, room)`` before a client's join; raise Deny to refuse."""
-        self._loop_only("Server.on_join")
-        return Hooks.add(self.hooks.join, fn)
-
-    def on_leave(self, fn: Hook) -> Hook:
-        """Decorator: ``fn(conn, room)`` before a client's leave (Deny refuses) and for
-        every room a disconnecting client was in (Deny ignored)."""
-        self._loop_only("Server.on_leave")
-        return Hooks.add(self.hooks.leave, fn)
+    def namespace(self, name: str) -> Namespace:
+        """Declare (or get) the namespace ``name`` (docs/protocol.md §6): handlers, hooks
+        and rooms of its own, for v2 clients that connect to it. Before ``start`` only."""
+        existing = self._namespaces.get(name)
+        if existing is not None:
+            return existing
+        if self._loop is not None:
+            raise RuntimeError("namespaces are declared before the server starts")
+        if not isinstance(name, str) or not name_ok(name, self.config.max_event_name):
+            raise ValueError(f"namespace names are 1-{self.config.max_event_name} bytes of "
+                             "UTF-8 (\"\" is the default namespace: the server itself)")
+        created = Namespace(self, name, Registry(self.config.root_presence, name,
+                                                 self.registry.conns))
+        self._namespaces[name] = created
+        return created
 
     # introspection -----------------------------------------------------------------------
 
@@ -398,24 +394,8 @@ class Server:
             raise RuntimeError("the server is not started")
         return self._engine_obj
 
-    @property
-    def connection_count(self) -> int:
-        return len(self.registry.conns)
-
-    def connections(self) -> list[Connection]:
-        return list(self.registry.conns.values())
-
     def connection(self, conn_id: str) -> Connection | None:
         return self.registry.conns.get(conn_id)
-
-    def rooms(self) -> list[str]:
-        """Names of the rooms that have members (root included while it has any)."""
-        return list(self.registry.rooms)
-
-    def members(self, room: str) -> list[str]:
-        """Ids of ``room``'s members, in join order (this node's, then the other nodes'
-        with a backplane); empty for a room without members here."""
-        return self.registry.members(room)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -462,31 +442,11 @@ class Server:
         assert self._loop is not None
         self._loop.call_soon(fn)
 
-    def broadcast(self, room: str, event: str, payload: Payload = b"",
-                  exclude: Connection | str | None = None) -> asyncio.Future[int]:
-        """Send a server-originated message (src empty) to ``room``'s members.
-
-        Returns a future of how many receivers it was queued to. In the default async
-        mode it is already done (never blocks); with ``sync_broadcast`` it completes once
-        every member has room in its outbox, so ``await`` it. From another thread it
-        is scheduled on the server's loop.
-        """
-        frame = codec.encode_frame(room, event, "", "", payload)
-        registry = self.registry
-        return self._deliver(lambda: registry.rooms.get(room), frame, exclude,
-                             lambda excluded: registry.publish_room(room, frame, excluded))
-
-    def broadcast_all(self, event: str, payload: Payload = b"", room: str = ROOT,
-                      exclude: Connection | str | None = None) -> asyncio.Future[int]:
-        """Like broadcast, to every connected client (the message names ``room``)."""
-        frame = codec.encode_frame(room, event, "", "", payload)
-        registry = self.registry
-        return self._deliver(lambda: registry.conns, frame, exclude,
-                             lambda excluded: registry.publish_all(frame, excluded))
-
     def _deliver(self, members_of: Callable[[], dict[str, Connection] | None], frame: bytes,
-                 exclude: Connection | str | None,
+                 exclude: Connection | str | None, fan: Callable[[Connection | None], int],
                  publish: Callable[[str | None], None]) -> Any:
+        """A server-originated broadcast: ``fan`` it out here (to ``members_of()``, but
+        ``exclude``) and ``publish`` it to the other nodes; sync mode admits it first."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the server is not started")
@@ -494,27 +454,28 @@ class Server:
             raise TypeError("exclude must be a Connection, a connection id or None")
         if not self._on_loop_thread():
             return asyncio.run_coroutine_threadsafe(
-                self._deliver_async(members_of, frame, exclude, publish), loop)
+                self._deliver_async(members_of, exclude, fan, publish), loop)
         if self.config.sync_broadcast:
-            return loop.create_task(self._deliver_async(members_of, frame, exclude, publish))
+            return loop.create_task(self._deliver_async(members_of, exclude, fan, publish))
         fut: asyncio.Future[int] = loop.create_future()
-        fut.set_result(self._deliver_now(members_of(), frame, exclude, publish))
+        fut.set_result(self._deliver_now(exclude, fan, publish))
         return fut
 
     async def _deliver_async(self, members_of: Callable[[], dict[str, Connection] | None],
-                             frame: bytes, exclude: Connection | str | None,
+                             exclude: Connection | str | None,
+                             fan: Callable[[Connection | None], int],
                              publish: Callable[[str | None], None]) -> int:
         if not self.config.sync_broadcast:
-            return self._deliver_now(members_of(), frame, exclude, publish)
+            return self._deliver_now(exclude, fan, publish)
         assert self._sync_lock is not None
         # One admission at a time, in call order: the global order of sync broadcasts
         # (this node's: the other nodes get it in publish order, unawaited).
         async with self._sync_lock:
             while True:
                 members = members_of()
-                excluded = self._resolve(exclude)
-                if not members or self._engine.over_limit(members, excluded) is None:
-                    return self._deliver_now(members, frame, exclude, publish)
+                if not members or self._engine.over_limit(members, self._resolve(exclude)) \
+                        is None:
+                    return self._deliver_now(exclude, fan, publish)
                 await self._engine.wait_drain()
 
     def _resolve(self, exclude: Connection | str | None) -> Connection | None:
@@ -522,40 +483,11 @@ class Server:
             return self.registry.conns.get(exclude)
         return exclude
 
-    def _deliver_now(self, members: dict[str, Connection] | None, frame: bytes,
-                     exclude: Connection | str | None,
+    def _deliver_now(self, exclude: Connection | str | None,
+                     fan: Callable[[Connection | None], int],
                      publish: Callable[[str | None], None]) -> int:
         publish(exclude.id if isinstance(exclude, Connection) else exclude)
-        if not members:
-            return 0
-        sent: int = self._engine.broadcast(members, frame, self._resolve(exclude))
-        return sent
-
-    def _direct(self, dst: str, frame: bytes) -> bool:
-        target = self.registry.conns.get(dst)
-        if target is not None:
-            return bool(target.send_frame(frame))
-        cluster = self.registry.cluster
-        if cluster is None:
-            return False
-        cluster.send_direct(dst, frame)
-        return True
-
-    def send_to(self, conn_id: str, event: str, payload: Payload = b"",
-                room: str = ROOT) -> bool:
-        """Send a server-originated message to one client. False if it is not here (or
-        it was not queued: outbox full in async mode, or closing); with a backplane an id
-        held by no local connection is handed to the other nodes (True)."""
-        self._loop_only("Server.send_to")
-        return self._direct(conn_id, codec.encode_frame(room, event, "", "", payload))
-
-    def do(self, fn: Callable[[Connection], Any]) -> int:
-        """Call ``fn(conn)`` for every connected client; returns how many."""
-        self._loop_only("Server.do")
-        conns = list(self.registry.conns.values())
-        for conn in conns:
-            fn(conn)
-        return len(conns)
+        return fan(self._resolve(exclude))
 
     def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the server's loop, from any thread."""
@@ -594,7 +526,8 @@ class Server:
             disconnect_slow=config.slow_consumer == "disconnect",
             on_overflow=self._overflowed,
         )
-        self.registry.engine = self._engine_obj
+        for ns in self._namespaces.values():
+            ns.registry.engine = self._engine_obj
         if config.backplane is not None:
             await self._join_cluster()
         kwargs: dict[str, Any] = {}
@@ -627,12 +560,18 @@ class Server:
 
         config = self.config
         assert config.backplane is not None
+        registries = {name: ns.registry for name, ns in self._namespaces.items()}
+        # A namespace's root is quiet (frames only: no presence, no member lists), and so
+        # is the default namespace's without root_presence.
+        quiet = [registry.key(ROOT) for registry in registries.values()
+                 if registry.quiet(ROOT)]
         cluster = Cluster(
             config.backplane, node_id=config.node_id, prefix=config.backplane_prefix,
             node_timeout=config.node_timeout, heartbeat_interval=config.node_timeout / 6,
-            quiet_rooms=() if config.root_presence else (ROOT,))
-        await cluster.start(self.registry)
-        self.registry.cluster = cluster
+            quiet_rooms=quiet)
+        await cluster.start(Nodes(registries))
+        for registry in registries.values():
+            registry.cluster = cluster
 
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""
@@ -699,8 +638,8 @@ class Server:
 
     # connection lifecycle -----------------------------------------------------------------
 
-    def _new_connection(self, request: WSUpgradeRequest, claims: Any) -> Connection:
-        return Connection(self, request, claims)
+    def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
+        return Connection(self, request, claims, v2)
 
     def _connected(self, conn: Connection) -> None:
         self.metrics.counters["connections_total"] += 1
@@ -751,7 +690,7 @@ class Server:
         rooms = [ROOT, *(conn._pending_joins or ())]
         conn._pending_joins = None
         for i, room in enumerate(rooms):
-            pending = registry.add_member(conn, room)
+            pending = registry.add_member(conn, room, announce=i > 0)
             if pending is not None:
                 # The backplane learns who is in the room first: the client's messages
                 # wait behind its joins.
@@ -760,6 +699,7 @@ class Server:
                     conn._backlog = deque()
                 self._spawn(self._finish_joins(conn, pending, rooms[i + 1:]))
                 return
+        self._after(self.hooks.connected, conn, what="on_connected")
 
     async def _finish_joins(self, conn: Connection, pending: Awaitable[None],
                             rooms: list[str]) -> None:
@@ -773,31 +713,41 @@ class Server:
                     await joining
         finally:
             conn._busy = False
+        if conn._state == OPEN:
+            self._after(self.hooks.connected, conn, what="on_connected")
         self._router.drain(conn)
 
     def _disconnected(self, conn: Connection) -> None:
         conn._state = GONE
         conn._backlog = None
+        asks, conn._asks = conn._asks, None
+        for waiter in (asks or {}).values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the client disconnected"))
         registry = self.registry
         if registry.conns.get(conn.id) is not conn:
             return  # never accepted: in no room
-        for room in registry.drop(conn):
-            try:
-                pending = Hooks.run(self.hooks.leave, conn, room)
-            except Deny:
-                pass  # a disconnect cannot be refused
-            except Exception:
-                log.exception("on_leave hook raised for a disconnect")
-            else:
-                if pending is not None:
-                    self._spawn(self._quiet(pending, "on_leave"))
+        # Every namespace it is in, the default one last: rooms left (on_leave, Deny
+        # ignored; member_left; on_left), then on_disconnect.
+        for name in list(conn._spaces or ()):
+            self._namespaces[name].leave_namespace(conn)
+        self.leave_namespace(conn)
+        registry.drop(conn)
+
+    def _after(self, hooks: list[Hook], *args: Any, what: str) -> None:
+        """Run hooks that cannot refuse (joined, left, connected, disconnect...): sync
+        ones now, async ones as tasks; what they raise is logged (a Deny ignored)."""
+        if not hooks:
+            return
         try:
-            pending = Hooks.run(self.hooks.disconnect, conn)
+            pending = Hooks.run(hooks, *args)
+        except Deny:
+            pass  # nothing to refuse here
         except Exception:
-            log.exception("on_disconnect hook raised")
+            log.exception("%s hook raised", what)
         else:
             if pending is not None:
-                self._spawn(self._quiet(pending, "on_disconnect"))
+                self._spawn(self._quiet(pending, what))
 
     async def _quiet(self, pending: Awaitable[Any], what: str) -> None:
         try:

@@ -515,6 +515,22 @@ async def test_argument_contract_is_the_same_in_both_twins(fanout_impl: Any) -> 
             fanout_impl.Fanout(asyncio.get_running_loop(), **kwargs)
 
 
+async def test_broadcast_mixed_gives_each_peer_its_versions_frame(fanout_impl: Any) -> None:
+    engine = fanout_impl.Fanout(asyncio.get_running_loop())
+    members, transports = make_peers(fanout_impl, engine, 4)
+    members["c1"].v2 = True
+    members["c3"].v2 = True
+    one, two = frame(1), frame(2, 9)
+    assert engine.broadcast_mixed(members, one, two, members["c0"]) == 3
+    assert engine.broadcast_mixed(members, one, two, control=True) == 4
+    await end_turn()
+    assert [tr.data for tr in transports] == [one, two + two, one + one, two + two]
+    with pytest.raises(TypeError) as info:
+        engine.broadcast_mixed(members, one, bytearray(two))
+    assert str(info.value) == ("Argument 'frame_v2' has incorrect type (expected bytes, "
+                               "got bytearray)")
+
+
 # --------------------------------------------------------------------------- sync mode
 
 

@@ -1,0 +1,38 @@
+"""What the server sends, framed for the protocol version of whoever gets it (sans-I/O).
+
+The server encodes a message once, as a v1 frame; a v2 receiver's frame is made from its
+body with one copy (docs/protocol.md §3: the v1 body is a suffix of the v2 body). Frames
+that cross the backplane are v1 frames too, so every node adapts them for its own
+receivers in the same way.
+"""
+
+from __future__ import annotations
+
+from . import codec
+
+__all__ = ["ASK", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode", "v1_body"]
+
+# v2 kinds (docs/protocol.md §3)
+EVENT, ASK, REPLY, ERROR_REPLY = range(4)
+
+Payload = bytes | bytearray | memoryview | str
+
+
+def v1_body(frame: bytes) -> bytes:
+    """The roomer message inside a frame this server made (final, unmasked, binary)."""
+    size = frame[1]
+    return frame[2 if size < 126 else 4 if size == 126 else 10:]
+
+
+def as_v2(frame: bytes, namespace: str, kind: int = EVENT, id: int = 0) -> bytes:
+    """The v2 frame of the v1 ``frame`` in ``namespace``."""
+    return codec.frame_v2_from_v1_body(kind, id, namespace, v1_body(frame))
+
+
+def encode(v2: bool, namespace: str, room: str, event: str, dst: str, src: str,
+           payload: Payload, kind: int = EVENT, id: int = 0) -> bytes:
+    """One message framed for one receiver: v2 if it speaks v2, else v1 (then the
+    namespace is the default one, and the kind an event)."""
+    if v2:
+        return codec.encode_frame_v2(kind, id, namespace, room, event, dst, src, payload)
+    return codec.encode_frame(room, event, dst, src, payload)
