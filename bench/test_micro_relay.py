@@ -23,8 +23,9 @@ from roomer import fanout
 
 
 class _Request:
+    """What a Connection keeps of its upgrade request (nothing reads it here)."""
+
     path = b"/ws"
-    headers: dict[str, str] = {}
 
 
 def _body(room: str, event: str, payload: bytes) -> bytes:
