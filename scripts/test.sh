@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheel, install it into a fresh venv and run the whole test suite against
-# the installed package from outside the checkout; then again with the pure-Python
-# twins (ROOMER_NO_EXTENSIONS=1). Extra arguments go to pytest.
+# the installed package from outside the checkout; then the server, client, browser and
+# HTTP tests again on the pure-Python twins (ROOMER_NO_EXTENSIONS=1; what the compiled
+# pass already covered is marked compiled_pass_only). Extra arguments go to pytest.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ROOMER_TEST_VENV:-$repo/.venv-test}
