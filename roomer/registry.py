@@ -210,12 +210,6 @@ class Registry:
         if self.left is not None:
             self.left(conn, room)
 
-    def leave_all(self, conn: Connection) -> None:
-        """``conn`` leaves every room of this namespace (no acks)."""
-        rooms = self.rooms_of(conn)
-        for room in list(rooms or ()):
-            self.remove_member(conn, room, ack=False)
-
     # sending --------------------------------------------------------------------------
 
     def _fan(self, room: str, members: dict[str, Connection], frame: bytes,
