@@ -241,8 +241,13 @@ class Router:
 
     def _reply(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
                value: object) -> None:
-        conn.send_control(frames.encode(True, ns.name, room, event, "", "",
-                                        reply_payload(value), frames.REPLY, ask))
+        try:
+            body = reply_payload(value)
+        except (TypeError, ValueError) as exc:  # not JSON-able: the handler's fault
+            self._handler_failed(conn, exc, room, event, ns.name, ask)
+            return
+        conn.send_control(frames.encode(True, ns.name, room, event, "", "", body,
+                                        frames.REPLY, ask))
 
     # DESIGN §3, docs/protocol.md §6-§7 ------------------------------------------------
 

@@ -447,3 +447,24 @@ async def test_namespaces_across_nodes(prefix: str) -> None:
     finally:
         for server in servers:
             await server.shutdown(timeout=1)
+
+
+async def test_a_reply_that_is_not_json_able_is_an_error_reply(make_server: Any) -> None:
+    # A handler's return value that json cannot encode is the handler's fault: an error
+    # reply, as an exception it raised would be, and the connection stays.
+    server = await make_server()
+
+    @server.on("set")
+    def a_set(conn: roomer.Connection, msg: roomer.Message) -> Any:
+        return {1, 2}
+
+    @server.on("later")
+    async def an_object(conn: roomer.Connection, msg: roomer.Message) -> Any:
+        return object()
+
+    c = await connect2(server)
+    for event in ("set", "later"):
+        refused = await c.ask("", "root", event)
+        assert (refused.kind, refused.json()) == (ERROR_REPLY, {
+            "code": "handler_error", "message": "internal error"}), refused
+    assert (await c.ask("", "root", "join")).kind == REPLY  # still connected
