@@ -468,3 +468,25 @@ async def test_a_reply_that_is_not_json_able_is_an_error_reply(make_server: Any)
         assert (refused.kind, refused.json()) == (ERROR_REPLY, {
             "code": "handler_error", "message": "internal error"}), refused
     assert (await c.ask("", "root", "join")).kind == REPLY  # still connected
+
+
+async def test_a_handler_may_ask_its_own_client(make_server: Any) -> None:
+    # The handler that asks keeps the connection busy (its messages wait in order behind
+    # it), but the answer to the server's own ask must not wait there: it is what the
+    # handler waits for.
+    server = await make_server()
+
+    @server.on("ask-me")
+    async def ask_me(conn: roomer.Connection, msg: roomer.Message) -> bytes:
+        return b"got " + await conn.ask("q", msg.payload, timeout=2)
+
+    c = await connect2(server)
+    waiter = asyncio.get_running_loop().create_future()
+    c.answers[1] = waiter
+    await c.send("", "root", "ask-me", payload=b"hi", kind=ASK, id=1)
+    asked = await c.recv()
+    assert (asked.kind, asked.event, asked.payload) == (ASK, "q", b"hi")
+    await c.send("", "root", "q", payload=b"HI", kind=REPLY, id=asked.id)
+    answer = await asyncio.wait_for(waiter, TIMEOUT)
+    assert (answer.kind, answer.payload) == (REPLY, b"got HI")
+    assert server.counters["ask_timeouts"] == 0
