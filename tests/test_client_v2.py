@@ -663,3 +663,86 @@ async def test_a_thousand_asks_in_flight_both_ways() -> None:
             assert root.unknown_replies() == 0 and server.counters["unknown_replies"] == 0
         finally:
             await root.close()
+
+
+async def test_the_readme_v2_example_runs() -> None:
+    # README "Protocol v2: namespaces and asks", server and client as written there
+    # (a second client watches the table; the eight-seat limit is checked with a ninth).
+    import random
+
+    def setup(server: roomer.Server) -> None:
+        game = server.namespace("game")
+
+        @game.on_connect
+        def table_not_full(conn: roomer.NamespaceConnection) -> None:
+            if game.connection_count >= 8:
+                raise roomer.Deny("the table is full")
+
+        @game.on("roll")
+        def roll(conn: roomer.NamespaceConnection, msg: roomer.Message) -> dict[str, int]:
+            return {"die": random.randint(1, 6)}
+
+        @game.on_joined
+        async def greet(conn: roomer.NamespaceConnection, room: str) -> None:
+            name = await conn.ask("name?", timeout=5)
+            conn.send_to_room(room, "hello", name)
+
+    async with serving(setup) as server:
+        watcher = await roomer.connect(url(server), protocol="v2")
+        watching = watcher.namespace("game")
+        watching.on("name?", lambda payload, sender: "Bob")
+        await watching
+        watched = await watching.join("table-1")
+        hello = asyncio.ensure_future(watched.wait_for("hello", TIMEOUT))
+
+        root = await roomer.connect(url(server), protocol="v2")
+        game = root.namespace("game")
+        game.on("name?", lambda payload, sender: "Ada")
+        await game
+        table = await game.join("table-1")
+        die = json.loads(await table.ask("roll"))
+        assert set(die) == {"die"} and 1 <= die["die"] <= 6
+        assert await hello == (b"Ada", root.id())
+
+        others = [await roomer.connect(url(server), protocol="v2") for _ in range(7)]
+        for other in others[:6]:
+            await other.namespace("game")
+        with pytest.raises(roomer.ClientError) as info:
+            await others[6].namespace("game")
+        assert (info.value.code, info.value.server_message) == ("namespace_denied",
+                                                                "the table is full")
+        for client in (watcher, root, *others):
+            await client.close()
+
+
+async def test_joins_and_namespace_connects_are_bounded_by_the_connect_timeout() -> None:
+    def setup(server: roomer.Server) -> None:
+        server.namespace("slow")
+
+        @server.on_join
+        async def slow_join(conn: roomer.Connection, room: str) -> None:
+            if room == "slow":
+                await asyncio.sleep(0.5)
+
+        @server.namespace("slow").on_connect
+        async def slow_connect(view: roomer.NamespaceConnection) -> None:
+            await asyncio.sleep(0.5)
+
+    async with serving(setup) as server:
+        root = await roomer.connect(url(server), protocol="v2", timeout=0.2)
+        try:
+            with pytest.raises(roomer.AskTimeout):
+                await root.join("slow")
+            assert "slow" not in root._client.rooms and root.pending_asks() == 0
+            with pytest.raises(roomer.AskTimeout):
+                await root.namespace("slow")
+            assert root.pending_asks() == 0
+            # the server's late answers find no waiter
+            await eventually(lambda: root.unknown_replies() == 2, "late answers counted")
+            # connected after all, server side: leave() on its root disconnects
+            again = await root.namespace("slow")
+            assert again.open()
+            await again.leave()
+            assert not again.open() and server.namespace("slow").connection_count == 0
+        finally:
+            await root.close()

@@ -36,6 +36,19 @@ def setup(server: roomer.Server) -> None:
     for name in HOOKS:
         getattr(chat, f"on_{name}")(record(name))
 
+    # "flaky" lets clients in until someone sends "close-flaky" (then it refuses all).
+    flaky = server.namespace("flaky")
+    closed: list[bool] = []
+
+    @flaky.on_connect
+    def while_open(view: roomer.NamespaceConnection) -> None:
+        if closed:
+            raise roomer.Deny("flaky is closed now")
+
+    @server.on("close-flaky")
+    def close_flaky(conn: Any, msg: roomer.Message) -> None:
+        closed.append(True)
+
     @vip.on_connect
     def members_only(view: roomer.NamespaceConnection) -> None:
         if b"pass=gold" not in view.request.path:

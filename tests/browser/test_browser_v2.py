@@ -269,6 +269,37 @@ async def test_reconnection_restores_namespaces_and_rooms(pages: Pages, serve: A
         "answer": "still answering"}
 
 
+async def test_before_the_connection_is_up_and_refused_after_a_reconnection(
+        pages: Pages, serve: Any) -> None:
+    server = serve(*v2_args())
+    page = await harness(pages, server)
+    # Asks and namespaces made before the socket is open wait for it (asks in the send
+    # queue: past its limit they are refused at once).
+    early = await page.evaluate("""async () => {
+        window.root = record(roomer('/ws', {protocol: 'v2', sendQueueLimit: 1,
+            reconnect: {initialDelay: 100, jitter: 0}}), 'error');
+        const first = root.ask('where');
+        const second = root.ask('where').catch((e) => e.code);
+        const flaky = record(await root.namespace('flaky'), 'error', 'close', 'reconnected');
+        window.flakyRoom = record(await flaky.joined('r'), 'close', 'error');
+        window.match = record(await root.joined('match'), 'reconnected');
+        return [text(await first), await second, flaky.open(), flakyRoom.open()];
+    }""")
+    assert early == ["/root", "queue_full", True, True]
+    # The server now refuses "flaky": after a reconnection its root fires error and it
+    # closes with its rooms; the default namespace's rooms come back.
+    await page.evaluate("root.send('close-flaky'); root.send('drop-me')")
+    await until(page, "seen('flaky/root', 'close').length === 1 && "
+                      "seen('match', 'reconnected').length === 1")
+    assert await page.evaluate("""async () => [
+        seen('flaky/root', 'error').map((e) => [e.args[0].code, e.args[0].event]),
+        seen('flaky/root', 'reconnected').length, seen('flaky/r', 'close').length,
+        flakyRoom.open(), match.open(), seen('root', 'error').length,
+        await root.namespace('flaky').catch((e) => [e.code, e.serverMessage])]""") == [
+        [["namespace_denied", "connect"]], 0, 1, False, True, 0,
+        ["namespace_denied", "flaky is closed now"]]
+
+
 async def test_a_server_without_v2_is_not_spoken_to(pages: Pages, serve: Any) -> None:
     server = serve(*v2_args())
     page = await harness(pages, server)
