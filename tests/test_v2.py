@@ -490,3 +490,37 @@ async def test_a_handler_may_ask_its_own_client(make_server: Any) -> None:
     answer = await asyncio.wait_for(waiter, TIMEOUT)
     assert (answer.kind, answer.payload) == (REPLY, b"got HI")
     assert server.counters["ask_timeouts"] == 0
+
+
+async def test_a_rate_limited_ask_gets_an_error_reply(make_server: Any) -> None:
+    # docs/protocol.md §7: a refusal of an ask is an error reply to its id, rate_limited
+    # included (for the first refused message of a window, as for events).
+    server = roomer.Server(rate_limit=(2, 60.0))
+    server.namespace("chat")
+    await server.start("127.0.0.1", 0)
+    try:
+        c = await connect2(server)
+        assert (await c.connect_to("chat")).kind == REPLY
+        assert (await c.ask("chat", "root", "join")).kind == REPLY  # the 2nd token
+        refused = await c.ask("chat", "lobby", "roll")
+        assert (refused.kind, refused.namespace, refused.room, refused.event,
+                refused.json()["code"]) == (ERROR_REPLY, "chat", "lobby", "roll",
+                                            "rate_limited")
+        await c.close()
+        # in the default namespace too, and an event's is an error event as before
+        for first in (EVENT, ASK):
+            c = await connect2(server)
+            await c.ask("", "root", "join")
+            await c.ask("", "root", "join")
+            if first == ASK:
+                refused = await c.ask("", "lobby", "roll")
+                assert (refused.kind, refused.namespace, refused.json()["code"]) == (
+                    ERROR_REPLY, "", "rate_limited")
+            else:
+                await c.send("", "lobby", "roll")
+                err = await c.expect("error", "lobby", "")
+                assert (err.kind, err.json()["code"], err.json()["event"]) == (
+                    EVENT, "rate_limited", "roll")
+            await c.close()
+    finally:
+        await server.shutdown(timeout=1)
