@@ -746,3 +746,49 @@ async def test_joins_and_namespace_connects_are_bounded_by_the_connect_timeout()
             assert not again.open() and server.namespace("slow").connection_count == 0
         finally:
             await root.close()
+
+
+async def test_the_new_hooks_run_in_the_default_namespace_for_v1_and_v2() -> None:
+    seen: list[tuple[str, str, str, str]] = []  # (hook, version, room or event, id)
+
+    def setup(server: roomer.Server) -> None:
+        def record(name: str) -> Any:
+            def hook(conn: roomer.Connection, *args: Any) -> None:
+                assert isinstance(conn, roomer.Connection)
+                what = args[0] if args and isinstance(args[0], str) else ""
+                if args and isinstance(args[0], roomer.Message):
+                    what = args[0].event
+                seen.append((name, "v2" if conn.v2 else "v1", what, conn.id))
+            return hook
+
+        for name in ("connected", "joined", "left", "event"):
+            getattr(server, f"on_{name}")(record(name))
+
+    async def check(server: roomer.Server, protocol: str) -> None:
+        client = await roomer.connect(url(server), protocol=protocol)
+        other = await roomer.connect(url(server))
+        me = client.id()
+        lobby = await client.join("lobby")
+        heard: list[bytes] = []
+        other_lobby = await other.join("lobby")
+        other_lobby.on("chat", lambda payload, src: heard.append(payload))
+        gone = asyncio.ensure_future(other_lobby.wait_for("member_left", TIMEOUT))
+        lobby.send("chat", "caught, not relayed")
+        await lobby.leave()
+        await gone  # sent to the other member after the chat would have been
+        assert heard == []
+        await client.close()
+        expected = [("connected", protocol, "", me), ("joined", protocol, "lobby", me),
+                    ("event", protocol, "chat", me), ("left", protocol, "lobby", me),
+                    ("left", protocol, "root", me)]  # the socket gone: root left too
+
+        def mine() -> list[tuple[str, str, str, str]]:
+            return [entry for entry in seen if entry[3] == me]
+
+        await eventually(lambda: len(mine()) == len(expected), f"{protocol}: hooks")
+        assert mine() == expected
+        await other.close()
+
+    async with serving(setup) as server:
+        await check(server, "v1")
+        await check(server, "v2")
