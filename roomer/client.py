@@ -38,6 +38,10 @@ PROTOCOLS: dict[str, str | None] = {"v1": None, "v2": "roomer.v2"}
 
 MAX_ASK_ID = 0xFFFFFFFF
 
+# What v2 asks the server for itself (join, leave, namespace, disconnect), with the
+# client's own state to keep: not for ask().
+OWN_ASKS = frozenset({"join", "leave", "connect", "disconnect"})
+
 # What an internal ask does with its answer, called as the answer is read (before the
 # next message of the same read is dispatched): (reply payload, None) or (None, error).
 Apply = Callable[[bytes | None, Exception | None], None]
@@ -162,6 +166,9 @@ class Room:
         ``denied``) on an error reply, roomer.AskTimeout after ``timeout`` seconds without
         an answer (None: no limit), ConnectionError if the connection closes first. The
         waiter is gone in every case; a late reply is counted (``unknown_replies``)."""
+        if event in OWN_ASKS:
+            raise ValueError(f"{event!r} is asked by the method of that name: asked here, "
+                             "the server would do it behind this client's back")
         client = self._client
         ask_id, fut = client.start_ask(self._space.name, self.name, event, payload, timeout)
         try:

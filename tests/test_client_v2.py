@@ -429,6 +429,9 @@ async def test_the_client_asks_the_server() -> None:
                     await root.ask(event)
                 assert (info.value.code, info.value.server_message, info.value.event) == (
                     code, message, event)
+            for own in ("join", "leave", "connect", "disconnect"):
+                with pytest.raises(ValueError, match="method of that name"):
+                    await root.ask(own)
             assert root.pending_asks() == 0
         finally:
             await root.close()

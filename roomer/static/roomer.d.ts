@@ -182,7 +182,8 @@ export interface Room {
    * is the server's (`no_handler`, `handler_error`, `denied`, a handler's own code...),
    * `timeout`, `disconnected`, `queue_full` or `closed`. While disconnected it waits in
    * the send queue (its timeout running). Ids are unique among the connection's asks
-   * still waiting; nothing waits after the promise settled. Throws an Error on v1. */
+   * still waiting; nothing waits after the promise settled. Throws an Error on v1, a
+   * TypeError for the reserved names of `send()`. */
   ask(event: string, payload?: Payload, options?: AskOptions): Promise<Uint8Array>;
   /** v2: answer the server's asks of `event` in this room: `fn`'s return value (or
    * resolved value) is the reply; a throw or rejection is an error reply carrying a

@@ -1091,6 +1091,9 @@ class Link {
   ask(rec, event, payload, options) {
     this.needV2("asks");
     checkName("event", event);
+    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || NAMESPACE_EVENTS.has(event)) {
+      throw new TypeError(`roomer: "${event}" is a reserved event name`);
+    }
     if (typeof options !== "object" || options === null) {
       throw new TypeError("roomer: ask options must be an object");
     }

@@ -159,6 +159,10 @@ async def test_asks_both_ways(pages: Pages, serve: Any) -> None:
         return [codes.every((c) => c === 'timeout'), root.pendingAsks()];
     }""") == [True, 0]
     await until(page, "root.unknownReplies() === 50")
+    assert await page.evaluate("""['join', 'leave', 'connect', 'disconnect', 'join_ack',
+        'reconnected'].map((name) => { try { room.ask(name); return 'asked'; }
+                                       catch (e) { return e instanceof TypeError; } })""") \
+        == [True] * 6
     # 1,000 at once, each answered with its own reply
     assert await page.evaluate("""async () => {
         const asks = [];
