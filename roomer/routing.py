@@ -85,20 +85,30 @@ class Router:
             conn._limited = 0
         conn._limited += 1
         if conn._limited == 1 and conn._state == OPEN:
-            room, event = self._names_of(data)
-            self.error(conn, "rate_limited", "too many messages", room, event)
+            room, event, namespace, ask = self._names_of(conn, data)
+            self.error(conn, "rate_limited", "too many messages", room, event, namespace,
+                       ask)
         elif conn._limited >= count and conn._state == OPEN:
             self.server._abuse(conn, "rate limit exceeded")
         return False
 
-    def _names_of(self, data: Any) -> tuple[str, str]:
+    def _names_of(self, conn: Connection, data: Any) -> tuple[str, str, str, int]:
+        """Room, event, namespace and ask id (0: not an ask) to name in the error."""
         config = self.config
+        namespace, ask = "", 0
         try:
-            room, event, _, _ = codec.decode_client(data())
+            if conn.v2:
+                kind, ask, namespace, room, event, _, _ = codec.decode_client_v2(data())
+                if kind != frames.ASK:
+                    ask = 0
+            else:
+                room, event, _, _ = codec.decode_client(data())
         except (ProtocolError, TypeError):
-            return ROOT, ""
+            return ROOT, "", "", 0
+        if namespace and not name_ok(namespace, config.max_event_name):
+            namespace = ""  # too long to name in an answer
         return (room if name_ok(room, config.max_room_name) else ROOT,
-                event if name_ok(event, config.max_event_name) else "")
+                event if name_ok(event, config.max_event_name) else "", namespace, ask)
 
     # order and pacing ----------------------------------------------------------------
 
@@ -106,6 +116,11 @@ class Router:
         """One whole message from ``conn``: handled now, or queued behind its others."""
         state = conn._state
         if state != OPEN and (state != CONNECTING or conn._backlog is None):
+            return
+        if conn.v2 and state == OPEN and data and frames.REPLY <= data[0] <= frames.ERROR_REPLY:
+            # An answer to the server's own ask is not one of the client's messages to
+            # keep in order: the handler keeping the connection busy may be waiting on it.
+            self.dispatch(conn, data)
             return
         backlog = conn._backlog
         if backlog is not None:
@@ -241,8 +256,13 @@ class Router:
 
     def _reply(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
                value: object) -> None:
-        conn.send_control(frames.encode(True, ns.name, room, event, "", "",
-                                        reply_payload(value), frames.REPLY, ask))
+        try:
+            body = reply_payload(value)
+        except (TypeError, ValueError) as exc:  # not JSON-able: the handler's fault
+            self._handler_failed(conn, exc, room, event, ns.name, ask)
+            return
+        conn.send_control(frames.encode(True, ns.name, room, event, "", "", body,
+                                        frames.REPLY, ask))
 
     # DESIGN §3, docs/protocol.md §6-§7 ------------------------------------------------
 

@@ -447,3 +447,80 @@ async def test_namespaces_across_nodes(prefix: str) -> None:
     finally:
         for server in servers:
             await server.shutdown(timeout=1)
+
+
+async def test_a_reply_that_is_not_json_able_is_an_error_reply(make_server: Any) -> None:
+    # A handler's return value that json cannot encode is the handler's fault: an error
+    # reply, as an exception it raised would be, and the connection stays.
+    server = await make_server()
+
+    @server.on("set")
+    def a_set(conn: roomer.Connection, msg: roomer.Message) -> Any:
+        return {1, 2}
+
+    @server.on("later")
+    async def an_object(conn: roomer.Connection, msg: roomer.Message) -> Any:
+        return object()
+
+    c = await connect2(server)
+    for event in ("set", "later"):
+        refused = await c.ask("", "root", event)
+        assert (refused.kind, refused.json()) == (ERROR_REPLY, {
+            "code": "handler_error", "message": "internal error"}), refused
+    assert (await c.ask("", "root", "join")).kind == REPLY  # still connected
+
+
+async def test_a_handler_may_ask_its_own_client(make_server: Any) -> None:
+    # The handler that asks keeps the connection busy (its messages wait in order behind
+    # it), but the answer to the server's own ask must not wait there: it is what the
+    # handler waits for.
+    server = await make_server()
+
+    @server.on("ask-me")
+    async def ask_me(conn: roomer.Connection, msg: roomer.Message) -> bytes:
+        return b"got " + await conn.ask("q", msg.payload, timeout=2)
+
+    c = await connect2(server)
+    waiter = asyncio.get_running_loop().create_future()
+    c.answers[1] = waiter
+    await c.send("", "root", "ask-me", payload=b"hi", kind=ASK, id=1)
+    asked = await c.recv()
+    assert (asked.kind, asked.event, asked.payload) == (ASK, "q", b"hi")
+    await c.send("", "root", "q", payload=b"HI", kind=REPLY, id=asked.id)
+    answer = await asyncio.wait_for(waiter, TIMEOUT)
+    assert (answer.kind, answer.payload) == (REPLY, b"got HI")
+    assert server.counters["ask_timeouts"] == 0
+
+
+async def test_a_rate_limited_ask_gets_an_error_reply(make_server: Any) -> None:
+    # docs/protocol.md §7: a refusal of an ask is an error reply to its id, rate_limited
+    # included (for the first refused message of a window, as for events).
+    server = roomer.Server(rate_limit=(2, 60.0))
+    server.namespace("chat")
+    await server.start("127.0.0.1", 0)
+    try:
+        c = await connect2(server)
+        assert (await c.connect_to("chat")).kind == REPLY
+        assert (await c.ask("chat", "root", "join")).kind == REPLY  # the 2nd token
+        refused = await c.ask("chat", "lobby", "roll")
+        assert (refused.kind, refused.namespace, refused.room, refused.event,
+                refused.json()["code"]) == (ERROR_REPLY, "chat", "lobby", "roll",
+                                            "rate_limited")
+        await c.close()
+        # in the default namespace too, and an event's is an error event as before
+        for first in (EVENT, ASK):
+            c = await connect2(server)
+            await c.ask("", "root", "join")
+            await c.ask("", "root", "join")
+            if first == ASK:
+                refused = await c.ask("", "lobby", "roll")
+                assert (refused.kind, refused.namespace, refused.json()["code"]) == (
+                    ERROR_REPLY, "", "rate_limited")
+            else:
+                await c.send("", "lobby", "roll")
+                err = await c.expect("error", "lobby", "")
+                assert (err.kind, err.json()["code"], err.json()["event"]) == (
+                    EVENT, "rate_limited", "roll")
+            await c.close()
+    finally:
+        await server.shutdown(timeout=1)

@@ -10,6 +10,17 @@
  * lobby.onText("chat", (text, senderId) => console.log(senderId, text));
  * lobby.send("chat", "hello");
  * ```
+ *
+ * Protocol v2 (docs/protocol.md), offered with `{protocol: "v2"}`, adds namespaces and
+ * asks (request/response) both ways:
+ *
+ * ```js
+ * const root = roomer("/ws", { protocol: "v2" });
+ * const chat = await root.namespace("chat");     // rejects with RoomerError (.code)
+ * const lobby = await chat.joined("lobby");      // "lobby" of namespace "chat"
+ * const reply = await lobby.ask("roll", "d6", { timeout: 2000 });   // a Uint8Array
+ * lobby.onAsk("ping", (payload, senderId) => "pong");  // the server asks, this answers
+ * ```
  */
 
 /** What a message may carry. Strings are sent as UTF-8; ArrayBuffer and typed arrays as
@@ -29,8 +40,9 @@ export type Payload =
 export interface ServerError {
   /** `malformed`, `invalid_name`, `join_denied`, `leave_denied`, `too_many_rooms`,
    * `reserved_event`, `no_such_client`, `handler_error`, `forbidden`, `not_member`,
-   * `rate_limited`; or `invalid_json`, raised here by `onJSON` for a payload that is not
-   * JSON. */
+   * `rate_limited`; v2 also `not_connected`, `no_such_namespace`, `namespace_denied`
+   * (a refused namespace connect, `event` `connect`); or `invalid_json`, raised here by
+   * `onJSON` for a payload that is not JSON. */
   code: string;
   /** A human-readable explanation (a join hook's `Deny` text, for instance). */
   message: string;
@@ -50,8 +62,15 @@ export interface Dropped {
 }
 
 /** A refusal by the server (`code` is its error code: `join_denied`,
- * `too_many_rooms`, `invalid_name`, `rate_limited`...) or `closed` (the room or the
- * connection closed for good first). */
+ * `too_many_rooms`, `invalid_name`, `rate_limited`, and in v2 the codes of error replies:
+ * `no_handler`, `no_such_namespace`, `namespace_denied`, `not_connected`, or whatever
+ * code a handler's `roomer.RoomerError` carries), or one of this client's: `closed` (the
+ * room or the connection closed for good first), and for asks `timeout` (no answer in
+ * time), `disconnected` (the connection was lost before the answer), `queue_full`;
+ * `unsupported_protocol` (v2 was asked for and the server accepted another).
+ *
+ * Thrown (or rejected) from an `onAsk` handler, it is the error reply's code and
+ * message. */
 export class RoomerError extends Error {
   readonly name: "RoomerError";
   readonly code: string;
@@ -88,6 +107,12 @@ export interface ReconnectOptions {
 }
 
 export interface RoomerOptions {
+  /** `"v1"` (default: the original roomer protocol, no subprotocol offered) or `"v2"`
+   * (offers the `roomer.v2` subprotocol: namespaces and asks). A browser fails the
+   * handshake of a server that does not accept `roomer.v2` (it is retried as any failed
+   * connection); one that accepts another subprotocol closes every room with
+   * `unsupported_protocol`. */
+  protocol?: "v1" | "v2";
   /** `true` (default), `false` (a lost connection closes every room), or settings. */
   reconnect?: boolean | ReconnectOptions;
   /** Messages kept while disconnected, sent in order once connected again; past it a
@@ -100,11 +125,27 @@ export interface RoomerOptions {
   WebSocket?: typeof WebSocket;
 }
 
+/** Options of `ask()`. */
+export interface AskOptions {
+  /** Milliseconds to wait for the answer before rejecting with code `timeout`. Default
+   * 5000; 0 (or Infinity) for no limit. */
+  timeout?: number;
+}
+
+/** What an `onAsk` handler returns (or its promise resolves to): the reply's payload,
+ * converted as `send()` converts payloads. */
+export type AskAnswer = Payload | Promise<Payload>;
+
 /** A room of this connection. `roomer()` returns the root room ("root"), which every
- * client is in; `join()` gives the others. Rooms are frozen objects. */
+ * client is in; `join()` gives the others. Rooms are frozen objects. With protocol v2 a
+ * room is in a namespace: `root.namespace(name)` gives that namespace's root room, and
+ * its `join()` joins rooms of that namespace. */
 export interface Room {
   /** The room's name. */
   readonly name: string;
+  /** The room's namespace: `""` (the default one, all that v1 has) or a name given to
+   * `namespace()`. */
+  readonly namespaceName: string;
 
   /** This client's id (a UUID); a new one after every reconnection. `""` before the
    * first connection. */
@@ -115,30 +156,66 @@ export interface Room {
    * unless the server has root presence on). */
   members(): string[];
 
-  /** Join a room; returns its Room at once. Joins made before the connection is up are
-   * sent once it is. The same Room is returned while it is not closed. */
+  /** Join a room (in this room's namespace); returns its Room at once. Joins made before
+   * the connection is up are sent once it is. The same Room is returned while it is not
+   * closed. In v2 a join is an ask, whose reply carries the member list. */
   join(name: string): Room;
   /** Join a room and wait for the server: resolves with the open Room, rejects with a
    * RoomerError (`join_denied`, `too_many_rooms`, `invalid_name`...). */
   joined(name: string): Promise<Room>;
+
+  /** v2: connect to namespace `name` (its `connect` ask): resolves with its root room,
+   * rejects with a RoomerError (`no_such_namespace`; `namespace_denied`, whose
+   * `serverMessage` is the server hook's `Deny` text). Called before the connection is
+   * up it waits; a namespace connected (or connecting) already gives the same root; `""`
+   * is the default namespace's root. After a reconnection the client connects to its
+   * namespaces again, then joins their rooms again (each fires `reconnected`); a
+   * namespace the server then refuses fires `error` on its root and closes with its
+   * rooms. Throws an Error on a v1 connection. */
+  namespace(name: string): Promise<Room>;
+  /** v2: leave this room's namespace (not the default one: use `close()`); its rooms
+   * (root included) fire `close` and lose their handlers. Resolves once the server
+   * answered, at once while disconnected; rejects with a RoomerError if it refused. */
+  disconnect(): Promise<void>;
+  /** v2: ask the server `event` in this room (its handler's return value is the
+   * reply): resolves with the reply's payload; rejects with a RoomerError whose `code`
+   * is the server's (`no_handler`, `handler_error`, `denied`, a handler's own code...),
+   * `timeout`, `disconnected`, `queue_full` or `closed`. While disconnected it waits in
+   * the send queue (its timeout running). Ids are unique among the connection's asks
+   * still waiting; nothing waits after the promise settled. Throws an Error on v1, a
+   * TypeError for the reserved names of `send()`. */
+  ask(event: string, payload?: Payload, options?: AskOptions): Promise<Uint8Array>;
+  /** v2: answer the server's asks of `event` in this room: `fn`'s return value (or
+   * resolved value) is the reply; a throw or rejection is an error reply carrying a
+   * RoomerError's `code` and `serverMessage`, else `handler_error` "internal error". One
+   * handler per event (a second replaces the first); an ask nobody answers gets
+   * `no_handler`. `senderId` is `""` (the server). */
+  onAsk(event: string, fn: (payload: Uint8Array, senderId: string) => AskAnswer): Room;
+  /** v2: remove the `onAsk` handler of `event`. */
+  offAsk(event: string): Room;
+  /** v2: this connection's asks waiting for an answer (queued ones included). */
+  pendingAsks(): number;
+  /** v2: replies this connection got for no ask waiting (one that timed out, say):
+   * counted and ignored. */
+  unknownReplies(): number;
   /** Resolves with this Room once it is open (root: connected; others: joined); at once
    * if it is; through reconnections; rejects with RoomerError if it closes first. */
   ready(): Promise<Room>;
   /** Leave this room (`close` fires when the server confirms; its handlers are then
-   * removed). On root: close the connection. */
+   * removed). On root: close the connection; on a namespace's root: `disconnect()`. */
   leave(): Room;
   /** Close the connection and every room, without reconnection. */
   close(): Room;
-  /** Leave every room but root. */
+  /** Leave every room of this namespace but its root. */
   purge(): Room;
-  /** This connection's rooms by name, root included. */
+  /** This connection's rooms of this namespace by name, root included. */
   rooms(): Readonly<Record<string, Room>>;
 
   /** Send `event` to the room's other members, or with `dst` (a client id) to that client
    * only. While disconnected it waits in a queue (see `sendQueueLimit`); what cannot be
    * sent fires `dropped`. Reserved names (`join`, `leave`, `join_ack`, `leave_ack`,
    * `new_member`, `member_left`, `error`, `open`, `close`, `reconnecting`,
-   * `reconnected`, `dropped`) throw a TypeError. */
+   * `reconnected`, `dropped`; in v2 also `connect`, `disconnect`) throw a TypeError. */
   send(event: string, payload?: Payload, dst?: string): Room;
   /** `send(event, JSON.stringify(value), dst)`. */
   sendJSON(event: string, value: unknown, dst?: string): Room;

@@ -12,18 +12,31 @@
  * (join, leave, send, on/once/off, members, id, open; events open, close, new_member,
  * member_left and custom events with (payload, senderId)), adding promises (ready,
  * joined), automatic reconnection with rejoin, a bounded send queue, error events and
- * JSON helpers.
+ * JSON helpers. With ``roomer(url, {protocol: "v2"})`` it speaks protocol v2
+ * (docs/protocol.md): namespaces (``root.namespace(name)``) and asks both ways
+ * (``room.ask(event, payload)``, ``room.onAsk(event, fn)``).
  */
 
 // ---- wire codec --------------------------------------------------------------------------
 // Everything that knows the byte layout of a message lives here. A codec is
-// { encode(room, event, dst, payloadBytes) -> Uint8Array,
-//   decode(ArrayBuffer) -> { room, event, dst, src, payload: Uint8Array } | null }
-// and is picked per connection by the WebSocket subprotocol the server accepted.
+// { frame(kind, id, namespace, room, event, dst, payloadBytes) -> Uint8Array,
+//   parse(ArrayBuffer) -> { kind, id, namespace, room, event, dst, src,
+//                           payload: Uint8Array } | null }
+// and is picked per connection by the WebSocket subprotocol the server accepted. v1 has
+// no kind, id or namespace: it frames events of the default namespace only.
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
+// v2 names must be valid UTF-8 (docs/protocol.md §3): a message with a bad one is refused.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 const EMPTY = new Uint8Array(0);
+
+/** v2 message kinds (docs/protocol.md §3). */
+const EVENT = 0;
+const ASK = 1;
+const REPLY = 2;
+const ERROR_REPLY = 3;
+const MAX_ASK_ID = 0xffffffff;
 
 /** Protocol v1: room, event, dst, src, payload, each a uint32 big-endian length + bytes. */
 const v1 = Object.freeze({
@@ -63,21 +76,85 @@ const v1 = Object.freeze({
       payload: fields[4],
     };
   },
+  frame(kind, id, namespace, room, event, dst, payload) {
+    return this.encode(room, event, dst, payload);
+  },
+  parse(buffer) {
+    const msg = this.decode(buffer);
+    if (msg !== null) Object.assign(msg, { kind: EVENT, id: 0, namespace: "" });
+    return msg;
+  },
 });
 
+/** Protocol v2: kind (u8), id (u32 big-endian), then namespace, room, event, dst, src and
+ * payload as v1 fields: a v2 body is kind | id | namespace | a v1 body. */
+const v2 = Object.freeze({
+  frame(kind, id, namespace, room, event, dst, payload) {
+    const fields = [utf8.encode(namespace), utf8.encode(room), utf8.encode(event),
+      utf8.encode(dst), EMPTY, payload];
+    let size = 5;
+    for (const f of fields) size += 4 + f.length;
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    view.setUint8(0, kind);
+    view.setUint32(1, id);
+    let at = 5;
+    for (const f of fields) {
+      view.setUint32(at, f.length);
+      out.set(f, at + 4);
+      at += 4 + f.length;
+    }
+    return out;
+  },
+  parse(buffer) {
+    // The checks of docs/protocol.md §3, in its order: size, header, lengths, names.
+    const bytes = new Uint8Array(buffer);
+    if (bytes.length < 29) return null;
+    const view = new DataView(buffer);
+    const kind = bytes[0];
+    const id = view.getUint32(1);
+    if (kind > ERROR_REPLY || (kind === EVENT) !== (id === 0)) return null;
+    const fields = [];
+    let at = 5;
+    for (let i = 0; i < 6; i++) {
+      if (bytes.length - at < 4) return null;
+      const size = view.getUint32(at);
+      at += 4;
+      if (size > bytes.length - at) return null;
+      fields.push(bytes.subarray(at, at + size));
+      at += size;
+    }
+    if (at !== bytes.length) return null;
+    let names;
+    try {
+      names = fields.slice(0, 5).map((f) => strictUtf8.decode(f));
+    } catch {
+      return null;
+    }
+    return {
+      kind, id, namespace: names[0], room: names[1], event: names[2], dst: names[3],
+      src: names[4], payload: fields[5],
+    };
+  },
+});
+
+/** The subprotocol that selects v2 (docs/protocol.md §1). */
+const V2 = "roomer.v2";
 /** Codecs by the subprotocol the server chose ("" = none requested: v1). */
-const CODECS = { "": v1 };
-/** Subprotocols offered at connect, best first (none yet: v1 needs none). */
-const OFFERED = [];
+const CODECS = { "": v1, [V2]: v2 };
+/** Subprotocols offered at connect, by the protocol option (v1 offers none). */
+const OFFERED = { v1: [], v2: [V2] };
 
 // ---- names and payloads ------------------------------------------------------------------
 
 const ROOT = "root";
-/** Events the server handles or sends itself: a client may not send them (DESIGN §2-§3). */
+/** Events the server handles or sends itself: a client may not send them (DESIGN §2-§3).
+ * In v2 ``connect`` and ``disconnect`` too (namespaces, docs/protocol.md §6). */
 const SERVER_EVENTS = new Set([
   "join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
   "close",
 ]);
+const NAMESPACE_EVENTS = new Set(["connect", "disconnect"]);
 /** Events this client emits on its own: not sent, and a peer's message so named is ignored. */
 const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped"]);
 
@@ -169,7 +246,12 @@ function readOptions(options = {}) {
   if (!Number.isInteger(limit) || limit < 0) {
     throw new TypeError("roomer: options.sendQueueLimit must be an integer >= 0");
   }
+  const protocol = options.protocol ?? "v1";
+  if (!Object.hasOwn(OFFERED, protocol)) {
+    throw new TypeError('roomer: options.protocol must be "v1" or "v2"');
+  }
   return {
+    protocol,
     reconnect,
     sendQueueLimit: limit,
     connectTimeout: options.connectTimeout ?? 10000,
@@ -181,14 +263,24 @@ function readOptions(options = {}) {
 // A Room is the frozen public face; its state is a plain record the connection drives.
 // Room states: joining (asked, no join_ack yet), open, suspended (was open, connection
 // lost, will be joined again), leaving (leave sent), closed (for good).
+// A space is the rooms of one namespace ("" the default one, all v1 has); its root record
+// is the namespace's root room, whose state is the namespace's: joining while its connect
+// is unanswered, open once connected.
 
-function newRecord(link, name) {
+function newRecord(link, name, space) {
   const rec = {
-    link, name, state: "joining", everOpen: false, members: [], handlers: new Map(),
-    waiters: [], room: null,
+    link, name, space, state: "joining", everOpen: false, members: [], handlers: new Map(),
+    askHandlers: new Map(), waiters: [], room: null,
   };
   rec.room = new Room(rec);
   return rec;
+}
+
+function newSpace(link, name) {
+  const space = { name, rooms: new Map(), root: null };
+  space.root = newRecord(link, ROOT, space);
+  space.rooms.set(ROOT, space.root);
+  return space;
 }
 
 function emit(rec, event, ...args) {
@@ -251,12 +343,65 @@ class Room {
   /** A copy of the member ids (this client included), from join_ack and presence. */
   members() { return [...secret.get(this).members]; }
 
-  /** Join a room on this connection; returns its Room at once (queued until connected). */
-  join(name) { return secret.get(this).link.join(name); }
+  /** The namespace of this room ("" the default one, all v1 has). */
+  get namespaceName() { return secret.get(this).space.name; }
 
-  /** Join a room and wait: resolves with the Room on join_ack, rejects with a
-   * RoomerError whose ``code`` is the server's (join_denied, too_many_rooms...). */
+  /** Join a room on this connection, in this room's namespace; returns its Room at once
+   * (queued until connected). */
+  join(name) {
+    const rec = secret.get(this);
+    return rec.link.join(name, rec.space);
+  }
+
+  /** Join a room and wait: resolves with the Room on join_ack (v2: the join ask's reply),
+   * rejects with a RoomerError whose ``code`` is the server's (join_denied,
+   * too_many_rooms...). */
   joined(name) { return this.join(name).ready(); }
+
+  /** v2: connect to namespace ``name``: a promise of its root room (join, send, ask
+   * there), rejected with a RoomerError whose ``code`` is the server's
+   * (no_such_namespace, namespace_denied...). Reconnection connects it again. */
+  namespace(name) { return secret.get(this).link.namespace(name); }
+
+  /** v2: leave this room's namespace (not the default one: close()); its rooms close.
+   * Resolves once the server answered (at once while disconnected). */
+  disconnect() {
+    const rec = secret.get(this);
+    return rec.link.disconnectSpace(rec.space);
+  }
+
+  /** v2: ask the server ``event`` in this room: a promise of the reply's payload
+   * (Uint8Array), rejected with a RoomerError whose ``code`` is the server's error code,
+   * ``timeout`` (no answer within ``options.timeout`` ms, default 5000; 0: no limit),
+   * ``disconnected`` (the connection was lost first) or ``closed``. While disconnected the
+   * ask waits in the send queue. */
+  ask(event, payload, options = {}) {
+    const rec = secret.get(this);
+    return rec.link.ask(rec, event, payload, options);
+  }
+
+  /** v2: answer the server's asks of ``event`` in this room with ``fn(payload,
+   * senderId)``: its return value (or what its promise resolves to) is the reply, sent as
+   * send() sends payloads; a throw (or rejection) is an error reply: a RoomerError's
+   * code and message, else ``handler_error`` "internal error". One function per event. */
+  onAsk(event, fn) {
+    checkName("event", event);
+    if (typeof fn !== "function") throw new TypeError("roomer: a handler must be a function");
+    secret.get(this).askHandlers.set(event, fn);
+    return this;
+  }
+
+  /** v2: stop answering asks of ``event`` here (they get ``no_handler``). */
+  offAsk(event) {
+    secret.get(this).askHandlers.delete(event);
+    return this;
+  }
+
+  /** v2: this connection's asks of the server still waiting for an answer. */
+  pendingAsks() { return secret.get(this).link.pendingAsks(); }
+
+  /** v2: replies this connection got to no ask waiting (late, or unknown ids). */
+  unknownReplies() { return secret.get(this).link.unknownReplies; }
 
   /** Resolves with this Room once it is open (root: connected; others: joined), at once
    * if it is; waits through reconnects; rejects if it closes for good first. */
@@ -270,10 +415,12 @@ class Room {
     return new Promise((resolve, reject) => rec.waiters.push({ resolve, reject }));
   }
 
-  /** Leave this room (root: close the connection); ``close`` fires on leave_ack. */
+  /** Leave this room (root: close the connection; a namespace's root: disconnect());
+   * ``close`` fires on leave_ack. */
   leave() {
     const rec = secret.get(this);
     if (rec.name === ROOT && rec === rec.link.root) rec.link.close();
+    else if (rec === rec.space.root) rec.link.disconnectSpace(rec.space);
     else rec.link.leave(rec);
     return this;
   }
@@ -284,17 +431,17 @@ class Room {
     return this;
   }
 
-  /** Leave every room but root. */
+  /** Leave every room of this namespace but its root. */
   purge() {
-    const link = secret.get(this).link;
-    for (const rec of [...link.rooms.values()]) if (rec !== link.root) link.leave(rec);
+    const { link, space } = secret.get(this);
+    for (const rec of [...space.rooms.values()]) if (rec !== space.root) link.leave(rec);
     return this;
   }
 
-  /** The rooms of this connection by name (root included). */
+  /** The rooms of this connection in this namespace, by name (root included). */
   rooms() {
     const out = {};
-    for (const [name, rec] of secret.get(this).link.rooms) out[name] = rec.room;
+    for (const [name, rec] of secret.get(this).space.rooms) out[name] = rec.room;
     return Object.freeze(out);
   }
 
@@ -388,10 +535,20 @@ class Room {
 }
 
 function emitError(rec, info) {
-  // A room's error nobody listens to goes to root; one root ignores too, to the console.
+  // A room's error nobody listens to goes to its namespace's root, then to root; one root
+  // ignores too, to the console.
   if (emit(rec, "error", info)) return;
-  if (rec !== rec.link.root && emit(rec.link.root, "error", info)) return;
+  if (rec !== rec.space.root && emit(rec.space.root, "error", info)) return;
+  if (rec.space.root !== rec.link.root && emit(rec.link.root, "error", info)) return;
   console.warn(`roomer: error in room ${rec.name}:`, info);
+}
+
+/** What an internal ask (join, leave, connect, disconnect) is told when its socket is
+ * gone: not an answer; what it asked for is asked again on the next connection. */
+const LOST = Symbol("lost");
+
+function infoOf(err, event) {
+  return { code: err.code, message: err.serverMessage, event };
 }
 
 // ---- the connection ----------------------------------------------------------------------
@@ -400,16 +557,21 @@ class Link {
   constructor(url, options) {
     this.url = wsUrl(url);
     this.options = options;
+    this.v2 = options.protocol === "v2";
     this.id = "";
     this.state = "connecting"; // connecting | open | reconnecting | closed
     this.ws = null;
     this.codec = v1;
-    this.rooms = new Map();
-    this.root = newRecord(this, ROOT);
-    this.rooms.set(ROOT, this.root);
-    this.pendingJoins = []; // records whose join was sent on this socket, oldest first
-    this.leaving = []; // records whose leave was sent, waiting for leave_ack
-    this.queue = []; // sends made while not connected
+    this.space = newSpace(this, ""); // the default namespace
+    this.spaces = new Map([["", this.space]]); // v2: the namespaces connected (or asked)
+    this.rooms = this.space.rooms;
+    this.root = this.space.root;
+    this.pendingJoins = []; // v1: records whose join was sent on this socket, oldest first
+    this.leaving = []; // v1: records whose leave was sent, waiting for leave_ack
+    this.queue = []; // sends (and v2 asks) made while not connected
+    this.asks = new Map(); // v2: this socket's asks waiting for an answer, by id
+    this.nextAskId = 1;
+    this.unknownReplies = 0;
     this.attempt = 0;
     this.timer = null;
     this.connect(true);
@@ -417,9 +579,10 @@ class Link {
 
   connect(first) {
     this.timer = null;
+    const offered = OFFERED[this.options.protocol];
     let ws;
     try {
-      ws = OFFERED.length ? new this.options.WebSocket(this.url, OFFERED)
+      ws = offered.length ? new this.options.WebSocket(this.url, offered)
         : new this.options.WebSocket(this.url);
     } catch (err) {
       if (first) throw err; // a malformed URL: the caller's mistake, say so at once
@@ -429,7 +592,18 @@ class Link {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onopen = () => {
-      if (ws === this.ws) this.codec = CODECS[ws.protocol] ?? v1;
+      if (ws !== this.ws) return;
+      if (this.v2 && ws.protocol !== V2) {
+        // Browsers fail a handshake whose 101 names none of the offered subprotocols;
+        // a WebSocket that lets one through would misread every byte: stop for good.
+        this.ws = null;
+        this.shutdown(new RoomerError("unsupported_protocol", "the server did not accept " +
+          `protocol v2 (its 101 named ${JSON.stringify(ws.protocol)}): it speaks v1 only`,
+          "connect"));
+        ws.close(1000);
+        return;
+      }
+      this.codec = CODECS[ws.protocol] ?? v1;
     };
     ws.onmessage = (e) => {
       if (ws === this.ws) this.received(e.data);
@@ -448,18 +622,28 @@ class Link {
 
   received(data) {
     const buffer = typeof data === "string" ? utf8.encode(data).buffer : data;
-    const msg = this.codec.decode(buffer);
+    const msg = this.codec.parse(buffer);
     if (msg === null) {
       console.warn("roomer: the server sent a malformed message; ignored");
       return;
     }
-    const rec = this.rooms.get(msg.room);
+    if (msg.kind >= REPLY) {
+      this.answered(msg);
+      return;
+    }
+    const space = this.spaces.get(msg.namespace);
+    if (msg.kind === ASK) {
+      this.asked(space, msg);
+      return;
+    }
+    if (!space) return; // a namespace left meanwhile
+    const rec = space.rooms.get(msg.room);
     switch (msg.event) {
       case "join_ack":
-        this.joinAck(msg);
+        this.joinAck(space, msg);
         break;
       case "leave_ack":
-        this.leaveAck(msg.room);
+        this.leaveAck(space, msg.room);
         break;
       case "new_member":
       case "member_left": {
@@ -473,7 +657,7 @@ class Link {
         break;
       }
       case "error":
-        this.serverError(msg);
+        this.serverError(space, msg);
         break;
       default:
         if (!rec || rec.state === "closed" || LOCAL_EVENTS.has(msg.event)) return;
@@ -481,23 +665,18 @@ class Link {
     }
   }
 
-  joinAck(msg) {
-    let members;
-    try {
-      members = JSON.parse(text(msg.payload));
-    } catch {
-      members = [];
-    }
-    if (msg.room === ROOT && this.state !== "open") {
+  joinAck(space, msg) {
+    const members = parseMembers(msg.payload);
+    if (msg.room === ROOT && space === this.space && this.state !== "open") {
       this.connected(msg.src, members);
       return;
     }
     const at = this.pendingJoins.findIndex((r) => r.name === msg.room);
-    let rec = at >= 0 ? this.pendingJoins.splice(at, 1)[0] : this.rooms.get(msg.room);
+    let rec = at >= 0 ? this.pendingJoins.splice(at, 1)[0] : space.rooms.get(msg.room);
     if (!rec) {
       // A join the server made for this client (conn.join): it is a room like any other.
-      rec = newRecord(this, msg.room);
-      this.rooms.set(msg.room, rec);
+      rec = newRecord(this, msg.room, space);
+      space.rooms.set(msg.room, rec);
     }
     if (rec.state === "leaving" || rec.state === "closed") return;
     this.opened(rec, members);
@@ -514,21 +693,34 @@ class Link {
     this.root.members = members;
     this.root.state = "open";
     this.root.everOpen = true;
-    // Joins first, then what was queued: the server handles them in this order, so a
-    // queued message for a room reaches it after the room is joined again.
-    for (const rec of this.rooms.values()) {
-      if (rec !== this.root && (rec.state === "joining" || rec.state === "suspended")) {
-        this.write(rec.name, "join", EMPTY, "");
-        this.pendingJoins.push(rec);
+    // Namespaces, then joins, then what was queued: the server handles them in this
+    // order, so a queued message for a room reaches it after the room is joined again.
+    for (const space of this.spaces.values()) {
+      if (space !== this.space) this.connectSpace(space);
+    }
+    for (const space of this.spaces.values()) {
+      for (const rec of space.rooms.values()) {
+        if (rec !== space.root && (rec.state === "joining" || rec.state === "suspended")) {
+          this.sendJoin(rec);
+        }
       }
     }
     const queued = this.queue;
     this.queue = [];
     for (const item of queued) {
-      if (item.rec.state === "closed" || item.rec.state === "leaving") {
+      if (item.ask) {
+        item.ask.queued = null;
+        if (item.rec.state === "closed" || item.rec.state === "leaving") {
+          item.ask.fail(new RoomerError("closed", "the room is closed", item.event,
+            item.rec.name));
+        } else {
+          this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
+            item.payload);
+        }
+      } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
         this.dropped(item, "closed");
       } else {
-        this.write(item.rec.name, item.event, item.payload, item.dst);
+        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
       }
     }
     settle(this.root);
@@ -562,12 +754,18 @@ class Link {
     }
   }
 
-  leaveAck(name) {
+  leaveAck(space, name) {
     const at = this.leaving.findIndex((r) => r.name === name);
-    if (at >= 0) this.finish(this.leaving.splice(at, 1)[0], null, true);
+    if (at >= 0) {
+      this.finish(this.leaving.splice(at, 1)[0], null, true);
+    } else if (this.v2) {
+      // v2 leaves are asks: a leave_ack is the server taking this client out (conn.leave).
+      const rec = space.rooms.get(name);
+      if (rec && rec !== space.root) this.finish(rec, null, true);
+    }
   }
 
-  serverError(msg) {
+  serverError(space, msg) {
     let info;
     try {
       info = JSON.parse(text(msg.payload));
@@ -590,18 +788,23 @@ class Link {
       const at = this.leaving.findIndex((r) => r.name === msg.room);
       if (at >= 0) {
         // The server kept this client in the room (an on_leave hook refused).
-        const rec = this.leaving.splice(at, 1)[0];
-        if (this.rooms.has(rec.name)) {
-          this.finish(rec, null, true);
-        } else {
-          rec.state = "open";
-          this.rooms.set(rec.name, rec);
-        }
-        emitError(this.rooms.get(rec.name), info);
+        this.kept(this.leaving.splice(at, 1)[0], info);
         return;
       }
     }
-    emitError(this.rooms.get(msg.room) ?? this.root, info);
+    emitError(space.rooms.get(msg.room) ?? space.root, info);
+  }
+
+  /** A leave the server refused: the room is open again (unless joined anew meanwhile). */
+  kept(rec, info) {
+    const rooms = rec.space.rooms;
+    if (rooms.has(rec.name)) {
+      this.finish(rec, null, true);
+    } else {
+      rec.state = "open";
+      rooms.set(rec.name, rec);
+    }
+    emitError(rooms.get(rec.name), info);
   }
 
   /** Close ``rec`` for good: close event if it ever opened, waiters rejected; a room
@@ -611,12 +814,15 @@ class Link {
     const wasOpen = rec.everOpen;
     rec.state = "closed";
     rec.closedBy = error ?? new RoomerError("closed", "the room is closed", "join", rec.name);
-    if (this.rooms.get(rec.name) === rec) this.rooms.delete(rec.name);
+    if (rec.space.rooms.get(rec.name) === rec) rec.space.rooms.delete(rec.name);
     const p = this.pendingJoins.indexOf(rec);
     if (p >= 0) this.pendingJoins.splice(p, 1);
     settle(rec, rec.closedBy);
     if (wasOpen) emit(rec, "close");
-    if (left) rec.handlers.clear();
+    if (left) {
+      rec.handlers.clear();
+      rec.askHandlers.clear();
+    }
   }
 
   lost(event) {
@@ -632,10 +838,15 @@ class Link {
     const reason = event.reason ?? "";
     if (policy && this.attempt < policy.maxAttempts && policy.shouldReconnect(code, reason)) {
       this.state = "reconnecting";
-      for (const rec of this.rooms.values()) {
-        if (rec.state === "open") {
-          rec.state = "suspended";
-          rec.oldId = this.id;
+      // Ids are the socket's: what waits for an answer on it gets none.
+      this.dropAsks(() => new RoomerError("disconnected",
+        "the connection was lost before the answer"));
+      for (const space of this.spaces.values()) {
+        for (const rec of space.rooms.values()) {
+          if (rec.state === "open") {
+            rec.state = "suspended";
+            rec.oldId = this.id;
+          }
         }
       }
       const base = Math.min(policy.maxDelay, policy.initialDelay * policy.factor ** this.attempt);
@@ -643,8 +854,10 @@ class Link {
       this.attempt += 1;
       this.timer = setTimeout(() => this.connect(false), delay);
       const closed = { code, reason };
-      for (const rec of [...this.rooms.values()]) {
-        emit(rec, "reconnecting", this.attempt, delay, closed);
+      for (const space of [...this.spaces.values()]) {
+        for (const rec of [...space.rooms.values()]) {
+          emit(rec, "reconnecting", this.attempt, delay, closed);
+        }
       }
       return;
     }
@@ -656,9 +869,16 @@ class Link {
     this.state = "closed";
     clearTimeout(this.timer);
     this.timer = null;
+    this.dropAsks(() => error);
     const queued = this.queue;
     this.queue = [];
-    for (const item of queued) this.dropped(item, "closed");
+    for (const item of queued) {
+      if (item.ask) item.ask.fail(error);
+      else this.dropped(item, "closed");
+    }
+    for (const space of [...this.spaces.values()]) {
+      if (space !== this.space) this.closeSpace(space, error);
+    }
     for (const rec of [...this.rooms.values()]) if (rec !== this.root) this.finish(rec, error);
     for (const rec of this.leaving) this.finish(rec, null, true);
     this.leaving = [];
@@ -673,28 +893,57 @@ class Link {
     if (ws) ws.close(1000);
   }
 
-  join(name) {
+  join(name, space = this.space) {
     checkName("room", name);
-    const existing = this.rooms.get(name);
+    const existing = space.rooms.get(name);
     if (existing) return existing.room;
     if (this.state === "closed") throw new Error("roomer: the connection is closed");
-    const rec = newRecord(this, name);
-    this.rooms.set(name, rec);
-    if (this.state === "open") {
-      this.write(name, "join", EMPTY, "");
-      this.pendingJoins.push(rec);
+    if (this.spaces.get(space.name) !== space) {
+      throw new Error(`roomer: not connected to the namespace "${space.name}"`);
     }
+    const rec = newRecord(this, name, space);
+    space.rooms.set(name, rec);
+    if (this.state === "open") this.sendJoin(rec);
     // Otherwise it is joined with the others as soon as the connection is up.
     return rec.room;
+  }
+
+  sendJoin(rec) {
+    if (!this.v2) {
+      this.write("", rec.name, "join", EMPTY, "");
+      this.pendingJoins.push(rec);
+      return;
+    }
+    this.internalAsk(rec.space.name, rec.name, "join", (payload, err) => {
+      if (err === LOST || rec.state === "leaving" || rec.state === "closed") return;
+      if (err) {
+        // Told once, as a refused v1 join: the room's error handlers, else its waiting
+        // promises, else root's.
+        const info = infoOf(err, "join");
+        if (!emit(rec, "error", info) && rec.waiters.length === 0) {
+          emitError(rec.space.root, info);
+        }
+        this.finish(rec, new RoomerError(err.code, err.serverMessage, "join", rec.name));
+        return;
+      }
+      this.opened(rec, parseMembers(payload));
+    });
   }
 
   leave(rec) {
     if (rec.state === "closed" || rec.state === "leaving") return;
     if (this.state === "open" && this.sendable()) {
       rec.state = "leaving";
-      if (this.rooms.get(rec.name) === rec) this.rooms.delete(rec.name);
-      this.leaving.push(rec);
-      this.write(rec.name, "leave", EMPTY, "");
+      if (rec.space.rooms.get(rec.name) === rec) rec.space.rooms.delete(rec.name);
+      if (!this.v2) {
+        this.leaving.push(rec);
+        this.write("", rec.name, "leave", EMPTY, "");
+        return;
+      }
+      this.internalAsk(rec.space.name, rec.name, "leave", (payload, err) => {
+        if (err && err !== LOST) this.kept(rec, infoOf(err, "leave"));
+        else this.finish(rec, null, true); // left (or with the connection)
+      });
     } else {
       this.finish(rec, null, true); // not joined on a live socket: nothing to tell the server
     }
@@ -702,7 +951,8 @@ class Link {
 
   send(rec, event, payload, dst) {
     checkName("event", event);
-    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event)) {
+    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) ||
+        (this.v2 && NAMESPACE_EVENTS.has(event))) {
       throw new TypeError(`roomer: "${event}" is a reserved event name`);
     }
     if (typeof dst !== "string") dst = dst == null ? "" : String(dst);
@@ -711,7 +961,7 @@ class Link {
     if (rec.state === "closed" || rec.state === "leaving" || this.state === "closed") {
       this.dropped(item, "closed");
     } else if (this.state === "open" && this.sendable()) {
-      this.write(rec.name, event, body, dst);
+      this.write(rec.space.name, rec.name, event, body, dst);
     } else if (this.queue.length < this.options.sendQueueLimit) {
       // Encoded when sent, with the codec of the connection that sends it; copied now,
       // so the caller may reuse its buffer.
@@ -726,8 +976,10 @@ class Link {
     return this.ws !== null && this.ws.readyState === 1; // WebSocket.OPEN
   }
 
-  write(room, event, payload, dst) {
-    if (this.sendable()) this.ws.send(this.codec.encode(room, event, dst, payload));
+  write(namespace, room, event, payload, dst, kind = EVENT, id = 0) {
+    if (this.sendable()) {
+      this.ws.send(this.codec.frame(kind, id, namespace, room, event, dst, payload));
+    }
   }
 
   dropped(item, reason) {
@@ -738,13 +990,253 @@ class Link {
       console.warn(`roomer: dropped ${item.event} to ${item.rec.name} (${reason})`);
     }
   }
+
+  // ---- protocol v2: namespaces ---------------------------------------------------------
+
+  needV2(what) {
+    if (!this.v2) {
+      throw new Error(`roomer: ${what} need protocol v2: roomer(url, {protocol: "v2"})`);
+    }
+  }
+
+  namespace(name) {
+    this.needV2("namespaces");
+    if (typeof name !== "string") throw new TypeError("roomer: a namespace name is a string");
+    let space = this.spaces.get(name);
+    if (!space) {
+      if (this.state === "closed") {
+        return Promise.reject(new RoomerError("closed", "the connection is closed",
+          "connect"));
+      }
+      space = newSpace(this, name);
+      this.spaces.set(name, space);
+      // Otherwise it is connected with the others as soon as the connection is up.
+      if (this.state === "open") this.connectSpace(space);
+    }
+    return space.root.room.ready();
+  }
+
+  connectSpace(space) {
+    const root = space.root;
+    if (root.state !== "joining" && root.state !== "suspended") return;
+    this.internalAsk(space.name, ROOT, "connect", (payload, err) => {
+      if (err === LOST || root.state === "closed") return;
+      if (err) {
+        // Refused (at first, or when connecting again after a reconnection): told once,
+        // as a refused join is, then the namespace and its rooms close.
+        const info = infoOf(err, "connect");
+        if (!emit(root, "error", info) && root.waiters.length === 0) {
+          emitError(this.root, info);
+        }
+        this.closeSpace(space, new RoomerError(err.code, err.serverMessage, "connect",
+          ROOT));
+        return;
+      }
+      this.opened(root, [this.id]);
+    });
+  }
+
+  disconnectSpace(space) {
+    this.needV2("namespaces");
+    if (space === this.space) {
+      throw new Error("roomer: the default namespace cannot be left: close() instead");
+    }
+    if (this.spaces.get(space.name) !== space) return Promise.resolve();
+    if (!(this.state === "open" && this.sendable())) {
+      // Not on a live socket: nothing to tell the server.
+      this.closeSpace(space, null);
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      this.internalAsk(space.name, ROOT, "disconnect", (payload, err) => {
+        if (err && err !== LOST) {
+          reject(err);
+          return;
+        }
+        this.closeSpace(space, null);
+        resolve();
+      });
+    });
+  }
+
+  /** The namespace is gone (left, refused, or the connection closed for good): its rooms
+   * close; left (``error`` null) they lose their handlers as a left room does. */
+  closeSpace(space, error) {
+    if (this.spaces.get(space.name) === space) this.spaces.delete(space.name);
+    for (const rec of [...space.rooms.values()]) {
+      if (rec !== space.root) this.finish(rec, error, error === null);
+    }
+    this.finish(space.root, error, error === null);
+  }
+
+  // ---- protocol v2: asks ---------------------------------------------------------------
+
+  /** Send an ask on this socket; ``entry.settle(payload, error)`` gets its answer. */
+  sendAsk(entry, namespace, room, event, payload) {
+    let id = this.nextAskId;
+    while (this.asks.has(id)) id = (id % MAX_ASK_ID) + 1; // unique among those waiting
+    this.nextAskId = (id % MAX_ASK_ID) + 1;
+    entry.id = id;
+    this.asks.set(id, entry);
+    this.write(namespace, room, event, payload, "", ASK, id);
+  }
+
+  /** An ask of this client's own (join, leave, connect, disconnect): sent at once on the
+   * open socket, answered by the server in order, or told LOST with the socket. */
+  internalAsk(namespace, room, event, apply) {
+    this.sendAsk({ internal: true, settle: apply, timer: null }, namespace, room, event,
+      EMPTY);
+  }
+
+  ask(rec, event, payload, options) {
+    this.needV2("asks");
+    checkName("event", event);
+    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || NAMESPACE_EVENTS.has(event)) {
+      throw new TypeError(`roomer: "${event}" is a reserved event name`);
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("roomer: ask options must be an object");
+    }
+    const timeout = options.timeout ?? 5000;
+    if (typeof timeout !== "number" || !(timeout >= 0)) {
+      throw new TypeError("roomer: options.timeout must be a number of ms >= 0");
+    }
+    const body = toBytes(payload);
+    return new Promise((resolve, reject) => {
+      const entry = { internal: false, id: 0, timer: null, queued: null, done: false };
+      entry.settle = (answer, err) => {
+        if (entry.done) return;
+        entry.done = true;
+        clearTimeout(entry.timer);
+        if (err) reject(err);
+        else resolve(answer);
+      };
+      entry.fail = (err) => entry.settle(null, err);
+      if (rec.state === "closed" || rec.state === "leaving" || this.state === "closed") {
+        entry.fail(new RoomerError("closed", "the room is closed", event, rec.name));
+        return;
+      }
+      if (timeout > 0 && Number.isFinite(timeout)) {
+        entry.timer = setTimeout(() => {
+          // No answer in time: nothing waits for it any more (a late one is counted).
+          if (entry.id && this.asks.get(entry.id) === entry) this.asks.delete(entry.id);
+          if (entry.queued) {
+            const at = this.queue.indexOf(entry.queued);
+            if (at >= 0) this.queue.splice(at, 1);
+            entry.queued = null;
+          }
+          entry.fail(new RoomerError("timeout", `no answer to '${event}' within ${timeout} ms`,
+            event, rec.name));
+        }, timeout);
+      }
+      if (this.state === "open" && this.sendable()) {
+        this.sendAsk(entry, rec.space.name, rec.name, event, body);
+      } else if (this.queue.length < this.options.sendQueueLimit) {
+        entry.queued = { rec, event, dst: "", payload: body === EMPTY ? EMPTY : body.slice(),
+          ask: entry };
+        this.queue.push(entry.queued);
+      } else {
+        entry.fail(new RoomerError("queue_full", "the send queue is full", event, rec.name));
+      }
+    });
+  }
+
+  pendingAsks() {
+    let queued = 0;
+    for (const item of this.queue) if (item.ask) queued += 1;
+    return this.asks.size + queued;
+  }
+
+  /** The socket is gone: every ask waiting on it is answered by ``error()`` (users'
+   * asks) or LOST (internal ones). */
+  dropAsks(error) {
+    const asks = [...this.asks.values()];
+    this.asks.clear();
+    for (const entry of asks) entry.settle(null, entry.internal ? LOST : error());
+  }
+
+  answered(msg) {
+    const entry = this.asks.get(msg.id);
+    if (!entry) {
+      this.unknownReplies += 1;
+      return;
+    }
+    this.asks.delete(msg.id);
+    if (msg.kind === REPLY) {
+      entry.settle(msg.payload, null);
+      return;
+    }
+    let code = "malformed";
+    let message = "the error reply's payload is not its JSON object";
+    try {
+      const info = JSON.parse(text(msg.payload));
+      if (info && typeof info === "object" && info.code !== undefined) {
+        code = String(info.code);
+        message = String(info.message ?? "");
+      }
+    } catch {
+      // code and message say so
+    }
+    entry.settle(null, new RoomerError(code, message, msg.event, msg.room));
+  }
+
+  /** The server asks: this room's onAsk handler of the event answers, on the socket the
+   * ask came on (ids are that socket's). */
+  asked(space, msg) {
+    const ws = this.ws;
+    const answer = (kind, body) => {
+      if (ws === this.ws) this.write(msg.namespace, msg.room, msg.event, body, "", kind, msg.id);
+    };
+    const refuse = (code, message) => answer(ERROR_REPLY,
+      utf8.encode(JSON.stringify({ code, message })));
+    const failed = (err) => {
+      if (err instanceof RoomerError) {
+        refuse(err.code, err.serverMessage);
+      } else {
+        console.error(`roomer: the ask handler of "${msg.event}" failed:`, err);
+        refuse("handler_error", "internal error");
+      }
+    };
+    const rec = space && space.rooms.get(msg.room);
+    const fn = rec && rec.state !== "closed" ? rec.askHandlers.get(msg.event) : undefined;
+    if (!fn) {
+      refuse("no_handler", `nothing answers '${msg.event}'`);
+      return;
+    }
+    let result;
+    try {
+      result = fn(msg.payload, msg.src);
+    } catch (err) {
+      failed(err);
+      return;
+    }
+    Promise.resolve(result).then((value) => {
+      let body;
+      try {
+        body = toBytes(value);
+      } catch (err) {
+        failed(err);
+        return;
+      }
+      answer(REPLY, body);
+    }, failed);
+  }
+}
+
+function parseMembers(payload) {
+  try {
+    return JSON.parse(text(payload));
+  } catch {
+    return [];
+  }
 }
 
 // ---- entry point -------------------------------------------------------------------------
 
 /**
  * Connect to a roomer server and return the root room. ``url`` defaults to ``/ws`` on
- * the page's host; ``http(s)://`` and relative URLs become ``ws(s)://``.
+ * the page's host; ``http(s)://`` and relative URLs become ``ws(s)://``. With
+ * ``{protocol: "v2"}`` it offers the ``roomer.v2`` subprotocol (namespaces and asks).
  */
 export function roomer(url, options) {
   if (url !== undefined && typeof url !== "string" && !(url instanceof URL)) {
