@@ -117,7 +117,8 @@ class Router:
         state = conn._state
         if state != OPEN and (state != CONNECTING or conn._backlog is None):
             return
-        if conn.v2 and state == OPEN and data and frames.REPLY <= data[0] <= frames.ERROR_REPLY:
+        if conn._busy and conn.v2 and state == OPEN and data and (
+                frames.REPLY <= data[0] <= frames.ERROR_REPLY):
             # An answer to the server's own ask is not one of the client's messages to
             # keep in order: the handler keeping the connection busy may be waiting on it.
             self.dispatch(conn, data)

@@ -25,13 +25,6 @@ if _SKIPPED:
     collect_ignore_glob = ["test_*.py"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The server under test is a roomer serve process (uvloop): one loop here is enough.
-    for item in items:
-        if item.path.parent.name == "browser":
-            item.add_marker(pytest.mark.server_process)
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _SKIPPED:
         terminalreporter.write_line(f"SKIPPED browser tests (tests/browser): {_MISSING}",

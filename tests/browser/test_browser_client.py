@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from browserkit import Pages, harness, harness_args, joined, until
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The server is a roomer serve process (uvloop): one loop here is enough.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 
 async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:

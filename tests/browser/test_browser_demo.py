@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from browserkit import Pages, until
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The server is a roomer serve process (uvloop): one loop here is enough.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 PHONE = {"width": 390, "height": 844, "mobile": True}
 

@@ -11,7 +11,8 @@ from browserkit import Pages, harness, harness_args, joined, until
 
 import roomer
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The server is a roomer serve process (uvloop): one loop here is enough.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 
 async def test_python_client_and_browser_share_a_room(pages: Pages, serve: Any) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from browserkit import Pages, harness, harness_args, joined, until
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The server is a roomer serve process (uvloop): one loop here is enough.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 FAST = "{reconnect: {initialDelay: 100, maxDelay: 400}}"
 

@@ -12,7 +12,8 @@ from browserkit import HARNESS, Pages, harness, joined, until
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The server is a roomer serve process (uvloop): one loop here is enough.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 V2 = "{protocol: 'v2'}"
 FAST_V2 = "{protocol: 'v2', reconnect: {initialDelay: 100, maxDelay: 300, jitter: 0}}"
