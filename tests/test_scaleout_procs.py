@@ -470,12 +470,16 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
     parent = await _spawn(
         ["-m", "roomer", "serve", "scaleout_app:setup", "--host", "127.0.0.1", "--port",
          str(port), "--workers", "2", "--backplane", broker_url, "--backplane-prefix", prefix,
-         "--log-level", "warning"], "workers")
+         "--node-id", "w", "--log-level", "warning"], "workers")
     clients: list[RawClient] = []
     try:
-        lines = []
-        while sum("listening on" in line for line in lines) < 2:
+        lines: list[str] = []
+        while sum(" as node " in line for line in lines) < 2:  # printed once listening
             lines.append(await parent.readline(30))
+        # One --node-id, two nodes: each worker's is made unique.
+        assert sorted(line.split(" as node ")[1].strip() for line in lines
+                      if " as node " in line) == ["w-1", "w-2"]
+        assert sum(f"listening on ws://127.0.0.1:{port}/ws" in line for line in lines) == 2
         url = f"ws://127.0.0.1:{port}/ws"
         by_pid: dict[int, RawClient] = {}
         for _ in range(64):  # the kernel picks a worker per connection; bounded retries

@@ -123,7 +123,7 @@ def format_cross(rows: list[FanoutResult]) -> str:
     head = (
         f"{'server':<18} {'N':>5} {'payload':>7} {'deliv/s':>8} {'lost':>7} "
         f"{'vs 1 node':>9} {'vs sio':>8} {'p50us':>7} {'p99us':>8} {'@msg/s':>7} "
-        f"{'node cpu%':>11} {'broker%':>7} {'loadgen cpu%':>16}"
+        f"{'node cpu%':>11} {'broker%':>7} {'box%':>4} {'loadgen cpu%':>16}"
     )
     lines = [head, "-" * len(head)]
     for res in rows:
@@ -144,6 +144,7 @@ def format_cross(rows: list[FanoutResult]) -> str:
             f"{res.latency_p99_us:>8.0f} "
             f"{_fmt_rate(res.latency_rate) + ('*' if res.latency_overloaded else ''):>7} "
             f"{'/'.join(f'{p:.0f}' for p in res.node_cpu_pct):>11} {broker:>7} "
+            f"{res.machine_busy_pct:>4.0f} "
             f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct):>14}"
             f"{'!' if res.loadgen_saturated else ' ':>2}"
         )
@@ -151,7 +152,7 @@ def format_cross(rows: list[FanoutResult]) -> str:
                  "python-socketio's AsyncRedisManager on 2 nodes (same N, payload, run).")
     lines.append("node cpu%: each server process over the throughput window (% of one core); "
                  "broker%: the broker process over it, if it runs here (a shared broker "
-                 "serves others too).")
+                 "serves others too); box%: every core of the machine, whoever used it.")
     lines.append("p50/p99: at the offered @msg/s; on 2 nodes the probe is on node 2, the "
                  "publisher on node 1: every sample crossed the broker.")
     return "\n".join(lines)

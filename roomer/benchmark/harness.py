@@ -31,6 +31,7 @@ from roomer.benchmark.procs import (
     cpu_times,
     free_port,
     kill_all,
+    machine_cpu,
     memory_kib,
     read_metrics,
     wait_listening,
@@ -98,6 +99,9 @@ class FanoutResult:
     # node's published/received/dropped over the window.
     broker_cpu_pct: float | None = None
     backplane_flow: list[dict[str, float]] = field(default_factory=list)
+    # Every core of the machine over the window (100 = all busy, whoever used them): near
+    # 100, the machine bounds the run, not one process.
+    machine_busy_pct: float = 0.0
     peak_rss_mib: float = 0.0
     frame_bytes: int = 0  # one relayed frame on the wire: WebSocket header + roomer body
     # The subscribers' deliveries counted both ways (frames mode counts both; in bytes mode
@@ -338,6 +342,7 @@ def _measure(
     cfg = session.cfg
     assert session.pub is not None
     flow0 = session.backplane_counters()
+    box0 = machine_cpu()
     before = session.sub_stats("reset")
     cpu0 = [cpu_times(pid) for pid in session.server_pids]
     broker0 = _cpu_or_none(session.broker_pid)
@@ -351,6 +356,8 @@ def _measure(
     after = session.sub_stats()
     cpu1 = [cpu_times(pid) for pid in session.server_pids]
     broker1 = _cpu_or_none(session.broker_pid)
+    box1 = machine_cpu()
+    reply["machine_busy"] = (box1[0] - box0[0]) / max(box1[1] - box0[1], 1e-9)
     per_node = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(cpu0, cpu1, strict=True)]
     reply["node_cpu"] = [user + system for user, system in per_node]
     reply["server_cpu"] = (sum(u for u, _ in per_node), sum(s for _, s in per_node))
@@ -399,6 +406,7 @@ def _fill_throughput(res: FanoutResult, reply: dict[str, Any], frame_bytes: int)
     if reply["broker_cpu"] is not None:
         res.broker_cpu_pct = round(100.0 * reply["broker_cpu"] / res.elapsed_s, 1)
     res.backplane_flow = reply["flow"]
+    res.machine_busy_pct = round(100.0 * reply["machine_busy"], 1)
     res.stalls = reply["stalls"]
     # Load generator CPU over the active window: near 100% means it, not the server, bounds.
     pcts = [
