@@ -14,6 +14,11 @@ same name (room ``root`` unless said otherwise):
   ``0``, ``1``, ... (one publisher's order across nodes).
 - ``api_pid``: this process's pid (which ``--workers`` worker holds the client).
 - ``api_nodes``: how many other nodes this node knows alive.
+- ``api_kick`` ``{"id"}``: ``server.kick(id)``; ``true``/``false``.
+- ``api_rooms``: the JSON list ``server.rooms()``.
+
+And an ``on_join`` hook: joining a room named ``hooked-...`` first sends the joiner
+``on_join`` with this process's pid (which node ran the hook).
 """
 
 from __future__ import annotations
@@ -70,3 +75,16 @@ def setup(server: roomer.Server) -> None:
     @server.on("api_nodes")
     def nodes(conn: roomer.Connection, msg: roomer.Message) -> None:
         conn.send("api_nodes", str(len(server.stats()["backplane"]["nodes"])))
+
+    @server.on("api_kick")
+    def kick(conn: roomer.Connection, msg: roomer.Message) -> None:
+        conn.send("api_kick", json.dumps(server.kick(_args(msg)["id"])))
+
+    @server.on("api_rooms")
+    def rooms(conn: roomer.Connection, msg: roomer.Message) -> None:
+        conn.send("api_rooms", json.dumps(sorted(server.rooms())))
+
+    @server.on_join
+    def hooked(conn: roomer.Connection, room: str) -> None:
+        if room.startswith("hooked-"):
+            conn.send("on_join", str(os.getpid()), room)

@@ -228,6 +228,20 @@ async def test_two_nodes_share_rooms_relays_direct_messages_and_api(
     assert (await call(a2, "api_send_to", id=str(uuid.uuid4()), event="hey",
                        payload="x")).json() is True
 
+    # Hooks run on the node that holds the client.
+    for client, node in ((b1, node_b), (a1, node_a)):
+        await client.send("hooked-r", "join")
+        hook = await client.expect("on_join", "hooked-r")
+        assert int(hook.payload) == node.pid
+        await client.expect("join_ack", "hooked-r")
+    assert (await b1.expect("new_member", "hooked-r")).text == a1.id
+    # rooms(), kick() and root's members are this node's; root presence stays quiet.
+    assert "hooked-r" in (await call(b2, "api_rooms")).json()
+    assert "lobby" in (await call(b2, "api_rooms")).json()
+    assert (await call(a1, "api_kick", id=b2.id)).json() is False
+    assert sorted(await members(a1, "root")) == sorted([a1.id, a2.id])
+    assert sorted(await members(b2, "root")) == sorted([b1.id, b2.id])
+
     # Leaves and disconnects are presence on the other node.
     await b2.join("lobby")
     for client in (a1, a2, b1):
@@ -240,6 +254,7 @@ async def test_two_nodes_share_rooms_relays_direct_messages_and_api(
         assert (await client.expect("member_left", "lobby")).text == a2.id
     assert sorted(await members(a1, "lobby")) == sorted(await members(b2, "lobby")) == sorted(
         [a1.id, b2.id])
+    assert "side" not in (await call(b2, "api_rooms")).json()  # only A ever had it
     for client in (a1, b1, b2):
         await client.expect_nothing()
     await close_all(a1, b1, b2)
@@ -526,4 +541,28 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
         assert "Traceback" not in parent.stderr_text(), parent.stderr_tail()
     finally:
         await close_all(*clients)
+        await parent.kill()
+
+
+async def test_a_dead_worker_stops_the_others(redis_url: str, prefix: str) -> None:
+    port = free_port()
+    parent = await _spawn(
+        ["-m", "roomer", "serve", "scaleout_app:setup", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "2", "--backplane", redis_url, "--backplane-prefix", prefix,
+         "--log-level", "warning"], "workers")
+    try:
+        first = ""
+        while "workers started" not in first:
+            first = await parent.readline(30)
+        pids = [int(p) for p in first.split("(pids ")[1].rstrip(")\n").split(", ")]
+        for _ in range(2):
+            while "listening on" not in await parent.readline(30):
+                pass
+        os.kill(pids[0], signal.SIGKILL)
+        code = await asyncio.wait_for(parent.proc.wait(), 20)
+        assert code != 0  # the worker's death is the parent's status
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[1], 0)  # the other worker was stopped, and reaped
+        assert f"worker pid {pids[0]} exited" in parent.stderr_text()
+    finally:
         await parent.kill()

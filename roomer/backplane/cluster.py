@@ -56,6 +56,8 @@ subscribed again to everything; the node then announces its full member list of 
 room (and an empty one for rooms it left meanwhile, or whose last leave the broker may not
 have seen), asks every node for theirs, and reports the differences as joins and leaves:
 every list heals within ``sync_timeout`` and nothing was queued while away. A node that
+does not answer in time (not back yet itself) keeps the members known of it: it announces
+them when it is back, and only ``node_timeout`` takes them away. A node that
 others had declared dead is heard again and asked for its lists the same way.
 
 Order. Across nodes exactly this holds: the frames and presence one node publishes into one
