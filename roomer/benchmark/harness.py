@@ -4,7 +4,8 @@ One server process holds one room ("lobby") of N subscribers; one publisher send
 with a bounded number in flight; the server relays each to the N receivers. Load generator
 processes (picows on uvloop) count what arrives. Every figure is taken from the same run on the
 same machine, and speeds are reported as ratios roomer/peer: absolute numbers on a shared 2-core
-box mean little.
+box mean little. ``--cross-node`` splits the lobby over two server processes sharing it
+through a broker (:mod:`roomer.benchmark.crossnode`).
 
 Entry points: ``roomer bench``, ``python -m roomer.benchmark``, ``python bench/lobby.py``.
 """
@@ -21,7 +22,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomer.benchmark import wire
 from roomer.benchmark.peers import PEERS
@@ -36,6 +37,9 @@ from roomer.benchmark.procs import (
     read_metrics,
     wait_listening,
 )
+
+if TYPE_CHECKING:
+    from roomer.benchmark.crossnode import CrossConfig
 
 __all__ = [
     "ONE_NODE", "Config", "FanoutResult", "MemoryResult", "Nodes", "Session", "main", "run",
@@ -208,8 +212,12 @@ class Session:
                          "--node-id", f"bench{i}"]
             label = server if nodes.count == 1 else f"{server}-node{i}"
             self.servers.append(self._spawn(SERVER, args, label))
-        for child, port in zip(self.servers, self.ports, strict=True):
-            wait_listening(child, port)
+        try:
+            for child, port in zip(self.servers, self.ports, strict=True):
+                wait_listening(child, port)
+        except BaseException:
+            self.close()  # the caller never gets this session to close
+            raise
         self.server = self.servers[0]
         self.subs: list[Child] = []
         self.pub: Child | None = None
@@ -791,7 +799,7 @@ def run(cfg: Config) -> tuple[list[FanoutResult], list[MemoryResult]]:
     return fanout, memory
 
 
-def cross_config(args: argparse.Namespace, cfg: Config) -> Any:
+def cross_config(args: argparse.Namespace, cfg: Config) -> CrossConfig:
     from roomer.benchmark.crossnode import CrossConfig
 
     backplanes = [b.strip() for b in args.backplanes.split(",") if b.strip()]
