@@ -298,6 +298,15 @@ async def test_three_nodes_presence_and_one_publishers_order(
     for client in (a, b):
         assert await numbered(client, "n", "arena", count) == {"": list(range(count))}
 
+    # Direct messages between any two of the three nodes; an unknown id is no_such_client.
+    await a.send("arena", "psst", dst=c.id, payload=b"a to c")
+    got = await c.expect("psst", "arena")
+    assert (got.src, got.dst, got.payload) == (a.id, c.id, b"a to c")
+    await c.send("root", "psst", dst=b.id, payload=b"c to b")
+    assert (await b.expect("psst", "root")).src == c.id
+    await b.send("root", "psst", dst=str(uuid.uuid4()))
+    await b.expect_error("no_such_client", "root", "psst")
+
     # broadcast_all from the third node reaches the other two.
     await c.send("root", "api_broadcast_all", payload=json.dumps(
         {"event": "news", "payload": "n3"}))
