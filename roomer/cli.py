@@ -168,15 +168,23 @@ def _serve(args: argparse.Namespace) -> int:
         if "/" in srv.routes:
             print(f"{label}demo lobby: {http}://{host}:{port}/", flush=True)
 
-    server.run(args.host, args.port, reuse_port=args.reuse_port, ssl=context,
-               on_started=started)
+    from .backplane.errors import MissingExtra
+
+    try:
+        server.run(args.host, args.port, reuse_port=args.reuse_port, ssl=context,
+                   on_started=started)
+    except (ConnectionError, MissingExtra) as exc:
+        # The broker is unreachable (or its client library missing) at start: nothing
+        # listens, and the message says which broker and why.
+        raise SystemExit(f"{label}roomer: {exc}") from None
     print(f"{label}roomer stopped", flush=True)
     return 0
 
 
 def _check_workers(args: argparse.Namespace, count: int) -> None:
     """Many workers need a port of their own choosing and a shared backplane."""
-    backplane = build_server(args).config.backplane
+    server = build_server(args)
+    backplane = server.config.backplane
     if backplane is None or backplane.lower().startswith("memory:"):
         raise SystemExit(
             f"roomer: --workers {count} needs --backplane redis://... or nats://...: each "
@@ -185,6 +193,14 @@ def _check_workers(args: argparse.Namespace, count: int) -> None:
     if args.port == 0:
         raise SystemExit("roomer: --workers needs a fixed --port (port 0 would give each "
                          "worker a different one)")
+    if args.node_id is not None:
+        if len(f"{args.node_id}-{count}") > 64:
+            raise SystemExit(f"roomer: --node-id with --workers {count}: worker n is "
+                             "NAME-n, at most 64 characters")
+    elif server.config.node_id is not None:
+        raise SystemExit(f"roomer: {args.app} sets node_id {server.config.node_id!r}: every "
+                         "worker would share it, and node ids must be unique; give "
+                         "--node-id NAME (workers are NAME-1, NAME-2, ...) or none")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@ core, sharing rooms through the backplane; this process only starts and stops th
 
 Each worker is ``roomer serve`` again with the same arguments, ``--workers 1`` and
 ``--reuse-port``: the kernel spreads new connections over the workers' sockets, and the
-backplane makes them one server to the clients (a worker's node id is host-pid).
+backplane makes them one server to the clients (a worker's node id is host-pid, or
+``NAME-<n>`` for ``--node-id NAME``).
 SIGINT and SIGTERM are passed on to every worker, each closing its clients with 1001; a
 worker that dies stops the rest, and the exit status says so.
 """
@@ -33,15 +34,26 @@ def resolve_workers(value: str) -> int:
     return count
 
 
-def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The ``roomer serve`` arguments of one worker: these, without ``--workers``."""
+def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
+    """The ``roomer serve`` arguments of worker number ``worker`` (1, 2, ...): these,
+    without ``--workers``, and a ``--node-id NAME`` made ``NAME-<worker>`` (node ids must
+    be unique among the live nodes)."""
     out: list[str] = []
     skip = False
+    rename = False
     for arg in argv:
         if skip:
             skip = False
+        elif rename:
+            rename = False
+            out.append(arg if worker is None else f"{arg}-{worker}")
         elif arg == "--workers":
             skip = True
+        elif arg == "--node-id":
+            out.append(arg)
+            rename = True
+        elif arg.startswith("--node-id=") and worker is not None:
+            out.append(f"{arg}-{worker}")
         elif not arg.startswith("--workers="):
             out.append(arg)
     return [*out, "--workers", "1", "--reuse-port"]
@@ -49,7 +61,6 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
 
 def run_workers(count: int, argv: Sequence[str]) -> int:
     """Run ``count`` workers until a signal or one of them ends; their worst exit status."""
-    command = [sys.executable, "-m", "roomer", *worker_argv(argv)]
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -64,6 +75,7 @@ def run_workers(count: int, argv: Sequence[str]) -> int:
     try:
         for i in range(count):
             env = dict(os.environ, ROOMER_WORKER=f"{i + 1}/{count}")
+            command = [sys.executable, "-m", "roomer", *worker_argv(argv, i + 1)]
             children.append(subprocess.Popen(command, env=env))
         print(f"roomer: {count} workers started (pids "
               f"{', '.join(str(c.pid) for c in children)})", flush=True)

@@ -159,3 +159,38 @@ async def test_node_cut_off_is_dropped_then_heard_again(
         b.publish_room("r", b"back")
         await eventually(lambda: ("r", b"back", None) in ra.frames)
     await proxy.cut()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_a_node_back_before_another_keeps_that_ones_members(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """After a broker restart, a node that reconnects first asks the others for their
+    lists; one still reconnecting cannot answer, and its silence is not its members
+    leaving (regression: they were reported left and then joined again when it came
+    back). Only node_timeout takes a silent node's members away."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    proxy = Proxy(broker.port)
+    await proxy.start()
+    via_proxy = broker.url.replace(f":{broker.port}", f":{proxy.port}")
+    async with nodes([broker.url, via_proxy], prefix, 2, heartbeat_interval=0.2,
+                     node_timeout=4.0) as [(a, ra), (b, rb)]:
+        await join(a, "r", "a1")
+        await join(b, "r", "b1")
+        await eventually(lambda: a.remote_members("r") == ["b1"]
+                         and b.remote_members("r") == ["a1"])
+        await proxy.cut()  # b stays away after the broker is back
+        broker.stop()
+        await eventually(lambda: not a.transport.connected and not b.transport.connected)
+        broker.start()
+        await eventually(lambda: a.transport.connected, timeout=10, what="a reconnected")
+        await asyncio.sleep(4 * a.sync_timeout)  # a's request to b has long timed out
+        assert ra.left == [] and a.remote_members("r") == ["b1"]
+        await proxy.restore()
+        await eventually(lambda: b.transport.connected, timeout=10, what="b reconnected")
+        b.publish_room("r", b"back")
+        await eventually(lambda: ("r", b"back", None) in ra.frames, what="traffic resumed")
+        assert ra.left == [] and ra.joined == [("r", "b1")]
+        assert rb.left == [] and rb.joined == []  # a1 was in b1's join list
+        assert b.remote_members("r") == ["a1"]
+        assert a.state()["nodes_lost"] == 0
+    await proxy.cut()

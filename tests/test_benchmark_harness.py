@@ -100,3 +100,59 @@ def test_bytes_mode_run_and_json(tmp_path: Path) -> None:
         assert len(row["loadgen_cpu_pct"]) == 3  # two subscriber processes + the publisher
     ratio = doc["ratios"][0]
     assert ratio["peer"] == "picows" and ratio["deliveries_per_s"] > 0
+
+
+def _cross_args(tmp_path: Path, peers: str, backplanes: str, redis_url: str,
+                nats_url: str = "nats://127.0.0.1:4222") -> list[str]:
+    return [
+        "--cross-node", "--n", str(N), "--payload", str(PAYLOAD), "--duration", "0.7",
+        "--peers", peers, "--backplanes", backplanes, "--redis-url", redis_url,
+        "--nats-url", nats_url, "--no-progress", "--setup-timeout", "30",
+        "--json", str(tmp_path / "cross.json"),
+    ]
+
+
+def test_cross_node_mode_on_redis(tmp_path: Path, redis_url: str) -> None:
+    # The lobby split over two roomer processes on a real Redis, beside single-node roomer:
+    # every delivery counted exactly (byte counting), on both nodes, and each message
+    # crossed the broker once (one publish, not one per member).
+    rc = harness.main(_cross_args(tmp_path, "roomer", "redis", redis_url))
+    assert rc == 0
+    doc = json.loads((tmp_path / "cross.json").read_text())
+    rows = {row["server"]: row for row in doc["cross_node"]}
+    assert set(rows) == {"roomer", "roomerx2-redis"}
+    single, cross = rows["roomer"], rows["roomerx2-redis"]
+    assert (single["nodes"], cross["nodes"], cross["backplane"]) == (1, 2, "redis")
+    for row in (single, cross):
+        assert row["error"] == ""
+        assert row["byte_remainder"] == 0
+        assert row["delivered"] == row["expected"] == row["sent"] * N > 0
+        assert row["latency_samples"] > 0 and 0 < row["latency_p50_us"] <= row["latency_p99_us"]
+    assert len(cross["node_cpu_pct"]) == 2 and min(cross["node_cpu_pct"]) > 0
+    # The publisher's node published each relay once; the other node received each.
+    first, second = cross["backplane_flow"]
+    heartbeats = 10  # ctl traffic of the window (one heartbeat per node per second)
+    assert cross["sent"] <= first["published"] <= cross["sent"] + heartbeats
+    assert second["received"] >= cross["sent"]
+    assert first["dropped"] == second["dropped"] == 0
+    (ratio,) = doc["ratios"]
+    assert ratio["server"] == "roomerx2-redis" and ratio["vs_single_node"] > 0
+    assert ratio["single_node_p99_us"] == single["latency_p99_us"]
+
+
+def test_cross_node_mode_nats_and_socketio_peer(tmp_path: Path, redis_url: str,
+                                                nats_url: str) -> None:
+    pytest.importorskip("socketio", reason="the python-socketio peer is an optional extra")
+    rc = harness.main(_cross_args(tmp_path, "roomer,socketio", "nats", redis_url, nats_url))
+    assert rc == 0
+    doc = json.loads((tmp_path / "cross.json").read_text())
+    rows = {row["server"]: row for row in doc["cross_node"]}
+    assert set(rows) == {"roomer", "roomerx2-nats", "socketiox2-redis"}
+    for row in rows.values():
+        assert row["error"] == "" and row["delivered"] > 0
+    sio = rows["socketiox2-redis"]
+    assert sio["mode"] == "frames" and sio["nodes"] == 2 and sio["backplane_flow"] == []
+    nats = rows["roomerx2-nats"]
+    assert nats["delivered"] == nats["expected"]
+    (ratio,) = doc["ratios"]
+    assert ratio["vs_socketio_redis"] > 0

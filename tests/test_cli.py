@@ -107,3 +107,47 @@ def test_bench_help_reaches_the_harness() -> None:
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     assert "usage: roomer bench" in proc.stdout and "--peers" in proc.stdout
+
+
+@pytest.mark.parametrize(("flags", "why"), [
+    (["--workers", "2"], "needs --backplane redis://... or nats://..."),
+    (["--workers", "2", "--backplane", "memory://x"], "rooms would split silently"),
+    (["--workers", "2", "--backplane", "redis://127.0.0.1:6379/0", "--port", "0"],
+     "needs a fixed --port"),
+    (["--workers", "2", "--backplane", "redis://127.0.0.1:6379/0", "--node-id", "n" * 63],
+     "at most 64 characters"),
+    (["--workers", "0"], "takes a count or 'auto'"),
+])
+def test_workers_are_refused_with_a_reason(flags: list[str], why: str) -> None:
+    # Refused before anything listens or connects (no broker is needed to be refused).
+    args = ["serve", *flags]
+    if "--port" not in flags:
+        args += ["--port", str(_free_port())]
+    proc = _spawn(*args)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert why in err, err
+
+
+def test_workers_auto_is_one_per_core_and_node_ids_stay_unique() -> None:
+    from roomer.workers import resolve_workers, worker_argv
+
+    assert resolve_workers("auto") == (os.cpu_count() or 1)
+    assert resolve_workers("3") == 3
+    argv = ["serve", "app:setup", "--workers", "2", "--node-id", "edge", "--port", "80"]
+    assert worker_argv(argv, 2) == ["serve", "app:setup", "--node-id", "edge-2", "--port",
+                                    "80", "--workers", "1", "--reuse-port"]
+    assert worker_argv(["serve", "--workers=4", "--node-id=edge"], 1) == [
+        "serve", "--node-id=edge-1", "--workers", "1", "--reuse-port"]
+    if (os.cpu_count() or 1) > 1:  # auto means several workers: the backplane is required
+        proc = _spawn("serve", "--workers", "auto", "--port", str(_free_port()))
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0 and f"--workers {os.cpu_count()} needs" in err, err
+
+
+def test_an_unreachable_broker_is_a_clear_error_at_start() -> None:
+    proc = _spawn("serve", "--port", str(_free_port()), "--backplane", "redis://127.0.0.1:1/0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "cannot reach the broker" in err and "redis://127.0.0.1:1/0" in err, err
+    assert "Traceback" not in err and "listening on" not in out

@@ -56,6 +56,8 @@ subscribed again to everything; the node then announces its full member list of 
 room (and an empty one for rooms it left meanwhile, or whose last leave the broker may not
 have seen), asks every node for theirs, and reports the differences as joins and leaves:
 every list heals within ``sync_timeout`` and nothing was queued while away. A node that
+does not answer in time (not back yet itself) keeps the members known of it: it announces
+them when it is back, and only ``node_timeout`` takes them away. A node that
 others had declared dead is heard again and asked for its lists the same way.
 
 Order. Across nodes exactly this holds: the frames and presence one node publishes into one
@@ -116,13 +118,26 @@ class ClusterEvents(Protocol):
 
 
 class _Pending:
-    """A node's members of a room being rebuilt while that node answers a request."""
+    """A node's members of a room being rebuilt while that node answers a request:
+    ``members`` is what its messages said since (its list if it answers "none here"),
+    ``known`` what was known of it before, updated by those messages (its list if it does
+    not answer in time: a node still away after an outage keeps its members; only
+    ``node_timeout`` takes them away)."""
 
-    __slots__ = ("members", "until")
+    __slots__ = ("known", "members", "until")
 
-    def __init__(self, until: float) -> None:
+    def __init__(self, until: float, known: dict[str, None] | None) -> None:
         self.members: dict[str, None] = {}
+        self.known: dict[str, None] = dict(known) if known else {}
         self.until = until
+
+    def joined(self, member: str) -> None:
+        self.members[member] = None
+        self.known[member] = None
+
+    def left(self, member: str) -> None:
+        self.members.pop(member, None)
+        self.known.pop(member, None)
 
 
 class _Room:
@@ -508,7 +523,7 @@ class Cluster:
     def _joined(self, st: _Room, origin: str, member: str) -> None:
         pending = st.pending.get(origin)
         if pending is not None:
-            pending.members[member] = None
+            pending.joined(member)
             return
         members = st.view.get(origin)
         if members is None:
@@ -523,7 +538,7 @@ class Cluster:
     def _left(self, st: _Room, origin: str, member: str) -> None:
         pending = st.pending.get(origin)
         if pending is not None:
-            pending.members.pop(member, None)
+            pending.left(member)
             return
         members = st.view.get(origin)
         if members is None or member not in members:
@@ -578,7 +593,7 @@ class Cluster:
         assert st.timer is not None
         until = st.timer.when()
         for key in self._nodes:
-            st.pending[key] = _Pending(until)
+            st.pending[key] = _Pending(until, st.view.get(key))
         self._queue_request(st.name)
         if not st.pending:
             self._set_ready(st)
@@ -588,7 +603,7 @@ class Cluster:
         if self._rooms.get(st.name) is not st:
             return
         for origin, pending in list(st.pending.items()):
-            self._finish(st, origin, pending.members)
+            self._finish(st, origin, pending.known)
         self._set_ready(st)
 
     def _request(self, rooms: list[_Room], keys: list[str], target: str | None) -> None:
@@ -602,7 +617,7 @@ class Cluster:
         for st in rooms:
             for key in keys:
                 if key not in st.pending:
-                    st.pending[key] = _Pending(until)
+                    st.pending[key] = _Pending(until, st.view.get(key))
         if target is None:
             self._broadcast_request([st.name for st in rooms])
         else:
@@ -619,7 +634,7 @@ class Cluster:
                 continue
             for origin, pending in list(st.pending.items()):
                 if pending.until <= now:
-                    self._finish(st, origin, pending.members)
+                    self._finish(st, origin, pending.known)
 
     def _queue_request(self, room: str) -> None:
         # Rooms first joined in one loop turn share one request.
@@ -759,7 +774,7 @@ class Cluster:
             # Nothing more arrives: end every wait with what is known.
             for st in list(self._rooms.values()):
                 for origin, pending in list(st.pending.items()):
-                    self._finish(st, origin, pending.members)
+                    self._finish(st, origin, pending.known)
                 self._set_ready(st)
             return
         assert self._loop is not None

@@ -4,7 +4,8 @@ One server process holds one room ("lobby") of N subscribers; one publisher send
 with a bounded number in flight; the server relays each to the N receivers. Load generator
 processes (picows on uvloop) count what arrives. Every figure is taken from the same run on the
 same machine, and speeds are reported as ratios roomer/peer: absolute numbers on a shared 2-core
-box mean little.
+box mean little. ``--cross-node`` splits the lobby over two server processes sharing it
+through a broker (:mod:`roomer.benchmark.crossnode`).
 
 Entry points: ``roomer bench``, ``python -m roomer.benchmark``, ``python bench/lobby.py``.
 """
@@ -12,6 +13,7 @@ Entry points: ``roomer bench``, ``python -m roomer.benchmark``, ``python bench/l
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import json
@@ -20,7 +22,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomer.benchmark import wire
 from roomer.benchmark.peers import PEERS
@@ -30,16 +32,27 @@ from roomer.benchmark.procs import (
     cpu_times,
     free_port,
     kill_all,
+    machine_cpu,
     memory_kib,
+    read_metrics,
     wait_listening,
 )
 
-__all__ = ["Config", "FanoutResult", "MemoryResult", "main", "run", "run_fanout", "run_memory"]
+if TYPE_CHECKING:
+    from roomer.benchmark.crossnode import CrossConfig
+
+__all__ = [
+    "ONE_NODE", "Config", "FanoutResult", "MemoryResult", "Nodes", "Session", "main", "run",
+    "run_fanout", "run_memory",
+]
 
 LOADGEN = "roomer.benchmark.loadgen"
 SERVER = "roomer.benchmark.peers"
 SATURATED_CPU = 90.0  # % of one core: above it the load generator, not the server, may bound
 DEFAULT_PEERS = "roomer,roomer-sync,picows,websockets,aiohttp"
+BACKPLANE_FLOW = ("published", "received", "dropped")  # /metrics roomer_backplane_*_total
+BACKPLANES = ("redis", "nats")
+CROSS_PEERS = "roomer,socketio"  # what --cross-node compares
 LATENCY_SAMPLES = 200  # the latency run lasts long enough to collect about this many...
 MAX_LATENCY_RUN = 10.0  # ...but no longer than this (seconds)
 
@@ -82,6 +95,17 @@ class FanoutResult:
     # Server CPU over the window, % of one core: with neither it nor the load generator near
     # 100%, the window (--inflight) and the round trip bound the rate, not a CPU.
     server_cpu_pct: float = 0.0
+    nodes: int = 1  # server processes sharing the lobby (cross-node runs: 2)
+    backplane: str = ""  # their broker: "redis", "nats" ("" for one node)
+    node_cpu_pct: list[float] = field(default_factory=list)  # each server process's share
+    # The broker process over the window (when it runs here; a shared broker serves others
+    # too, so this bounds this run's share from above), and what crossed it: each roomer
+    # node's published/received/dropped over the window.
+    broker_cpu_pct: float | None = None
+    backplane_flow: list[dict[str, float]] = field(default_factory=list)
+    # Every core of the machine over the window (100 = all busy, whoever used them): near
+    # 100, the machine bounds the run, not one process.
+    machine_busy_pct: float = 0.0
     peak_rss_mib: float = 0.0
     frame_bytes: int = 0  # one relayed frame on the wire: WebSocket header + roomer body
     # The subscribers' deliveries counted both ways (frames mode counts both; in bytes mode
@@ -151,23 +175,75 @@ class Progress:
 # --------------------------------------------------------------------------- one session
 
 
-class Session:
-    """One server process plus its load generators; everything is killed on close()."""
+@dataclass(frozen=True)
+class Nodes:
+    """Where a run's server lives: one process (``count`` 1, no backplane), or ``count``
+    processes sharing the lobby through ``backplane`` (a broker URL) under ``prefix``."""
 
-    def __init__(self, server: str, cfg: Config) -> None:
+    count: int = 1
+    backplane: str | None = None
+    prefix: str = "roomer"
+
+
+ONE_NODE = Nodes()
+
+
+class Session:
+    """The server processes (one per node) plus their load generators; everything is killed
+    on close(). With several nodes the receivers are split evenly over them, the publisher
+    is on the first node and the probe on the last (its acks and latencies cross the
+    broker)."""
+
+    def __init__(self, server: str, cfg: Config, nodes: Nodes = ONE_NODE,
+                 broker_pid: int | None = None) -> None:
         self.server_name = server
         self.cfg = cfg
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.nodes = nodes
+        self.broker_pid = broker_pid  # the broker's process, when it runs on this machine
         self.children: list[Child] = []
-        self.server = self._spawn(SERVER, [server, "--port", str(self.port)], server)
-        wait_listening(self.server, self.port)
+        self.ports = [free_port() for _ in range(nodes.count)]
+        self.urls = [f"ws://127.0.0.1:{port}/ws" for port in self.ports]
+        self.port, self.url = self.ports[0], self.urls[0]
+        self.servers: list[Child] = []
+        for i, port in enumerate(self.ports):
+            args = [server, "--port", str(port)]
+            if nodes.backplane is not None:
+                args += ["--backplane", nodes.backplane, "--backplane-prefix", nodes.prefix,
+                         "--node-id", f"bench{i}"]
+            label = server if nodes.count == 1 else f"{server}-node{i}"
+            self.servers.append(self._spawn(SERVER, args, label))
+        try:
+            for child, port in zip(self.servers, self.ports, strict=True):
+                wait_listening(child, port)
+        except BaseException:
+            self.close()  # the caller never gets this session to close
+            raise
+        self.server = self.servers[0]
         self.subs: list[Child] = []
         self.pub: Child | None = None
 
     @property
     def socketio(self) -> bool:
         return self.server_name == "socketio"
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [child.pid for child in self.servers]
+
+    def backplane_counters(self) -> list[dict[str, float]]:
+        """Each roomer node's backplane counters (from /metrics); [] without a backplane."""
+        if self.nodes.backplane is None or self.socketio:
+            return []
+
+        async def read() -> list[dict[str, float]]:
+            out = []
+            for port in self.ports:
+                metrics = await read_metrics(port)
+                out.append({key: metrics.get(f"roomer_backplane_{key}_total", 0.0)
+                            for key in BACKPLANE_FLOW})
+            return out
+
+        return asyncio.run(read())
 
     def _spawn(self, module: str, args: list[str], label: str) -> Child:
         child = Child(module, args, label)
@@ -177,30 +253,45 @@ class Session:
     def close(self) -> None:
         kill_all(self.children)
 
-    def start_clients(self, role: str, count: int, payload: int, mode: str) -> None:
-        """Spread `count` connections over the load generator processes; wait until joined."""
-        procs = max(1, min(self.cfg.procs, count))
+    def shares(self, receivers: int) -> list[int]:
+        """Receivers per node, as even as can be (the first nodes take the remainder)."""
+        count = self.nodes.count
+        return [receivers // count + (1 if i < receivers % count else 0) for i in range(count)]
+
+    def start_clients(self, role: str, count: int, payload: int, mode: str,
+                      per_node: list[int] | None = None) -> None:
+        """Spread `count` connections (`per_node[i]` of them on node i) over the load
+        generator processes; wait until joined."""
+        per_node = per_node if per_node is not None else self.shares(count)
+        procs_per_node = max(1, self.cfg.procs // self.nodes.count)
         extra = ["--socketio"] if self.socketio else []
-        for i in range(procs):
-            share = count // procs + (1 if i < count % procs else 0)
-            args = [
-                role,
-                "--url",
-                self.url,
-                "--count",
-                str(share),
-                "--payload",
-                str(payload),
-                "--mode",
-                mode,
-                *extra,
-            ]
-            self.subs.append(self._spawn(LOADGEN, args, f"loadgen-{role}-{i}"))
-        for child in self.subs:
+        started = []
+        for node, node_count in enumerate(per_node):
+            procs = max(1, min(procs_per_node, node_count)) if node_count else 0
+            for i in range(procs):
+                share = node_count // procs + (1 if i < node_count % procs else 0)
+                args = [
+                    role,
+                    "--url",
+                    self.urls[node],
+                    "--count",
+                    str(share),
+                    "--payload",
+                    str(payload),
+                    "--mode",
+                    mode,
+                    *extra,
+                ]
+                label = f"loadgen-{role}-{len(self.subs)}"
+                started.append(self._spawn(LOADGEN, args, label))
+                self.subs.append(started[-1])
+        for child in started:
             child.read_reply(self.cfg.setup_timeout)
 
     def start_publisher(self, payload: int) -> int:
         extra = ["--socketio"] if self.socketio else []
+        if self.nodes.count > 1:
+            extra += ["--probe-url", self.urls[-1]]
         self.pub = self._spawn(
             LOADGEN,
             [
@@ -217,6 +308,20 @@ class Session:
         )
         ready = self.pub.read_reply(self.cfg.setup_timeout)
         return int(ready.get("id_len", wire.ID_LEN))
+
+    def wait_formed(self, timeout: float) -> None:
+        """Until every roomer node knows every other one alive (from /metrics)."""
+        want = self.nodes.count - 1
+
+        async def known() -> list[float]:
+            return [(await read_metrics(port)).get("roomer_backplane_nodes", -1.0)
+                    for port in self.ports]
+
+        deadline = time.monotonic() + timeout
+        while not all(seen == want for seen in asyncio.run(known())):
+            if time.monotonic() > deadline:
+                raise ChildError(f"{self.nodes.count} nodes did not meet in {timeout:.0f} s")
+            time.sleep(0.1)
 
     def sub_stats(self, cmd: str = "stats") -> list[dict[str, Any]]:
         return [child.request({"cmd": cmd}) for child in self.subs]
@@ -244,8 +349,11 @@ def _measure(
     """One publishing run: reset counters, publish, drain; returns the publisher's reply."""
     cfg = session.cfg
     assert session.pub is not None
+    flow0 = session.backplane_counters()
+    box0 = machine_cpu()
     before = session.sub_stats("reset")
-    cpu0 = cpu_times(session.server.pid)
+    cpu0 = [cpu_times(pid) for pid in session.server_pids]
+    broker0 = _cpu_or_none(session.broker_pid)
     reply = session.pub.request(
         {"cmd": "run", "duration": duration, "rate": rate, "inflight": cfg.inflight},
         timeout=duration + 30.0,
@@ -254,10 +362,29 @@ def _measure(
     target = None if res.mode == "frames" else reply["sent"] * receivers * frame_bytes
     session.wait_quiet(quiet_for=0.3, timeout=10.0, target_bytes=target)
     after = session.sub_stats()
-    cpu1 = cpu_times(session.server.pid)
-    reply["server_cpu"] = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+    cpu1 = [cpu_times(pid) for pid in session.server_pids]
+    broker1 = _cpu_or_none(session.broker_pid)
+    box1 = machine_cpu()
+    reply["machine_busy"] = (box1[0] - box0[0]) / max(box1[1] - box0[1], 1e-9)
+    per_node = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(cpu0, cpu1, strict=True)]
+    reply["node_cpu"] = [user + system for user, system in per_node]
+    reply["server_cpu"] = (sum(u for u, _ in per_node), sum(s for _, s in per_node))
+    reply["broker_cpu"] = broker1 - broker0 if broker0 is not None and broker1 is not None \
+        else None
+    reply["flow"] = [{key: after[key] - before[key] for key in after}
+                     for before, after in zip(flow0, session.backplane_counters(), strict=True)]
     reply["subs_before"], reply["subs_after"] = before, after
     return reply
+
+
+def _cpu_or_none(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        user, system = cpu_times(pid)
+    except OSError:
+        return None
+    return user + system
 
 
 def _fill_throughput(res: FanoutResult, reply: dict[str, Any], frame_bytes: int) -> None:
@@ -283,6 +410,11 @@ def _fill_throughput(res: FanoutResult, reply: dict[str, Any], frame_bytes: int)
     cpu = res.cpu_user_s + res.cpu_sys_s
     res.deliveries_per_cpu_s = res.delivered / cpu if cpu > 0 else 0.0
     res.server_cpu_pct = round(100.0 * cpu / res.elapsed_s, 1)
+    res.node_cpu_pct = [round(100.0 * c / res.elapsed_s, 1) for c in reply["node_cpu"]]
+    if reply["broker_cpu"] is not None:
+        res.broker_cpu_pct = round(100.0 * reply["broker_cpu"] / res.elapsed_s, 1)
+    res.backplane_flow = reply["flow"]
+    res.machine_busy_pct = round(100.0 * reply["machine_busy"], 1)
     res.stalls = reply["stalls"]
     # Load generator CPU over the active window: near 100% means it, not the server, bounds.
     pcts = [
@@ -307,23 +439,33 @@ def latency_duration(cfg: Config, rate: float) -> float:
     return max(cfg.duration, min(MAX_LATENCY_RUN, LATENCY_SAMPLES / rate))
 
 
-def run_fanout(server: str, n: int, payload: int, cfg: Config) -> FanoutResult:
-    """Throughput (and optionally latency) of one server at one (N, payload)."""
+def run_fanout(server: str, n: int, payload: int, cfg: Config, nodes: Nodes = ONE_NODE,
+               label: str | None = None, broker_pid: int | None = None) -> FanoutResult:
+    """Throughput (and optionally latency) of one server at one (N, payload), on one node or
+    on several sharing the lobby through a broker (``nodes``), under ``label``."""
     mode = "frames" if server == "socketio" else cfg.mode
-    res = FanoutResult(server=server, n=n, payload=payload, mode=mode)
+    res = FanoutResult(server=label or server, n=n, payload=payload, mode=mode,
+                       nodes=nodes.count)
     session: Session | None = None
     try:
-        session = Session(server, cfg)
-        # N receivers: N-1 counting subscribers plus the publisher's probe, which joins last.
+        session = Session(server, cfg, nodes, broker_pid)
+        if nodes.count > 1 and not session.socketio:
+            # Join lists span the nodes only once they know each other.
+            session.wait_formed(cfg.setup_timeout)
+        # N receivers: N-1 counting subscribers plus the publisher's probe, which joins last
+        # (on the last node).
+        per_node = session.shares(n)
+        per_node[-1] -= 1
         if n > 1:
-            session.start_clients("sub", n - 1, payload, mode)
+            session.start_clients("sub", n - 1, payload, mode, per_node)
         id_len = session.start_publisher(payload)
         res.frame_bytes = wire.relayed_frame_size(payload, id_len)
         # Presence traffic of the joins (O(N^2) for roomer) must settle before counting.
         session.wait_quiet(quiet_for=0.5, timeout=cfg.setup_timeout)
         reply = _measure(session, res, res.frame_bytes, 0.0, cfg.duration)
         _fill_throughput(res, reply, res.frame_bytes)
-        res.peak_rss_mib = memory_kib(session.server.pid).get("VmHWM", 0) / 1024
+        res.peak_rss_mib = sum(memory_kib(pid).get("VmHWM", 0) for pid in session.server_pids
+                               ) / 1024
         if cfg.latency:
             rate = latency_rate(cfg, n)
             lat = _measure(session, res, res.frame_bytes, rate, latency_duration(cfg, rate))
@@ -581,6 +723,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="about a minute: N=100,1000, payload 64, 1.5 s runs, no memory",
     )
+    cross = parser.add_argument_group(
+        "cross-node", "one lobby split over 2 server processes sharing it through a broker"
+    )
+    cross.add_argument(
+        "--cross-node",
+        action="store_true",
+        help="run the cross-node mode: single-node roomer, roomer on 2 nodes per backplane, "
+        "python-socketio's AsyncRedisManager on 2 nodes (--peers roomer drops it); "
+        "default N 1000,5000, payload 64",
+    )
+    cross.add_argument(
+        "--backplanes",
+        default=",".join(BACKPLANES),
+        help="brokers for the roomer cross-node rows, in order (default redis,nats)",
+    )
+    cross.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    cross.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     parser.add_argument("--setup-timeout", type=float, default=120.0)
     parser.add_argument("--json", dest="json_path", default=None, help="write results here")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -589,15 +748,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     quick = args.quick
-    peers = [p.strip() for p in (args.peers or DEFAULT_PEERS).split(",") if p.strip()]
+    cross = getattr(args, "cross_node", False)
+    default_peers = CROSS_PEERS if cross else DEFAULT_PEERS
+    peers = [p.strip() for p in (args.peers or default_peers).split(",") if p.strip()]
+    if cross and not set(peers) <= set(CROSS_PEERS.split(",")):
+        raise SystemExit(f"--cross-node runs {CROSS_PEERS} only")
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise SystemExit(f"unknown peer(s): {', '.join(unknown)}; known: {', '.join(PEERS)}")
-    payloads = args.payload or ([64] if quick else [64, 1024])
+    payloads = args.payload or ([64] if quick or cross else [64, 1024])
     if min(payloads) < wire.STAMP.size:
         raise SystemExit(f"payloads must be >= {wire.STAMP.size} bytes (sequence + timestamp)")
     return Config(
-        ns=args.n or ([100, 1000] if quick else [100, 1000, 5000]),
+        ns=args.n or ([100, 1000] if quick else [1000, 5000] if cross else [100, 1000, 5000]),
         payloads=payloads,
         peers=peers,
         duration=args.duration or (1.5 if quick else 3.0),
@@ -607,7 +770,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         latency=args.latency,
         latency_rate=args.latency_rate,
         latency_load=args.latency_load,
-        memory=(not quick) if args.memory is None else args.memory,
+        memory=(not quick and not cross) if args.memory is None else args.memory,
         memory_n=args.memory_n,
         setup_timeout=args.setup_timeout,
         json_path=args.json_path,
@@ -636,9 +799,42 @@ def run(cfg: Config) -> tuple[list[FanoutResult], list[MemoryResult]]:
     return fanout, memory
 
 
+def cross_config(args: argparse.Namespace, cfg: Config) -> CrossConfig:
+    from roomer.benchmark.crossnode import CrossConfig
+
+    backplanes = [b.strip() for b in args.backplanes.split(",") if b.strip()]
+    unknown = [b for b in backplanes if b not in BACKPLANES]
+    if unknown:
+        raise SystemExit(f"unknown backplane(s): {', '.join(unknown)}; known: redis, nats")
+    if min(cfg.ns) < 4:
+        raise SystemExit("--cross-node needs N >= 4 (receivers on both nodes)")
+    return CrossConfig(backplanes=backplanes,
+                       urls={"redis": args.redis_url, "nats": args.nats_url},
+                       socketio="socketio" in cfg.peers)
+
+
+def _main_cross(args: argparse.Namespace, cfg: Config, argv: list[str]) -> int:
+    from roomer.benchmark.crossnode import cross_ratios, format_cross, run_cross
+
+    cross = cross_config(args, cfg)
+    results = run_cross(cfg, cross)
+    print(format_cross(results))
+    if cfg.json_path:
+        meta = _meta(cfg, argv)
+        meta["cross"] = asdict(cross)
+        doc = {"meta": meta, "cross_node": [asdict(r) for r in results],
+               "ratios": cross_ratios(results)}
+        with open(cfg.json_path, "w") as f:
+            json.dump(doc, f, indent=2)
+    return 1 if any(r.error for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = config_from_args(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if args.cross_node:
+        return _main_cross(args, cfg, argv)
     fanout, memory = run(cfg)
     print(format_fanout(fanout))
     if memory:

@@ -12,7 +12,8 @@ Roles:
   corked server delivers, while counting bytes costs one callback per read.
 - ``pub``: the publisher plus one probe subscriber that parses every frame. The probe's receipt
   of message ``seq`` acknowledges everything up to ``seq``, which bounds the messages in flight,
-  and the send time stamped in the payload gives the latency.
+  and the send time stamped in the payload gives the latency. ``--probe-url`` puts the probe on
+  another server than the publisher (cross-node runs).
 - ``idle``: K connections that only take their ``root`` ``join_ack`` (memory per connection).
 
 The socketio peer has its own protocol; ``--socketio`` makes ``sub`` and ``pub`` use
@@ -357,7 +358,9 @@ async def _run_publisher(args: argparse.Namespace) -> None:
     # The probe joins last, so a server that fans out in join order writes its copy last.
     probe_joined: asyncio.Future[str] = loop.create_future()
     probe = Probe(counters, args.payload, probe_joined)
-    await picows.ws_connect(lambda: probe, args.url)
+    # Cross-node runs put the probe on another node than the publisher: its acks and
+    # latencies then measure the path through the broker.
+    await picows.ws_connect(lambda: probe, args.probe_url or args.url)
     await asyncio.wait_for(probe_joined, SETUP_TIMEOUT)
     _emit({"reply": "ready", "id_len": len(pub_id.encode())})
 
@@ -423,6 +426,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m roomer.benchmark.loadgen")
     parser.add_argument("role", choices=["sub", "pub", "idle"])
     parser.add_argument("--url", required=True)
+    parser.add_argument(
+        "--probe-url", default=None, help="pub: where the probe connects (default --url)"
+    )
     parser.add_argument("--count", type=int, default=1, help="connections (sub, idle)")
     parser.add_argument("--payload", type=int, default=64, help="chat payload bytes (>= 16)")
     parser.add_argument("--mode", choices=["bytes", "frames"], default="bytes")

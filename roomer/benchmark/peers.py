@@ -209,12 +209,18 @@ def _serve_aiohttp(port: int) -> None:
 # --------------------------------------------------------------------------- python-socketio
 
 
-def _serve_socketio(port: int) -> None:
+def _serve_socketio(port: int, backplane: str | None, prefix: str) -> None:
     import socketio
     from aiohttp import web
 
+    options: dict[str, Any] = {}
+    if backplane is not None:
+        # python-socketio's own scale-out: every emit is published on one Redis channel
+        # that every server subscribes to, and each delivers to its local room members.
+        options["client_manager"] = socketio.AsyncRedisManager(backplane, channel=prefix)
     sio = socketio.AsyncServer(
-        async_mode="aiohttp", max_http_buffer_size=MAX_MESSAGE, ping_interval=60, ping_timeout=60
+        async_mode="aiohttp", max_http_buffer_size=MAX_MESSAGE, ping_interval=60,
+        ping_timeout=60, **options
     )
 
     @sio.on("join")
@@ -241,13 +247,17 @@ def _serve_socketio(port: int) -> None:
 # --------------------------------------------------------------------------- roomer
 
 
-def _serve_roomer(port: int, sync: bool, read_buffer: int) -> None:
+def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None = None,
+                  prefix: str = "roomer", node_id: str | None = None) -> None:
     from roomer import Server
 
     # The publisher sends far past the per-client rate limit on purpose: this measures
     # fan-out, so the abuse limits are off (a real lobby keeps them).
+    options: dict[str, Any] = {}
+    if backplane is not None:
+        options.update(backplane=backplane, backplane_prefix=prefix, node_id=node_id)
     server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, rate_limit=None,
-                    error_limit=None)
+                    error_limit=None, **options)
     server.run(host=HOST, port=port)
 
 
@@ -279,12 +289,25 @@ def main(argv: list[str] | None = None) -> int:
         default=2048,
         help="roomer read_buffer_size (picows-rb2k always uses 2048, picows' minimum)",
     )
+    parser.add_argument(
+        "--backplane",
+        default=None,
+        metavar="URL",
+        help="roomer: Server(backplane=URL); socketio: AsyncRedisManager(URL) (cross-node runs)",
+    )
+    parser.add_argument("--backplane-prefix", default="roomer", metavar="PREFIX",
+                        help="roomer's backplane_prefix, socketio's Redis channel")
+    parser.add_argument("--node-id", default=None, help="roomer's node_id")
     args = parser.parse_args(argv)
     name = args.name
+    if args.backplane is not None and name not in ("roomer", "roomer-sync", "socketio"):
+        parser.error(f"{name} has no backplane")
     if name == "roomer":
-        _serve_roomer(args.port, False, args.read_buffer)
+        _serve_roomer(args.port, False, args.read_buffer, args.backplane, args.backplane_prefix,
+                      args.node_id)
     elif name == "roomer-sync":
-        _serve_roomer(args.port, True, args.read_buffer)
+        _serve_roomer(args.port, True, args.read_buffer, args.backplane, args.backplane_prefix,
+                      args.node_id)
     elif name == "picows":
         _serve_picows(args.port, None)
     elif name == "picows-rb2k":
@@ -294,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     elif name == "aiohttp":
         _serve_aiohttp(args.port)
     elif name == "socketio":
-        _serve_socketio(args.port)
+        _serve_socketio(args.port, args.backplane, args.backplane_prefix)
     return 0
 
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "ChildError", "cpu_times", "free_port", "kill_all", "memory_kib",
-           "read_metrics", "wait_listening"]
+__all__ = ["Child", "ChildError", "cpu_times", "free_port", "kill_all", "machine_cpu",
+           "memory_kib", "read_metrics", "wait_listening"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The directory holding the roomer package, so children import the same roomer as the harness
@@ -152,6 +152,15 @@ def cpu_times(pid: int) -> tuple[float, float]:
         # comm may contain spaces: the fields we need follow the last ')'.
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user time
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -109,7 +109,7 @@ async def run_publisher(args: argparse.Namespace) -> None:
             w.progress.set()
 
     probe.on("chat", on_chat)
-    await probe.connect(url, transports=["websocket"])
+    await probe.connect(_http_url(args.probe_url or args.url), transports=["websocket"])
     await probe.call("join", wire.LOBBY, timeout=SETUP_TIMEOUT)
     _emit({"reply": "ready", "id_len": len(pub_id)})
 
