@@ -140,7 +140,9 @@ async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
 
 
 async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> None:
-    server = await make_server(outbox_limit=16 * 1024, slow_consumer="disconnect")
+    # Four messages of room: a reader that keeps up is never that far behind, even on a
+    # loaded machine, while the stuck one (10 MB, never read) passes it for sure.
+    server = await make_server(outbox_limit=64 * 1024, slow_consumer="disconnect")
     port = server.address[1]
     stuck, stuck_id = await joined(port, "r", rcvbuf=4096)
     fast, _ = await joined(port, "r")
