@@ -15,7 +15,24 @@ __all__ = [
     "encode_frame", "encode_frame_v2", "encode_v2", "frame_header", "frame_v2_from_v1_body",
 ]
 
-if os.environ.get("ROOMER_NO_EXTENSIONS") == "1":
+try:
+    if os.environ.get("ROOMER_NO_EXTENSIONS") == "1":
+        raise ImportError("ROOMER_NO_EXTENSIONS=1 asks for the pure-Python twin")
+    from ._codec import (
+        decode,
+        decode_client,
+        decode_client_v2,
+        decode_v2,
+        encode,
+        encode_frame,
+        encode_frame_v2,
+        encode_v2,
+        frame_header,
+        frame_v2_from_v1_body,
+    )
+
+    COMPILED = True
+except ImportError:  # forced, or built without a C compiler: the twin is the same contract
     from ._codec_py import (
         decode,
         decode_client,
@@ -30,34 +47,3 @@ if os.environ.get("ROOMER_NO_EXTENSIONS") == "1":
     )
 
     COMPILED = False
-else:
-    try:
-        from ._codec import (
-            decode,
-            decode_client,
-            decode_client_v2,
-            decode_v2,
-            encode,
-            encode_frame,
-            encode_frame_v2,
-            encode_v2,
-            frame_header,
-            frame_v2_from_v1_body,
-        )
-
-        COMPILED = True
-    except ImportError:  # built without a C compiler: the twin is the same contract
-        from ._codec_py import (
-            decode,
-            decode_client,
-            decode_client_v2,
-            decode_v2,
-            encode,
-            encode_frame,
-            encode_frame_v2,
-            encode_v2,
-            frame_header,
-            frame_v2_from_v1_body,
-        )
-
-        COMPILED = False
