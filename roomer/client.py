@@ -186,6 +186,16 @@ class Room:
 
     # dispatch ----------------------------------------------------------------------------
 
+    def _opened(self, members: bytes) -> None:
+        """The server acknowledged a join of this room with its member list (JSON)."""
+        self._members = json.loads(members)
+        first = not self._open
+        self._open = True
+        if not self._joined.done():
+            self._joined.set_result(self)
+        if first:
+            self._emit("open")
+
     def _emit(self, event: str, *args: Any) -> None:
         for handler in list(self._handlers.get(event, ())):
             try:
@@ -300,13 +310,7 @@ class _Client(WSListener):
                 room = space.rooms[room_name] = Room(self, room_name, space)
             if room_name == ROOT and space is self.default:
                 self.id = src
-            room._members = json.loads(payload)
-            first = not room._open
-            room._open = True
-            if not room._joined.done():
-                room._joined.set_result(room)
-            if first:
-                room._emit("open")
+            room._opened(payload)
         elif room is None:
             if event == "error":
                 space.root._emit("error", json.loads(payload))
@@ -363,12 +367,7 @@ class _Client(WSListener):
             if fut is not None:
                 fut.set_result(payload)
             return
-        try:
-            info = json.loads(payload)
-            code, message = str(info["code"]), str(info.get("message", ""))
-        except (ValueError, TypeError, KeyError):
-            code, message = "malformed", "the error reply's payload is not its JSON object"
-        self._fail(fut, apply, ClientError(code, message, event))
+        self._fail(fut, apply, ClientError.from_reply(payload, event))
 
     def _fail(self, fut: asyncio.Future[bytes] | None, apply: Apply | None,
               exc: Exception) -> None:
@@ -557,13 +556,7 @@ class _Client(WSListener):
         def apply(payload: bytes | None, error: Exception | None) -> None:
             if error is None:
                 assert payload is not None
-                room._members = json.loads(payload)
-                first = not room._open
-                room._open = True
-                if not room._joined.done():
-                    room._joined.set_result(room)
-                if first:
-                    room._emit("open")
+                room._opened(payload)
                 return
             if room._open:
                 return  # a re-join refused: the room stays as it was

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 __all__ = ["AskTimeout", "ClientError", "Deny", "ExtensionMismatch", "ProtocolError",
            "RoomerError"]
 
@@ -79,6 +81,17 @@ class ClientError(RoomerError):
         self.code = code
         self.server_message = message
         self.event = event
+
+    @classmethod
+    def from_reply(cls, payload: bytes, event: str = "") -> ClientError:
+        """The error an error reply's payload (docs/protocol.md §7) carries; a payload that
+        is not its JSON object is reported as ``malformed``, never raised."""
+        try:
+            info = json.loads(payload)
+            code, message = str(info["code"]), str(info.get("message", ""))
+        except (ValueError, TypeError, KeyError):
+            code, message = "malformed", "the error reply's payload is not its JSON object"
+        return cls(code, message, event)
 
 
 class AskTimeout(RoomerError, TimeoutError):

@@ -428,12 +428,7 @@ class Router:
         if kind == frames.REPLY:
             waiter.set_result(payload)
             return
-        try:
-            info = json.loads(payload)
-            code, message = str(info["code"]), str(info.get("message", ""))
-        except (ValueError, TypeError, KeyError):
-            code, message = "malformed", "the error reply's payload is not its JSON object"
-        waiter.set_exception(ClientError(code, message))
+        waiter.set_exception(ClientError.from_reply(payload))
 
     # handlers ------------------------------------------------------------------------
 
