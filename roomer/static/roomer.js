@@ -38,36 +38,47 @@ const REPLY = 2;
 const ERROR_REPLY = 3;
 const MAX_ASK_ID = 0xffffffff;
 
+/** Fields, each a uint32 big-endian length + its bytes, after `header` bytes left for the
+ * caller to fill in; returns the buffer and a view of it. */
+function packFields(header, fields) {
+  let size = header;
+  for (const f of fields) size += 4 + f.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let at = header;
+  for (const f of fields) {
+    view.setUint32(at, f.length);
+    out.set(f, at + 4);
+    at += 4 + f.length;
+  }
+  return { out, view };
+}
+
+/** Exactly `count` length-prefixed fields from `at` to the end of `buffer`, or null. */
+function unpackFields(buffer, at, count) {
+  const bytes = new Uint8Array(buffer);
+  const view = new DataView(buffer);
+  const fields = [];
+  for (let i = 0; i < count; i++) {
+    if (bytes.length - at < 4) return null;
+    const size = view.getUint32(at);
+    at += 4;
+    if (size > bytes.length - at) return null;
+    fields.push(bytes.subarray(at, at + size));
+    at += size;
+  }
+  return at === bytes.length ? fields : null;
+}
+
 /** Protocol v1: room, event, dst, src, payload, each a uint32 big-endian length + bytes. */
 const v1 = Object.freeze({
   encode(room, event, dst, payload) {
-    const fields = [utf8.encode(room), utf8.encode(event), utf8.encode(dst), EMPTY, payload];
-    let size = 0;
-    for (const f of fields) size += 4 + f.length;
-    const out = new Uint8Array(size);
-    const view = new DataView(out.buffer);
-    let at = 0;
-    for (const f of fields) {
-      view.setUint32(at, f.length);
-      out.set(f, at + 4);
-      at += 4 + f.length;
-    }
-    return out;
+    return packFields(0, [utf8.encode(room), utf8.encode(event), utf8.encode(dst), EMPTY,
+      payload]).out;
   },
   decode(buffer) {
-    const bytes = new Uint8Array(buffer);
-    const view = new DataView(buffer);
-    const fields = [];
-    let at = 0;
-    for (let i = 0; i < 5; i++) {
-      if (bytes.length - at < 4) return null;
-      const size = view.getUint32(at);
-      at += 4;
-      if (size > bytes.length - at) return null;
-      fields.push(bytes.subarray(at, at + size));
-      at += size;
-    }
-    if (at !== bytes.length) return null;
+    const fields = unpackFields(buffer, 0, 5);
+    if (fields === null) return null;
     return {
       room: fromUtf8.decode(fields[0]),
       event: fromUtf8.decode(fields[1]),
@@ -90,20 +101,10 @@ const v1 = Object.freeze({
  * payload as v1 fields: a v2 body is kind | id | namespace | a v1 body. */
 const v2 = Object.freeze({
   frame(kind, id, namespace, room, event, dst, payload) {
-    const fields = [utf8.encode(namespace), utf8.encode(room), utf8.encode(event),
-      utf8.encode(dst), EMPTY, payload];
-    let size = 5;
-    for (const f of fields) size += 4 + f.length;
-    const out = new Uint8Array(size);
-    const view = new DataView(out.buffer);
+    const { out, view } = packFields(5, [utf8.encode(namespace), utf8.encode(room),
+      utf8.encode(event), utf8.encode(dst), EMPTY, payload]);
     view.setUint8(0, kind);
     view.setUint32(1, id);
-    let at = 5;
-    for (const f of fields) {
-      view.setUint32(at, f.length);
-      out.set(f, at + 4);
-      at += 4 + f.length;
-    }
     return out;
   },
   parse(buffer) {
@@ -114,17 +115,8 @@ const v2 = Object.freeze({
     const kind = bytes[0];
     const id = view.getUint32(1);
     if (kind > ERROR_REPLY || (kind === EVENT) !== (id === 0)) return null;
-    const fields = [];
-    let at = 5;
-    for (let i = 0; i < 6; i++) {
-      if (bytes.length - at < 4) return null;
-      const size = view.getUint32(at);
-      at += 4;
-      if (size > bytes.length - at) return null;
-      fields.push(bytes.subarray(at, at + size));
-      at += size;
-    }
-    if (at !== bytes.length) return null;
+    const fields = unpackFields(buffer, 5, 6);
+    if (fields === null) return null;
     let names;
     try {
       names = fields.slice(0, 5).map((f) => strictUtf8.decode(f));
