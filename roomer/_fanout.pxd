@@ -25,12 +25,10 @@ cdef class Fanout:
         readonly unsigned long long read_buffer_trims
         readonly Py_ssize_t turn_bytes
 
-    cdef void _schedule(self) noexcept
-    cdef void _drained(self) noexcept
-    cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
+    cdef int _schedule(self) except -1
+    cdef int _drained(self) except -1
+    cdef Py_ssize_t _broadcast(self, dict members, bytes frame_v1, bytes frame_v2,
                                object exclude, bint control) except -1
-    cdef Py_ssize_t _broadcast_mixed(self, dict members, bytes frame_v1, bytes frame_v2,
-                                     object exclude, bint control) except -1
     cdef int _flush_all(self) except -1
 
 
@@ -50,7 +48,6 @@ cdef class Peer(WSListener):
         readonly double over_since
         bint _paused
         bint _dirty
-        bint _overflowing
         bint _grown
         bint _trim_pending
         readonly bint closing

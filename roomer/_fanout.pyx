@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: language_level=3, boundscheck=False, wraparound=False, auto_pickle=False
 """Compiled fan-out engine: per-connection corked outboxes and the broadcast loop.
 
 One broadcast is one pre-framed ``bytes`` (roomer._codec.encode_frame). Delivering it
@@ -18,6 +18,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.dict cimport PyDict_Next
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcpy
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
@@ -47,14 +48,15 @@ if picows.__version__ != BUILT_FOR_PICOWS:
         "roomer (pip install --force-reinstall --no-binary roomer roomer)")
 
 # A buffer is kept across writes only while it carries bursts (a write of more than
-# KEEP_MIN bytes) and is not huge: an idle connection keeps no outbox memory, and one
-# that once took a burst does not keep the burst's.
+# KEEP_MIN bytes) and is not huge, so a connection that once took a burst does not keep
+# the burst's; one kept is given back when the connection goes quiet (trim_buffers), so
+# an idle connection keeps no outbox memory.
 cdef Py_ssize_t KEEP_CAPACITY = 64 * 1024
 cdef Py_ssize_t KEEP_MIN = 1024
 cdef Py_ssize_t MIN_CAPACITY = 256
 # picows grows a connection's read buffer for big frames and floods but never shrinks
 # it; past this capacity it is cut back once the read that grew it has been handled
-# (smaller growth is cut back lazily, when the connection is quiet: trim_read_buffer).
+# (smaller growth is cut back lazily, when the connection is quiet: trim_buffers).
 cdef Py_ssize_t TRIM_ABOVE = 64 * 1024
 # picows keeps this much spare room past a read buffer's usable size (SIMD parsing).
 cdef Py_ssize_t READ_HEADROOM = 256
@@ -91,6 +93,9 @@ cdef class Fanout:
                  bint disconnect_slow=False, on_overflow=None):
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
+        if outbox_limit > PY_SSIZE_T_MAX // 2:
+            raise ValueError("outbox_limit must be at most sys.maxsize // 2 "
+                             "(twice it is the hard limit)")
         self._loop = loop
         self._dirty = []
         self._overflowed = []
@@ -106,47 +111,28 @@ cdef class Fanout:
         self.sync = sync
         self.disconnect_slow = disconnect_slow
 
-    cdef void _schedule(self) noexcept:
+    cdef int _schedule(self) except -1:
         if not self._scheduled:
             self._scheduled = True
             try:
                 self._loop.call_soon(self._flush_cb)
-            except BaseException:  # loop closed: outboxes are dropped with it
+            except RuntimeError:  # loop closed: outboxes are dropped with it
                 self._scheduled = False
+        return 0
 
-    cdef void _drained(self) noexcept:
+    cdef int _drained(self) except -1:
         cdef list waiters = self._drain_waiters
         if not waiters:
-            return
+            return 0
         self._drain_waiters = []
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        return 0
 
-    cdef Py_ssize_t _broadcast(self, dict members, const char* data, Py_ssize_t size,
+    cdef Py_ssize_t _broadcast(self, dict members, bytes frame_v1, bytes frame_v2,
                                object exclude, bint control) except -1:
-        cdef Py_ssize_t pos = 0, sent = 0
-        cdef PyObject* key
-        cdef PyObject* value
-        cdef Peer peer
-        cdef PyObject* skip = <PyObject*>exclude
-        while PyDict_Next(members, &pos, &key, &value):
-            if value == skip:
-                continue
-            if not isinstance(<object>value, Peer):
-                raise TypeError("room members must be roomer Peer objects")
-            peer = <Peer>value
-            sent += peer._enqueue(data, size, control)
-        return sent
-
-    def broadcast(self, dict members not None, bytes frame not None, exclude=None):
-        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
-        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
-        return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
-                               exclude, False)
-
-    cdef Py_ssize_t _broadcast_mixed(self, dict members, bytes frame_v1, bytes frame_v2,
-                                     object exclude, bint control) except -1:
+        # Each peer takes its protocol version's frame (the same one when there is one).
         cdef Py_ssize_t pos = 0, sent = 0
         cdef PyObject* key
         cdef PyObject* value
@@ -162,23 +148,29 @@ cdef class Fanout:
             if not isinstance(<object>value, Peer):
                 raise TypeError("room members must be roomer Peer objects")
             peer = <Peer>value
+            if peer.engine is None:
+                raise _uninitialised()
             if peer.v2:
                 sent += peer._enqueue(data2, size2, control)
             else:
                 sent += peer._enqueue(data1, size1, control)
         return sent
 
+    def broadcast(self, dict members not None, bytes frame not None, exclude=None):
+        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
+        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
+        return self._broadcast(members, frame, frame, exclude, False)
+
     def broadcast_mixed(self, dict members not None, bytes frame_v1 not None,
                         bytes frame_v2 not None, exclude=None, bint control=False):
         """One message framed once per protocol version: each peer gets ``frame_v2`` if
         its ``v2`` flag is set, else ``frame_v1`` (a control message with ``control``)."""
-        return self._broadcast_mixed(members, frame_v1, frame_v2, exclude, control)
+        return self._broadcast(members, frame_v1, frame_v2, exclude, control)
 
     def broadcast_control(self, dict members not None, bytes frame not None, exclude=None):
         """Like ``broadcast`` for a control frame (presence): never dropped below the
         hard limit."""
-        return self._broadcast(members, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
-                               exclude, True)
+        return self._broadcast(members, frame, frame, exclude, True)
 
     def over_limit(self, dict members not None, exclude=None):
         """The first member (but ``exclude``) whose outbox is past the limit, or None."""
@@ -269,7 +261,10 @@ cdef class Peer(WSListener):
     says which frame of ``Fanout.broadcast_mixed`` it takes (its protocol version).
     """
 
-    def __init__(self, Fanout engine not None):
+    def __init__(self, engine):
+        if type(engine) is not Fanout:
+            raise TypeError("Argument 'engine' has incorrect type "
+                            f"(expected Fanout, got {type(engine).__name__})")
         self.engine = engine
         self.v2 = False
         self.transport = None
@@ -281,6 +276,10 @@ cdef class Peer(WSListener):
     def __dealloc__(self):
         PyMem_Free(self._buf)
         self._buf = NULL
+
+    def __reduce__(self):
+        # An outbox is a live connection's: a copy would share or lose its C buffer.
+        raise TypeError(f"cannot pickle or copy {type(self).__name__!r} object")
 
     def attach(self, transport):
         """Bind the outbox to a picows WSTransport (or any object whose
@@ -374,6 +373,8 @@ cdef class Peer(WSListener):
                 if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
                     self._ws._fast_write(self._buf, size)
             else:
+                # Not picows (test transports): written as given, no per-write lookups,
+                # so the benchmarks that use such transports time the real work.
                 self._write(PyBytes_FromStringAndSize(self._buf, size))
         except Exception as exc:
             # A transport closed under us: this receiver takes no more frames, and the
@@ -418,16 +419,27 @@ cdef class Peer(WSListener):
 
     def send_frame(self, bytes frame not None):
         """Queue one pre-framed data message to this receiver. False if it was dropped."""
+        if self.engine is None:
+            raise _uninitialised()
         return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), False) == 1
 
     def send_control(self, bytes frame not None):
         """Queue one pre-framed control message (an ack, an error): never dropped below
         the hard limit. False if the receiver overflowed or is closing."""
+        if self.engine is None:
+            raise _uninitialised()
         return self._enqueue(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), True) == 1
 
-    def trim_read_buffer(self):
-        """Cut picows' read buffer back to what its unparsed bytes need (at least its
-        initial size) if that halves it; never from inside a frame callback."""
+    def trim_buffers(self):
+        """The connection is quiet: give back an empty outbox's buffer, and cut picows'
+        read buffer back to what its unparsed bytes need (at least its initial size) if
+        that halves it. Never from inside a frame callback."""
+        if self.engine is None:
+            raise _uninitialised()
+        if self._size == 0 and self._buf != NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
         self._trim_read_buffer()
 
     def read_done(self):
@@ -435,6 +447,8 @@ cdef class Peer(WSListener):
         cut back once this turn ends."""
         cdef Fanout engine = self.engine
         cdef MemoryBuffer rb = self._rbuf
+        if engine is None:
+            raise _uninitialised()
         if rb is None or self._trim_pending or rb.capacity <= TRIM_ABOVE:
             return
         self._trim_pending = True
@@ -444,11 +458,15 @@ cdef class Peer(WSListener):
 
     def flush(self):
         """Write what is queued now, without waiting for the end of the turn."""
+        if self.engine is None:
+            raise _uninitialised()
         self._flush()
 
     def close_outbox(self):
         """Hand what is queued to the transport, even while its writing is paused, and
         refuse anything after: the connection is closing."""
+        if self.engine is None:
+            raise _uninitialised()
         self._paused = False
         self._flush()
         self.closing = True
@@ -459,6 +477,8 @@ cdef class Peer(WSListener):
     def discard_outbox(self):
         """Drop what is queued without writing it and refuse anything after: for a
         receiver that is being cut off because it stopped reading."""
+        if self.engine is None:
+            raise _uninitialised()
         PyMem_Free(self._buf)
         self._buf = NULL
         self._cap = 0
@@ -472,6 +492,11 @@ cdef class Peer(WSListener):
     def pending(self):
         """Bytes queued in roomer's outbox, not yet handed to the transport."""
         return self._size
+
+    @property
+    def outbox_capacity(self):
+        """Bytes allocated for the outbox (0 when it holds no buffer)."""
+        return self._cap
 
     @property
     def read_buffer_capacity(self):
@@ -489,6 +514,12 @@ cdef class Peer(WSListener):
         self._paused = False
         if self._size:
             self._flush()
+
+
+cdef _uninitialised():
+    # A Peer whose __init__ never ran (Peer.__new__, a subclass skipping super().__init__)
+    # has no engine: refused rather than dereferenced.
+    return TypeError("this roomer Peer was never initialised (Peer.__init__ did not run)")
 
 
 cdef MemoryBuffer _read_buffer_of(object protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import sys
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -28,6 +29,14 @@ def _exact(value: object, kind: type, name: str) -> None:
     if type(value) is not kind:
         raise TypeError(f"Argument '{name}' has incorrect type "
                         f"(expected {kind.__name__}, got {type(value).__name__})")
+
+
+def _ssize(value: object) -> int:
+    # What Cython does converting to Py_ssize_t, so both twins take and refuse alike.
+    value = operator.index(value)  # type: ignore[arg-type]
+    if not -sys.maxsize - 1 <= value <= sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return value
 
 
 def _report_write_error(loop: Any, peer: Peer, exc: Exception) -> None:
@@ -56,10 +65,13 @@ class Fanout:
         disconnect_slow: bool = False,
         on_overflow: Callable[[Any], Any] | None = None,
     ) -> None:
-        outbox_limit = operator.index(outbox_limit)
-        flush_threshold = operator.index(flush_threshold)
+        outbox_limit = _ssize(outbox_limit)
+        flush_threshold = _ssize(flush_threshold)
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
+        if outbox_limit > sys.maxsize // 2:
+            raise ValueError("outbox_limit must be at most sys.maxsize // 2 "
+                             "(twice it is the hard limit)")
         self._loop = loop
         self._dirty: list[Peer] = []
         self._overflowed: list[Peer] = []
@@ -94,32 +106,9 @@ class Fanout:
             if not fut.done():
                 fut.set_result(None)
 
-    def _broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object,
-                   control: bool) -> int:
-        _exact(members, dict, "members")
-        _exact(frame, bytes, "frame")
-        sent = 0
-        for peer in members.values():
-            if peer is exclude:
-                continue
-            if not isinstance(peer, Peer):
-                raise TypeError("room members must be roomer Peer objects")
-            sent += peer._enqueue(frame, control)
-        return sent
-
-    def broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object = None) -> int:
-        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
-        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
-        return self._broadcast(members, frame, exclude, False)
-
-    def broadcast_mixed(self, members: dict[Any, Peer], frame_v1: bytes, frame_v2: bytes,
-                        exclude: object = None, control: bool = False) -> int:
-        """One message framed once per protocol version: each peer gets ``frame_v2`` if
-        its ``v2`` flag is set, else ``frame_v1`` (a control message with ``control``)."""
-        _exact(members, dict, "members")
-        _exact(frame_v1, bytes, "frame_v1")
-        _exact(frame_v2, bytes, "frame_v2")
-        control = bool(control)
+    def _broadcast(self, members: dict[Any, Peer], frame_v1: bytes, frame_v2: bytes,
+                   exclude: object, control: bool) -> int:
+        # Each peer takes its protocol version's frame (the same one when there is one).
         sent = 0
         for peer in members.values():
             if peer is exclude:
@@ -129,11 +118,29 @@ class Fanout:
             sent += peer._enqueue(frame_v2 if peer.v2 else frame_v1, control)
         return sent
 
+    def broadcast(self, members: dict[Any, Peer], frame: bytes, exclude: object = None) -> int:
+        """Queue data ``frame`` to every peer in ``members`` (a dict's values) but
+        ``exclude``. Returns how many receivers took it (dropped ones are not counted)."""
+        _exact(members, dict, "members")
+        _exact(frame, bytes, "frame")
+        return self._broadcast(members, frame, frame, exclude, False)
+
+    def broadcast_mixed(self, members: dict[Any, Peer], frame_v1: bytes, frame_v2: bytes,
+                        exclude: object = None, control: bool = False) -> int:
+        """One message framed once per protocol version: each peer gets ``frame_v2`` if
+        its ``v2`` flag is set, else ``frame_v1`` (a control message with ``control``)."""
+        _exact(members, dict, "members")
+        _exact(frame_v1, bytes, "frame_v1")
+        _exact(frame_v2, bytes, "frame_v2")
+        return self._broadcast(members, frame_v1, frame_v2, exclude, bool(control))
+
     def broadcast_control(self, members: dict[Any, Peer], frame: bytes,
                           exclude: object = None) -> int:
         """Like ``broadcast`` for a control frame (presence): never dropped below the
         hard limit."""
-        return self._broadcast(members, frame, exclude, True)
+        _exact(members, dict, "members")
+        _exact(frame, bytes, "frame")
+        return self._broadcast(members, frame, frame, exclude, True)
 
     def over_limit(self, members: dict[Any, Peer], exclude: object = None) -> Peer | None:
         """The first member (but ``exclude``) whose outbox is past the limit, or None."""
@@ -216,6 +223,10 @@ class Peer(WSListener):
         self.over_since = 0.0
         self.closing = False
         self.overflowed = False
+
+    def __reduce__(self) -> Any:
+        # An outbox is a live connection's (and the compiled twin's holds a C buffer).
+        raise TypeError(f"cannot pickle or copy {type(self).__name__!r} object")
 
     def attach(self, transport: Any) -> None:
         """Bind the outbox to a transport whose ``underlying_transport.write`` takes bytes."""
@@ -309,8 +320,9 @@ class Peer(WSListener):
         _exact(frame, bytes, "frame")
         return self._enqueue(frame, True) == 1
 
-    def trim_read_buffer(self) -> None:
-        """The compiled twin cuts picows' read buffer back here; this one cannot."""
+    def trim_buffers(self) -> None:
+        """The connection is quiet. This twin's outbox holds nothing once written (a
+        fresh bytearray per flush), and picows' read buffer is out of its reach."""
 
     def read_done(self) -> None:
         """The last frame of a read was handled (the compiled twin trims picows' read
@@ -341,6 +353,11 @@ class Peer(WSListener):
     def pending(self) -> int:
         """Bytes queued in roomer's outbox, not yet handed to the transport."""
         return len(self._buf)
+
+    @property
+    def outbox_capacity(self) -> int:
+        """Bytes allocated for the outbox (0 when it holds no buffer)."""
+        return self._buf.__alloc__()
 
     @property
     def read_buffer_capacity(self) -> int:

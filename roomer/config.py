@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
@@ -133,7 +134,7 @@ class Config:
                 raise TypeError(f"{name} must be True or False")
         _check_int("max_message_size", self.max_message_size, 20,
                    "the smallest message is 20 bytes")
-        _check_int("outbox_limit", self.outbox_limit, 1)
+        _check_int("outbox_limit", self.outbox_limit, 1, maximum=sys.maxsize // 2)
         _check_int("flush_threshold", self.flush_threshold, 1)
         _check_int("turn_budget", self.turn_budget, 1)
         _check_int("turn_messages", self.turn_messages, 1)
@@ -214,11 +215,14 @@ def _check_callable(name: str, value: object) -> None:
         raise TypeError(f"{name} must be callable or None")
 
 
-def _check_int(name: str, value: object, minimum: int, why: str = "") -> None:
+def _check_int(name: str, value: object, minimum: int, why: str = "",
+               maximum: int = sys.maxsize) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}" + (f" ({why})" if why else ""))
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}")
 
 
 def _check_seconds(name: str, value: object) -> None:

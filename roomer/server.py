@@ -821,8 +821,8 @@ class Server(Namespace):
                 conn._quiet_since = now
                 conn._pinged_at = 0.0
                 continue
-            # Quiet for a whole period: a read buffer a burst grew is given back.
-            conn.trim_read_buffer()
+            # Quiet for a whole period: the buffers a burst grew are given back.
+            conn.trim_buffers()
             if conn._pinged_at:
                 if now - conn._pinged_at >= timeout:
                     conn.abort(WSCloseCode.INTERNAL_ERROR, "ping timeout")

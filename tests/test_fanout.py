@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import importlib
 import os
+import pickle
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -993,3 +996,69 @@ def test_parity_fixed_scenario(sync: bool, disconnect_slow: bool) -> None:
         assert bool(expected["overflows"]) is disconnect_slow
     else:
         assert expected["stats"]["dropped"] == 0
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+async def test_misuse_is_refused_not_crashed(fanout_impl: Any) -> None:
+    """Pickling, copying or using a Peer whose __init__ never ran raises; in the compiled
+    twin each of these once read through a NULL or dangling C pointer."""
+    engine = fanout_impl.Fanout(asyncio.get_running_loop())
+    members, _ = make_peers(fanout_impl, engine, 2)
+    for dump in (pickle.dumps, copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot pickle or copy 'Peer' object"):
+            dump(members["c0"])
+    if fanout_impl.__name__ == "roomer._fanout":
+        bare = fanout_impl.Peer.__new__(fanout_impl.Peer)
+        expect = "this roomer Peer was never initialised (Peer.__init__ did not run)"
+        for call in (lambda: bare.send_frame(frame(1)), lambda: bare.send_control(frame(1)),
+                     bare.flush, bare.close_outbox, bare.discard_outbox, bare.trim_buffers,
+                     bare.read_done,
+                     lambda: engine.broadcast({**members, "bare": bare}, frame(1)),
+                     lambda: engine.broadcast_mixed({"bare": bare}, frame(1), frame(2))):
+            with pytest.raises(TypeError) as info:
+                call()
+            assert str(info.value) == expect
+
+
+async def test_peer_takes_exactly_a_fanout_with_one_message(fanout_impl: Any) -> None:
+    class Engine(fanout_impl.Fanout):  # type: ignore[name-defined,misc]
+        pass
+
+    for bad in (Engine(asyncio.get_running_loop()), None, object()):
+        with pytest.raises(TypeError) as info:
+            fanout_impl.Peer(bad)
+        assert str(info.value) == ("Argument 'engine' has incorrect type "
+                                   f"(expected Fanout, got {type(bad).__name__})")
+
+
+async def test_outbox_limit_bounds_are_the_same_in_both_twins(fanout_impl: Any) -> None:
+    loop = asyncio.get_running_loop()
+    # Twice the limit is the hard limit: it must fit a Py_ssize_t.
+    assert fanout_impl.Fanout(loop, outbox_limit=sys.maxsize // 2).hard_limit == (
+        sys.maxsize // 2 * 2)
+    with pytest.raises(ValueError) as too_big:
+        fanout_impl.Fanout(loop, outbox_limit=sys.maxsize // 2 + 1)
+    assert str(too_big.value) == ("outbox_limit must be at most sys.maxsize // 2 "
+                                  "(twice it is the hard limit)")
+    for huge in (1 << 64, -(1 << 64)):
+        for kwargs in ({"outbox_limit": huge}, {"flush_threshold": huge}):
+            with pytest.raises(OverflowError) as info:
+                fanout_impl.Fanout(loop, **kwargs)
+            assert str(info.value) == "Python int too large to convert to C ssize_t"
+
+
+async def test_a_quiet_peer_gives_its_outbox_buffer_back(fanout_impl: Any) -> None:
+    """A write between 1 KiB and 64 KiB keeps its buffer for the next burst; once the
+    connection is quiet (the server's ping scan calls trim_buffers) it holds none."""
+    engine = fanout_impl.Fanout(asyncio.get_running_loop())
+    members, transports = make_peers(fanout_impl, engine, 3)
+    engine.broadcast(members, frame(1, 10_000))
+    await end_turn()
+    for peer in members.values():
+        peer.trim_buffers()
+        assert peer.outbox_capacity == 0
+    engine.broadcast(members, frame(2, 10))
+    await end_turn()
+    assert all(tr.data == frame(1, 10_000) + frame(2, 10) for tr in transports)

@@ -46,3 +46,25 @@ async def test_silent_client_is_dropped_answering_client_stays(make_server: Any)
     finally:
         silent.close()
         polite.close()
+
+
+async def test_a_quiet_connection_gives_its_outbox_buffer_back(make_server: Any) -> None:
+    """A 10 KB broadcast leaves a kept outbox buffer behind (kept for the next burst);
+    the ping scan gives it back once the connection is quiet (README, Memory)."""
+    import roomer
+
+    server = await make_server(ping_interval=0.2, ping_timeout=5)
+    root = await roomer.connect(f"ws://127.0.0.1:{server.address[1]}/ws")
+    try:
+        lobby = await root.join("lobby")
+        got = asyncio.ensure_future(lobby.wait_for("burst", 5))
+        server.broadcast("lobby", "burst", b"b" * 10_000)
+        assert (await got)[0] == b"b" * 10_000
+        (conn,) = server.registry.conns.values()
+        for _ in range(100):
+            if conn.outbox_capacity == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.outbox_capacity == 0
+    finally:
+        await root.close()
