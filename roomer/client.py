@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -114,8 +115,9 @@ class Room:
         return self._client.join(name, self._space)
 
     def leave(self) -> asyncio.Future[None]:
-        """Leave this room; the future resolves on leave_ack (v2: the leave ask's reply; a
-        refusal raises roomer.ClientError). On a namespace's root: ``disconnect()``."""
+        """Leave this room; the future resolves on leave_ack (v2: the leave ask's reply);
+        a refusal (``leave_denied``) raises roomer.ClientError. On a namespace's root:
+        ``disconnect()``."""
         if self._space.name and self is self._space.root:
             return self.disconnect()
         return self._client.leave(self)
@@ -240,6 +242,10 @@ class _Client(WSListener):
                                    asyncio.TimerHandle | None]] = {}
         self.next_ask_id = 1
         self.unknown_replies = 0
+        # v1: joins sent and not yet answered, in order. The server answers a client's
+        # messages in order, and refuses a join of an invalid name in room root, which
+        # names no room: it is the oldest join still waiting.
+        self.v1_joins: deque[Room] = deque()
 
     def spawn(self, awaitable: Any) -> None:
         task = self.loop.create_task(awaitable)
@@ -282,6 +288,7 @@ class _Client(WSListener):
             if timer is not None:
                 timer.cancel()
             self._fail(fut, apply, ConnectionError("connection closed"))
+        self.v1_joins.clear()
         for space in list(self.spaces.values()):
             for room in list(space.rooms.values()):
                 self._closed_room(room, ConnectionError("connection closed"))
@@ -302,6 +309,15 @@ class _Client(WSListener):
         if was_open:
             room._emit("close")
 
+    def _refused_join(self, room: Room, refused: ClientError) -> None:
+        if room in self.v1_joins:
+            self.v1_joins.remove(room)
+        rooms = room._space.rooms
+        if rooms.get(room.name) is room:
+            del rooms[room.name]
+        if not room._joined.done():
+            room._joined.set_exception(refused)
+
     def _dispatch(self, space: _Space, room_name: str, event: str, dst: str, src: str,
                   payload: bytes) -> None:
         room = space.rooms.get(room_name)
@@ -310,6 +326,8 @@ class _Client(WSListener):
                 room = space.rooms[room_name] = Room(self, room_name, space)
             if room_name == ROOT and space is self.default:
                 self.id = src
+            if room in self.v1_joins:
+                self.v1_joins.remove(room)
             room._opened(payload)
         elif room is None:
             if event == "error":
@@ -328,10 +346,15 @@ class _Client(WSListener):
             room._emit("member_left", member)
         elif event == "error":
             info = json.loads(payload)
-            if info.get("event") == "join" and not room._joined.done():
-                space.rooms.pop(room_name, None)
-                room._joined.set_exception(
-                    ClientError(info.get("code", ""), info.get("message", ""), "join"))
+            refused = ClientError(str(info.get("code", "")), str(info.get("message", "")),
+                                  str(info.get("event", "")))
+            if refused.event == "join":
+                if not room._joined.done():
+                    self._refused_join(room, refused)
+                elif room_name == ROOT and refused.code == "invalid_name" and self.v1_joins:
+                    self._refused_join(self.v1_joins[0], refused)
+            elif refused.event == "leave" and room._left is not None and not room._left.done():
+                room._left.set_exception(refused)
             room._emit("error", info)
         else:
             room._emit(event, payload, src)
@@ -550,6 +573,8 @@ class _Client(WSListener):
         if room is None:
             room = space.rooms[name] = Room(self, name, space)
         if not self.v2:
+            if not room._joined.done():
+                self.v1_joins.append(room)
             self._write(name, "join")
             return room
 

@@ -75,6 +75,51 @@ async def test_denied_join_raises_client_error(make_server: Any) -> None:
         await root.close()
 
 
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+async def test_a_join_of_an_invalid_name_is_refused_not_left_waiting(
+        make_server: Any, protocol: str) -> None:
+    """v1 refuses it in room root (DESIGN §3), which names no room: the client fails the
+    join it was waiting for, and the joins around it still succeed."""
+    server = await make_server()
+    root = await roomer.connect(url(server), protocol=protocol)
+    try:
+        first = root.join("first")
+        bad = root.join("x" * 200)
+        last = root.join("last")
+        with pytest.raises(roomer.ClientError) as info:
+            await asyncio.wait_for(bad, 5)
+        assert info.value.code == "invalid_name" and info.value.event == "join"
+        assert (await asyncio.wait_for(first, 5)).open()
+        assert (await asyncio.wait_for(last, 5)).open()
+        with pytest.raises(roomer.ClientError):
+            await asyncio.wait_for(root.join(""), 5)
+        assert (await asyncio.wait_for(root.join("again"), 5)).open()
+        for name in ("again", "first", "last"):
+            assert root.id() in server.members(name)
+        assert sorted(root._client.rooms) == ["again", "first", "last", "root"]
+    finally:
+        await root.close()
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+async def test_a_denied_leave_raises_client_error(make_server: Any, protocol: str) -> None:
+    server = await make_server()
+
+    @server.on_leave
+    def deny(conn: roomer.Connection, room: str) -> None:
+        raise roomer.Deny("stay")
+
+    root = await roomer.connect(url(server), protocol=protocol)
+    try:
+        lobby = await root.join("lobby")
+        with pytest.raises(roomer.ClientError) as info:
+            await asyncio.wait_for(lobby.leave(), 5)
+        assert info.value.code == "leave_denied"
+        assert lobby.open()
+    finally:
+        await root.close()
+
+
 async def test_error_event_reaches_the_room(make_server: Any) -> None:
     server = await make_server()
     root = await roomer.connect(url(server))
