@@ -1,4 +1,5 @@
-# The compiled codec's C-level API, for other extension modules (roomer._fanout).
+# The compiled codec's C-level API, for other extension modules (tests/test_codec_cdef.py
+# builds one; roomer._fanout takes frames already made and does not cimport it).
 from libc.stdint cimport uint8_t, uint32_t
 
 cdef bytes c_encode_frame(str room, str event, str dst, str src, object payload)
@@ -9,7 +10,7 @@ cdef bytes c_frame_header(Py_ssize_t size)
 # Where the body starts in a frame made here (2, 4 or 10): reads frame[1] only.
 cdef Py_ssize_t c_frame_body_offset(const uint8_t* frame) noexcept nogil
 # A framed v2 message from the ``size`` bytes of a v1 body at ``body``, such as the
-# body of a c_encode_frame frame (frame + c_frame_body_offset(frame)): the broadcast
-# path's second version for one copy. The body's lengths are checked (ProtocolError).
+# body of a c_encode_frame frame (frame + c_frame_body_offset(frame)): a second version
+# of a broadcast in one copy. The body's lengths are checked (ProtocolError).
 cdef bytes c_frame_v2_from_v1_body(int kind, uint32_t id, str namespace,
                                    const uint8_t* body, Py_ssize_t size)
