@@ -20,7 +20,7 @@ from . import codec, frames
 from .errors import AskTimeout
 from .handlers import Handler, check_handler
 from .hooks import Hook, Hooks
-from .registry import OPEN, ROOT, Registry, direct_envelope
+from .registry import OPEN, ROOT, Registry
 
 if TYPE_CHECKING:
     from .server import Connection, Server
@@ -197,17 +197,8 @@ class Namespace:
 
     def _direct(self, dst: str, frame: bytes) -> bool:
         """A v1 ``frame`` to client ``dst`` of this namespace, here or on another node."""
-        registry = self.registry
-        target = registry.conns.get(dst)
-        if target is not None:
-            if registry.rooms_of(target) is None:
-                return False  # not connected to this namespace
-            return registry.send(target, frame)
-        cluster = registry.cluster
-        if cluster is None:
-            return False
-        cluster.send_direct(dst, direct_envelope(self.name, frame))
-        return True
+        sent = self.registry.direct(dst, frame)
+        return sent if isinstance(sent, bool) else sent is not None
 
     # what a connection does in this namespace (Connection / NamespaceConnection) -----
 

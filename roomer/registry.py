@@ -16,6 +16,7 @@ hands what other nodes publish to the registry of its namespace.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,13 @@ if TYPE_CHECKING:
     from .backplane import Cluster
     from .server import Connection
 
-__all__ = ["CLOSING", "CONNECTING", "GONE", "OPEN", "ROOT", "Nodes", "Registry",
-           "direct_envelope"]
+__all__ = ["CLOSING", "CONNECTING", "GONE", "MAX_ID", "OPEN", "ROOT", "Nodes", "Registry",
+           "could_be_id", "direct_envelope"]
 
 ROOT = "root"
+
+# The longest ``dst`` looked up as a client id (ids are 36 characters).
+MAX_ID = 64
 
 # A connection's life: on_connect runs, accepted, closing (nothing more of it is
 # handled), disconnected (out of every room).
@@ -247,6 +251,23 @@ class Registry:
         sent = engine.broadcast_mixed(self.conns, frame, frames.as_v2(frame, ""), exclude)
         return sent
 
+    def direct(self, dst: str, frame: bytes) -> bool | asyncio.Future[bool] | None:
+        """A v1 data ``frame`` to client ``dst`` of this namespace: whether it was queued
+        here, or (with a backplane, ``dst`` held by no local connection) the future of
+        whether another node held it; None: no such client."""
+        if not could_be_id(dst):
+            # Not looked up, nor handed to the backplane: a huge id would cost a subject
+            # escape per byte there, and a broker drops a node that publishes one.
+            return None
+        target = self.conns.get(dst)
+        if target is not None:
+            if self.rooms_of(target) is None:
+                return None  # not connected to this namespace
+            return self.send(target, frame)
+        if self.cluster is None:
+            return None
+        return self.cluster.send_direct(dst, direct_envelope(self.namespace, frame))
+
     def send(self, conn: Connection, frame: bytes) -> bool:
         """A v1 data ``frame`` to one connection, in its version."""
         if conn.v2:
@@ -326,6 +347,12 @@ class Nodes:
         registry, name = self._split(room)
         if registry is not None:
             registry.remote_left(name, member)
+
+
+def could_be_id(dst: str) -> bool:
+    """Whether ``dst`` could name a client: ids are UUID text (36 ASCII characters); the
+    bound leaves room should ids ever grow, and keeps anything huge away from lookups."""
+    return len(dst) <= MAX_ID and dst.isascii()
 
 
 def direct_envelope(namespace: str, frame: bytes) -> bytes:
