@@ -48,8 +48,8 @@ class Registry:
     order (the fan-out engine iterates it directly). An empty room is deleted.
     ``conns`` (every connection by id) is shared by the server's namespaces."""
 
-    __slots__ = ("_listings", "_v2_conns", "_v2_members", "cluster", "conns", "engine",
-                 "joined", "left", "namespace", "rooms", "root_presence")
+    __slots__ = ("_joining", "_listings", "_v2_conns", "_v2_members", "cluster", "conns",
+                 "engine", "joined", "left", "namespace", "rooms", "root_presence")
 
     def __init__(self, root_presence: bool, namespace: str = "",
                  conns: dict[str, Connection] | None = None) -> None:
@@ -68,6 +68,9 @@ class Registry:
         # broadcast to all) without any gets v1 frames only.
         self._v2_members: dict[str, int] = {}
         self._v2_conns = 0
+        # Joins waiting for the backplane, by (connection id, room): a token per wait. A
+        # leave meanwhile takes them all, so a join does not land after its leave_ack.
+        self._joining: dict[tuple[str, str], list[object]] = {}
 
     def quiet(self, room: str) -> bool:
         """Root sends no presence unless root_presence (O(N²) in a connect storm); a
@@ -135,17 +138,37 @@ class Registry:
                 key = self.key(room)
                 cluster.local_joined(key, conn.id)
                 if not cluster.ready(key):
-                    return self._add_when_ready(conn, room, reply, ack, announce)
+                    # Registered now, not when the coroutine starts: a leave right after
+                    # this call must find it.
+                    token = object()
+                    self._joining.setdefault((conn.id, room), []).append(token)
+                    return self._add_when_ready(conn, room, reply, ack, announce, token)
         self._add_now(conn, room, reply, ack, announce)
         return None
 
     async def _add_when_ready(self, conn: Connection, room: str, reply: int, ack: bool,
-                              announce: bool) -> None:
+                              announce: bool, token: object) -> None:
         assert self.cluster is not None
         key = self.key(room)
-        await self.cluster.room_ready(key)
+        waiting = (conn.id, room)
+        try:
+            await self.cluster.room_ready(key)
+        finally:
+            tokens = self._joining.get(waiting)
+            cancelled = tokens is None or token not in tokens
+            if tokens is not None and not cancelled:
+                tokens.remove(token)
+                if not tokens:
+                    del self._joining[waiting]
         rooms = self.rooms_of(conn)
-        if conn._state == OPEN and rooms is not None:
+        if cancelled:
+            if reply and conn._state == OPEN:
+                # Something answers every ask: the server-driven leave came first.
+                conn.send_control(self.frame(
+                    conn, room, "join", "", "", json.dumps(
+                        {"code": "join_denied", "message": "left before the join completed"}),
+                    frames.ERROR_REPLY, reply))
+        elif conn._state == OPEN and rooms is not None:
             self._add_now(conn, room, reply, ack, announce)
         elif rooms is None or room not in rooms:
             self.cluster.local_left(key, conn.id)  # gone while the others were asked
@@ -189,6 +212,10 @@ class Registry:
         rooms = self.rooms_of(conn)
         if rooms is not None:
             rooms.pop(room, None)
+        if self._joining and self._joining.pop((conn.id, room), None) is not None and (
+                not was_member and self.cluster is not None):
+            # Its join never lands: the other nodes stop counting it now.
+            self.cluster.local_left(self.key(room), conn.id)
         if ack:
             if reply:
                 conn.send_control(self.frame(conn, room, "leave", "", conn.id, conn.id,
