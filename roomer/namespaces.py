@@ -115,7 +115,11 @@ class Namespace:
 
     def on_event(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn, msg)`` for messages whose event has no handler here
-        (nothing is relayed unless it relays; for an ask its return value replies)."""
+        (nothing is relayed unless it relays; for an ask its return value replies). One
+        per namespace, like a handler per event: a second raises ValueError."""
+        if self.hooks.event:
+            # Only one can answer a message: a second would be silently never called.
+            raise ValueError(f"an on_event catch-all is already registered in {self!r}")
         return self._add(self.hooks.event, fn, "on_event")
 
     # introspection --------------------------------------------------------------------

@@ -205,6 +205,16 @@ async def test_namespace_hooks_deny_where_they_may(make_server: Any) -> None:
         await server.shutdown(timeout=1)
 
 
+def test_a_second_catch_all_is_refused() -> None:
+    # Only the first would ever run: a second registration is a mistake to say at once.
+    server = roomer.Server()
+    for ns in (server, server.namespace("arena")):
+        ns.on_event(lambda view, msg: None)
+        with pytest.raises(ValueError, match="on_event"):
+            ns.on_event(lambda view, msg: None)
+    assert len(server.namespace("other").hooks.event) == 0
+
+
 async def test_the_catch_all_gets_events_without_a_handler(make_server: Any) -> None:
     server = roomer.Server()
     arena = server.namespace("arena")
