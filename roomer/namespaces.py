@@ -144,7 +144,10 @@ class Namespace:
         """The connections in this namespace, as its handlers see them."""
         if not self.name:
             return list(self.registry.conns.values())
-        return [self.view(conn) for conn in self.registry.rooms.get(ROOT, {}).values()]
+        # Copied in one C call first: from another thread, a comprehension over the live
+        # dict could see it change size midway (RuntimeError).
+        conns = list(self.registry.rooms.get(ROOT, {}).values())
+        return [self.view(conn) for conn in conns]
 
     @property
     def connection_count(self) -> int:
