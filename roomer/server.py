@@ -60,6 +60,16 @@ def _pong(payload: bytes) -> bytes:
     return bytes((0x8A, len(payload))) + payload
 
 
+def _close_reason(reason: str) -> bytes:
+    """``reason`` cut to the 123 bytes a close frame holds, on a character boundary: a
+    split UTF-8 character fails the whole close (browsers report 1006, and roomer.js then
+    reconnects after a Deny it should have respected)."""
+    raw = reason.encode()
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode("utf-8", "ignore").encode()
+
+
 def _sendable_close_code(code: int) -> bool:
     """A close code an endpoint may put on the wire (RFC 6455 §7.4, IANA registry)."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
@@ -314,7 +324,7 @@ class Connection(fanout.Peer):
         if tr is None or tr.is_disconnected:
             return
         if not tr.is_close_frame_sent:
-            tr.send_close(WSCloseCode(code), reason.encode()[:123])
+            tr.send_close(WSCloseCode(code), _close_reason(reason))
         tr.disconnect(graceful)
 
 
