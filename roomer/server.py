@@ -39,6 +39,8 @@ log = logging.getLogger("roomer")
 
 Payload = bytes | bytearray | memoryview | str
 
+MAX_NAMESPACE = 255  # UTF-8 bytes
+
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -388,9 +390,12 @@ class Server(Namespace):
             return existing
         if self._loop is not None:
             raise RuntimeError("namespaces are declared before the server starts")
-        if not isinstance(name, str) or not name_ok(name, self.config.max_event_name):
-            raise ValueError(f"namespace names are 1-{self.config.max_event_name} bytes of "
-                             "UTF-8 (\"\" is the default namespace: the server itself)")
+        # A direct message to another node carries the namespace behind one length byte
+        # (registry.direct_envelope), whatever max_event_name allows.
+        limit = min(self.config.max_event_name, MAX_NAMESPACE)
+        if not isinstance(name, str) or not name_ok(name, limit):
+            raise ValueError(f"namespace names are 1-{limit} bytes of UTF-8 (\"\" is the "
+                             "default namespace: the server itself)")
         created = Namespace(self, name, Registry(self.config.root_presence, name,
                                                  self.registry.conns))
         self._namespaces[name] = created

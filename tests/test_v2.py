@@ -205,6 +205,19 @@ async def test_namespace_hooks_deny_where_they_may(make_server: Any) -> None:
         await server.shutdown(timeout=1)
 
 
+def test_namespace_names_fit_the_backplane_envelope() -> None:
+    # A direct message to another node carries its namespace behind one length byte:
+    # 256 bytes would wrap around (or raise) there, so they are refused up front.
+    server = roomer.Server(max_event_name=1000)
+    assert server.namespace("n" * 255).name == "n" * 255
+    assert server.namespace("é" * 127).name == "é" * 127  # 254 bytes
+    for name in ("n" * 256, "é" * 128):
+        with pytest.raises(ValueError, match="namespace names are 1-255 bytes"):
+            server.namespace(name)
+    with pytest.raises(ValueError, match="1-64 bytes"):
+        roomer.Server().namespace("n" * 65)
+
+
 def test_a_second_catch_all_is_refused() -> None:
     # Only the first would ever run: a second registration is a mistake to say at once.
     server = roomer.Server()
