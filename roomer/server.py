@@ -550,7 +550,23 @@ class Server(Namespace):
             kwargs["reuse_port"] = True
         if ssl is not None:
             kwargs["ssl"] = ssl
-        self._server = await ws_create_server(
+        try:
+            self._server = await self._listen(host, port, kwargs)
+        except BaseException:
+            # Not started: shutdown() would do nothing, so the cluster (its broker
+            # connection and tasks, this node's presence) goes now, and start may be retried.
+            await self._leave_cluster()
+            self._loop = self._loop_thread = None
+            raise
+        if config.sync_broadcast:
+            self._every(min(1.0, config.write_timeout / 4), self._check_write_timeouts)
+        if config.ping_interval is not None:
+            self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
+                        self._ping_idle)
+
+    async def _listen(self, host: str, port: int, kwargs: dict[str, Any]) -> asyncio.Server:
+        config = self.config
+        return await ws_create_server(
             self._http.upgrade,
             host,
             port,
@@ -564,11 +580,6 @@ class Server(Namespace):
             backlog=config.listen_backlog,
             **kwargs,
         )
-        if config.sync_broadcast:
-            self._every(min(1.0, config.write_timeout / 4), self._check_write_timeouts)
-        if config.ping_interval is not None:
-            self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
-                        self._ping_idle)
 
     async def _join_cluster(self) -> None:
         from .backplane import Cluster
@@ -587,6 +598,15 @@ class Server(Namespace):
         await cluster.start(Nodes(registries))
         for registry in registries.values():
             registry.cluster = cluster
+
+    async def _leave_cluster(self) -> None:
+        cluster = self.registry.cluster
+        if cluster is None:
+            return
+        for ns in self._namespaces.values():
+            ns.registry.cluster = None
+        with contextlib.suppress(Exception):
+            await cluster.close()
 
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -165,3 +166,28 @@ async def test_a_leave_while_the_join_waits_for_the_backplane_wins(make_server) 
     await a.leave("r")
     server.connection(a.id).join("r")
     await a.expect("join_ack", "r")
+
+
+async def test_a_failed_listen_leaves_no_cluster_behind() -> None:
+    # The cluster is joined before the listen call; when that fails (port in use) the
+    # server is not started, so shutdown() does nothing: start itself must leave.
+    from roomer.backplane.transport_memory import hub
+
+    name = uuid.uuid4().hex
+    before = asyncio.all_tasks()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = roomer.Server(backplane=f"memory://{name}")
+        with pytest.raises(OSError):
+            await server.start("127.0.0.1", port)
+    assert server.registry.cluster is None
+    assert hub(name).subscribers == {}
+    await asyncio.sleep(0.05)
+    assert asyncio.all_tasks() == before
+    await server.start("127.0.0.1", 0)  # and it can be started again
+    try:
+        assert hub(name).subscribers
+    finally:
+        await server.shutdown(timeout=1.0)
