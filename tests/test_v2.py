@@ -21,7 +21,10 @@ import roomer
 async def test_the_101_names_the_protocol_offered(make_server: Any) -> None:
     server = await make_server()
     for offered, chosen in ((["roomer.v2"], "roomer.v2"), (["x", "roomer.v2"], "roomer.v2"),
-                            (["roomer.v1"], "roomer.v1"), (["chat"], None), (None, None)):
+                            (["roomer.v1"], "roomer.v1"), (["chat"], None), (None, None),
+                            # docs/protocol.md §1: roomer.v2 "alone or in a list" is v2.
+                            (["roomer.v1", "roomer.v2"], "roomer.v2"),
+                            (["x", "roomer.v1"], "roomer.v1")):
         ws = await ws_connect(url_of(server), subprotocols=offered)  # type: ignore[arg-type]
         assert ws.subprotocol == chosen, offered
         await ws.close()
