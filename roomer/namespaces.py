@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
     from .server import Connection, Server
 
 __all__ = ["Namespace", "NamespaceConnection", "reply_payload"]
-
-log = logging.getLogger("roomer")
 
 Payload = frames.Payload
 View = Any  # a Connection (default namespace) or a NamespaceConnection
@@ -168,7 +165,7 @@ class Namespace:
         frame = codec.encode_frame(room, event, "", "", payload)
         registry = self.registry
         return self.server._deliver(
-            lambda: registry.rooms.get(room), frame, _conn_of(exclude),
+            lambda: registry.rooms.get(room), _conn_of(exclude),
             lambda excluded: registry.broadcast(room, frame, excluded),
             lambda excluded: registry.publish_room(room, frame, excluded))
 
@@ -182,7 +179,7 @@ class Namespace:
         members = (lambda: registry.conns) if not self.name else (
             lambda: registry.rooms.get(ROOT))
         return self.server._deliver(
-            members, frame, _conn_of(exclude),
+            members, _conn_of(exclude),
             lambda excluded: registry.broadcast_all(frame, excluded),
             lambda excluded: registry.publish_all(frame, excluded))
 

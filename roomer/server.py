@@ -363,16 +363,11 @@ class Server(Namespace):
         self._loops: set[asyncio.Task[Any]] = set()
         # (read buffers cut back, connections closed) when memory was last given back
         self._released = (0, 0)
-        self.started_at = time.time()
 
     @property
     def default(self) -> Namespace:
         """The default namespace: the server itself."""
         return self
-
-    @property
-    def sync_broadcast(self) -> bool:
-        return self.config.sync_broadcast
 
     @property
     def counters(self) -> dict[str, int]:
@@ -457,7 +452,7 @@ class Server(Namespace):
         assert self._loop is not None
         self._loop.call_soon(fn)
 
-    def _deliver(self, members_of: Callable[[], dict[str, Connection] | None], frame: bytes,
+    def _deliver(self, members_of: Callable[[], dict[str, Connection] | None],
                  exclude: Connection | str | None, fan: Callable[[Connection | None], int],
                  publish: Callable[[str | None], None]) -> Any:
         """A server-originated broadcast: ``fan`` it out here (to ``members_of()``, but

@@ -34,7 +34,7 @@ def resolve_workers(value: str) -> int:
     return count
 
 
-def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
+def worker_argv(argv: Sequence[str], worker: int) -> list[str]:
     """The ``roomer serve`` arguments of worker number ``worker`` (1, 2, ...): these,
     without ``--workers``, and a ``--node-id NAME`` made ``NAME-<worker>`` (node ids must
     be unique among the live nodes)."""
@@ -46,13 +46,13 @@ def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
             skip = False
         elif rename:
             rename = False
-            out.append(arg if worker is None else f"{arg}-{worker}")
+            out.append(f"{arg}-{worker}")
         elif arg == "--workers":
             skip = True
         elif arg == "--node-id":
             out.append(arg)
             rename = True
-        elif arg.startswith("--node-id=") and worker is not None:
+        elif arg.startswith("--node-id="):
             out.append(f"{arg}-{worker}")
         elif not arg.startswith("--workers="):
             out.append(arg)
