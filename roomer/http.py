@@ -77,8 +77,8 @@ def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
 
 
 class HttpSide:
-    """Answers plain HTTP and vets upgrades; ``accept(request, claims)`` makes the
-    listener of an upgrade that passed."""
+    """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2)`` makes the
+    listener of an upgrade that passed (``v2``: it negotiated roomer.v2)."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],

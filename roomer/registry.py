@@ -302,7 +302,8 @@ class Registry:
         return bool(conn.send_frame(frame))
 
     def publish_room(self, room: str, frame: bytes, exclude: str | None) -> None:
-        """After the local fan-out of a room broadcast: the other nodes' members too."""
+        """A room broadcast to the other nodes' members, beside the local fan-out (a
+        relay publishes after it, a server broadcast before it)."""
         if self.cluster is not None:
             self.cluster.publish_room(self.key(room), frame, exclude)
 
