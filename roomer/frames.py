@@ -24,9 +24,9 @@ def v1_body(frame: bytes) -> bytes:
     return frame[2 if size < 126 else 4 if size == 126 else 10:]
 
 
-def as_v2(frame: bytes, namespace: str, kind: int = EVENT, id: int = 0) -> bytes:
-    """The v2 frame of the v1 ``frame`` in ``namespace``."""
-    return codec.frame_v2_from_v1_body(kind, id, namespace, v1_body(frame))
+def as_v2(frame: bytes, namespace: str) -> bytes:
+    """The v2 event frame of the v1 ``frame`` in ``namespace``."""
+    return codec.frame_v2_from_v1_body(EVENT, 0, namespace, v1_body(frame))
 
 
 def encode(v2: bool, namespace: str, room: str, event: str, dst: str, src: str,

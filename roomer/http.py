@@ -24,7 +24,8 @@ from .static_files import StaticFiles
 
 __all__ = ["HttpSide", "connection_tokens", "subprotocol"]
 
-# Subprotocols a client may offer (docs/protocol.md §1), the first known one winning.
+# Subprotocols a client may offer (docs/protocol.md §1), the newest offered winning
+# wherever it is in the list: offering roomer.v2 means speaking it.
 SUBPROTOCOLS = {"roomer.v2": True, "roomer.v1": False}
 
 log = logging.getLogger("roomer")
@@ -52,13 +53,11 @@ def connection_tokens(request: WSUpgradeRequest) -> set[str]:
 
 
 def subprotocol(request: WSUpgradeRequest) -> str | None:
-    """The roomer subprotocol the client offered first (None: plain v1, none named)."""
-    for value in request.headers.getall("Sec-WebSocket-Protocol", ()):
-        for token in value.split(","):
-            name = token.strip()
-            if name in SUBPROTOCOLS:
-                return name
-    return None
+    """The newest roomer subprotocol the client offered (None: plain v1, none named)."""
+    offered = {token.strip()
+               for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+               for token in value.split(",")}
+    return next((name for name in SUBPROTOCOLS if name in offered), None)
 
 
 def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
@@ -78,8 +77,8 @@ def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
 
 
 class HttpSide:
-    """Answers plain HTTP and vets upgrades; ``accept(request, claims)`` makes the
-    listener of an upgrade that passed."""
+    """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2)`` makes the
+    listener of an upgrade that passed (``v2``: it negotiated roomer.v2)."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],

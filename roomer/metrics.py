@@ -14,6 +14,11 @@ ERROR_CODES = (
     "rate_limited", "no_handler", "no_such_namespace", "namespace_denied", "not_connected",
 )
 
+# Codes counted by name: the ones above and those of roomer's own errors. A handler's
+# error reply may carry any code (a client's, relayed from an ask of it): counting each
+# as its own series would let clients grow /metrics without bound, so they are "other".
+COUNTED_CODES = frozenset((*ERROR_CODES, "denied", "timeout"))
+
 # What /metrics shows: (stats key, exposed name, help). Counters end in _total, as
 # Prometheus names them; the stats keys (server.stats(), server.counters) stay short.
 GAUGES = (
@@ -85,6 +90,8 @@ class Metrics:
         self.errors: dict[str, int] = dict.fromkeys(ERROR_CODES, 0)
 
     def error(self, code: str) -> None:
+        if code not in COUNTED_CODES:
+            code = "other"
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def snapshot(self, gauges: dict[str, int], engine_stats: dict[str, int]) -> dict[str, Any]:
@@ -114,5 +121,10 @@ class Metrics:
         lines.append("# HELP roomer_errors_total Error replies sent, by code.")
         lines.append("# TYPE roomer_errors_total counter")
         for code, count in stats["errors"].items():
-            lines.append(f'roomer_errors_total{{code="{code}"}} {count}')
+            lines.append(f'roomer_errors_total{{code="{label(code)}"}} {count}')
         return "\n".join(lines) + "\n"
+
+
+def label(value: str) -> str:
+    """A Prometheus label value, escaped: one quote or newline would break the page."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +19,12 @@ from . import codec, frames
 from .errors import AskTimeout
 from .handlers import Handler, check_handler
 from .hooks import Hook, Hooks
-from .registry import OPEN, ROOT, Registry, direct_envelope
+from .registry import OPEN, ROOT, Registry
 
 if TYPE_CHECKING:
     from .server import Connection, Server
 
 __all__ = ["Namespace", "NamespaceConnection", "reply_payload"]
-
-log = logging.getLogger("roomer")
 
 Payload = frames.Payload
 View = Any  # a Connection (default namespace) or a NamespaceConnection
@@ -115,7 +112,11 @@ class Namespace:
 
     def on_event(self, fn: Hook) -> Hook:
         """Decorator: ``fn(conn, msg)`` for messages whose event has no handler here
-        (nothing is relayed unless it relays; for an ask its return value replies)."""
+        (nothing is relayed unless it relays; for an ask its return value replies). One
+        per namespace, like a handler per event: a second raises ValueError."""
+        if self.hooks.event:
+            # Only one can answer a message: a second would be silently never called.
+            raise ValueError(f"an on_event catch-all is already registered in {self!r}")
         return self._add(self.hooks.event, fn, "on_event")
 
     # introspection --------------------------------------------------------------------
@@ -140,7 +141,10 @@ class Namespace:
         """The connections in this namespace, as its handlers see them."""
         if not self.name:
             return list(self.registry.conns.values())
-        return [self.view(conn) for conn in self.registry.rooms.get(ROOT, {}).values()]
+        # Copied in one C call first: from another thread, a comprehension over the live
+        # dict could see it change size midway (RuntimeError).
+        conns = list(self.registry.rooms.get(ROOT, {}).values())
+        return [self.view(conn) for conn in conns]
 
     @property
     def connection_count(self) -> int:
@@ -161,7 +165,7 @@ class Namespace:
         frame = codec.encode_frame(room, event, "", "", payload)
         registry = self.registry
         return self.server._deliver(
-            lambda: registry.rooms.get(room), frame, _conn_of(exclude),
+            lambda: registry.rooms.get(room), _conn_of(exclude),
             lambda excluded: registry.broadcast(room, frame, excluded),
             lambda excluded: registry.publish_room(room, frame, excluded))
 
@@ -175,7 +179,7 @@ class Namespace:
         members = (lambda: registry.conns) if not self.name else (
             lambda: registry.rooms.get(ROOT))
         return self.server._deliver(
-            members, frame, _conn_of(exclude),
+            members, _conn_of(exclude),
             lambda excluded: registry.broadcast_all(frame, excluded),
             lambda excluded: registry.publish_all(frame, excluded))
 
@@ -197,17 +201,8 @@ class Namespace:
 
     def _direct(self, dst: str, frame: bytes) -> bool:
         """A v1 ``frame`` to client ``dst`` of this namespace, here or on another node."""
-        registry = self.registry
-        target = registry.conns.get(dst)
-        if target is not None:
-            if registry.rooms_of(target) is None:
-                return False  # not connected to this namespace
-            return registry.send(target, frame)
-        cluster = registry.cluster
-        if cluster is None:
-            return False
-        cluster.send_direct(dst, direct_envelope(self.name, frame))
-        return True
+        sent = self.registry.direct(dst, frame)
+        return sent if isinstance(sent, bool) else sent is not None
 
     # what a connection does in this namespace (Connection / NamespaceConnection) -----
 

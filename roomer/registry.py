@@ -16,6 +16,7 @@ hands what other nodes publish to the registry of its namespace.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,13 @@ if TYPE_CHECKING:
     from .backplane import Cluster
     from .server import Connection
 
-__all__ = ["CLOSING", "CONNECTING", "GONE", "OPEN", "ROOT", "Nodes", "Registry",
-           "direct_envelope"]
+__all__ = ["CLOSING", "CONNECTING", "GONE", "MAX_ID", "OPEN", "ROOT", "Nodes", "Registry",
+           "could_be_id", "direct_envelope"]
 
 ROOT = "root"
+
+# The longest ``dst`` looked up as a client id (ids are 36 characters).
+MAX_ID = 64
 
 # A connection's life: on_connect runs, accepted, closing (nothing more of it is
 # handled), disconnected (out of every room).
@@ -44,8 +48,8 @@ class Registry:
     order (the fan-out engine iterates it directly). An empty room is deleted.
     ``conns`` (every connection by id) is shared by the server's namespaces."""
 
-    __slots__ = ("_listings", "_v2_conns", "_v2_members", "cluster", "conns", "engine",
-                 "joined", "left", "namespace", "rooms", "root_presence")
+    __slots__ = ("_joining", "_listings", "_v2_conns", "_v2_members", "cluster", "conns",
+                 "engine", "joined", "left", "namespace", "rooms", "root_presence")
 
     def __init__(self, root_presence: bool, namespace: str = "",
                  conns: dict[str, Connection] | None = None) -> None:
@@ -64,6 +68,9 @@ class Registry:
         # broadcast to all) without any gets v1 frames only.
         self._v2_members: dict[str, int] = {}
         self._v2_conns = 0
+        # Joins waiting for the backplane, by (connection id, room): a token per wait. A
+        # leave meanwhile takes them all, so a join does not land after its leave_ack.
+        self._joining: dict[tuple[str, str], list[object]] = {}
 
     def quiet(self, room: str) -> bool:
         """Root sends no presence unless root_presence (O(N²) in a connect storm); a
@@ -131,17 +138,37 @@ class Registry:
                 key = self.key(room)
                 cluster.local_joined(key, conn.id)
                 if not cluster.ready(key):
-                    return self._add_when_ready(conn, room, reply, ack, announce)
+                    # Registered now, not when the coroutine starts: a leave right after
+                    # this call must find it.
+                    token = object()
+                    self._joining.setdefault((conn.id, room), []).append(token)
+                    return self._add_when_ready(conn, room, reply, ack, announce, token)
         self._add_now(conn, room, reply, ack, announce)
         return None
 
     async def _add_when_ready(self, conn: Connection, room: str, reply: int, ack: bool,
-                              announce: bool) -> None:
+                              announce: bool, token: object) -> None:
         assert self.cluster is not None
         key = self.key(room)
-        await self.cluster.room_ready(key)
+        waiting = (conn.id, room)
+        try:
+            await self.cluster.room_ready(key)
+        finally:
+            tokens = self._joining.get(waiting)
+            cancelled = tokens is None or token not in tokens
+            if tokens is not None and not cancelled:
+                tokens.remove(token)
+                if not tokens:
+                    del self._joining[waiting]
         rooms = self.rooms_of(conn)
-        if conn._state == OPEN and rooms is not None:
+        if cancelled:
+            if reply and conn._state == OPEN:
+                # Something answers every ask: the server-driven leave came first.
+                conn.send_control(self.frame(
+                    conn, room, "join", "", "", json.dumps(
+                        {"code": "join_denied", "message": "left before the join completed"}),
+                    frames.ERROR_REPLY, reply))
+        elif conn._state == OPEN and rooms is not None:
             self._add_now(conn, room, reply, ack, announce)
         elif rooms is None or room not in rooms:
             self.cluster.local_left(key, conn.id)  # gone while the others were asked
@@ -185,6 +212,10 @@ class Registry:
         rooms = self.rooms_of(conn)
         if rooms is not None:
             rooms.pop(room, None)
+        if self._joining and self._joining.pop((conn.id, room), None) is not None and (
+                not was_member and self.cluster is not None):
+            # Its join never lands: the other nodes stop counting it now.
+            self.cluster.local_left(self.key(room), conn.id)
         if ack:
             if reply:
                 conn.send_control(self.frame(conn, room, "leave", "", conn.id, conn.id,
@@ -247,6 +278,23 @@ class Registry:
         sent = engine.broadcast_mixed(self.conns, frame, frames.as_v2(frame, ""), exclude)
         return sent
 
+    def direct(self, dst: str, frame: bytes) -> bool | asyncio.Future[bool] | None:
+        """A v1 data ``frame`` to client ``dst`` of this namespace: whether it was queued
+        here, or (with a backplane, ``dst`` held by no local connection) the future of
+        whether another node held it; None: no such client."""
+        if not could_be_id(dst):
+            # Not looked up, nor handed to the backplane: a huge id would cost a subject
+            # escape per byte there, and a broker drops a node that publishes one.
+            return None
+        target = self.conns.get(dst)
+        if target is not None:
+            if self.rooms_of(target) is None:
+                return None  # not connected to this namespace
+            return self.send(target, frame)
+        if self.cluster is None:
+            return None
+        return self.cluster.send_direct(dst, direct_envelope(self.namespace, frame))
+
     def send(self, conn: Connection, frame: bytes) -> bool:
         """A v1 data ``frame`` to one connection, in its version."""
         if conn.v2:
@@ -254,7 +302,8 @@ class Registry:
         return bool(conn.send_frame(frame))
 
     def publish_room(self, room: str, frame: bytes, exclude: str | None) -> None:
-        """After the local fan-out of a room broadcast: the other nodes' members too."""
+        """A room broadcast to the other nodes' members, beside the local fan-out (a
+        relay publishes after it, a server broadcast before it)."""
         if self.cluster is not None:
             self.cluster.publish_room(self.key(room), frame, exclude)
 
@@ -326,6 +375,12 @@ class Nodes:
         registry, name = self._split(room)
         if registry is not None:
             registry.remote_left(name, member)
+
+
+def could_be_id(dst: str) -> bool:
+    """Whether ``dst`` could name a client: ids are UUID text (36 ASCII characters); the
+    bound leaves room should ids ever grow, and keeps anything huge away from lookups."""
+    return len(dst) <= MAX_ID and dst.isascii()
 
 
 def direct_envelope(namespace: str, frame: bytes) -> bytes:

@@ -32,7 +32,7 @@ from .handlers import RESERVED_EVENTS, Handler, registered
 from .hooks import Hook, Hooks
 from .message import Message
 from .namespaces import Namespace, NamespaceConnection, reply_payload
-from .registry import CONNECTING, OPEN, ROOT, direct_envelope
+from .registry import CONNECTING, OPEN, ROOT
 
 if TYPE_CHECKING:
     from .server import Connection, Server
@@ -391,18 +391,15 @@ class Router:
 
     def _direct(self, conn: Connection, ns: Namespace, room: str, event: str, dst: str,
                 payload: bytes) -> None:
-        registry = ns.registry
-        frame = codec.encode_frame(room, event, dst, conn.id, payload)
-        target = registry.conns.get(dst)
-        if target is not None and registry.rooms_of(target) is not None:
-            self.metrics.counters["direct"] += 1
-            registry.send(target, frame)
-        elif target is None and registry.cluster is not None:
-            # Another node may hold it; if none does, the error comes when it says so.
-            registry.cluster.send_direct(dst, direct_envelope(ns.name, frame)).add_done_callback(
-                lambda found: self._direct_done(found, conn, ns.name, room, event))
-        else:
+        sent = ns.registry.direct(dst, codec.encode_frame(room, event, dst, conn.id, payload))
+        if sent is None:
             self.error(conn, "no_such_client", "no client with that id", room, event, ns.name)
+        elif isinstance(sent, bool):
+            self.metrics.counters["direct"] += 1
+        else:
+            # Another node may hold it; if none does, the error comes when it says so.
+            sent.add_done_callback(
+                lambda found: self._direct_done(found, conn, ns.name, room, event))
 
     def _direct_done(self, found: asyncio.Future[bool], conn: Connection, namespace: str,
                      room: str, event: str) -> None:

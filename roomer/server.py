@@ -39,6 +39,8 @@ log = logging.getLogger("roomer")
 
 Payload = bytes | bytearray | memoryview | str
 
+MAX_NAMESPACE = 255  # UTF-8 bytes
+
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -58,6 +60,16 @@ _malloc_trim = _libc_malloc_trim()
 def _pong(payload: bytes) -> bytes:
     # An unmasked final PONG frame (RFC 6455 §5.5.3); control payloads are <= 125 bytes.
     return bytes((0x8A, len(payload))) + payload
+
+
+def _close_reason(reason: str) -> bytes:
+    """``reason`` cut to the 123 bytes a close frame holds, on a character boundary: a
+    split UTF-8 character fails the whole close (browsers report 1006, and roomer.js then
+    reconnects after a Deny it should have respected)."""
+    raw = reason.encode()
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode("utf-8", "ignore").encode()
 
 
 def _sendable_close_code(code: int) -> bool:
@@ -314,7 +326,7 @@ class Connection(fanout.Peer):
         if tr is None or tr.is_disconnected:
             return
         if not tr.is_close_frame_sent:
-            tr.send_close(WSCloseCode(code), reason.encode()[:123])
+            tr.send_close(WSCloseCode(code), _close_reason(reason))
         tr.disconnect(graceful)
 
 
@@ -351,16 +363,11 @@ class Server(Namespace):
         self._loops: set[asyncio.Task[Any]] = set()
         # (read buffers cut back, connections closed) when memory was last given back
         self._released = (0, 0)
-        self.started_at = time.time()
 
     @property
     def default(self) -> Namespace:
         """The default namespace: the server itself."""
         return self
-
-    @property
-    def sync_broadcast(self) -> bool:
-        return self.config.sync_broadcast
 
     @property
     def counters(self) -> dict[str, int]:
@@ -378,9 +385,12 @@ class Server(Namespace):
             return existing
         if self._loop is not None:
             raise RuntimeError("namespaces are declared before the server starts")
-        if not isinstance(name, str) or not name_ok(name, self.config.max_event_name):
-            raise ValueError(f"namespace names are 1-{self.config.max_event_name} bytes of "
-                             "UTF-8 (\"\" is the default namespace: the server itself)")
+        # A direct message to another node carries the namespace behind one length byte
+        # (registry.direct_envelope), whatever max_event_name allows.
+        limit = min(self.config.max_event_name, MAX_NAMESPACE)
+        if not isinstance(name, str) or not name_ok(name, limit):
+            raise ValueError(f"namespace names are 1-{limit} bytes of UTF-8 (\"\" is the "
+                             "default namespace: the server itself)")
         created = Namespace(self, name, Registry(self.config.root_presence, name,
                                                  self.registry.conns))
         self._namespaces[name] = created
@@ -442,7 +452,7 @@ class Server(Namespace):
         assert self._loop is not None
         self._loop.call_soon(fn)
 
-    def _deliver(self, members_of: Callable[[], dict[str, Connection] | None], frame: bytes,
+    def _deliver(self, members_of: Callable[[], dict[str, Connection] | None],
                  exclude: Connection | str | None, fan: Callable[[Connection | None], int],
                  publish: Callable[[str | None], None]) -> Any:
         """A server-originated broadcast: ``fan`` it out here (to ``members_of()``, but
@@ -535,7 +545,23 @@ class Server(Namespace):
             kwargs["reuse_port"] = True
         if ssl is not None:
             kwargs["ssl"] = ssl
-        self._server = await ws_create_server(
+        try:
+            self._server = await self._listen(host, port, kwargs)
+        except BaseException:
+            # Not started: shutdown() would do nothing, so the cluster (its broker
+            # connection and tasks, this node's presence) goes now, and start may be retried.
+            await self._leave_cluster()
+            self._loop = self._loop_thread = None
+            raise
+        if config.sync_broadcast:
+            self._every(min(1.0, config.write_timeout / 4), self._check_write_timeouts)
+        if config.ping_interval is not None:
+            self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
+                        self._ping_idle)
+
+    async def _listen(self, host: str, port: int, kwargs: dict[str, Any]) -> asyncio.Server:
+        config = self.config
+        return await ws_create_server(
             self._http.upgrade,
             host,
             port,
@@ -549,11 +575,6 @@ class Server(Namespace):
             backlog=config.listen_backlog,
             **kwargs,
         )
-        if config.sync_broadcast:
-            self._every(min(1.0, config.write_timeout / 4), self._check_write_timeouts)
-        if config.ping_interval is not None:
-            self._every(max(0.05, min(config.ping_interval, config.ping_timeout) / 2),
-                        self._ping_idle)
 
     async def _join_cluster(self) -> None:
         from .backplane import Cluster
@@ -572,6 +593,15 @@ class Server(Namespace):
         await cluster.start(Nodes(registries))
         for registry in registries.values():
             registry.cluster = cluster
+
+    async def _leave_cluster(self) -> None:
+        cluster = self.registry.cluster
+        if cluster is None:
+            return
+        for ns in self._namespaces.values():
+            ns.registry.cluster = None
+        with contextlib.suppress(Exception):
+            await cluster.close()
 
     async def serve_forever(self) -> None:
         """Serve until ``shutdown`` (or cancellation)."""

@@ -14,7 +14,6 @@ body never repeats the request.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import stat
 from http import HTTPStatus
@@ -25,8 +24,6 @@ from urllib.parse import unquote_to_bytes
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 __all__ = ["CONTENT_TYPES", "StaticFiles", "content_type"]
-
-log = logging.getLogger("roomer")
 
 #: Content types by file suffix; fixed here rather than read from the machine's
 #: mime.types, so a page is served the same way everywhere (``.js`` must be JavaScript,

@@ -34,7 +34,7 @@ def resolve_workers(value: str) -> int:
     return count
 
 
-def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
+def worker_argv(argv: Sequence[str], worker: int) -> list[str]:
     """The ``roomer serve`` arguments of worker number ``worker`` (1, 2, ...): these,
     without ``--workers``, and a ``--node-id NAME`` made ``NAME-<worker>`` (node ids must
     be unique among the live nodes)."""
@@ -46,13 +46,13 @@ def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
             skip = False
         elif rename:
             rename = False
-            out.append(arg if worker is None else f"{arg}-{worker}")
+            out.append(f"{arg}-{worker}")
         elif arg == "--workers":
             skip = True
         elif arg == "--node-id":
             out.append(arg)
             rename = True
-        elif arg.startswith("--node-id=") and worker is not None:
+        elif arg.startswith("--node-id="):
             out.append(f"{arg}-{worker}")
         elif not arg.startswith("--workers="):
             out.append(arg)
@@ -62,23 +62,32 @@ def worker_argv(argv: Sequence[str], worker: int | None = None) -> list[str]:
 def run_workers(count: int, argv: Sequence[str]) -> int:
     """Run ``count`` workers until a signal or one of them ends; their worst exit status."""
     children: list[subprocess.Popen[bytes]] = []
+    signalled = 0  # children[:signalled] got their SIGTERM
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, signalled
         stopping = True
-        for child in children:
+        for child in children[signalled:]:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+        signalled = len(children)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for i in range(count):
+            if stopping:
+                break  # a signal while starting: start no more
             env = dict(os.environ, ROOMER_WORKER=f"{i + 1}/{count}")
             command = [sys.executable, "-m", "roomer", *worker_argv(argv, i + 1)]
             children.append(subprocess.Popen(command, env=env))
-        print(f"roomer: {count} workers started (pids "
-              f"{', '.join(str(c.pid) for c in children)})", flush=True)
+        if stopping:
+            # The signal may have come while one was being started, after the others
+            # were signalled: it is signalled now rather than killed at the deadline.
+            stop(signal.SIGTERM, None)
+        else:
+            print(f"roomer: {count} workers started (pids "
+                  f"{', '.join(str(c.pid) for c in children)})", flush=True)
         while all(child.poll() is None for child in children) and not stopping:
             time.sleep(0.2)
         if not stopping:

@@ -151,3 +151,31 @@ def test_an_unreachable_broker_is_a_clear_error_at_start() -> None:
     assert proc.returncode != 0
     assert "cannot reach the broker" in err and "redis://127.0.0.1:1/0" in err, err
     assert "Traceback" not in err and "listening on" not in out
+
+
+def test_a_signal_while_workers_start_stops_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGTERM lands while the second worker is being started: no third one starts, and
+    # the second is signalled too (not SIGKILLed at the stop deadline).
+    from roomer import workers
+
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        if len(started) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # run_workers' handler runs here
+        child = real_popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(workers.subprocess, "Popen", popen)
+    t0 = time.monotonic()
+    try:
+        workers.run_workers(3, ["serve"])
+    finally:
+        for child in started:
+            child.kill()
+            child.wait()
+    assert time.monotonic() - t0 < workers.STOP_TIMEOUT / 2
+    assert len(started) == 2
+    assert [child.returncode for child in started] == [-signal.SIGTERM] * 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -142,3 +143,51 @@ async def test_a_missing_broker_is_a_clear_error_at_start() -> None:
     server = roomer.Server(backplane="redis://127.0.0.1:1/0")
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(server.start("127.0.0.1", 0), 30)
+
+
+async def test_a_leave_while_the_join_waits_for_the_backplane_wins(make_server) -> None:
+    # A server-driven join waits for the other nodes' members; a leave meanwhile must
+    # not be followed by the join landing anyway (leave_ack, then join_ack: a member the
+    # app took out).
+    server = await make_server(backplane=f"memory://{uuid.uuid4().hex}")
+
+    @server.on("flip")
+    def flip(conn, msg):  # type: ignore[no-untyped-def]
+        assert conn.join("r") and conn.leave("r")
+
+    a = await connect(server)
+    await a.send("root", "flip")
+    await a.expect("leave_ack", "r")
+    await a.expect_nothing(0.5)
+    assert server.members("r") == [] and server.connection(a.id).rooms == {"root"}
+    assert "r" not in server.rooms()
+    # Still joinable, by the client and by the server.
+    assert await a.join("r") == [a.id]
+    await a.leave("r")
+    server.connection(a.id).join("r")
+    await a.expect("join_ack", "r")
+
+
+async def test_a_failed_listen_leaves_no_cluster_behind() -> None:
+    # The cluster is joined before the listen call; when that fails (port in use) the
+    # server is not started, so shutdown() does nothing: start itself must leave.
+    from roomer.backplane.transport_memory import hub
+
+    name = uuid.uuid4().hex
+    before = asyncio.all_tasks()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = roomer.Server(backplane=f"memory://{name}")
+        with pytest.raises(OSError):
+            await server.start("127.0.0.1", port)
+    assert server.registry.cluster is None
+    assert hub(name).subscribers == {}
+    await asyncio.sleep(0.05)
+    assert asyncio.all_tasks() == before
+    await server.start("127.0.0.1", 0)  # and it can be started again
+    try:
+        assert hub(name).subscribers
+    finally:
+        await server.shutdown(timeout=1.0)

@@ -248,6 +248,24 @@ async def test_on_connect_deny_closes_1008(make_server, is_async: bool) -> None:
     assert server.members("root") == []
 
 
+async def test_a_long_close_reason_is_cut_on_a_character_boundary(make_server) -> None:
+    # 123 bytes fit a close frame; cut mid-character, the reason is invalid UTF-8 and the
+    # client fails the close (websockets: 1007 here, browsers: 1006).
+    server = await make_server()
+    reason = "é" * 80  # 160 bytes, a 2-byte character across byte 123
+
+    @server.on_connect
+    def hook(conn) -> None:
+        raise roomer.Deny(reason)
+
+    ws = await connect_ws(server)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    rcvd = ws.protocol.close_rcvd
+    assert rcvd is not None and rcvd.code == 1008
+    assert reason.startswith(rcvd.reason) and 121 <= len(rcvd.reason.encode()) <= 123
+
+
 async def test_on_connect_and_on_disconnect(make_server) -> None:
     server = await make_server()
     events: list[tuple[str, str]] = []

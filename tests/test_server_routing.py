@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 
 import pytest
 from rawclient import RawClient, connect, encode
@@ -100,6 +101,29 @@ async def test_direct_message_to_unknown_client(make_server) -> None:
     await b.close()
     await a.send("root", "dm", dst=b.id)
     await a.expect_error("no_such_client", "root", "dm")
+
+
+@pytest.mark.parametrize("backplane", [False, True], ids=["alone", "memory-backplane"])
+async def test_direct_message_to_an_impossible_id(make_server, backplane: bool) -> None:
+    # A dst no client id can be (huge, or not ASCII) is answered at once, and never
+    # reaches the backplane: naming it there escapes it byte by byte, and a broker drops
+    # a node publishing a subject of kilobytes.
+    options = {"backplane": f"memory://{uuid.uuid4().hex}"} if backplane else {}
+    server = await make_server(max_message_size=4 << 20, **options)
+    a = await connect(server)
+    b = await connect(server)
+    for dst in ("x" * (1 << 20), "é" * 20, b.id + "x" * 40):
+        await a.send("root", "dm", dst=dst, payload=b"p")
+        await a.expect_error("no_such_client", "root", "dm")
+    await b.expect_nothing()
+    if backplane:
+        assert server.stats()["backplane"]["direct_out"] == 0
+    await a.send("root", "dm", dst=b.id, payload=b"still here")
+    assert (await b.expect("dm")).payload == b"still here"
+    # The server API refuses them the same way.
+    assert server.send_to("y" * 100_000, "hi") is False
+    assert server.send_to(b.id, "hi") is True
+    assert (await b.expect("hi")).src == ""
 
 
 async def test_direct_message_wins_over_handler(make_server) -> None:

@@ -21,7 +21,10 @@ import roomer
 async def test_the_101_names_the_protocol_offered(make_server: Any) -> None:
     server = await make_server()
     for offered, chosen in ((["roomer.v2"], "roomer.v2"), (["x", "roomer.v2"], "roomer.v2"),
-                            (["roomer.v1"], "roomer.v1"), (["chat"], None), (None, None)):
+                            (["roomer.v1"], "roomer.v1"), (["chat"], None), (None, None),
+                            # docs/protocol.md §1: roomer.v2 "alone or in a list" is v2.
+                            (["roomer.v1", "roomer.v2"], "roomer.v2"),
+                            (["x", "roomer.v1"], "roomer.v1")):
         ws = await ws_connect(url_of(server), subprotocols=offered)  # type: ignore[arg-type]
         assert ws.subprotocol == chosen, offered
         await ws.close()
@@ -203,6 +206,29 @@ async def test_namespace_hooks_deny_where_they_may(make_server: Any) -> None:
         await outsider.close()
     finally:
         await server.shutdown(timeout=1)
+
+
+def test_namespace_names_fit_the_backplane_envelope() -> None:
+    # A direct message to another node carries its namespace behind one length byte:
+    # 256 bytes would wrap around (or raise) there, so they are refused up front.
+    server = roomer.Server(max_event_name=1000)
+    assert server.namespace("n" * 255).name == "n" * 255
+    assert server.namespace("é" * 127).name == "é" * 127  # 254 bytes
+    for name in ("n" * 256, "é" * 128):
+        with pytest.raises(ValueError, match="namespace names are 1-255 bytes"):
+            server.namespace(name)
+    with pytest.raises(ValueError, match="1-64 bytes"):
+        roomer.Server().namespace("n" * 65)
+
+
+def test_a_second_catch_all_is_refused() -> None:
+    # Only the first would ever run: a second registration is a mistake to say at once.
+    server = roomer.Server()
+    for ns in (server, server.namespace("arena")):
+        ns.on_event(lambda view, msg: None)
+        with pytest.raises(ValueError, match="on_event"):
+            ns.on_event(lambda view, msg: None)
+    assert len(server.namespace("other").hooks.event) == 0
 
 
 async def test_the_catch_all_gets_events_without_a_handler(make_server: Any) -> None:
