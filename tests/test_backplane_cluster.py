@@ -389,3 +389,36 @@ def test_bad_options() -> None:
         Cluster("memory://x", heartbeat_interval=1, node_timeout=1.5)
     with pytest.raises(RuntimeError, match="start"):
         Cluster("memory://x").local_joined("r", "m")
+
+
+class _RaisingRecorder(Recorder):
+    def remote_left(self, room: str, member: str) -> None:
+        super().remote_left(room, member)
+        raise RuntimeError("a server callback failed")
+
+
+async def test_heartbeats_outlive_a_failing_callback(prefix: str) -> None:
+    """A remote_left raising while the heartbeat round drops a silent node must not end
+    the heartbeats: the others would declare this node gone too."""
+    url = f"memory://{uuid.uuid4().hex}"
+    options = {"heartbeat_interval": 0.05, "node_timeout": 0.3, "sync_timeout": 0.1}
+    a = Cluster(create(url), node_id="a", prefix=prefix, **options)
+    b = Cluster(create(url), node_id="b", prefix=prefix, **options)
+    c = Cluster(create(url), node_id="c", prefix=prefix, **options)
+    ra = _RaisingRecorder()
+    await a.start(ra)
+    await b.start(Recorder())
+    await c.start(Recorder())
+    try:
+        await join(a, "r", "a1")
+        await join(b, "r", "b1")
+        await eventually(lambda: a.remote_members("r") == ["b1"])
+        assert b._ticker is not None
+        b._ticker.cancel()  # b goes silent without a goodbye
+        await eventually(lambda: ("r", "b1") in ra.left, what="b declared gone")
+        await asyncio.sleep(1.0)  # three node_timeouts: a must still be heard by c
+        assert a._ticker is not None and not a._ticker.done()
+        assert "a" in c.state()["nodes"]
+    finally:
+        for node in (a, b, c):
+            await node.close()

@@ -745,19 +745,27 @@ class Cluster:
             now = loop.time()
             late = now - last - self.heartbeat_interval
             last = now
-            if not self.transport.connected:
-                continue
-            self.transport.publish(self.names.ctl, self._hdr[env.HEARTBEAT], control=True)
-            self._prune_uncertain()
-            if late > self.node_timeout / 2:
-                # This loop was stalled: what it did not read is not the others' silence.
-                for key in self._nodes:
-                    self._nodes[key] = now
-                continue
-            limit = now - self.node_timeout
-            for key, seen in list(self._nodes.items()):
-                if seen < limit:
-                    self._node_gone(key, f"silent for {now - seen:.1f} s")
+            try:
+                self._beat(now, late)
+            except Exception:
+                # One bad round (a server callback raising in remote_left) must not end
+                # the heartbeats: the others would declare this node and its members gone.
+                log.exception("backplane %s: heartbeat round failed", self.transport.url)
+
+    def _beat(self, now: float, late: float) -> None:
+        if not self.transport.connected:
+            return
+        self.transport.publish(self.names.ctl, self._hdr[env.HEARTBEAT], control=True)
+        self._prune_uncertain()
+        if late > self.node_timeout / 2:
+            # This loop was stalled: what it did not read is not the others' silence.
+            for key in self._nodes:
+                self._nodes[key] = now
+            return
+        limit = now - self.node_timeout
+        for key, seen in list(self._nodes.items()):
+            if seen < limit:
+                self._node_gone(key, f"silent for {now - seen:.1f} s")
 
     def _prune_uncertain(self) -> None:
         confirmed = self.transport.confirmed
