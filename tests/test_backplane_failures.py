@@ -6,6 +6,7 @@ broker for longer than node_timeout (dropped by the others, then heard again).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -13,13 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from clusterkit import Proxy, eventually, nodes
+from clusterkit import Proxy, Recorder, eventually, nodes
 from services import Broker
 
 import roomer
-from roomer.backplane import Cluster
+from roomer.backplane import Cluster, create
 from roomer.backplane import cluster as cluster_module
 
 NODE = Path(__file__).with_name("backplane_node.py")
@@ -194,3 +196,33 @@ async def test_a_node_back_before_another_keeps_that_ones_members(
         assert b.remote_members("r") == ["a1"]
         assert a.state()["nodes_lost"] == 0
     await proxy.cut()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """A stalled broker (SIGSTOP: the connection stays up, nothing is answered) makes the
+    goodbye's flush wait; the server's shutdown deadline cancels close() then, and the
+    transport's tasks and connections must not be left running (regression)."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    a = Cluster(create(broker.url, timeout=1.0), node_id="a", prefix=prefix, **FAST)
+    await a.start(Recorder())
+    await join(a, "r", "a1")
+    assert broker.proc is not None
+    me = asyncio.current_task()
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        a.publish_room("r", b"x")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(a.close(), 0.3)
+        transport: Any = a.transport
+        assert not transport.connected
+        assert transport._writer_task is None and transport._reconnect_task is None
+        await eventually(lambda: asyncio.all_tasks() == {me}, timeout=3,
+                         what="no transport task left behind")
+        if kind == "redis":
+            assert transport._pub is None and transport._reader_task is None
+        else:
+            assert transport._nc is None
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)

@@ -96,6 +96,8 @@ _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # a new incarnation instead (the others drop all our members and hear them again).
 _MAX_UNCERTAIN = 50_000
 _MAX_GONE = 4096
+# Seconds close() waits for the broker to confirm the goodbye.
+_GOODBYE_WAIT = 1.0
 
 
 class ClusterEvents(Protocol):
@@ -256,18 +258,26 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        if self._started and self.transport.connected:
-            self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
-            await self.transport.flush()
-        await self.transport.close()
-        rooms = list(self._rooms.values())
-        self._rooms.clear()  # pending timers find their room gone and do nothing
-        for st in rooms:
-            self._set_ready(st)
+        try:
+            if self._ticker is not None:
+                self._ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ticker
+            if self._started and self.transport.connected:
+                self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
+                # Best effort: a node that misses it times us out anyway. Waiting the
+                # transport's whole timeout would eat the caller's shutdown budget.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.transport.flush(),
+                                           min(self.transport.timeout, _GOODBYE_WAIT))
+        finally:
+            # Also when the caller's deadline cancels us mid-goodbye: otherwise the
+            # transport's tasks, connections and reconnect loop outlive the node.
+            rooms = list(self._rooms.values())
+            self._rooms.clear()  # pending timers find their room gone and do nothing
+            for st in rooms:
+                self._set_ready(st)
+            await self.transport.close()
 
     # -- local membership -------------------------------------------------------------------
 

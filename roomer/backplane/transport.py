@@ -208,13 +208,17 @@ class Transport:
         self._reconnect_task = self._writer_task = None
         if self._wake is not None:
             self._wake.set()  # a writer whose cancellation a library swallowed sees it stop
-        for task in tasks:
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                await asyncio.wait([task], timeout=self.timeout)
-        self.connected = False
-        await self._shutdown()
-        self._fail_queued()
+        try:
+            for task in tasks:
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+                    await asyncio.wait([task], timeout=self.timeout)
+        finally:
+            # Even when our caller is cancelled while a task winds down: the connections
+            # must not outlive close().
+            self.connected = False
+            self._fail_queued()
+            await self._shutdown()
 
     def state(self) -> dict[str, Any]:
         """What /healthz and /metrics show: the broker URL without credentials, whether it is
