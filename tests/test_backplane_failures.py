@@ -212,6 +212,7 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
     me = asyncio.current_task()
     os.kill(broker.proc.pid, signal.SIGSTOP)
     try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
         a.publish_room("r", b"x")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(a.close(), 0.3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -211,3 +213,59 @@ def test_missing_extra_names_the_pip_command(scheme: str, module: str, extra: st
                          check=True).stdout
     assert f"pip install 'roomer[{extra}]'" in out
     assert issubclass(MissingExtra, ImportError)
+
+
+async def test_direct_publishes_respect_the_buffer_bound(url: str, prefix: str) -> None:
+    a = create(url, max_buffer=64 * 1024)
+    await a.connect(lambda up: None)
+    for _ in range(64):
+        a.publish(f"{prefix}.big", b"x" * 1024)
+    refused = a.publish_direct(f"{prefix}.client.c1", b"x" * 1024)
+    assert refused.done() and refused.result() is False  # at once, not queued
+    assert a.dropped == 1 and a.state()["buffered"] == 64 * 1024
+    await a.flush()
+    assert a.state()["buffered"] == 0
+    await a.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_a_batch_in_flight_counts_against_the_buffer(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """While the broker sits on a batch, that batch still waits for it: another max_buffer
+    must not pile up behind it, and ``buffered`` says so (regression)."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    a = create(broker.url, max_buffer=64 * 1024, timeout=5.0)
+    await a.connect(lambda up: None)
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        for _ in range(64):
+            a.publish(f"{prefix}.big", b"x" * 1024)
+        await asyncio.sleep(0.1)  # the writer took the batch; the broker does not answer
+        assert a.state()["buffered"] == 64 * 1024
+        for _ in range(10):
+            a.publish(f"{prefix}.big", b"x" * 1024)
+        assert a.dropped == 10
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    await a.flush()
+    assert a.published == 64 and a.state()["buffered"] == 0
+    await a.close()
+
+
+async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
+        private_nats: Broker, prefix: str) -> None:
+    a = create(private_nats.url, timeout=3.0)
+    await a.connect(lambda up: None)
+    assert private_nats.proc is not None
+    os.kill(private_nats.proc.pid, signal.SIGSTOP)  # no answer, no "no responders"
+    try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
+        await asyncio.sleep(0.1)  # the request is out
+        await asyncio.wait_for(a.close(), 2.0)
+        assert waiting.done() and waiting.result() is False
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    finally:
+        os.kill(private_nats.proc.pid, signal.SIGCONT)

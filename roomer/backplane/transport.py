@@ -102,6 +102,8 @@ class Transport:
         self._pending: list[_Pub] = []
         self._pending_bytes = 0
         self._inflight: list[_Pub] = []
+        # The batch being written still waits for the broker: it counts against max_buffer.
+        self._inflight_bytes = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._scheduled = False
         self._wake: asyncio.Event | None = None
@@ -157,20 +159,11 @@ class Transport:
     def publish(self, channel: str, data: bytes, *, control: bool = False) -> None:
         """Queue ``data`` for ``channel`` in this turn's batch (dropped and counted while the
         broker is away, or past ``max_buffer`` unless ``control``)."""
-        if not self.connected:
-            self.dropped += 1
-            return
-        size = len(data)
-        if not control and self._pending_bytes + size > self.max_buffer:
-            self.dropped += 1
-            if not self._full_logged:
-                self._full_logged = True
-                log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
-                            "until it catches up", self.url, self._pending_bytes)
+        if not self._admit(len(data), control):
             return
         self.seq += 1
         self._pending.append((channel, data, None))
-        self._pending_bytes += size
+        self._pending_bytes += len(data)
         if not self._scheduled:
             self._schedule()
 
@@ -179,8 +172,7 @@ class Transport:
         one did (False at once while the broker is away)."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[bool] = self._loop.create_future()
-        if not self.connected:
-            self.dropped += 1
+        if not self._admit(len(data), False):
             fut.set_result(False)
             return fut
         self.seq += 1
@@ -189,6 +181,21 @@ class Transport:
         if not self._scheduled:
             self._schedule()
         return fut
+
+    def _admit(self, size: int, control: bool) -> bool:
+        """Whether a publish of ``size`` bytes may be queued; counts it dropped if not."""
+        if not self.connected:
+            self.dropped += 1
+            return False
+        waiting = self._pending_bytes + self._inflight_bytes
+        if not control and waiting + size > self.max_buffer:
+            self.dropped += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
+                            "until it catches up", self.url, waiting)
+            return False
+        return True
 
     async def flush(self) -> None:
         """Wait until the broker confirmed everything published so far (or the connection
@@ -231,7 +238,7 @@ class Transport:
             "received": self.received,
             "dropped": self.dropped,
             "round_trips": self.round_trips,
-            "buffered": self._pending_bytes,
+            "buffered": self._pending_bytes + self._inflight_bytes,
         }
 
     # -- what subclasses implement --------------------------------------------------------
@@ -307,11 +314,11 @@ class Transport:
             self._wake.clear()
             subs, self._sub_ops = self._sub_ops, []
             batch, self._pending = self._pending, []
-            self._pending_bytes = 0
             if not subs and not batch:
                 continue
             top = self.seq
             self._inflight = batch
+            self._inflight_bytes, self._pending_bytes = self._pending_bytes, 0
             try:
                 await self._write(subs, batch)
             except asyncio.CancelledError:
@@ -320,6 +327,7 @@ class Transport:
                 self._failed(exc)
                 return
             self._inflight = []
+            self._inflight_bytes = 0
             self._batch_done(top, len(batch))
 
     def _batch_done(self, top: int, count: int) -> None:
@@ -348,6 +356,7 @@ class Transport:
             if fut is not None and not fut.done():
                 fut.set_result(False)
         self._inflight = []
+        self._inflight_bytes = 0
         self._pending = []
         self._pending_bytes = 0
         self._sub_ops = []

@@ -135,24 +135,32 @@ class NatsTransport(Transport):
 
     async def _request(self, nc: Any, channel: str, data: bytes,
                        fut: asyncio.Future[bool]) -> None:
+        result = False  # also when _shutdown cancels us: the connection is gone
         try:
             reply = await nc.request(channel, data, timeout=self.timeout)
         except NoRespondersError:
-            result = False
+            pass
         except TimeoutError:
             # Someone subscribes (no "no responders") but did not answer in time: the
             # message was handed over; say delivered rather than "no such client".
             result = True
         except Exception:
-            result = False
+            pass
         else:
             result = reply.data != b"0"
-        if not fut.done():
-            fut.set_result(result)
+        finally:
+            if not fut.done():
+                fut.set_result(result)
 
     async def _shutdown(self) -> None:
         nc, self._nc = self._nc, None
         self._subs = {}
+        # nats-py's close() leaves a request waiting out its timeout: end them now.
+        requests, self._requests = self._requests, set()
+        for task in requests:
+            task.cancel()
+        if requests:
+            await asyncio.wait(requests, timeout=self.timeout)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), self.timeout)
