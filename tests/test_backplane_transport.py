@@ -269,3 +269,31 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:
         os.kill(private_nats.proc.pid, signal.SIGCONT)
+
+
+async def test_a_refused_redis_publish_counts_as_dropped_only(
+        private_redis: Broker, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    probe = aioredis.Redis.from_url(private_redis.url)
+    await probe.acl_setuser("limited", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            channels=[f"{prefix}.ok*"], keys=[])
+    await probe.aclose()
+    a = create(private_redis.url.replace("redis://", "redis://limited:pw@"))
+    await a.connect(lambda up: None)
+    a.publish(f"{prefix}.ok", b"taken")
+    a.publish(f"{prefix}.no", b"refused by the ACL")
+    await a.flush()
+    assert (a.published, a.dropped) == (1, 1)
+    await a.close()
+
+
+async def test_an_oversize_nats_publish_counts_as_dropped_only(
+        nats_url: str, prefix: str) -> None:
+    a = create(nats_url)
+    await a.connect(lambda up: None)
+    a.publish(f"{prefix}.x", b"small")
+    a.publish(f"{prefix}.x", b"x" * (2 << 20))  # past the server's 1 MiB max_payload
+    await a.flush()
+    assert (a.published, a.dropped) == (1, 1)
+    await a.close()

@@ -248,10 +248,11 @@ class Transport:
         the channels subscribed. Raise if the broker cannot be reached."""
         raise NotImplementedError
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         """Apply subscription changes, then write ``batch`` in order as one round trip and
-        wait for the broker to confirm it, resolving direct publishes' futures. Raise on a
-        broker failure."""
+        wait for the broker to confirm it, resolving direct publishes' futures; return how
+        many of the batch the broker refused (counted in ``dropped`` by the subclass). Raise
+        on a broker failure."""
         raise NotImplementedError
 
     async def _shutdown(self) -> None:
@@ -320,7 +321,7 @@ class Transport:
             self._inflight = batch
             self._inflight_bytes, self._pending_bytes = self._pending_bytes, 0
             try:
-                await self._write(subs, batch)
+                refused = await self._write(subs, batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -328,12 +329,13 @@ class Transport:
                 return
             self._inflight = []
             self._inflight_bytes = 0
-            self._batch_done(top, len(batch))
+            self._batch_done(top, len(batch), refused)
 
-    def _batch_done(self, top: int, count: int) -> None:
-        """The broker confirmed every publish up to number ``top`` (``count`` in the batch)."""
+    def _batch_done(self, top: int, count: int, refused: int = 0) -> None:
+        """The broker confirmed every publish up to number ``top`` (``count`` in the batch,
+        ``refused`` of which it did not take: those are dropped, not published)."""
         if count:
-            self.published += count
+            self.published += count - refused
             self.round_trips += 1
         self.confirmed = top
         if self._full_logged and not self._pending:

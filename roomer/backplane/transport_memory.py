@@ -92,7 +92,7 @@ class MemoryTransport(Transport):
                 fut.set_result(count > 0)
         self._batch_done(top, len(batch))
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         raise AssertionError("the memory transport delivers from _kick")
 
     async def _shutdown(self) -> None:

@@ -90,8 +90,9 @@ class NatsTransport(Transport):
         if msg.reply:
             self.publish(msg.reply, b"1" if delivered else b"0", control=True)
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         nc = self._nc
+        refused = 0
         seconds: Any = self.timeout
         wanted = self._handlers
         confirm: list[str] = []
@@ -116,6 +117,7 @@ class NatsTransport(Transport):
                 await nc.publish(channel, data)
             except MaxPayloadError:
                 self.dropped += 1
+                refused += 1
                 if not self._oversize_logged:
                     self._oversize_logged = True
                     log.warning("backplane %s: a %d-byte message exceeds the server's "
@@ -132,6 +134,7 @@ class NatsTransport(Transport):
         # connection to this server reaches them.
         for channel in confirm:
             self._confirm(channel)
+        return refused
 
     async def _request(self, nc: Any, channel: str, data: bytes,
                        fut: asyncio.Future[bool]) -> None:

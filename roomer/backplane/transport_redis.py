@@ -123,11 +123,12 @@ class RedisTransport(Transport):
         except Exception as exc:
             self._failed(exc)
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         if subs:
             await self._apply(subs)
         if not batch:
-            return
+            return 0
+        refused = 0
         pub = self._pub
         await pub.send_packed_command(
             pub.pack_commands([("PUBLISH", channel, data) for channel, data, _ in batch]),
@@ -137,6 +138,7 @@ class RedisTransport(Transport):
                 receivers = await pub.read_response(timeout=self.timeout)
             except ResponseError as exc:  # refused by the server (ACL, ...): this one is lost
                 self.dropped += 1
+                refused += 1
                 if not self._error_logged:
                     self._error_logged = True
                     log.warning("backplane %s: PUBLISH refused: %s", self.url, exc)
@@ -146,6 +148,7 @@ class RedisTransport(Transport):
                     raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
             if fut is not None and not fut.done():
                 fut.set_result(receivers > 0)
+        return refused
 
     async def _apply(self, subs: list[tuple[bool, str]]) -> None:
         # Ops are reconciled against what is wanted now, so subscribe-unsubscribe-subscribe
