@@ -297,3 +297,25 @@ async def test_an_oversize_nats_publish_counts_as_dropped_only(
     await a.flush()
     assert (a.published, a.dropped) == (1, 1)
     await a.close()
+
+
+async def test_nats_subscriptions_are_bounded_too(
+        nats_url: str, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A subscription holds at most max_buffer bytes its handler has not taken (nats-py's
+    default is 128 MiB each); past that messages are dropped, counted and logged once."""
+    caplog.set_level(logging.WARNING, logger="roomer.backplane")
+    a = create(nats_url)
+    b = create(nats_url, max_buffer=4096)
+    await a.connect(lambda up: None)
+    await b.connect(lambda up: None)
+    got: list[bytes] = []
+    await b.subscribe(f"{prefix}.x", got.append)
+    for _ in range(500):  # one write: b reads far more than 4 KiB before handling any
+        a.publish(f"{prefix}.x", b"x" * 1024)
+    await a.flush()
+    await eventually(lambda: len(got) + b.dropped == 500, what="every message counted")
+    assert b.dropped > 0
+    slow = [r for r in caplog.records if "faster than this node" in r.getMessage()]
+    assert len(slow) == 1
+    await a.close()
+    await b.close()

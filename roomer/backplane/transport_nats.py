@@ -12,7 +12,8 @@ it would buffer publishes while away): this transport reconnects itself with bac
 
 nats-py runs each subscription's callback in its own task, so messages on *different*
 subjects may be handled in another order than they arrived; order holds per subject. The
-cluster protocol relies on nothing more.
+cluster protocol relies on nothing more. A subscription holds at most ``max_buffer`` bytes
+not yet handled; past that messages are dropped and counted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ __all__ = ["NatsTransport"]
 
 log = logging.getLogger("roomer.backplane")
 
+# Messages one subscription may hold before its handler runs.
+_PENDING_MSGS = 65_536
+
 
 class NatsTransport(Transport):
     scheme = "nats"
@@ -50,6 +54,7 @@ class NatsTransport(Transport):
         self._subs: dict[str, Any] = {}
         self._requests: set[asyncio.Task[None]] = set()
         self._oversize_logged = False
+        self._slow_logged = False
 
     def state(self) -> dict[str, Any]:
         out = super().state()
@@ -66,7 +71,12 @@ class NatsTransport(Transport):
 
         async def error(exc: Exception) -> None:
             if isinstance(exc, SlowConsumerError):
-                self.dropped += 1  # nats-py's per-subscription buffer overflowed
+                self.dropped += 1  # a subscription's buffer (see _subscribe) overflowed
+                if not self._slow_logged:
+                    self._slow_logged = True
+                    log.warning("backplane %s: messages arrive faster than this node "
+                                "handles them; dropping them (counted)", self.url)
+                return
             log.debug("backplane %s: nats-py reports %r", self.url, exc)
 
         self._nc = nc
@@ -81,9 +91,17 @@ class NatsTransport(Transport):
             closed_cb=closed, error_cb=error, name="roomer-backplane")
         self._subs = {}
         for channel in list(self._handlers):
-            self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
+            self._subs[channel] = await self._subscribe(nc, channel)
         await nc.flush(timeout=seconds)
         return set(self._subs)
+
+    async def _subscribe(self, nc: Any, channel: str) -> Any:
+        # nats-py lets each subscription hold 128 MiB not yet handled: a node slower than
+        # its rooms' traffic would grow that far. Bound it by max_buffer, as what waits to
+        # be sent is; past it nats-py drops, and the error callback counts it.
+        return await nc.subscribe(channel, cb=self._on_msg,
+                                  pending_bytes_limit=self.max_buffer,
+                                  pending_msgs_limit=_PENDING_MSGS)
 
     async def _on_msg(self, msg: Any) -> None:
         delivered = self._dispatch(msg.subject, msg.data)
@@ -103,7 +121,7 @@ class NatsTransport(Transport):
                         waiter.cancel()
                     continue
                 if channel not in self._subs:
-                    self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
+                    self._subs[channel] = await self._subscribe(nc, channel)
                 confirm.append(channel)
             elif channel not in wanted and channel in self._subs:
                 await self._subs.pop(channel).unsubscribe()
