@@ -319,3 +319,15 @@ async def test_nats_subscriptions_are_bounded_too(
     assert len(slow) == 1
     await a.close()
     await b.close()
+
+
+async def test_unsubscribed_in_the_same_turn_cancels_the_future(url: str, prefix: str) -> None:
+    a = create(url)
+    await a.connect(lambda up: None)
+    confirmed = a.subscribe(f"{prefix}.x", lambda data: None)
+    a.unsubscribe(f"{prefix}.x")
+    a.publish(f"{prefix}.y", b"after")  # flush waits for this turn's batch
+    await a.flush()
+    await asyncio.sleep(0)
+    assert confirmed.cancelled() and not a._sub_waiters
+    await a.close()

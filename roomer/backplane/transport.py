@@ -133,7 +133,8 @@ class Transport:
         """Receive ``channel``'s messages in ``handler`` from now on. The future resolves once
         the broker has confirmed the subscription on the current connection (a publish made
         after that, from any node, reaches it); it is cancelled if the connection drops first
-        (the channel stays subscribed and is restored on reconnect, before ``on_state(True)``)."""
+        (the channel stays subscribed and is restored on reconnect, before ``on_state(True)``)
+        and if ``unsubscribe(channel)`` comes first (nothing was subscribed)."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[None] = self._loop.create_future()
         self._handlers[channel] = handler

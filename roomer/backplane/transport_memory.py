@@ -73,7 +73,10 @@ class MemoryTransport(Transport):
             if on and channel in self._handlers:
                 self.hub._add(channel, self)
                 self._confirm(channel)
-            elif not on and channel not in self._handlers:
+            elif on:  # unsubscribed in the same turn: as the broker transports do
+                for fut in self._sub_waiters.pop(channel, ()):
+                    fut.cancel()
+            elif channel not in self._handlers:
                 self.hub._remove(channel, self)
         batch: list[_Pub]
         batch, self._pending = self._pending, []
