@@ -15,6 +15,7 @@ import pytest
 from clusterkit import Recorder, eventually, nodes
 
 from roomer.backplane import Cluster, create
+from roomer.backplane import envelope as env
 from roomer.backplane.transport_memory import hub
 
 BACKENDS = ["memory", "redis", "nats"]
@@ -422,3 +423,22 @@ async def test_heartbeats_outlive_a_failing_callback(prefix: str) -> None:
     finally:
         for node in (a, b, c):
             await node.close()
+
+
+async def test_no_member_list_request_for_a_room_left_meanwhile(prefix: str) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, _)]:
+        heard: list[bytes] = []
+        spy = create(url)
+        await spy.connect(lambda up: None)
+        await spy.subscribe(a.names.room("r"), heard.append)
+        await join(b, "r", "b1")
+        a.local_connected("a1")
+        a.local_joined("r", "a1")
+        while not a._rooms["r"].subscribed:  # the request is queued for the next turn
+            await asyncio.sleep(0)
+        a.local_left("r", "a1")
+        await asyncio.sleep(0.05)
+        assert [data[0] for data in heard if data[2:].startswith(a.key.encode())] == [
+            env.JOINED, env.LEFT]  # no member-list request
+        await spy.close()

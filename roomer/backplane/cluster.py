@@ -657,6 +657,8 @@ class Cluster:
     def _send_requests(self) -> None:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
+        # A room left since it was queued has no list to learn.
+        rooms = [room for room in rooms if room in self._rooms]
         if rooms and self._live():
             self._broadcast_request(rooms)
 
@@ -666,9 +668,7 @@ class Cluster:
         answer), and on ``ctl``, where the others answer "none here"."""
         request = self._hdr[env.REQUEST]
         for room in rooms:
-            st = self._rooms.get(room)
-            self.transport.publish(st.channel if st is not None else self.names.room(room),
-                                   request, control=True)
+            self.transport.publish(self._rooms[room].channel, request, control=True)
         for chunk in env.pack_names(rooms):
             self.transport.publish(self.names.ctl, request + chunk, control=True)
 
