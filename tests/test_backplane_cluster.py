@@ -442,3 +442,15 @@ async def test_no_member_list_request_for_a_room_left_meanwhile(prefix: str) -> 
         assert [data[0] for data in heard if data[2:].startswith(a.key.encode())] == [
             env.JOINED, env.LEFT]  # no member-list request
         await spy.close()
+
+
+
+async def test_cancelling_start_is_a_cancel_not_a_connection_error(prefix: str) -> None:
+    cluster = Cluster(create(f"memory://{uuid.uuid4().hex}"), node_id="a", prefix=prefix)
+    starting = asyncio.get_running_loop().create_task(cluster.start(Recorder()))
+    await asyncio.sleep(0)
+    assert cluster.transport.connected and not cluster._started  # awaiting subscriptions
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert not cluster.transport.connected

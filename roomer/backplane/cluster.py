@@ -243,6 +243,10 @@ class Cluster:
             await asyncio.wait_for(asyncio.gather(*subscribed), transport.timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             await transport.close()
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None \
+                    and task.cancelling():
+                raise  # our caller cancels us; not a subscription cancelled by a drop
             raise ConnectionError(f"backplane {transport.url}: subscriptions not confirmed") \
                 from exc
         self._started = True
