@@ -132,6 +132,31 @@ async def test_too_many_rooms_left_while_away_starts_a_new_incarnation(
         assert ("kept", "k1") in rb.left and rb.joined[-1] == ("kept", "k1")
 
 
+async def test_many_rooms_left_while_connected_keep_the_incarnation(
+        private_redis: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the same bound, but left while the broker heard every leave: a reconnect then
+    has nothing uncertain to heal and keeps the node's key (regression: a new incarnation,
+    every member reported left and joined again on every other node)."""
+    monkeypatch.setattr(cluster_module, "_MAX_UNCERTAIN", 3)
+    async with nodes(private_redis.url, prefix, 2, **FAST) as [(a, _), (b, rb)]:
+        for i in range(5):
+            await join(a, f"r{i}", f"a{i}")
+        await join(a, "kept", "k1")
+        await join(b, "kept", "bk")
+        for i in range(5):
+            a.local_left(f"r{i}", f"a{i}")
+        await a.transport.flush()
+        await asyncio.sleep(3 * a.heartbeat_interval)  # heartbeat rounds prune what is known
+        old_key = a.key
+        private_redis.stop()
+        await eventually(lambda: not a.transport.connected and not b.transport.connected)
+        private_redis.start()
+        await eventually(lambda: a.transport.connected and b.transport.connected, timeout=10)
+        await asyncio.sleep(0.5)
+        assert a.key == old_key
+        assert b.remote_members("kept") == ["k1"] and ("kept", "k1") not in rb.left
+
+
 @pytest.mark.parametrize("kind", ["redis", "nats"])
 async def test_node_cut_off_is_dropped_then_heard_again(
         kind: str, request: pytest.FixtureRequest, prefix: str) -> None:

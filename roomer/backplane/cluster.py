@@ -214,7 +214,9 @@ class Cluster:
         self._gone: dict[str, None] = {}        # keys that said goodbye: ignored from now on
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
-        self._uncertain_overflow = False
+        # The seq of the leave that overflowed _uncertain (inf: left while the broker was
+        # away; 0: no overflow): once the broker confirmed it, the lost rooms are safe.
+        self._overflow_at = 0.0
         self._requests: list[str] = []
         self._requests_scheduled = False
         self._expect = 0
@@ -350,7 +352,7 @@ class Cluster:
         self._uncertain[room] = seq
         if len(self._uncertain) > _MAX_UNCERTAIN:
             self._uncertain.clear()
-            self._uncertain_overflow = True
+            self._overflow_at = max(self._overflow_at, seq)
 
     def ready(self, room: str) -> bool:
         """Whether ``room``'s members on other nodes are known (True for a room this node
@@ -788,6 +790,9 @@ class Cluster:
             if self._uncertain[room] > confirmed:
                 break
             del self._uncertain[room]
+        if self._overflow_at and self._overflow_at <= confirmed:
+            # Left while connected and heard by the broker: no reason for a new incarnation.
+            self._overflow_at = 0.0
 
     def _on_state(self, up: bool) -> None:
         if not self._started or self._closed:
@@ -805,8 +810,8 @@ class Cluster:
             self._nodes[key] = now  # the outage is not their silence
         for st in self._rooms.values():
             st.subscribed = True  # the transport subscribed again to everything
-        if self._uncertain_overflow:
-            self._uncertain_overflow = False
+        if self._overflow_at:
+            self._overflow_at = 0.0
             self._new_incarnation()
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():
