@@ -74,8 +74,8 @@ class MemoryTransport(Transport):
                 self.hub._add(channel, self)
                 self._confirm(channel)
             elif on:  # unsubscribed in the same turn: as the broker transports do
-                for fut in self._sub_waiters.pop(channel, ()):
-                    fut.cancel()
+                for waiter in self._sub_waiters.pop(channel, ()):
+                    waiter.cancel()
             elif channel not in self._handlers:
                 self.hub._remove(channel, self)
         batch: list[_Pub]
