@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .backplane.envelope import MAX_NAME
+
 __all__ = ["Config"]
 
 
@@ -169,6 +171,8 @@ class Config:
         if self.node_id is not None and (not isinstance(self.node_id, str) or not (
                 _NODE_ID.fullmatch(self.node_id))):
             raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
+        if self.backplane is not None:
+            self.check_namespace("")
         _check_seconds("node_timeout", self.node_timeout)
         if not isinstance(self.backplane_prefix, str) or not _PREFIX.fullmatch(
                 self.backplane_prefix):
@@ -180,6 +184,20 @@ class Config:
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
         object.__setattr__(self, "routes", dict(self.routes))
         _check_dir(self, "static_dir")
+
+    def check_namespace(self, name: str) -> None:
+        """With a backplane, ``ValueError`` unless every room of namespace ``name`` (``""``
+        for the default one) fits the backplane's one-byte name length as the cluster names
+        it (``name\x00room``). Server.namespace() checks each namespace declared."""
+        if self.backplane is None:
+            return
+        extra = len(name.encode()) + 1 if name else 0
+        if extra + self.max_room_name > MAX_NAME:
+            where = f"namespace {name!r} + 1 byte + " if name else ""
+            raise ValueError(
+                f"with a backplane, {where}max_room_name ({self.max_room_name}) must be at "
+                f"most {MAX_NAME} bytes: lower max_room_name" + (
+                    " or use a shorter namespace name" if name else ""))
 
     @classmethod
     def cli_options(cls) -> list[tuple[str, Any]]:

@@ -142,3 +142,15 @@ async def test_a_missing_broker_is_a_clear_error_at_start() -> None:
     server = roomer.Server(backplane="redis://127.0.0.1:1/0")
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(server.start("127.0.0.1", 0), 30)
+
+
+def test_room_names_must_fit_the_backplane_envelope() -> None:
+    """The cluster names a namespace's room ``namespace\\x00room`` in one-byte-length name
+    lists; a longer one raised inside loop callbacks (member-list requests) instead."""
+    with pytest.raises(ValueError, match="max_room_name"):
+        roomer.Server(backplane="memory://x", max_room_name=256)
+    roomer.Server(max_room_name=1000).namespace("chat")  # no backplane: no envelope
+    server = roomer.Server(backplane="memory://x", max_room_name=250)
+    server.namespace("abcd")  # 4 + 1 + 250 = 255 fits
+    with pytest.raises(ValueError, match="namespace 'abcde'"):
+        server.namespace("abcde")
