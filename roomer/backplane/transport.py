@@ -68,7 +68,6 @@ class Transport:
     everything else (batching, counters, the outage state machine) lives here. All methods
     run on the event loop's thread."""
 
-    scheme = ""
     #: Batches go out from a writer task (network transports) rather than from ``_kick``.
     uses_writer = True
 

@@ -18,10 +18,9 @@ _HUBS: dict[str, MemoryHub] = {}
 class MemoryHub:
     """Subscriptions of one ``memory://name``: channel -> the transports subscribed."""
 
-    __slots__ = ("name", "subscribers")
+    __slots__ = ("subscribers",)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self.subscribers: dict[str, dict[MemoryTransport, None]] = {}
 
     def count(self, channel: str) -> int:
@@ -43,12 +42,11 @@ def hub(name: str) -> MemoryHub:
     """The hub of ``memory://name`` (created on first use)."""
     found = _HUBS.get(name)
     if found is None:
-        found = _HUBS[name] = MemoryHub(name)
+        found = _HUBS[name] = MemoryHub()
     return found
 
 
 class MemoryTransport(Transport):
-    scheme = "memory"
     uses_writer = False
 
     def __init__(self, url: str, **options: Any) -> None:

@@ -43,8 +43,6 @@ _PENDING_MSGS = 65_536
 
 
 class NatsTransport(Transport):
-    scheme = "nats"
-
     def __init__(self, url: str, **options: Any) -> None:
         if not _INSTALLED:
             raise MissingExtra("nats", "nats-py")

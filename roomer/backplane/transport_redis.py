@@ -42,8 +42,6 @@ _SUBSCRIBE_CHUNK = 512
 
 
 class RedisTransport(Transport):
-    scheme = "redis"
-
     def __init__(self, url: str, **options: Any) -> None:
         if not _INSTALLED:
             raise MissingExtra("redis", "redis-py (the redis package)")
