@@ -282,6 +282,26 @@ class Transport:
             log.exception("backplane %s: handler of %s raised", self.url, channel)
             return None
 
+    def _reconcile(self, subs: list[tuple[bool, str]], is_active: Callable[[str], bool],
+                   ) -> tuple[list[str], list[str], list[str]]:
+        """The channels to subscribe to, to unsubscribe from, and those wanted and already
+        subscribed (to confirm), for ``subs`` against what is wanted now: subscribe,
+        unsubscribe, subscribe within one turn is one subscription or nothing. A channel
+        unsubscribed before the broker saw it has its futures cancelled here."""
+        wanted = self._handlers
+        add: list[str] = []
+        remove: list[str] = []
+        kept: list[str] = []
+        for channel in dict.fromkeys(channel for _, channel in subs):
+            if channel in wanted:
+                (kept if is_active(channel) else add).append(channel)
+                continue
+            for waiter in self._sub_waiters.pop(channel, ()):
+                waiter.cancel()
+            if is_active(channel):
+                remove.append(channel)
+        return add, remove, kept
+
     def _confirm(self, channel: str) -> None:
         """The broker confirmed ``channel``'s subscription."""
         for fut in self._sub_waiters.pop(channel, ()):

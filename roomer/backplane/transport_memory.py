@@ -67,15 +67,13 @@ class MemoryTransport(Transport):
         if not self.connected:
             return
         subs, self._sub_ops = self._sub_ops, []
-        for on, channel in subs:
-            if on and channel in self._handlers:
-                self.hub._add(channel, self)
-                self._confirm(channel)
-            elif on:  # unsubscribed in the same turn: as the broker transports do
-                for waiter in self._sub_waiters.pop(channel, ()):
-                    waiter.cancel()
-            elif channel not in self._handlers:
-                self.hub._remove(channel, self)
+        add, remove, kept = self._reconcile(subs, self._subscribed)
+        for channel in add:
+            self.hub._add(channel, self)
+        for channel in remove:
+            self.hub._remove(channel, self)
+        for channel in add + kept:
+            self._confirm(channel)
         batch: list[_Pub]
         batch, self._pending = self._pending, []
         self._pending_bytes = 0
@@ -92,6 +90,9 @@ class MemoryTransport(Transport):
             if fut is not None and not fut.done():
                 fut.set_result(count > 0)
         self._batch_done(top, len(batch))
+
+    def _subscribed(self, channel: str) -> bool:
+        return self in self.hub.subscribers.get(channel, ())
 
     async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         raise AssertionError("the memory transport delivers from _kick")

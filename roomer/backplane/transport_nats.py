@@ -110,19 +110,12 @@ class NatsTransport(Transport):
         nc = self._nc
         refused = 0
         seconds: Any = self.timeout
-        wanted = self._handlers
-        confirm: list[str] = []
-        for on, channel in subs:
-            if on:
-                if channel not in wanted:
-                    for waiter in self._sub_waiters.pop(channel, ()):
-                        waiter.cancel()
-                    continue
-                if channel not in self._subs:
-                    self._subs[channel] = await self._subscribe(nc, channel)
-                confirm.append(channel)
-            elif channel not in wanted and channel in self._subs:
-                await self._subs.pop(channel).unsubscribe()
+        add, remove, confirm = self._reconcile(subs, self._subs.__contains__)
+        for channel in add:
+            self._subs[channel] = await self._subscribe(nc, channel)
+        for channel in remove:
+            await self._subs.pop(channel).unsubscribe()
+        confirm += add
         for channel, data, fut in batch:
             if fut is not None:
                 task = asyncio.get_running_loop().create_task(self._request(nc, channel, data, fut))

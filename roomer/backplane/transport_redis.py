@@ -149,25 +149,14 @@ class RedisTransport(Transport):
         return refused
 
     async def _apply(self, subs: list[tuple[bool, str]]) -> None:
-        # Ops are reconciled against what is wanted now, so subscribe-unsubscribe-subscribe
-        # within one turn sends one SUBSCRIBE or nothing.
-        wanted = self._handlers
-        add: list[str] = []
-        remove: list[str] = []
-        for on, channel in subs:
-            if on:
-                if channel not in wanted:
-                    for fut in self._sub_waiters.pop(channel, ()):
-                        fut.cancel()
-                elif channel not in self._active:
-                    self._active.add(channel)
-                    self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
-                    add.append(channel)
-                elif channel not in self._awaiting:
-                    self._confirm(channel)
-            elif channel not in wanted and channel in self._active:
-                self._active.discard(channel)
-                remove.append(channel)
+        add, remove, kept = self._reconcile(subs, self._active.__contains__)
+        for channel in add:
+            self._active.add(channel)
+            self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
+        for channel in kept:
+            if channel not in self._awaiting:  # else its SUBSCRIBE's reply confirms it
+                self._confirm(channel)
+        self._active.difference_update(remove)
         if add:
             await self._sub.send_command("SUBSCRIBE", *add, check_health=False)
         if remove:
