@@ -436,18 +436,25 @@ class Cluster:
 
     # -- receiving ----------------------------------------------------------------------------
 
+    def _own(self, data: bytes) -> bool:
+        """Whether ``data`` is this node's own message, echoed by the broker."""
+        return data[1] == self._key_len and data.startswith(self._key_bytes, 2)
+
+    def _frame(self, data: bytes) -> tuple[bytes, str | None]:
+        """The frame and the excluded member of an F or A message."""
+        pos = data[1] + 2
+        size = data[pos]
+        pos += 1
+        self.frames_in += 1
+        return data[pos + size:], data[pos:pos + size].decode() if size else None
+
     def _on_room(self, st: _Room, data: bytes) -> None:
+        if self._own(data):
+            return
         n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
-            return  # our own, echoed by the broker
         if data[0] == env.ROOM:
-            pos = n + 2
-            size = data[pos]
-            pos += 1
-            self.frames_in += 1
             assert self._events is not None
-            self._events.remote_frame(st.name, data[pos + size:],
-                                      data[pos:pos + size].decode() if size else None)
+            self._events.remote_frame(st.name, *self._frame(data))
             return
         if st.quiet:
             return
@@ -478,16 +485,10 @@ class Cluster:
                 self._replace(st, origin, members)
 
     def _on_all(self, data: bytes) -> None:
-        n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
+        if self._own(data):
             return
-        pos = n + 2
-        size = data[pos]
-        pos += 1
-        self.frames_in += 1
         assert self._events is not None
-        self._events.remote_frame_all(data[pos + size:],
-                                      data[pos:pos + size].decode() if size else None)
+        self._events.remote_frame_all(*self._frame(data))
 
     def _on_direct(self, member: str, data: bytes) -> bool:
         self.direct_in += 1
@@ -495,9 +496,9 @@ class Cluster:
         return bool(self._events.remote_direct(member, data[2 + data[1]:]))
 
     def _on_ctl(self, data: bytes) -> None:
-        n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
+        if self._own(data):
             return
+        n = data[1]
         kind = data[0]
         origin = data[2:2 + n].decode()
         if kind == env.BYE:
@@ -618,8 +619,7 @@ class Cluster:
         st.timer = None
         if self._rooms.get(st.name) is not st:
             return
-        for origin, pending in list(st.pending.items()):
-            self._finish(st, origin, pending.known)
+        self._give_up(st)
         self._set_ready(st)
 
     def _request(self, rooms: list[_Room], keys: list[str], target: str | None) -> None:
@@ -646,11 +646,15 @@ class Cluster:
         assert self._loop is not None
         now = self._loop.time() + 1e-3
         for st in rooms:
-            if self._rooms.get(st.name) is not st:
-                continue
-            for origin, pending in list(st.pending.items()):
-                if pending.until <= now:
-                    self._finish(st, origin, pending.known)
+            if self._rooms.get(st.name) is st:
+                self._give_up(st, now)
+
+    def _give_up(self, st: _Room, now: float = math.inf) -> None:
+        """Stop waiting for the answers due by ``now``: each such node's list is what is
+        known of it (see _Pending)."""
+        for origin, pending in list(st.pending.items()):
+            if pending.until <= now:
+                self._finish(st, origin, pending.known)
 
     def _queue_request(self, room: str) -> None:
         # Rooms first joined in one loop turn share one request.
@@ -800,8 +804,7 @@ class Cluster:
         if not up:
             # Nothing more arrives: end every wait with what is known.
             for st in list(self._rooms.values()):
-                for origin, pending in list(st.pending.items()):
-                    self._finish(st, origin, pending.known)
+                self._give_up(st)
                 self._set_ready(st)
             return
         assert self._loop is not None
