@@ -10,12 +10,16 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
+# The backplane's own rules, so a Config is refused for what a Cluster would refuse. The
+# backplane imports nothing of the server: no cycle.
+from .backplane.cluster import NODE_ID
 from .backplane.envelope import MAX_NAME
+from .backplane.names import valid_prefix
+from .backplane.transport import SCHEMES
 
 __all__ = ["Config"]
 
@@ -165,17 +169,16 @@ class Config:
             if not isinstance(self.backplane, str):
                 raise TypeError("backplane must be a URL string or None")
             scheme = self.backplane.partition("://")[0].lower()
-            if scheme not in ("redis", "rediss", "nats", "tls", "memory"):
+            if scheme not in SCHEMES:
                 raise ValueError("backplane: use redis://host:port/db, rediss://..., "
                                  "nats://host:port or memory://name")
         if self.node_id is not None and (not isinstance(self.node_id, str) or not (
-                _NODE_ID.fullmatch(self.node_id))):
+                NODE_ID.fullmatch(self.node_id))):
             raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
         if self.backplane is not None:
             self.check_namespace("")
         _check_seconds("node_timeout", self.node_timeout)
-        if not isinstance(self.backplane_prefix, str) or not _PREFIX.fullmatch(
-                self.backplane_prefix):
+        if not valid_prefix(self.backplane_prefix):
             raise ValueError("backplane_prefix: dot-separated tokens of A-Z a-z 0-9 - _")
         if self.metrics_path is not None and (
                 not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")):
@@ -217,9 +220,6 @@ class Config:
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
 
-
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 def _is_async(fn: object) -> bool:

@@ -91,7 +91,8 @@ __all__ = ["Cluster", "ClusterEvents"]
 
 log = logging.getLogger("roomer.backplane")
 
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What a node id may be.
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Rooms left while the broker may not have heard it; past this many, a reconnect starts
 # a new incarnation instead (the others drop all our members and hear them again).
 _MAX_UNCERTAIN = 50_000
@@ -186,7 +187,7 @@ class Cluster:
         if not isinstance(transport, Transport):
             raise TypeError("transport must be a roomer.backplane Transport or a URL")
         node_id = _default_node_id() if node_id is None else node_id
-        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+        if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
             raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
         if not heartbeat_interval > 0 or not sync_timeout > 0:
             raise ValueError("heartbeat_interval and sync_timeout must be positive")

@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHUNK", "MAX_NAME", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
-    "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
+    "ALL", "BYE", "CHUNK", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
+    "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
     "unpack_names",
 ]
 

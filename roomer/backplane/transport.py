@@ -31,7 +31,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Handler", "Transport", "backoff_delay", "create", "redact"]
+__all__ = ["SCHEMES", "Handler", "Transport", "backoff_delay", "create", "redact"]
+
+#: The URL schemes :func:`create` knows.
+SCHEMES = ("redis", "rediss", "nats", "tls", "memory")
 
 log = logging.getLogger("roomer.backplane")
 
