@@ -10,11 +10,17 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
+
+# The backplane's own rules, so a Config is refused for what a Cluster would refuse. The
+# backplane imports nothing of the server: no cycle.
+from .backplane.cluster import NODE_ID
+from .backplane.envelope import MAX_NAME
+from .backplane.names import valid_prefix
+from .backplane.transport import SCHEMES
 
 __all__ = ["Config"]
 
@@ -164,15 +170,16 @@ class Config:
             if not isinstance(self.backplane, str):
                 raise TypeError("backplane must be a URL string or None")
             scheme = self.backplane.partition("://")[0].lower()
-            if scheme not in ("redis", "rediss", "nats", "tls", "memory"):
+            if scheme not in SCHEMES:
                 raise ValueError("backplane: use redis://host:port/db, rediss://..., "
                                  "nats://host:port or memory://name")
         if self.node_id is not None and (not isinstance(self.node_id, str) or not (
-                _NODE_ID.fullmatch(self.node_id))):
+                NODE_ID.fullmatch(self.node_id))):
             raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
+        if self.backplane is not None:
+            self.check_namespace("")
         _check_seconds("node_timeout", self.node_timeout)
-        if not isinstance(self.backplane_prefix, str) or not _PREFIX.fullmatch(
-                self.backplane_prefix):
+        if not valid_prefix(self.backplane_prefix):
             raise ValueError("backplane_prefix: dot-separated tokens of A-Z a-z 0-9 - _")
         if self.metrics_path is not None and (
                 not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")):
@@ -181,6 +188,20 @@ class Config:
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
         object.__setattr__(self, "routes", dict(self.routes))
         _check_dir(self, "static_dir")
+
+    def check_namespace(self, name: str) -> None:
+        """With a backplane, ``ValueError`` unless every room of namespace ``name`` (``""``
+        for the default one) fits the backplane's one-byte name length as the cluster names
+        it (``name\x00room``). Server.namespace() checks each namespace declared."""
+        if self.backplane is None:
+            return
+        extra = len(name.encode()) + 1 if name else 0
+        if extra + self.max_room_name > MAX_NAME:
+            where = f"namespace {name!r} + 1 byte + " if name else ""
+            raise ValueError(
+                f"with a backplane, {where}max_room_name ({self.max_room_name}) must be at "
+                f"most {MAX_NAME} bytes: lower max_room_name" + (
+                    " or use a shorter namespace name" if name else ""))
 
     @classmethod
     def cli_options(cls) -> list[tuple[str, Any]]:
@@ -200,9 +221,6 @@ class Config:
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
 
-
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 def _is_async(fn: object) -> bool:

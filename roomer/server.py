@@ -391,6 +391,7 @@ class Server(Namespace):
         if not isinstance(name, str) or not name_ok(name, limit):
             raise ValueError(f"namespace names are 1-{limit} bytes of UTF-8 (\"\" is the "
                              "default namespace: the server itself)")
+        self.config.check_namespace(name)
         created = Namespace(self, name, Registry(self.config.root_presence, name,
                                                  self.registry.conns))
         self._namespaces[name] = created

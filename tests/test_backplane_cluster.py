@@ -15,6 +15,7 @@ import pytest
 from clusterkit import Recorder, eventually, nodes
 
 from roomer.backplane import Cluster, create
+from roomer.backplane import envelope as env
 from roomer.backplane.transport_memory import hub
 
 BACKENDS = ["memory", "redis", "nats"]
@@ -389,3 +390,67 @@ def test_bad_options() -> None:
         Cluster("memory://x", heartbeat_interval=1, node_timeout=1.5)
     with pytest.raises(RuntimeError, match="start"):
         Cluster("memory://x").local_joined("r", "m")
+
+
+class _RaisingRecorder(Recorder):
+    def remote_left(self, room: str, member: str) -> None:
+        super().remote_left(room, member)
+        raise RuntimeError("a server callback failed")
+
+
+async def test_heartbeats_outlive_a_failing_callback(prefix: str) -> None:
+    """A remote_left raising while the heartbeat round drops a silent node must not end
+    the heartbeats: the others would declare this node gone too."""
+    url = f"memory://{uuid.uuid4().hex}"
+    options = {"heartbeat_interval": 0.05, "node_timeout": 0.3, "sync_timeout": 0.1}
+    a = Cluster(create(url), node_id="a", prefix=prefix, **options)
+    b = Cluster(create(url), node_id="b", prefix=prefix, **options)
+    c = Cluster(create(url), node_id="c", prefix=prefix, **options)
+    ra = _RaisingRecorder()
+    await a.start(ra)
+    await b.start(Recorder())
+    await c.start(Recorder())
+    try:
+        await join(a, "r", "a1")
+        await join(b, "r", "b1")
+        await eventually(lambda: a.remote_members("r") == ["b1"])
+        assert b._ticker is not None
+        b._ticker.cancel()  # b goes silent without a goodbye
+        await eventually(lambda: ("r", "b1") in ra.left, what="b declared gone")
+        await asyncio.sleep(1.0)  # three node_timeouts: a must still be heard by c
+        assert a._ticker is not None and not a._ticker.done()
+        assert "a" in c.state()["nodes"]
+    finally:
+        for node in (a, b, c):
+            await node.close()
+
+
+async def test_no_member_list_request_for_a_room_left_meanwhile(prefix: str) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, _)]:
+        heard: list[bytes] = []
+        spy = create(url)
+        await spy.connect(lambda up: None)
+        await spy.subscribe(a.names.room("r"), heard.append)
+        await join(b, "r", "b1")
+        a.local_connected("a1")
+        a.local_joined("r", "a1")
+        while not a._rooms["r"].subscribed:  # the request is queued for the next turn
+            await asyncio.sleep(0)
+        a.local_left("r", "a1")
+        await asyncio.sleep(0.05)
+        assert [data[0] for data in heard if data[2:].startswith(a.key.encode())] == [
+            env.JOINED, env.LEFT]  # no member-list request
+        await spy.close()
+
+
+
+async def test_cancelling_start_is_a_cancel_not_a_connection_error(prefix: str) -> None:
+    cluster = Cluster(create(f"memory://{uuid.uuid4().hex}"), node_id="a", prefix=prefix)
+    starting = asyncio.get_running_loop().create_task(cluster.start(Recorder()))
+    await asyncio.sleep(0)
+    assert cluster.transport.connected and not cluster._started  # awaiting subscriptions
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert not cluster.transport.connected

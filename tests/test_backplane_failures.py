@@ -6,6 +6,7 @@ broker for longer than node_timeout (dropped by the others, then heard again).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -13,13 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from clusterkit import Proxy, eventually, nodes
+from clusterkit import Proxy, Recorder, eventually, nodes
 from services import Broker
 
 import roomer
-from roomer.backplane import Cluster
+from roomer.backplane import Cluster, create
 from roomer.backplane import cluster as cluster_module
 
 NODE = Path(__file__).with_name("backplane_node.py")
@@ -130,6 +132,31 @@ async def test_too_many_rooms_left_while_away_starts_a_new_incarnation(
         assert ("kept", "k1") in rb.left and rb.joined[-1] == ("kept", "k1")
 
 
+async def test_many_rooms_left_while_connected_keep_the_incarnation(
+        private_redis: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the same bound, but left while the broker heard every leave: a reconnect then
+    has nothing uncertain to heal and keeps the node's key (regression: a new incarnation,
+    every member reported left and joined again on every other node)."""
+    monkeypatch.setattr(cluster_module, "_MAX_UNCERTAIN", 3)
+    async with nodes(private_redis.url, prefix, 2, **FAST) as [(a, _), (b, rb)]:
+        for i in range(5):
+            await join(a, f"r{i}", f"a{i}")
+        await join(a, "kept", "k1")
+        await join(b, "kept", "bk")
+        for i in range(5):
+            a.local_left(f"r{i}", f"a{i}")
+        await a.transport.flush()
+        await asyncio.sleep(3 * a.heartbeat_interval)  # heartbeat rounds prune what is known
+        old_key = a.key
+        private_redis.stop()
+        await eventually(lambda: not a.transport.connected and not b.transport.connected)
+        private_redis.start()
+        await eventually(lambda: a.transport.connected and b.transport.connected, timeout=10)
+        await asyncio.sleep(0.5)
+        assert a.key == old_key
+        assert b.remote_members("kept") == ["k1"] and ("kept", "k1") not in rb.left
+
+
 @pytest.mark.parametrize("kind", ["redis", "nats"])
 async def test_node_cut_off_is_dropped_then_heard_again(
         kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
@@ -194,3 +221,34 @@ async def test_a_node_back_before_another_keeps_that_ones_members(
         assert b.remote_members("r") == ["a1"]
         assert a.state()["nodes_lost"] == 0
     await proxy.cut()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """A stalled broker (SIGSTOP: the connection stays up, nothing is answered) makes the
+    goodbye's flush wait; the server's shutdown deadline cancels close() then, and the
+    transport's tasks and connections must not be left running (regression)."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    a = Cluster(create(broker.url, timeout=1.0), node_id="a", prefix=prefix, **FAST)
+    await a.start(Recorder())
+    await join(a, "r", "a1")
+    assert broker.proc is not None
+    me = asyncio.current_task()
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        a.publish_room("r", b"x")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(a.close(), 0.3)
+        transport: Any = a.transport
+        assert not transport.connected
+        assert transport._writer_task is None and transport._reconnect_task is None
+        await eventually(lambda: asyncio.all_tasks() == {me}, timeout=3,
+                         what="no transport task left behind")
+        if kind == "redis":
+            assert transport._pub is None and transport._reader_task is None
+        else:
+            assert transport._nc is None
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -211,3 +213,121 @@ def test_missing_extra_names_the_pip_command(scheme: str, module: str, extra: st
                          check=True).stdout
     assert f"pip install 'roomer[{extra}]'" in out
     assert issubclass(MissingExtra, ImportError)
+
+
+async def test_direct_publishes_respect_the_buffer_bound(url: str, prefix: str) -> None:
+    a = create(url, max_buffer=64 * 1024)
+    await a.connect(lambda up: None)
+    for _ in range(64):
+        a.publish(f"{prefix}.big", b"x" * 1024)
+    refused = a.publish_direct(f"{prefix}.client.c1", b"x" * 1024)
+    assert refused.done() and refused.result() is False  # at once, not queued
+    assert a.dropped == 1 and a.state()["buffered"] == 64 * 1024
+    await a.flush()
+    assert a.state()["buffered"] == 0
+    await a.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_a_batch_in_flight_counts_against_the_buffer(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """While the broker sits on a batch, that batch still waits for it: another max_buffer
+    must not pile up behind it, and ``buffered`` says so (regression)."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    a = create(broker.url, max_buffer=64 * 1024, timeout=5.0)
+    await a.connect(lambda up: None)
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        for _ in range(64):
+            a.publish(f"{prefix}.big", b"x" * 1024)
+        await asyncio.sleep(0.1)  # the writer took the batch; the broker does not answer
+        assert a.state()["buffered"] == 64 * 1024
+        for _ in range(10):
+            a.publish(f"{prefix}.big", b"x" * 1024)
+        assert a.dropped == 10
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    await a.flush()
+    assert a.published == 64 and a.state()["buffered"] == 0
+    await a.close()
+
+
+async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
+        private_nats: Broker, prefix: str) -> None:
+    a = create(private_nats.url, timeout=3.0)
+    await a.connect(lambda up: None)
+    assert private_nats.proc is not None
+    os.kill(private_nats.proc.pid, signal.SIGSTOP)  # no answer, no "no responders"
+    try:
+        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
+        await asyncio.sleep(0.1)  # the request is out
+        await asyncio.wait_for(a.close(), 2.0)
+        assert waiting.done() and waiting.result() is False
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    finally:
+        os.kill(private_nats.proc.pid, signal.SIGCONT)
+
+
+async def test_a_refused_redis_publish_counts_as_dropped_only(
+        private_redis: Broker, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    probe = aioredis.Redis.from_url(private_redis.url)
+    await probe.acl_setuser("limited", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            channels=[f"{prefix}.ok*"], keys=[])
+    await probe.aclose()
+    a = create(private_redis.url.replace("redis://", "redis://limited:pw@"))
+    await a.connect(lambda up: None)
+    a.publish(f"{prefix}.ok", b"taken")
+    a.publish(f"{prefix}.no", b"refused by the ACL")
+    await a.flush()
+    assert (a.published, a.dropped) == (1, 1)
+    await a.close()
+
+
+async def test_an_oversize_nats_publish_counts_as_dropped_only(
+        nats_url: str, prefix: str) -> None:
+    a = create(nats_url)
+    await a.connect(lambda up: None)
+    a.publish(f"{prefix}.x", b"small")
+    a.publish(f"{prefix}.x", b"x" * (2 << 20))  # past the server's 1 MiB max_payload
+    await a.flush()
+    assert (a.published, a.dropped) == (1, 1)
+    await a.close()
+
+
+async def test_nats_subscriptions_are_bounded_too(
+        nats_url: str, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A subscription holds at most max_buffer bytes its handler has not taken (nats-py's
+    default is 128 MiB each); past that messages are dropped, counted and logged once."""
+    caplog.set_level(logging.WARNING, logger="roomer.backplane")
+    a = create(nats_url)
+    b = create(nats_url, max_buffer=4096)
+    await a.connect(lambda up: None)
+    await b.connect(lambda up: None)
+    got: list[bytes] = []
+    await b.subscribe(f"{prefix}.x", got.append)
+    for _ in range(500):  # one write: b reads far more than 4 KiB before handling any
+        a.publish(f"{prefix}.x", b"x" * 1024)
+    await a.flush()
+    await eventually(lambda: len(got) + b.dropped == 500, what="every message counted")
+    assert b.dropped > 0
+    slow = [r for r in caplog.records if "faster than this node" in r.getMessage()]
+    assert len(slow) == 1
+    await a.close()
+    await b.close()
+
+
+async def test_unsubscribed_in_the_same_turn_cancels_the_future(url: str, prefix: str) -> None:
+    a = create(url)
+    await a.connect(lambda up: None)
+    confirmed = a.subscribe(f"{prefix}.x", lambda data: None)
+    a.unsubscribe(f"{prefix}.x")
+    a.publish(f"{prefix}.y", b"after")  # flush waits for this turn's batch
+    await a.flush()
+    await asyncio.sleep(0)
+    assert confirmed.cancelled() and not a._sub_waiters
+    await a.close()

@@ -191,3 +191,15 @@ async def test_a_failed_listen_leaves_no_cluster_behind() -> None:
         assert hub(name).subscribers
     finally:
         await server.shutdown(timeout=1.0)
+
+
+def test_room_names_must_fit_the_backplane_envelope() -> None:
+    """The cluster names a namespace's room ``namespace\\x00room`` in one-byte-length name
+    lists; a longer one raised inside loop callbacks (member-list requests) instead."""
+    with pytest.raises(ValueError, match="max_room_name"):
+        roomer.Server(backplane="memory://x", max_room_name=256)
+    roomer.Server(max_room_name=1000).namespace("chat")  # no backplane: no envelope
+    server = roomer.Server(backplane="memory://x", max_room_name=250)
+    server.namespace("abcd")  # 4 + 1 + 250 = 255 fits
+    with pytest.raises(ValueError, match="namespace 'abcde'"):
+        server.namespace("abcde")

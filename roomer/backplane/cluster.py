@@ -91,11 +91,14 @@ __all__ = ["Cluster", "ClusterEvents"]
 
 log = logging.getLogger("roomer.backplane")
 
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What a node id may be.
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Rooms left while the broker may not have heard it; past this many, a reconnect starts
 # a new incarnation instead (the others drop all our members and hear them again).
 _MAX_UNCERTAIN = 50_000
 _MAX_GONE = 4096
+# Seconds close() waits for the broker to confirm the goodbye.
+_GOODBYE_WAIT = 1.0
 
 
 class ClusterEvents(Protocol):
@@ -184,7 +187,7 @@ class Cluster:
         if not isinstance(transport, Transport):
             raise TypeError("transport must be a roomer.backplane Transport or a URL")
         node_id = _default_node_id() if node_id is None else node_id
-        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+        if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
             raise ValueError("node_id: 1-64 characters of A-Z a-z 0-9 - _")
         if not heartbeat_interval > 0 or not sync_timeout > 0:
             raise ValueError("heartbeat_interval and sync_timeout must be positive")
@@ -212,7 +215,9 @@ class Cluster:
         self._gone: dict[str, None] = {}        # keys that said goodbye: ignored from now on
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
-        self._uncertain_overflow = False
+        # The seq of the leave that overflowed _uncertain (inf: left while the broker was
+        # away; 0: no overflow): once the broker confirmed it, the lost rooms are safe.
+        self._overflow_at = 0.0
         self._requests: list[str] = []
         self._requests_scheduled = False
         self._expect = 0
@@ -241,6 +246,10 @@ class Cluster:
             await asyncio.wait_for(asyncio.gather(*subscribed), transport.timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             await transport.close()
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None \
+                    and task.cancelling():
+                raise  # our caller cancels us; not a subscription cancelled by a drop
             raise ConnectionError(f"backplane {transport.url}: subscriptions not confirmed") \
                 from exc
         self._started = True
@@ -256,18 +265,26 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        if self._started and self.transport.connected:
-            self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
-            await self.transport.flush()
-        await self.transport.close()
-        rooms = list(self._rooms.values())
-        self._rooms.clear()  # pending timers find their room gone and do nothing
-        for st in rooms:
-            self._set_ready(st)
+        try:
+            if self._ticker is not None:
+                self._ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ticker
+            if self._started and self.transport.connected:
+                self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
+                # Best effort: a node that misses it times us out anyway. Waiting the
+                # transport's whole timeout would eat the caller's shutdown budget.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.transport.flush(),
+                                           min(self.transport.timeout, _GOODBYE_WAIT))
+        finally:
+            # Also when the caller's deadline cancels us mid-goodbye: otherwise the
+            # transport's tasks, connections and reconnect loop outlive the node.
+            rooms = list(self._rooms.values())
+            self._rooms.clear()  # pending timers find their room gone and do nothing
+            for st in rooms:
+                self._set_ready(st)
+            await self.transport.close()
 
     # -- local membership -------------------------------------------------------------------
 
@@ -336,7 +353,7 @@ class Cluster:
         self._uncertain[room] = seq
         if len(self._uncertain) > _MAX_UNCERTAIN:
             self._uncertain.clear()
-            self._uncertain_overflow = True
+            self._overflow_at = max(self._overflow_at, seq)
 
     def ready(self, room: str) -> bool:
         """Whether ``room``'s members on other nodes are known (True for a room this node
@@ -357,7 +374,8 @@ class Cluster:
         st = self._rooms.get(room)
         if st is None:
             return []
-        return [member for members in st.view.values() for member in members]
+        # Copied in C calls first: members() may be called from any thread.
+        return [member for members in list(st.view.values()) for member in list(members)]
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -406,7 +424,7 @@ class Cluster:
         out.update(
             node_id=self.node_id,
             node=self.key,
-            nodes=sorted(key.rpartition(":")[0] for key in self._nodes),
+            nodes=sorted(key.rpartition(":")[0] for key in list(self._nodes)),
             rooms=len(self._rooms),
             clients=len(self._clients),
             frames_out=self.frames_out,
@@ -420,18 +438,25 @@ class Cluster:
 
     # -- receiving ----------------------------------------------------------------------------
 
+    def _own(self, data: bytes) -> bool:
+        """Whether ``data`` is this node's own message, echoed by the broker."""
+        return data[1] == self._key_len and data.startswith(self._key_bytes, 2)
+
+    def _frame(self, data: bytes) -> tuple[bytes, str | None]:
+        """The frame and the excluded member of an F or A message."""
+        pos = data[1] + 2
+        size = data[pos]
+        pos += 1
+        self.frames_in += 1
+        return data[pos + size:], data[pos:pos + size].decode() if size else None
+
     def _on_room(self, st: _Room, data: bytes) -> None:
+        if self._own(data):
+            return
         n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
-            return  # our own, echoed by the broker
         if data[0] == env.ROOM:
-            pos = n + 2
-            size = data[pos]
-            pos += 1
-            self.frames_in += 1
             assert self._events is not None
-            self._events.remote_frame(st.name, data[pos + size:],
-                                      data[pos:pos + size].decode() if size else None)
+            self._events.remote_frame(st.name, *self._frame(data))
             return
         if st.quiet:
             return
@@ -462,16 +487,10 @@ class Cluster:
                 self._replace(st, origin, members)
 
     def _on_all(self, data: bytes) -> None:
-        n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
+        if self._own(data):
             return
-        pos = n + 2
-        size = data[pos]
-        pos += 1
-        self.frames_in += 1
         assert self._events is not None
-        self._events.remote_frame_all(data[pos + size:],
-                                      data[pos:pos + size].decode() if size else None)
+        self._events.remote_frame_all(*self._frame(data))
 
     def _on_direct(self, member: str, data: bytes) -> bool:
         self.direct_in += 1
@@ -479,9 +498,9 @@ class Cluster:
         return bool(self._events.remote_direct(member, data[2 + data[1]:]))
 
     def _on_ctl(self, data: bytes) -> None:
-        n = data[1]
-        if n == self._key_len and data.startswith(self._key_bytes, 2):
+        if self._own(data):
             return
+        n = data[1]
         kind = data[0]
         origin = data[2:2 + n].decode()
         if kind == env.BYE:
@@ -602,8 +621,7 @@ class Cluster:
         st.timer = None
         if self._rooms.get(st.name) is not st:
             return
-        for origin, pending in list(st.pending.items()):
-            self._finish(st, origin, pending.known)
+        self._give_up(st)
         self._set_ready(st)
 
     def _request(self, rooms: list[_Room], keys: list[str], target: str | None) -> None:
@@ -630,11 +648,15 @@ class Cluster:
         assert self._loop is not None
         now = self._loop.time() + 1e-3
         for st in rooms:
-            if self._rooms.get(st.name) is not st:
-                continue
-            for origin, pending in list(st.pending.items()):
-                if pending.until <= now:
-                    self._finish(st, origin, pending.known)
+            if self._rooms.get(st.name) is st:
+                self._give_up(st, now)
+
+    def _give_up(self, st: _Room, now: float = math.inf) -> None:
+        """Stop waiting for the answers due by ``now``: each such node's list is what is
+        known of it (see _Pending)."""
+        for origin, pending in list(st.pending.items()):
+            if pending.until <= now:
+                self._finish(st, origin, pending.known)
 
     def _queue_request(self, room: str) -> None:
         # Rooms first joined in one loop turn share one request.
@@ -647,6 +669,8 @@ class Cluster:
     def _send_requests(self) -> None:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
+        # A room left since it was queued has no list to learn.
+        rooms = [room for room in rooms if room in self._rooms]
         if rooms and self._live():
             self._broadcast_request(rooms)
 
@@ -656,9 +680,7 @@ class Cluster:
         answer), and on ``ctl``, where the others answer "none here"."""
         request = self._hdr[env.REQUEST]
         for room in rooms:
-            st = self._rooms.get(room)
-            self.transport.publish(st.channel if st is not None else self.names.room(room),
-                                   request, control=True)
+            self.transport.publish(self._rooms[room].channel, request, control=True)
         for chunk in env.pack_names(rooms):
             self.transport.publish(self.names.ctl, request + chunk, control=True)
 
@@ -745,19 +767,27 @@ class Cluster:
             now = loop.time()
             late = now - last - self.heartbeat_interval
             last = now
-            if not self.transport.connected:
-                continue
-            self.transport.publish(self.names.ctl, self._hdr[env.HEARTBEAT], control=True)
-            self._prune_uncertain()
-            if late > self.node_timeout / 2:
-                # This loop was stalled: what it did not read is not the others' silence.
-                for key in self._nodes:
-                    self._nodes[key] = now
-                continue
-            limit = now - self.node_timeout
-            for key, seen in list(self._nodes.items()):
-                if seen < limit:
-                    self._node_gone(key, f"silent for {now - seen:.1f} s")
+            try:
+                self._beat(now, late)
+            except Exception:
+                # One bad round (a server callback raising in remote_left) must not end
+                # the heartbeats: the others would declare this node and its members gone.
+                log.exception("backplane %s: heartbeat round failed", self.transport.url)
+
+    def _beat(self, now: float, late: float) -> None:
+        if not self.transport.connected:
+            return
+        self.transport.publish(self.names.ctl, self._hdr[env.HEARTBEAT], control=True)
+        self._prune_uncertain()
+        if late > self.node_timeout / 2:
+            # This loop was stalled: what it did not read is not the others' silence.
+            for key in self._nodes:
+                self._nodes[key] = now
+            return
+        limit = now - self.node_timeout
+        for key, seen in list(self._nodes.items()):
+            if seen < limit:
+                self._node_gone(key, f"silent for {now - seen:.1f} s")
 
     def _prune_uncertain(self) -> None:
         confirmed = self.transport.confirmed
@@ -766,6 +796,9 @@ class Cluster:
             if self._uncertain[room] > confirmed:
                 break
             del self._uncertain[room]
+        if self._overflow_at and self._overflow_at <= confirmed:
+            # Left while connected and heard by the broker: no reason for a new incarnation.
+            self._overflow_at = 0.0
 
     def _on_state(self, up: bool) -> None:
         if not self._started or self._closed:
@@ -773,8 +806,7 @@ class Cluster:
         if not up:
             # Nothing more arrives: end every wait with what is known.
             for st in list(self._rooms.values()):
-                for origin, pending in list(st.pending.items()):
-                    self._finish(st, origin, pending.known)
+                self._give_up(st)
                 self._set_ready(st)
             return
         assert self._loop is not None
@@ -783,8 +815,8 @@ class Cluster:
             self._nodes[key] = now  # the outage is not their silence
         for st in self._rooms.values():
             st.subscribed = True  # the transport subscribed again to everything
-        if self._uncertain_overflow:
-            self._uncertain_overflow = False
+        if self._overflow_at:
+            self._overflow_at = 0.0
             self._new_incarnation()
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():

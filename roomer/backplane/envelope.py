@@ -22,8 +22,10 @@ Q     member-list request  a name list of rooms (empty on a room channel: that  
 E     no members there     a name list of rooms the sender has no members in     node
 ====  ===================  ====================================================  ===========
 
-A name list is ``len (1 byte) | name (len bytes)`` repeated (names are at most 255 bytes:
-room names 128, ids are generated). ``frame`` is the finished WebSocket frame, passed on as
+A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
+:data:`MAX_NAME` bytes: the server's Config refuses a ``max_room_name`` (and namespace
+names) whose rooms, as the cluster names them (``namespace\x00room``), would not fit; member
+ids are generated UUIDs. ``frame`` is the finished WebSocket frame, passed on as
 it came: a receiving node parses the header (two length bytes) and slices once.
 """
 
@@ -33,7 +35,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ALL", "BYE", "CHUNK", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
-    "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
+    "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
     "unpack_names",
 ]
 
@@ -53,6 +55,9 @@ NONE_HERE = ord("E")
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000
 
+#: Longest name (room, member id) in bytes: its length is one byte.
+MAX_NAME = 255
+
 #: ``LENGTH[n]`` is the one byte that says ``n``.
 LENGTH = [bytes((n,)) for n in range(256)]
 
@@ -71,8 +76,8 @@ def pack_names(names: Iterable[str], chunk: int = CHUNK) -> list[bytes]:
     size = 0
     for name in names:
         raw = name.encode()
-        if len(raw) > 255:
-            raise ValueError(f"name of {len(raw)} bytes: at most 255 fit the envelope")
+        if len(raw) > MAX_NAME:
+            raise ValueError(f"name of {len(raw)} bytes: at most {MAX_NAME} fit the envelope")
         if size + 1 + len(raw) > chunk and part:
             out.append(b"".join(part))
             part, size = [], 0

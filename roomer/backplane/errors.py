@@ -15,4 +15,3 @@ class MissingExtra(ImportError):
         super().__init__(
             f"the {extra} backplane needs {library}, which is not installed: "
             f"pip install 'roomer[{extra}]'")
-        self.extra = extra

@@ -31,7 +31,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Handler", "Transport", "backoff_delay", "create", "redact"]
+__all__ = ["SCHEMES", "Handler", "Transport", "backoff_delay", "create", "redact"]
+
+#: The URL schemes :func:`create` knows.
+SCHEMES = ("redis", "rediss", "nats", "tls", "memory")
 
 log = logging.getLogger("roomer.backplane")
 
@@ -68,7 +71,6 @@ class Transport:
     everything else (batching, counters, the outage state machine) lives here. All methods
     run on the event loop's thread."""
 
-    scheme = ""
     #: Batches go out from a writer task (network transports) rather than from ``_kick``.
     uses_writer = True
 
@@ -102,6 +104,8 @@ class Transport:
         self._pending: list[_Pub] = []
         self._pending_bytes = 0
         self._inflight: list[_Pub] = []
+        # The batch being written still waits for the broker: it counts against max_buffer.
+        self._inflight_bytes = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._scheduled = False
         self._wake: asyncio.Event | None = None
@@ -131,7 +135,8 @@ class Transport:
         """Receive ``channel``'s messages in ``handler`` from now on. The future resolves once
         the broker has confirmed the subscription on the current connection (a publish made
         after that, from any node, reaches it); it is cancelled if the connection drops first
-        (the channel stays subscribed and is restored on reconnect, before ``on_state(True)``)."""
+        (the channel stays subscribed and is restored on reconnect, before ``on_state(True)``)
+        and if ``unsubscribe(channel)`` comes first (nothing was subscribed)."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[None] = self._loop.create_future()
         self._handlers[channel] = handler
@@ -157,20 +162,11 @@ class Transport:
     def publish(self, channel: str, data: bytes, *, control: bool = False) -> None:
         """Queue ``data`` for ``channel`` in this turn's batch (dropped and counted while the
         broker is away, or past ``max_buffer`` unless ``control``)."""
-        if not self.connected:
-            self.dropped += 1
-            return
-        size = len(data)
-        if not control and self._pending_bytes + size > self.max_buffer:
-            self.dropped += 1
-            if not self._full_logged:
-                self._full_logged = True
-                log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
-                            "until it catches up", self.url, self._pending_bytes)
+        if not self._admit(len(data), control):
             return
         self.seq += 1
         self._pending.append((channel, data, None))
-        self._pending_bytes += size
+        self._pending_bytes += len(data)
         if not self._scheduled:
             self._schedule()
 
@@ -179,8 +175,7 @@ class Transport:
         one did (False at once while the broker is away)."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[bool] = self._loop.create_future()
-        if not self.connected:
-            self.dropped += 1
+        if not self._admit(len(data), False):
             fut.set_result(False)
             return fut
         self.seq += 1
@@ -189,6 +184,21 @@ class Transport:
         if not self._scheduled:
             self._schedule()
         return fut
+
+    def _admit(self, size: int, control: bool) -> bool:
+        """Whether a publish of ``size`` bytes may be queued; counts it dropped if not."""
+        if not self.connected:
+            self.dropped += 1
+            return False
+        waiting = self._pending_bytes + self._inflight_bytes
+        if not control and waiting + size > self.max_buffer:
+            self.dropped += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
+                            "until it catches up", self.url, waiting)
+            return False
+        return True
 
     async def flush(self) -> None:
         """Wait until the broker confirmed everything published so far (or the connection
@@ -208,13 +218,17 @@ class Transport:
         self._reconnect_task = self._writer_task = None
         if self._wake is not None:
             self._wake.set()  # a writer whose cancellation a library swallowed sees it stop
-        for task in tasks:
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                await asyncio.wait([task], timeout=self.timeout)
-        self.connected = False
-        await self._shutdown()
-        self._fail_queued()
+        try:
+            for task in tasks:
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+                    await asyncio.wait([task], timeout=self.timeout)
+        finally:
+            # Even when our caller is cancelled while a task winds down: the connections
+            # must not outlive close().
+            self.connected = False
+            self._fail_queued()
+            await self._shutdown()
 
     def state(self) -> dict[str, Any]:
         """What /healthz and /metrics show: the broker URL without credentials, whether it is
@@ -227,7 +241,7 @@ class Transport:
             "received": self.received,
             "dropped": self.dropped,
             "round_trips": self.round_trips,
-            "buffered": self._pending_bytes,
+            "buffered": self._pending_bytes + self._inflight_bytes,
         }
 
     # -- what subclasses implement --------------------------------------------------------
@@ -237,10 +251,11 @@ class Transport:
         the channels subscribed. Raise if the broker cannot be reached."""
         raise NotImplementedError
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         """Apply subscription changes, then write ``batch`` in order as one round trip and
-        wait for the broker to confirm it, resolving direct publishes' futures. Raise on a
-        broker failure."""
+        wait for the broker to confirm it, resolving direct publishes' futures; return how
+        many of the batch the broker refused (counted in ``dropped`` by the subclass). Raise
+        on a broker failure."""
         raise NotImplementedError
 
     async def _shutdown(self) -> None:
@@ -269,6 +284,26 @@ class Transport:
         except Exception:
             log.exception("backplane %s: handler of %s raised", self.url, channel)
             return None
+
+    def _reconcile(self, subs: list[tuple[bool, str]], is_active: Callable[[str], bool],
+                   ) -> tuple[list[str], list[str], list[str]]:
+        """The channels to subscribe to, to unsubscribe from, and those wanted and already
+        subscribed (to confirm), for ``subs`` against what is wanted now: subscribe,
+        unsubscribe, subscribe within one turn is one subscription or nothing. A channel
+        unsubscribed before the broker saw it has its futures cancelled here."""
+        wanted = self._handlers
+        add: list[str] = []
+        remove: list[str] = []
+        kept: list[str] = []
+        for channel in dict.fromkeys(channel for _, channel in subs):
+            if channel in wanted:
+                (kept if is_active(channel) else add).append(channel)
+                continue
+            for waiter in self._sub_waiters.pop(channel, ()):
+                waiter.cancel()
+            if is_active(channel):
+                remove.append(channel)
+        return add, remove, kept
 
     def _confirm(self, channel: str) -> None:
         """The broker confirmed ``channel``'s subscription."""
@@ -303,25 +338,27 @@ class Transport:
             self._wake.clear()
             subs, self._sub_ops = self._sub_ops, []
             batch, self._pending = self._pending, []
-            self._pending_bytes = 0
             if not subs and not batch:
                 continue
             top = self.seq
             self._inflight = batch
+            self._inflight_bytes, self._pending_bytes = self._pending_bytes, 0
             try:
-                await self._write(subs, batch)
+                refused = await self._write(subs, batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._failed(exc)
                 return
             self._inflight = []
-            self._batch_done(top, len(batch))
+            self._inflight_bytes = 0
+            self._batch_done(top, len(batch), refused)
 
-    def _batch_done(self, top: int, count: int) -> None:
-        """The broker confirmed every publish up to number ``top`` (``count`` in the batch)."""
+    def _batch_done(self, top: int, count: int, refused: int = 0) -> None:
+        """The broker confirmed every publish up to number ``top`` (``count`` in the batch,
+        ``refused`` of which it did not take: those are dropped, not published)."""
         if count:
-            self.published += count
+            self.published += count - refused
             self.round_trips += 1
         self.confirmed = top
         if self._full_logged and not self._pending:
@@ -344,6 +381,7 @@ class Transport:
             if fut is not None and not fut.done():
                 fut.set_result(False)
         self._inflight = []
+        self._inflight_bytes = 0
         self._pending = []
         self._pending_bytes = 0
         self._sub_ops = []

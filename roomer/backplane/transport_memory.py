@@ -18,10 +18,9 @@ _HUBS: dict[str, MemoryHub] = {}
 class MemoryHub:
     """Subscriptions of one ``memory://name``: channel -> the transports subscribed."""
 
-    __slots__ = ("name", "subscribers")
+    __slots__ = ("subscribers",)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self.subscribers: dict[str, dict[MemoryTransport, None]] = {}
 
     def count(self, channel: str) -> int:
@@ -43,12 +42,11 @@ def hub(name: str) -> MemoryHub:
     """The hub of ``memory://name`` (created on first use)."""
     found = _HUBS.get(name)
     if found is None:
-        found = _HUBS[name] = MemoryHub(name)
+        found = _HUBS[name] = MemoryHub()
     return found
 
 
 class MemoryTransport(Transport):
-    scheme = "memory"
     uses_writer = False
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -69,12 +67,13 @@ class MemoryTransport(Transport):
         if not self.connected:
             return
         subs, self._sub_ops = self._sub_ops, []
-        for on, channel in subs:
-            if on and channel in self._handlers:
-                self.hub._add(channel, self)
-                self._confirm(channel)
-            elif not on and channel not in self._handlers:
-                self.hub._remove(channel, self)
+        add, remove, kept = self._reconcile(subs, self._subscribed)
+        for channel in add:
+            self.hub._add(channel, self)
+        for channel in remove:
+            self.hub._remove(channel, self)
+        for channel in add + kept:
+            self._confirm(channel)
         batch: list[_Pub]
         batch, self._pending = self._pending, []
         self._pending_bytes = 0
@@ -92,7 +91,10 @@ class MemoryTransport(Transport):
                 fut.set_result(count > 0)
         self._batch_done(top, len(batch))
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    def _subscribed(self, channel: str) -> bool:
+        return self in self.hub.subscribers.get(channel, ())
+
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         raise AssertionError("the memory transport delivers from _kick")
 
     async def _shutdown(self) -> None:

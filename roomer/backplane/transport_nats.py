@@ -12,7 +12,8 @@ it would buffer publishes while away): this transport reconnects itself with bac
 
 nats-py runs each subscription's callback in its own task, so messages on *different*
 subjects may be handled in another order than they arrived; order holds per subject. The
-cluster protocol relies on nothing more.
+cluster protocol relies on nothing more. A subscription holds at most ``max_buffer`` bytes
+not yet handled; past that messages are dropped and counted.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ __all__ = ["NatsTransport"]
 
 log = logging.getLogger("roomer.backplane")
 
+# Messages one subscription may hold before its handler runs.
+_PENDING_MSGS = 65_536
+
 
 class NatsTransport(Transport):
-    scheme = "nats"
-
     def __init__(self, url: str, **options: Any) -> None:
         if not _INSTALLED:
             raise MissingExtra("nats", "nats-py")
@@ -50,6 +52,7 @@ class NatsTransport(Transport):
         self._subs: dict[str, Any] = {}
         self._requests: set[asyncio.Task[None]] = set()
         self._oversize_logged = False
+        self._slow_logged = False
 
     def state(self) -> dict[str, Any]:
         out = super().state()
@@ -66,7 +69,12 @@ class NatsTransport(Transport):
 
         async def error(exc: Exception) -> None:
             if isinstance(exc, SlowConsumerError):
-                self.dropped += 1  # nats-py's per-subscription buffer overflowed
+                self.dropped += 1  # a subscription's buffer (see _subscribe) overflowed
+                if not self._slow_logged:
+                    self._slow_logged = True
+                    log.warning("backplane %s: messages arrive faster than this node "
+                                "handles them; dropping them (counted)", self.url)
+                return
             log.debug("backplane %s: nats-py reports %r", self.url, exc)
 
         self._nc = nc
@@ -81,31 +89,33 @@ class NatsTransport(Transport):
             closed_cb=closed, error_cb=error, name="roomer-backplane")
         self._subs = {}
         for channel in list(self._handlers):
-            self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
+            self._subs[channel] = await self._subscribe(nc, channel)
         await nc.flush(timeout=seconds)
         return set(self._subs)
+
+    async def _subscribe(self, nc: Any, channel: str) -> Any:
+        # nats-py lets each subscription hold 128 MiB not yet handled: a node slower than
+        # its rooms' traffic would grow that far. Bound it by max_buffer, as what waits to
+        # be sent is; past it nats-py drops, and the error callback counts it.
+        return await nc.subscribe(channel, cb=self._on_msg,
+                                  pending_bytes_limit=self.max_buffer,
+                                  pending_msgs_limit=_PENDING_MSGS)
 
     async def _on_msg(self, msg: Any) -> None:
         delivered = self._dispatch(msg.subject, msg.data)
         if msg.reply:
             self.publish(msg.reply, b"1" if delivered else b"0", control=True)
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         nc = self._nc
+        refused = 0
         seconds: Any = self.timeout
-        wanted = self._handlers
-        confirm: list[str] = []
-        for on, channel in subs:
-            if on:
-                if channel not in wanted:
-                    for waiter in self._sub_waiters.pop(channel, ()):
-                        waiter.cancel()
-                    continue
-                if channel not in self._subs:
-                    self._subs[channel] = await nc.subscribe(channel, cb=self._on_msg)
-                confirm.append(channel)
-            elif channel not in wanted and channel in self._subs:
-                await self._subs.pop(channel).unsubscribe()
+        add, remove, confirm = self._reconcile(subs, self._subs.__contains__)
+        for channel in add:
+            self._subs[channel] = await self._subscribe(nc, channel)
+        for channel in remove:
+            await self._subs.pop(channel).unsubscribe()
+        confirm += add
         for channel, data, fut in batch:
             if fut is not None:
                 task = asyncio.get_running_loop().create_task(self._request(nc, channel, data, fut))
@@ -116,6 +126,7 @@ class NatsTransport(Transport):
                 await nc.publish(channel, data)
             except MaxPayloadError:
                 self.dropped += 1
+                refused += 1
                 if not self._oversize_logged:
                     self._oversize_logged = True
                     log.warning("backplane %s: a %d-byte message exceeds the server's "
@@ -132,27 +143,36 @@ class NatsTransport(Transport):
         # connection to this server reaches them.
         for channel in confirm:
             self._confirm(channel)
+        return refused
 
     async def _request(self, nc: Any, channel: str, data: bytes,
                        fut: asyncio.Future[bool]) -> None:
+        result = False  # also when _shutdown cancels us: the connection is gone
         try:
             reply = await nc.request(channel, data, timeout=self.timeout)
         except NoRespondersError:
-            result = False
+            pass
         except TimeoutError:
             # Someone subscribes (no "no responders") but did not answer in time: the
             # message was handed over; say delivered rather than "no such client".
             result = True
         except Exception:
-            result = False
+            pass
         else:
             result = reply.data != b"0"
-        if not fut.done():
-            fut.set_result(result)
+        finally:
+            if not fut.done():
+                fut.set_result(result)
 
     async def _shutdown(self) -> None:
         nc, self._nc = self._nc, None
         self._subs = {}
+        # nats-py's close() leaves a request waiting out its timeout: end them now.
+        requests, self._requests = self._requests, set()
+        for task in requests:
+            task.cancel()
+        if requests:
+            await asyncio.wait(requests, timeout=self.timeout)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), self.timeout)

@@ -42,8 +42,6 @@ _SUBSCRIBE_CHUNK = 512
 
 
 class RedisTransport(Transport):
-    scheme = "redis"
-
     def __init__(self, url: str, **options: Any) -> None:
         if not _INSTALLED:
             raise MissingExtra("redis", "redis-py (the redis package)")
@@ -123,11 +121,12 @@ class RedisTransport(Transport):
         except Exception as exc:
             self._failed(exc)
 
-    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> None:
+    async def _write(self, subs: list[tuple[bool, str]], batch: list[_Pub]) -> int:
         if subs:
             await self._apply(subs)
         if not batch:
-            return
+            return 0
+        refused = 0
         pub = self._pub
         await pub.send_packed_command(
             pub.pack_commands([("PUBLISH", channel, data) for channel, data, _ in batch]),
@@ -137,6 +136,7 @@ class RedisTransport(Transport):
                 receivers = await pub.read_response(timeout=self.timeout)
             except ResponseError as exc:  # refused by the server (ACL, ...): this one is lost
                 self.dropped += 1
+                refused += 1
                 if not self._error_logged:
                     self._error_logged = True
                     log.warning("backplane %s: PUBLISH refused: %s", self.url, exc)
@@ -146,27 +146,17 @@ class RedisTransport(Transport):
                     raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
             if fut is not None and not fut.done():
                 fut.set_result(receivers > 0)
+        return refused
 
     async def _apply(self, subs: list[tuple[bool, str]]) -> None:
-        # Ops are reconciled against what is wanted now, so subscribe-unsubscribe-subscribe
-        # within one turn sends one SUBSCRIBE or nothing.
-        wanted = self._handlers
-        add: list[str] = []
-        remove: list[str] = []
-        for on, channel in subs:
-            if on:
-                if channel not in wanted:
-                    for fut in self._sub_waiters.pop(channel, ()):
-                        fut.cancel()
-                elif channel not in self._active:
-                    self._active.add(channel)
-                    self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
-                    add.append(channel)
-                elif channel not in self._awaiting:
-                    self._confirm(channel)
-            elif channel not in wanted and channel in self._active:
-                self._active.discard(channel)
-                remove.append(channel)
+        add, remove, kept = self._reconcile(subs, self._active.__contains__)
+        for channel in add:
+            self._active.add(channel)
+            self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
+        for channel in kept:
+            if channel not in self._awaiting:  # else its SUBSCRIBE's reply confirms it
+                self._confirm(channel)
+        self._active.difference_update(remove)
         if add:
             await self._sub.send_command("SUBSCRIBE", *add, check_health=False)
         if remove:
