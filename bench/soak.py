@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak: many connections for minutes, with churn and steady broadcasts (issue 6 §B).
+"""Soak: many connections for minutes, with churn and steady broadcasts.
 
 One ``roomer serve`` process (uvloop, default options) and load processes (picows on
 uvloop) that together hold ``--connections`` connections:

@@ -56,7 +56,7 @@ class TurnLoop:
 
 
 def make_frame(total: int) -> bytes:
-    """A real server frame (header + DESIGN §1 body) of exactly ``total`` bytes."""
+    """A real server frame (header + docs/protocol.md §2 body) of exactly ``total`` bytes."""
     src = "c0ffee42"  # short, so that a 64-byte frame still carries a payload
     overhead = len(_codec_py.encode_frame("lobby", "chat", "", src, b""))
     header_growth = 2 if total - 2 >= 126 else 0

@@ -1,4 +1,4 @@
-"""The HTTP side of the roomer port (DESIGN §7): plain GET routes, /healthz, /metrics,
+"""The HTTP side of the roomer port (docs/design.md, "HTTP"): plain GET routes, /healthz, /metrics,
 and the checks an upgrade passes (headers, origin, authorize) before it becomes a
 WebSocket.
 

@@ -19,7 +19,7 @@ class Message(NamedTuple):
     payload: bytes = b""
 
     def encode(self) -> bytes:
-        """The wire form of DESIGN §1 (the WebSocket message body)."""
+        """The wire form of docs/protocol.md §2 (the WebSocket message body)."""
         return codec.encode(self.room, self.event, self.dst, self.src, self.payload)
 
     @classmethod

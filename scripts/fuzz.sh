@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long codec fuzz (issue 6 §B): build roomer ONCE with AddressSanitizer, UBSan and
+# The long codec fuzz: build roomer ONCE with AddressSanitizer, UBSan and
 # libFuzzer coverage into its own venv, then run fuzz/fuzz_codec.py (atheris) on that
 # build for RUNS inputs (default 10^6), compiled codec against the pure twin.
 #

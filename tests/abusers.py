@@ -7,7 +7,7 @@ line when its setup is done (``{"ready": true, ...}``), abuses the server until 
 apart from the test keeps an abuser from starving the test's observers (or being starved
 by them) on a shared event loop; it runs on uvloop to push as hard as it can.
 
-Frames are built by hand from RFC 6455 and DESIGN §1. Abuse frames carry the all-zero
+Frames are built by hand from RFC 6455 and docs/protocol.md §2. Abuse frames carry the all-zero
 masking key: legal (the client picks the key), and the body then needs no XOR.
 A flooding abuser that the server disconnects reconnects and carries on, as a real one
 would; its report lists each connection's life, close code and the replies it saw.
@@ -339,7 +339,7 @@ def _cycle(batches: list[bytes]) -> Callable[[], bytes]:
 
 
 def malformed_batch() -> bytes:
-    """Bodies DESIGN §1 calls malformed: too short, a length past the end (0xFFFFFFFF
+    """Bodies docs/protocol.md §2 calls malformed: too short, a length past the end (0xFFFFFFFF
     included), trailing bytes."""
     ok = message("obs", "x")
     bodies = [os.urandom(10), b"\xff\xff\xff\xff" + os.urandom(30), ok + b"trailing",
@@ -348,7 +348,7 @@ def malformed_batch() -> bytes:
 
 
 def invalid_name_batch() -> bytes:
-    """Well-formed messages whose names DESIGN §3 refuses: bad UTF-8, overlong, empty."""
+    """Well-formed messages whose names docs/protocol.md §9 refuses: bad UTF-8, overlong, empty."""
     bodies = [message(b"\xff\xfe\xfd", "chat"), message("r" * 200, "chat"),
               message("obs", "e" * 100), message("obs", b""), message("obs", b"\xc3\x28"),
               message(b"", "chat")]

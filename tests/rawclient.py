@@ -1,6 +1,6 @@
 """A raw roomer test client on the ``websockets`` library.
 
-It builds and parses roomer messages by hand from DESIGN §1 with ``struct`` (uint32
+It builds and parses roomer messages by hand from docs/protocol.md §2 with ``struct`` (uint32
 big-endian lengths) and never imports roomer's codec, so a server test cannot pass
 because both halves of roomer agree on the same mistake.
 """
@@ -46,7 +46,7 @@ def _field(value: Field) -> bytes:
 
 def encode(room: Field, event: Field, dst: Field = "", src: Field = "",
            payload: Field = b"") -> bytes:
-    """The five length-prefixed fields of DESIGN §1 (str fields are UTF-8 encoded)."""
+    """The five length-prefixed fields of docs/protocol.md §2 (str fields are UTF-8 encoded)."""
     return b"".join(_field(f) for f in (room, event, dst, src, payload))
 
 

@@ -1,5 +1,5 @@
 """A WebSocket client on a bare socket, so a test controls exactly when (and whether) it
-reads and answers pings. Frames are built by hand from the RFC and DESIGN §1."""
+reads and answers pings. Frames are built by hand from the RFC and docs/protocol.md §2."""
 
 from __future__ import annotations
 

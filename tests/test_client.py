@@ -78,7 +78,7 @@ async def test_denied_join_raises_client_error(make_server: Any) -> None:
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 async def test_a_join_of_an_invalid_name_is_refused_not_left_waiting(
         make_server: Any, protocol: str) -> None:
-    """v1 refuses it in room root (DESIGN §3), which names no room: the client fails the
+    """v1 refuses it in room root (docs/protocol.md §9), which names no room: the client fails the
     join it was waiting for, and the joins around it still succeed."""
     server = await make_server()
     root = await roomer.connect(url(server), protocol=protocol)

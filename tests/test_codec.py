@@ -1,4 +1,4 @@
-"""The wire codec (DESIGN §1): both twins, every boundary, and compiled/pure parity.
+"""The wire codec (docs/protocol.md §2): both twins, every boundary, and compiled/pure parity.
 
 ``codec_impl`` (tests/conftest.py) runs a test against roomer._codec_py and roomer._codec.
 """
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("room", "event", "dst", "src", "payload")
 U32_MAX = 0xFFFFFFFF
 
-# DESIGN §1: a client asking to join "lobby" (29 bytes).
+# docs/protocol.md §2: a client asking to join "lobby" (29 bytes).
 JOIN_LOBBY = bytes.fromhex(
     "00000005 6c6f626279 00000004 6a6f696e 00000000 00000000 00000000".replace(" ", "")
 )
@@ -137,7 +137,7 @@ def test_decode_rejects_non_buffers(codec_impl: Any) -> None:
         codec_impl.decode(None)
 
 
-# --------------------------------------------------------------------------- DESIGN §1 bytes
+# ------------------------------------------------------------------ docs/protocol.md §2 bytes
 
 
 def test_design_example_join_lobby(codec_impl: Any) -> None:

@@ -1,4 +1,4 @@
-"""The codec's argument contract (issue 6 item 16): both twins take the same types
+"""The codec's argument contract: both twins take the same types
 and raise the same exceptions with the same texts.
 
 The contract is written in roomer/_codec_py.py's docstring. Each candidate value is

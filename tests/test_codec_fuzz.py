@@ -1,4 +1,4 @@
-"""The short codec fuzz (issue 6 §B): a fixed-seed corpus, compiled against pure.
+"""The short codec fuzz: a fixed-seed corpus, compiled against pure.
 
 The long run is scripts/fuzz.sh (atheris, 10^6 inputs, AddressSanitizer build); both
 use the oracle in tests/codec_fuzzing.py. Here ~20,000 inputs: random bytes, text-frame

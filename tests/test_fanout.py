@@ -1,4 +1,4 @@
-"""The fan-out engine (DESIGN §5): corked outboxes, bounds, sync mode, both twins.
+"""The fan-out engine (docs/design.md): corked outboxes, bounds, sync mode, both twins.
 
 ``fanout_impl`` (tests/conftest.py) runs a test against roomer._fanout_py and
 roomer._fanout. Peers are attached to fake transports that record every write, so
@@ -50,7 +50,7 @@ class FakeTransport:
 
 
 def frame(i: int, size: int = 0) -> bytes:
-    """A distinct, real server frame (DESIGN §1 body behind a binary frame header)."""
+    """A distinct, real server frame (docs/protocol.md §2 body behind a binary frame header)."""
     return _codec_py.encode_frame("room", "ev", "", f"src{i:06d}", b"p" * size)
 
 

@@ -1,5 +1,5 @@
 """Servers sharing rooms through a backplane: the semantics of one node across nodes
-(issue 7 §2), over real Redis and NATS and the in-process hub, with real clients on
+over real Redis and NATS and the in-process hub, with real clients on
 each server. tests/test_scaleout_procs.py runs the same over separate processes."""
 
 from __future__ import annotations

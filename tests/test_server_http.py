@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket port: /healthz, /metrics, extra routes (DESIGN §7)."""
+"""Plain HTTP on the WebSocket port: /healthz, /metrics, extra routes (docs/design.md, "HTTP")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Rooms over real loopback sockets: root auto-join, join/leave acks, presence (DESIGN §2)."""
+"""Rooms over real loopback sockets: root auto-join, join/leave acks, presence
+(docs/protocol.md §8)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rawclient import connect, encode, eventually, pair_in
 
 
 def test_rawclient_encodes_the_design_example() -> None:
-    # DESIGN §1: a client asking to join "lobby" is exactly these 29 bytes.
+    # docs/protocol.md §2: a client asking to join "lobby" is exactly these 29 bytes.
     example = "00000005 6c6f626279 00000004 6a6f696e 00000000 00000000 00000000"
     assert encode("lobby", "join") == bytes.fromhex(example.replace(" ", ""))
 

@@ -1,4 +1,4 @@
-"""Routing of what a client sends, and every error code of DESIGN §3, over loopback."""
+"""Routing of what a client sends, and every error code of docs/protocol.md §9, over loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The soak of bench/soak.py at CI size: 2,000 connections for 30 s (issue 6 §B).
+"""The soak of bench/soak.py at CI size: 2,000 connections for 30 s.
 
 The full run (10,000 connections, 5 minutes) is ``python bench/soak.py``; this one runs
 the same script, with churn and broadcasts in 20 rooms, and checks what it reports:

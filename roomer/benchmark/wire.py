@@ -1,4 +1,4 @@
-"""The few bits of the roomer wire format (DESIGN §1) the benchmark needs.
+"""The few bits of the roomer wire format (docs/protocol.md §2) the benchmark needs.
 
 Kept separate from roomer's own codec on purpose: the harness must measure roomer from the
 outside, and the peers must not depend on the code under test.

@@ -36,7 +36,7 @@ export type Payload =
   | null
   | undefined;
 
-/** The body of the server's `error` message (roomer protocol, DESIGN §3). */
+/** The body of the server's `error` message (roomer protocol, docs/protocol.md §9). */
 export interface ServerError {
   /** `malformed`, `invalid_name`, `join_denied`, `leave_denied`, `too_many_rooms`,
    * `reserved_event`, `no_such_client`, `handler_error`, `forbidden`, `not_member`,

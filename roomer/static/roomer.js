@@ -140,7 +140,7 @@ const OFFERED = { v1: [], v2: [V2] };
 // ---- names and payloads ------------------------------------------------------------------
 
 const ROOT = "root";
-/** Events the server handles or sends itself: a client may not send them (DESIGN §2-§3).
+/** Events the server handles or sends itself: a client may not send them (docs/protocol.md §8-§9).
  * In v2 ``connect`` and ``disconnect`` too (namespaces, docs/protocol.md §6). */
 const SERVER_EVENTS = new Set([
   "join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
