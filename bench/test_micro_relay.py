@@ -1,11 +1,11 @@
 """The server's v1 relay path as a micro-benchmark: one client message through the
-router (decode, DESIGN §3 checks, encode once) and the fan-out to a room's members, then
+router (decode, docs/protocol.md §9 checks, encode once) and the fan-out to a room's members, then
 the end-of-turn flush. Members are roomer Connections on counting transports, so the
 kernel's send() is left out; both codec/fan-out twins, whichever roomer.codec picks
 (ROOMER_NO_EXTENSIONS=1 for the pure ones).
 
 scripts/bench_before_after.sh runs this file against an earlier commit and this tree,
-alternately, and prints the ratio: how v1's path changed (issue 9 asked that v2 did not
+alternately, and prints the ratio: how v1's path changed (v2 must not
 slow it down).
 """
 
@@ -36,7 +36,7 @@ def _body(room: str, event: str, payload: bytes) -> bytes:
 def _server_with_room(members: int) -> tuple[Any, Any, Any]:
     """A server wired to a TurnLoop (no sockets), one sender and ``members`` others in
     room "lobby"; returns (server, sender, loop)."""
-    server = roomer.Server(rate_limit=None, error_limit=None)
+    server = roomer.Server(rate_limit=None, byte_limit=None, error_limit=None)
     loop = TurnLoop()
     server._loop = loop
     server._loop_thread = threading.get_ident()

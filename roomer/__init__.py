@@ -8,12 +8,13 @@ from __future__ import annotations
 from .client import ClientError, Room, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .config import Config
+from .connection import Connection, NamespaceConnection
 from .errors import AskTimeout, Deny, ExtensionMismatch, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
 from .handlers import RESERVED_EVENTS, register_handler
 from .message import Message
-from .namespaces import Namespace, NamespaceConnection
-from .server import Connection, Server
+from .namespaces import Namespace
+from .server import Server
 
 __all__ = [
     "COMPILED",

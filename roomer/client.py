@@ -24,8 +24,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 
 from . import codec
 from .errors import AskTimeout, ClientError, ProtocolError, RoomerError
-from .frames import ASK, ERROR_REPLY, EVENT, REPLY
-from .namespaces import reply_payload
+from .frames import ASK, ERROR_REPLY, EVENT, REPLY, reply_payload
 
 __all__ = ["PROTOCOLS", "ClientError", "Room", "connect"]
 

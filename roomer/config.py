@@ -22,7 +22,7 @@ from .backplane.envelope import MAX_NAME
 from .backplane.names import valid_prefix
 from .backplane.transport import SCHEMES
 
-__all__ = ["Config"]
+__all__ = ["Config", "Routes", "check_route"]
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
@@ -73,13 +73,24 @@ class Config:
     max_room_name: int = _opt(128, "longest room name in UTF-8 bytes")
     max_event_name: int = _opt(64, "longest event name in UTF-8 bytes")
     max_rooms_per_connection: int | None = _opt(
-        100, "rooms one connection may join besides root (None: unlimited)",
-        "--max-rooms", metavar="N")
+        100, "rooms one connection may be in at once, in all namespaces together, roots "
+             "left out (None: unlimited)", "--max-rooms", metavar="N")
+    max_pending_asks: int = _opt(
+        64, "asks of the server one client may leave unanswered at once; another raises "
+            "RuntimeError in the asker (an ask fails at once when its client leaves its "
+            "room or disconnects)", "--max-pending-asks", metavar="N")
     rate_limit: tuple[float, float] | None = _opt(
         (200, 1.0), "(frames, seconds): a token bucket per connection that every frame "
                     "draws from; past it frames are dropped with one rate_limited error "
                     "per window, and as many drops again in a window close with 1008 "
                     "(None: unlimited)", "--rate-limit", metavar="COUNT/SECONDS")
+    byte_limit: tuple[float, float] | None = _opt(
+        (1 << 20, 1.0), "(bytes, seconds): a second bucket per connection that every frame "
+                        "draws its payload size from, so a few huge messages cannot pass "
+                        "where many small ones would not (a frame larger than the bucket "
+                        "passes when it is full, leaving it in debt); past it frames are "
+                        "dropped with one rate_limited error per window (None: unlimited)",
+        "--byte-limit", metavar="BYTES/SECONDS")
     error_limit: tuple[float, float] | None = _opt(
         (100, 10.0), "(errors, seconds): error replies one connection may cause in a "
                      "window before it is closed with 1008 (None: unlimited)",
@@ -144,6 +155,7 @@ class Config:
         _check_int("flush_threshold", self.flush_threshold, 1)
         _check_int("turn_budget", self.turn_budget, 1)
         _check_int("turn_messages", self.turn_messages, 1)
+        _check_int("max_pending_asks", self.max_pending_asks, 1)
         _check_int("listen_backlog", self.listen_backlog, 1)
         _check_int("max_room_name", self.max_room_name, 1)
         _check_int("max_event_name", self.max_event_name, 1)
@@ -158,7 +170,7 @@ class Config:
         _check_seconds("handshake_timeout", self.handshake_timeout)
         if self.ping_interval is not None:
             _check_seconds("ping_interval", self.ping_interval)
-        for name in ("rate_limit", "error_limit"):
+        for name in ("rate_limit", "byte_limit", "error_limit"):
             pair = getattr(self, name)
             if pair is None:
                 continue
@@ -166,6 +178,9 @@ class Config:
                 raise TypeError(f"{name} must be a (count, seconds) tuple or None")
             _check_seconds(f"{name} count", pair[0])
             _check_seconds(f"{name} seconds", pair[1])
+            if pair[0] < 1:
+                # A bucket that never holds a whole token refuses everything.
+                raise ValueError(f"{name} count must be at least 1 (None: unlimited)")
         if self.backplane is not None:
             if not isinstance(self.backplane, str):
                 raise TypeError("backplane must be a URL string or None")
@@ -186,7 +201,7 @@ class Config:
             raise ValueError("metrics_path must be a path starting with '/', or None")
         if not isinstance(self.routes, Mapping):
             raise TypeError("routes must be a mapping {path: (content_type, body)}")
-        object.__setattr__(self, "routes", dict(self.routes))
+        object.__setattr__(self, "routes", Routes(self.routes))
         _check_dir(self, "static_dir")
 
     def check_namespace(self, name: str) -> None:
@@ -260,3 +275,40 @@ def _check_dir(config: Config, name: str) -> None:
     if not os.path.isdir(path):
         raise ValueError(f"{name} {path!r} is not a folder")
     object.__setattr__(config, name, path)
+
+
+def check_route(path: object, route: object) -> None:
+    """TypeError/ValueError unless ``path`` -> ``route`` is a page roomer can serve: a
+    path starting with "/" and a (content_type, body) pair of str and bytes."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"route path {path!r} must be a str starting with '/'")
+    if (not isinstance(route, tuple) or len(route) != 2 or not isinstance(route[0], str)
+            or not isinstance(route[1], (bytes, bytearray))):
+        raise TypeError(f"route {path!r} must be a (content_type: str, body: bytes) tuple")
+    if "\r" in route[0] or "\n" in route[0]:
+        raise ValueError(f"route {path!r}: the content type may not hold a line break")
+
+
+class Routes(dict[str, tuple[str, bytes]]):
+    """``{path: (content_type, body)}`` served to plain GET requests, checked entry by
+    entry as it is built and changed (an app may add pages after building its server), so
+    a malformed page is refused where it is written, not answered with an error later."""
+
+    def __init__(self, items: Mapping[str, tuple[str, bytes]] | None = None) -> None:
+        super().__init__()
+        for path, route in (items or {}).items():
+            self[path] = route
+
+    def __setitem__(self, path: str, route: tuple[str, bytes]) -> None:
+        check_route(path, route)
+        super().__setitem__(path, (route[0], bytes(route[1])))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for path, route in dict(*args, **kwargs).items():
+            self[path] = route
+
+    def setdefault(self, path: str, route: tuple[str, bytes]) -> tuple[str, bytes]:
+        if path not in self:
+            self[path] = route
+        return self[path]
+

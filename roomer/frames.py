@@ -8,9 +8,12 @@ receivers in the same way.
 
 from __future__ import annotations
 
+import json
+
 from . import codec
 
-__all__ = ["ASK", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode", "v1_body"]
+__all__ = ["ASK", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode", "reply_payload",
+           "v1_body"]
 
 # v2 kinds (docs/protocol.md §3)
 EVENT, ASK, REPLY, ERROR_REPLY = range(4)
@@ -37,3 +40,17 @@ def encode(v2: bool, namespace: str, room: str, event: str, dst: str, src: str,
     if v2:
         return codec.encode_frame_v2(kind, id, namespace, room, event, dst, src, payload)
     return codec.encode_frame(room, event, dst, src, payload)
+
+
+def reply_payload(value: object) -> bytes | str:
+    """What an ask's handler returned, as its reply's payload (docs/protocol.md §7):
+    nothing for None, bytes and text as they are, anything else as JSON.
+
+    Raises:
+        TypeError, ValueError: ``value`` is not JSON-able.
+    """
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        return value if isinstance(value, (bytes, str)) else bytes(value)
+    return json.dumps(value)

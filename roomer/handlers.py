@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .message import Message
-    from .server import Connection
 
 __all__ = ["RESERVED_EVENTS", "Handler", "register_handler"]
 
-Handler = Callable[["Connection", "Message"], "Awaitable[Any] | Any"]
+_C = TypeVar("_C")
+
+#: ``fn(conn, msg)``, sync or async: a handler of one event. ``conn`` is a
+#: :class:`roomer.Connection` in the default namespace, a
+#: :class:`roomer.NamespaceConnection` in another (``Handler[Connection]``...).
+Handler = Callable[[_C, "Message"], "Awaitable[Any] | Any"]
 
 #: Event names a client may not send and no handler may take.
 RESERVED_EVENTS = frozenset(
@@ -19,10 +24,10 @@ RESERVED_EVENTS = frozenset(
      "close"}
 )
 
-_registry: dict[str, Handler] = {}
+_registry: dict[str, Handler[Connection]] = {}
 
 
-def check_handler(event: str, fn: object, taken: dict[str, Handler]) -> None:
+def check_handler(event: str, fn: object, taken: dict[str, Any]) -> None:
     """Raise ValueError/TypeError for a registration roomer must refuse."""
     if not isinstance(event, str) or not event:
         raise ValueError("event name must be a non-empty str")
@@ -34,11 +39,14 @@ def check_handler(event: str, fn: object, taken: dict[str, Handler]) -> None:
         raise ValueError(f"a handler for {event!r} is already registered")
 
 
-def register_handler(event: str, fn: Handler) -> Handler:
-    """Register ``fn(conn, msg)`` for ``event`` on every Server in this process.
+def register_handler(event: str, fn: Handler[Connection]) -> Handler[Connection]:
+    """Register ``fn(conn, msg)`` for ``event`` on every Server in this process (the
+    default namespace). A handler registered on a Server itself (``@server.on``) takes
+    precedence.
 
-    Raises on an empty, reserved or already-registered name and on a non-callable.
-    A handler registered on a Server itself (``@server.on``) takes precedence.
+    Raises:
+        ValueError: ``event`` is empty, reserved or already registered.
+        TypeError: ``fn`` is not callable.
     """
     check_handler(event, fn, _registry)
     _registry[event] = fn
@@ -50,5 +58,5 @@ def unregister_handler(event: str) -> None:
     _registry.pop(event, None)
 
 
-def registered() -> dict[str, Handler]:
+def registered() -> dict[str, Handler[Connection]]:
     return _registry

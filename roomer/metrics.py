@@ -7,7 +7,7 @@ from typing import Any
 __all__ = ["BACKPLANE_COUNTERS", "BACKPLANE_GAUGES", "COUNTERS", "ERROR_CODES", "GAUGES",
            "Metrics"]
 
-#: Every code an ``error`` message may carry (DESIGN §3); each is counted.
+#: Every code an ``error`` message may carry (docs/protocol.md §9); each is counted.
 ERROR_CODES = (
     "malformed", "invalid_name", "join_denied", "leave_denied", "too_many_rooms",
     "reserved_event", "no_such_client", "handler_error", "forbidden", "not_member",
@@ -43,6 +43,9 @@ COUNTERS = (
      "Clients closed for passing their rate or error limit."),
     ("turn_holds", "roomer_turn_holds_total",
      "Times a client was read again next turn because it used up its turn."),
+    ("stalls", "roomer_stalls_total",
+     "Times the server itself did not run for a while (a blocking handler, a paused "
+     "process): what clients sent meanwhile was not charged to their rate limits."),
     ("asks_in", "roomer_asks_in_total", "Asks of v2 clients given to a handler."),
     ("asks_out", "roomer_asks_out_total", "Asks the server sent to v2 clients."),
     ("ask_timeouts", "roomer_ask_timeouts_total", "Asks of the server that got no answer."),
@@ -82,6 +85,7 @@ class Metrics:
             "dropped_slow_disconnects": 0,
             "abuse_closes": 0,
             "turn_holds": 0,
+            "stalls": 0,
             "asks_in": 0,
             "asks_out": 0,
             "ask_timeouts": 0,

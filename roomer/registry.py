@@ -1,6 +1,6 @@
-"""Who is connected and who is in which room of a namespace, with the presence messages
-membership changes send (DESIGN §2), here and, with a backplane, on the other nodes. No
-socket I/O: frames go to the fan-out engine and to the cluster.
+"""Who is connected to a namespace and who is in which of its rooms, with the presence
+messages membership changes send (docs/protocol.md §8), here and, with a backplane, on the
+other nodes. No socket I/O: frames go to the fan-out engine and to the cluster.
 
 Acks and presence are control frames: never dropped to make room (a client awaiting
 its join_ack must get it); a receiver that cannot take them is cut off instead.
@@ -10,8 +10,9 @@ default namespace's rooms may hold both kinds of client; any other namespace's o
 
 With a backplane (``cluster`` set, a :class:`roomer.backplane.Cluster`) a room of
 namespace ``N`` is followed on the cluster as ``N\\x00room`` (the default namespace's as
-``room``); :class:`Nodes` is the cluster's :class:`~roomer.backplane.ClusterEvents` and
-hands what other nodes publish to the registry of its namespace.
+``room``), and its ``broadcast_all`` as ``N\x00`` (the default namespace's goes to every
+node); :class:`Nodes` is the cluster's :class:`~roomer.backplane.ClusterEvents` and hands
+what other nodes publish to the registry of its namespace.
 """
 
 from __future__ import annotations
@@ -25,37 +26,31 @@ from . import codec, frames
 
 if TYPE_CHECKING:
     from .backplane import Cluster
-    from .server import Connection
+    from .connection import Connection
 
-__all__ = ["CLOSING", "CONNECTING", "GONE", "MAX_ID", "OPEN", "ROOT", "Nodes", "Registry",
-           "could_be_id", "direct_envelope"]
+__all__ = ["MAX_ID", "ROOT", "Nodes", "Registry", "could_be_id", "direct_envelope"]
 
 ROOT = "root"
 
 # The longest ``dst`` looked up as a client id (ids are 36 characters).
 MAX_ID = 64
 
-# A connection's life: on_connect runs, accepted, closing (nothing more of it is
-# handled), disconnected (out of every room).
-CONNECTING, OPEN, CLOSING, GONE = range(4)
-
 # Called after a member joined or left a room (the namespace's on_joined/on_left hooks).
 Membership = Callable[["Connection", str], None]
 
 
 class Registry:
-    """The rooms of one namespace by name; a room is a dict id -> Connection in join
-    order (the fan-out engine iterates it directly). An empty room is deleted.
-    ``conns`` (every connection by id) is shared by the server's namespaces."""
+    """The connected clients of one namespace (``conns``: id -> Connection) and its rooms
+    by name; a room is a dict id -> Connection in join order (the fan-out engine iterates
+    it directly). An empty room is deleted."""
 
     __slots__ = ("_joining", "_listings", "_v2_conns", "_v2_members", "cluster", "conns",
                  "engine", "joined", "left", "namespace", "rooms", "root_presence")
 
-    def __init__(self, root_presence: bool, namespace: str = "",
-                 conns: dict[str, Connection] | None = None) -> None:
+    def __init__(self, root_presence: bool, namespace: str = "") -> None:
         self.namespace = namespace
         self.root_presence = root_presence
-        self.conns: dict[str, Connection] = {} if conns is None else conns
+        self.conns: dict[str, Connection] = {}
         self.rooms: dict[str, dict[str, Connection]] = {}
         self.engine: Any = None  # the fan-out engine, set when the server starts
         self.cluster: Cluster | None = None  # set when the server starts with a backplane
@@ -78,8 +73,16 @@ class Registry:
         return room == ROOT and (self.namespace != "" or not self.root_presence)
 
     def key(self, room: str) -> str:
-        """The room's name on the cluster."""
+        """The room's name on the cluster (``""``: a named namespace's every client)."""
         return f"{self.namespace}\x00{room}" if self.namespace else room
+
+    def quiet_keys(self) -> list[str]:
+        """The cluster names of this namespace that carry frames only (no presence, no
+        member lists)."""
+        keys = [self.key(ROOT)] if self.quiet(ROOT) else []
+        if self.namespace:
+            keys.append(self.key(""))
+        return keys
 
     def rooms_of(self, conn: Connection) -> dict[str, None] | None:
         """The rooms ``conn`` is in here (None: not connected to this namespace)."""
@@ -94,19 +97,30 @@ class Registry:
         """A message to one connection, in its protocol version."""
         return frames.encode(conn.v2, self.namespace, room, event, dst, src, payload, kind, id)
 
-    # connections (the default namespace's registry keeps ``conns``) -----------------
+    # connections ---------------------------------------------------------------------
 
     def accept(self, conn: Connection) -> None:
+        """``conn`` is connected to this namespace."""
         self.conns[conn.id] = conn
         self._v2_conns += conn.v2
-        if self.cluster is not None:
-            self.cluster.local_connected(conn.id)
+        cluster = self.cluster
+        if cluster is not None:
+            if self.namespace:
+                cluster.local_joined(self.key(""), conn.id)
+            else:
+                cluster.local_connected(conn.id)
 
     def drop(self, conn: Connection) -> None:
-        del self.conns[conn.id]
+        """``conn`` is no longer connected to this namespace (its rooms are left)."""
+        if self.conns.pop(conn.id, None) is None:
+            return
         self._v2_conns -= conn.v2
-        if self.cluster is not None:
-            self.cluster.local_disconnected(conn.id)
+        cluster = self.cluster
+        if cluster is not None:
+            if self.namespace:
+                cluster.local_left(self.key(""), conn.id)
+            else:
+                cluster.local_disconnected(conn.id)
 
     # membership -----------------------------------------------------------------------
 
@@ -162,13 +176,13 @@ class Registry:
                     del self._joining[waiting]
         rooms = self.rooms_of(conn)
         if cancelled:
-            if reply and conn._state == OPEN:
+            if reply and conn.inbound.open:
                 # Something answers every ask: the server-driven leave came first.
                 conn.send_control(self.frame(
                     conn, room, "join", "", "", json.dumps(
                         {"code": "join_denied", "message": "left before the join completed"}),
                     frames.ERROR_REPLY, reply))
-        elif conn._state == OPEN and rooms is not None:
+        elif conn.inbound.open and rooms is not None:
             self._add_now(conn, room, reply, ack, announce)
         elif rooms is None or room not in rooms:
             self.cluster.local_left(key, conn.id)  # gone while the others were asked
@@ -198,7 +212,7 @@ class Registry:
                 conn.send_control(self.frame(conn, room, "join_ack", "", conn.id, listed))
         if fresh:
             if not quiet:
-                self._fan(room, members,
+                self.fan(room, members,
                           codec.encode_frame(room, "new_member", "", "", conn.id), conn, True)
             if announce and self.joined is not None:
                 self.joined(conn, room)
@@ -224,6 +238,9 @@ class Registry:
                 conn.send_control(self.frame(conn, room, "leave_ack", "", conn.id, conn.id))
         if not was_member or members is None:
             return
+        if room != ROOT:
+            # Asks of it in this room go unanswered now: their memory goes with them.
+            conn.asks.fail("the client left the room", self.namespace, room)
         self._listings.pop(room, None)
         if conn.v2 and not self.namespace:
             left = self._v2_members.get(room, 0) - 1
@@ -236,14 +253,14 @@ class Registry:
         if not members:
             del self.rooms[room]
         elif not self.quiet(room):
-            self._fan(room, members,
+            self.fan(room, members,
                       codec.encode_frame(room, "member_left", "", "", conn.id), None, True)
         if self.left is not None:
             self.left(conn, room)
 
     # sending --------------------------------------------------------------------------
 
-    def _fan(self, room: str, members: dict[str, Connection], frame: bytes,
+    def fan(self, room: str, members: dict[str, Connection], frame: bytes,
              exclude: Connection | None, control: bool = False) -> int:
         """Queue the v1 ``frame`` to ``members`` but ``exclude``, each in its version."""
         engine = self.engine
@@ -265,15 +282,17 @@ class Registry:
         members = self.rooms.get(room)
         if not members:
             return 0
-        return self._fan(room, members, frame, exclude)
+        return self.fan(room, members, frame, exclude)
 
     def broadcast_all(self, frame: bytes, exclude: Connection | None) -> int:
         """A v1 ``frame`` to every connection of this namespace here but ``exclude``."""
-        if self.namespace:
-            return self.broadcast(ROOT, frame, exclude)
         engine = self.engine
+        if self.namespace:  # every client speaks v2
+            sent: int = engine.broadcast(self.conns, frames.as_v2(frame, self.namespace),
+                                         exclude)
+            return sent
         if not self._v2_conns:
-            sent: int = engine.broadcast(self.conns, frame, exclude)
+            sent = engine.broadcast(self.conns, frame, exclude)
             return sent
         sent = engine.broadcast_mixed(self.conns, frame, frames.as_v2(frame, ""), exclude)
         return sent
@@ -288,8 +307,6 @@ class Registry:
             return None
         target = self.conns.get(dst)
         if target is not None:
-            if self.rooms_of(target) is None:
-                return None  # not connected to this namespace
             return self.send(target, frame)
         if self.cluster is None:
             return None
@@ -311,7 +328,7 @@ class Registry:
         if self.cluster is None:
             return
         if self.namespace:
-            self.cluster.publish_room(self.key(ROOT), frame, exclude)
+            self.cluster.publish_room(self.key(""), frame, exclude)
         else:
             self.cluster.publish_all(frame, exclude)
 
@@ -327,7 +344,7 @@ class Registry:
         self._listings.pop(room, None)
         members = self.rooms.get(room)
         if members and not self.quiet(room):
-            self._fan(room, members, codec.encode_frame(room, event, "", "", member), None,
+            self.fan(room, members, codec.encode_frame(room, event, "", "", member), None,
                       True)
 
 
@@ -349,8 +366,13 @@ class Nodes:
 
     def remote_frame(self, room: str, frame: bytes, exclude: str | None) -> None:
         registry, name = self._split(room)
-        if registry is not None:
-            registry.broadcast(name, frame, registry.conns.get(exclude) if exclude else None)
+        if registry is None:
+            return
+        excluded = registry.conns.get(exclude) if exclude else None
+        if name:
+            registry.broadcast(name, frame, excluded)
+        else:  # a named namespace's broadcast_all
+            registry.broadcast_all(frame, excluded)
 
     def remote_frame_all(self, frame: bytes, exclude: str | None) -> None:
         registry = self.registries[""]
@@ -360,8 +382,7 @@ class Nodes:
         # A direct message crosses as its namespace (1 byte of length), then a v1 frame.
         registry = self.registries.get(frame[1:1 + frame[0]].decode())
         conn = registry.conns.get(member) if registry is not None else None
-        if registry is None or conn is None or conn._state != OPEN or (
-                registry.rooms_of(conn) is None):
+        if registry is None or conn is None or not conn.inbound.open:
             return False
         registry.send(conn, frame[1 + frame[0]:])
         return True

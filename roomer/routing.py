@@ -1,52 +1,69 @@
-"""Routing of what a client sends (DESIGN §3, in its check order) and the order and
-pacing of a connection's messages.
+"""What each message a client sends does, in the check order of docs/protocol.md §9, and
+the order and pacing of a connection's messages.
 
-Pacing, the same for every kind of inbound message:
-- admission: every frame a client sends draws from its rate limit before it is copied
-  or decoded; past the limit frames are dropped with one ``rate_limited`` error per
-  window, and a client that keeps sending at twice its limit is closed with 1008;
-- order: one message at a time, in arrival order; while async work of a message runs
-  (a handler, a hook, a sync-mode wait) the next ones queue, and past ``BACKLOG_PAUSE``
-  queued the socket is not read;
+The :class:`Router` owns every connection's :class:`~roomer.inbound.Inbound` and is the
+only one to drive it. Pacing, the same for every kind of inbound work
+(docs/design.md, "Bounds"):
+
+- admission: every frame a client sends draws from its rate limits (frames and bytes)
+  before it is copied or decoded; past them frames are dropped with one ``rate_limited``
+  error per window, and a client that keeps sending at twice its frame limit is closed
+  with 1008. A pause of the
+  server itself (a blocked loop, a stopped process) is not charged to the clients: the
+  frames that waited in the kernel meanwhile are admitted as what they were, a backlog;
+- order: one message at a time, in arrival order; while async work of a message runs (a
+  handler, a hook, a sync-mode wait) the next ones queue, and past ``BACKLOG_PAUSE``
+  queued the socket is not read — unless the server waits for this client's answer to an
+  ask (the answer must not wait unread behind the handler that asked), or reading has been
+  paused for ping_interval + ping_timeout (a dead peer must be noticed); then it is read
+  on up to ``BACKLOG_HARD``, where an ask that still waits fails rather than deadlock;
 - turn budget: a connection is handled for at most ``turn_messages`` messages per loop
   turn, and no further once the turn has queued ``turn_budget`` bytes per receiver it
   touched; then it is read again after the turn's writes, so no client stretches a turn;
-- errors: a connection that causes more than ``error_limit`` error replies in a window
-  is closed with 1008.
+- errors: a connection that causes more than ``error_limit`` error replies in a window is
+  closed with 1008.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import codec, frames
+from .connection import NamespaceConnection
 from .errors import ClientError, Deny, ProtocolError, RoomerError
-from .handlers import RESERVED_EVENTS, Handler, registered
+from .handlers import RESERVED_EVENTS, registered
 from .hooks import Hook, Hooks
+from .inbound import Admission, Inbound
 from .message import Message
-from .namespaces import Namespace, NamespaceConnection, reply_payload
-from .registry import CONNECTING, OPEN, ROOT
+from .registry import ROOT
 
 if TYPE_CHECKING:
-    from .server import Connection, Server
+    import asyncio
 
-__all__ = ["BACKLOG_PAUSE", "Router", "name_ok"]
+    from .connection import Connection
+    from .core import Core
+    from .namespaces import Namespace
+
+__all__ = ["STALL", "Router", "name_ok"]
 
 log = logging.getLogger("roomer")
 
 # v2 only: the events that connect to and leave a namespace (docs/protocol.md §6).
 NAMESPACE_EVENTS = frozenset({"connect", "disconnect"})
 
-# Messages a connection may queue while it is busy or held; past this its reads are
-# paused, so a client cannot grow server memory without bound.
-BACKLOG_PAUSE = 64
+# The router's beat: a loop that runs less often than every STALL seconds is stalled (a
+# blocking handler, a GC pause, a stopped process), and what clients sent meanwhile
+# waited in the kernel.
+BEAT = 0.05
+STALL = 0.25
+
+# WebSocket opcodes (RFC 6455 §5.2), as picows numbers its frames' msg_type.
+CONTINUATION, TEXT, BINARY, PING, PONG = 0, 1, 2, 9, 10
 
 
 def name_ok(name: str, limit: int) -> bool:
@@ -54,55 +71,123 @@ def name_ok(name: str, limit: int) -> bool:
     return 0 < size <= limit
 
 
-class Router:
-    """Takes each message a connection received and does what DESIGN §3 says."""
+def _pong(payload: bytes) -> bytes:
+    # An unmasked final PONG frame (RFC 6455 §5.5.3); control payloads are <= 125 bytes.
+    return bytes((0x8A, len(payload))) + payload
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.config = server.config
-        self.metrics = server.metrics
+
+class Router:
+    """Takes each frame and message a connection received and does what
+    docs/protocol.md §9 says, paced as the module docstring says."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.config = core.config
+        self.metrics = core.metrics
+        #: The clock admission reads (monotonic seconds); tests set their own.
+        self.clock: Callable[[], float] = time.monotonic
         self._held: list[Connection] = []
         self._turn = 0
         self._tick_pending = False
+        self._beat_at = time.monotonic()
+        self._stall = 0.0
+        self._stall_until = 0.0
 
-    # admission -----------------------------------------------------------------------
+    def inbound(self) -> Inbound:
+        """A new connection's inbound state."""
+        return Inbound(self.config.rate_limit, self.clock(), self.config.byte_limit)
 
-    def admit(self, conn: Connection, data: Any) -> bool:
-        """Draw one frame from the connection's rate limit; False: drop it. ``data`` is
-        a callable giving the message bytes, used only to name the first refused one."""
-        limit = self.config.rate_limit
-        if limit is None:
-            return True
-        count, per = limit
-        now = time.monotonic()
-        conn._tokens = min(count, conn._tokens + (now - conn._tokens_at) * count / per)
-        conn._tokens_at = now
-        if conn._tokens >= 1.0:
-            conn._tokens -= 1.0
-            return True
-        if now - conn._limited_since >= per:
-            conn._limited_since = now
-            conn._limited = 0
-        conn._limited += 1
-        if conn._limited == 1 and conn._state == OPEN:
-            room, event, namespace, ask = self._names_of(conn, data)
-            self.error(conn, "rate_limited", "too many messages", room, event, namespace,
-                       ask)
-        elif conn._limited >= count and conn._state == OPEN:
-            self.server._abuse(conn, "rate limit exceeded")
-        return False
+    def start(self) -> None:
+        """The server starts: its beat starts now."""
+        self._beat_at = self.clock()
 
-    def _names_of(self, conn: Connection, data: Any) -> tuple[str, str, str, int]:
-        """Room, event, namespace and ask id (0: not an ask) to name in the error."""
+    # the loop's pulse ----------------------------------------------------------------
+
+    def beat(self, _now: float) -> None:
+        """Run every BEAT seconds by the server: how the router tells a stall."""
+        self._stalled(self.clock())
+
+    def _stalled(self, now: float) -> float:
+        """How long the server was stalled lately (0: it was not)."""
+        late = now - self._beat_at
+        self._beat_at = now
+        if late > STALL:
+            # What arrived meanwhile is read in the turns to come: for as long again
+            # (and one rate-limit window more), admission allows for it.
+            rate = self.config.rate_limit or self.config.byte_limit
+            per = rate[1] if rate else 1.0
+            self._stall = late
+            self._stall_until = now + late + per
+            self.metrics.counters["stalls"] += 1
+        if now < self._stall_until:
+            return self._stall
+        return 0.0
+
+    # frames from the socket ------------------------------------------------------------
+
+    def frame(self, conn: Connection, frame: Any) -> None:
+        """A data, ping or pong frame of ``conn``'s (a picows WSFrame, or anything with its
+        ``msg_type``, ``fin`` and ``get_payload_as_bytes``/``_as_memoryview``)."""
+        inbound = conn.inbound
+        inbound.heard()
+        config = self.config
+        rate, byte_rate = config.rate_limit, config.byte_limit
+        if rate is not None or byte_rate is not None:
+            now = self.clock()
+            stall = self._stalled(now) if now - self._beat_at > STALL else (
+                self._stall if now < self._stall_until else 0.0)
+            verdict = inbound.admit(now, rate, stall, frame.payload_size, byte_rate)
+            if verdict is not Admission.TAKE:
+                self._refused(conn, frame, verdict)
+                return
+        kind = frame.msg_type
+        if kind in (BINARY, TEXT):
+            message = inbound.start(frame.fin, frame.get_payload_as_bytes() if frame.fin
+                                    else frame.get_payload_as_memoryview())
+        elif kind == CONTINUATION:
+            message = inbound.more(frame.fin, frame.get_payload_as_memoryview(),
+                                   self.config.max_message_size)
+        else:
+            if kind == PING:
+                # Answered through the outbox, so a ping flood is bounded like any reply.
+                conn.send_control(_pong(frame.get_payload_as_bytes()))
+            # Control frames use up a turn like messages do, rate limit or not.
+            self._worked(conn)
+            return
+        if message is None:
+            return
+        if isinstance(message, str):
+            if message:
+                conn.stop(1002, message, flush=True, graceful=True)
+            else:
+                conn.stop(1009, "message too big", flush=True, graceful=True)
+            return
+        self.received(conn, message)
+
+    def _refused(self, conn: Connection, frame: Any, verdict: Admission) -> None:
+        kind = frame.msg_type
+        if kind != PING and kind != PONG:
+            conn.inbound.dropped(frame.fin)
+        if not conn.inbound.open:
+            return
+        if verdict is Admission.REFUSE:
+            room, event, namespace, ask = self._names_of(conn, frame.get_payload_as_bytes())
+            self.error(conn, "rate_limited", "too many messages or bytes", room, event,
+                       namespace, ask)
+        elif verdict is Admission.ABUSE:
+            self.abuse(conn, "rate limit exceeded")
+
+    def _names_of(self, conn: Connection, data: bytes) -> tuple[str, str, str, int]:
+        """Room, event, namespace and ask id (0: not an ask) to name in an error."""
         config = self.config
         namespace, ask = "", 0
         try:
             if conn.v2:
-                kind, ask, namespace, room, event, _, _ = codec.decode_client_v2(data())
+                kind, ask, namespace, room, event, _, _ = codec.decode_client_v2(data)
                 if kind != frames.ASK:
                     ask = 0
             else:
-                room, event, _, _ = codec.decode_client(data())
+                room, event, _, _ = codec.decode_client(data)
         except (ProtocolError, TypeError):
             return ROOT, "", "", 0
         if namespace and not name_ok(namespace, config.max_event_name):
@@ -110,56 +195,68 @@ class Router:
         return (room if name_ok(room, config.max_room_name) else ROOT,
                 event if name_ok(event, config.max_event_name) else "", namespace, ask)
 
+    def abuse(self, conn: Connection, reason: str) -> None:
+        """Close a client that passed its rate or error limit (1008)."""
+        self.metrics.counters["abuse_closes"] += 1
+        log.info("closing %s: %s", conn.id, reason)
+        # Its replies so far go out with the close; nothing waits for it to read them.
+        conn.stop(1008, reason, flush=True, graceful=False)
+
     # order and pacing ----------------------------------------------------------------
 
     def received(self, conn: Connection, data: bytes) -> None:
         """One whole message from ``conn``: handled now, or queued behind its others."""
-        state = conn._state
-        if state != OPEN and (state != CONNECTING or conn._backlog is None):
+        inbound = conn.inbound
+        if not inbound.accepting():
             return
-        if conn._busy and conn.v2 and state == OPEN and data and (
+        if inbound.busy and conn.v2 and inbound.open and data and (
                 frames.REPLY <= data[0] <= frames.ERROR_REPLY):
             # An answer to the server's own ask is not one of the client's messages to
             # keep in order: the handler keeping the connection busy may be waiting on it.
             self.dispatch(conn, data)
             return
-        backlog = conn._backlog
-        if backlog is not None:
-            backlog.append(data)
-            if len(backlog) >= BACKLOG_PAUSE and not conn._backlog_held:
-                conn._backlog_held = True
-                conn.hold_reading()
+        if inbound.waiting():
+            inbound.queue(data)
+            self.pace(conn)
             return
         self._handle(conn, data)
-        if conn._busy or conn._held:
-            # The rest of this read waits, like the reads after it.
-            conn._backlog = deque()
+        inbound.handled()
+
+    def pace(self, conn: Connection) -> None:
+        """Pause or resume reading ``conn`` by its backlog: call it when the backlog grew,
+        and when an ask of it starts or ends."""
+        inbound = conn.inbound
+        asking = len(conn.asks) > 0
+        if asking and inbound.overfull:
+            # The client keeps sending while it is asked: its answer would wait behind
+            # the rest, unread, for ever. The asks fail; the handler goes on.
+            conn.asks.fail("the client's messages fill its backlog while it is asked")
+            asking = False
+        step = inbound.pace(self.clock(), asking)
+        if step > 0:
+            self._hold_reading(conn)
+        elif step < 0:
+            self._release_reading(conn)
+
+    def lift(self, conn: Connection, after: float) -> None:
+        """The ping round: a backlog's pause of reading older than ``after`` seconds is
+        lifted (see the module docstring)."""
+        if conn.inbound.lift(self.clock(), after) < 0:
+            self._release_reading(conn)
 
     def drain(self, conn: Connection) -> None:
         """Handle a connection's queued messages in order, until one starts async work
         (its end drains the rest) or the turn budget holds it (the next turn resumes)."""
-        backlog = conn._backlog
-        if backlog is None:
-            return
-        while backlog and conn._state == OPEN and not conn._busy and not conn._held:
-            self._handle(conn, backlog.popleft())
-        if backlog and conn._state == OPEN:
-            return
-        if not conn._busy and not conn._held:
-            conn._backlog = None
-            if conn._backlog_held:
-                conn._backlog_held = False
-                conn.release_reading()
+        inbound = conn.inbound
+        while (data := inbound.next()) is not None:
+            self._handle(conn, data)
+        if inbound.settle():
+            self._release_reading(conn)
 
     def _handle(self, conn: Connection, data: bytes) -> None:
-        if conn._turn != self._turn:
-            conn._turn = self._turn
-            conn._turn_work = 0
-        if not self._tick_pending:
-            self._tick_pending = True
-            self.server._call_soon(self._tick)
+        inbound = conn.inbound
         pending = self.dispatch(conn, data)
-        engine = self.server._engine
+        engine = self._core.engine
         if engine.sync:
             grown = engine.take_grown()
             if grown:
@@ -168,10 +265,17 @@ class Router:
                 # sender wait, unread, until those receivers catch up.
                 pending = self._then_wait(pending, conn, grown)
         if pending is not None:
-            conn._busy = True
-            self.server._spawn(self._continue(conn, pending))
-        conn._turn_work += 1
-        if (conn._turn_work >= self.config.turn_messages
+            inbound.busy = True
+            self._core.spawn(self._continue(conn, pending))
+        self._worked(conn)
+
+    def _worked(self, conn: Connection) -> None:
+        """``conn`` caused one unit of work this turn: held once it used its share."""
+        if not self._tick_pending:
+            self._tick_pending = True
+            self._core.call_soon(self._tick)
+        engine = self._core.engine
+        if (conn.inbound.work(self._turn) >= self.config.turn_messages
                 or engine.turn_bytes >= self.config.turn_budget * engine.turn_receivers):
             self._hold(conn)
 
@@ -180,16 +284,17 @@ class Router:
         self._turn += 1
 
     async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
+        inbound = conn.inbound
         try:
             await pending
-            engine = self.server._engine
+            engine = self._core.engine
             if engine.sync:
                 grown = engine.take_grown()
                 if grown:
                     await self._wait_for(conn, grown)
         finally:
-            conn._busy = False
-        if not conn._held:
+            inbound.busy = False
+        if not inbound.held:
             self.drain(conn)
 
     async def _then_wait(self, pending: Awaitable[None] | None, conn: Connection,
@@ -199,41 +304,50 @@ class Router:
         await self._wait_for(conn, grown)
 
     async def _wait_for(self, conn: Connection, grown: list[Any]) -> None:
-        engine = self.server._engine
+        engine = self._core.engine
         limit = engine.outbox_limit
-        conn.hold_reading()
+        self._hold_reading(conn)
         try:
             while any(peer.pending > limit and not peer.closing for peer in grown):
                 await engine.wait_drain()
         finally:
-            conn.release_reading()
+            self._release_reading(conn)
 
     def _hold(self, conn: Connection) -> None:
         # This loop turn has done enough for this connection: it is read again after
         # the turn's writes, so a flood cannot stretch one turn (and everyone's latency).
-        if conn._held:
+        inbound = conn.inbound
+        if inbound.held:
             return
-        conn._held = True
-        conn.hold_reading()
+        inbound.held = True
+        self._hold_reading(conn)
         self.metrics.counters["turn_holds"] += 1
         if not self._held:
-            self.server._call_soon(self._release)  # runs after the engine's flush
+            self._core.call_soon(self._release)  # runs after the engine's flush
         self._held.append(conn)
 
     def _release(self) -> None:
         held, self._held = self._held, []
         for conn in held:
-            conn._held = False
-            conn.release_reading()
-            if not conn._busy:
+            conn.inbound.held = False
+            self._release_reading(conn)
+            if not conn.inbound.busy:
                 self.drain(conn)
+
+    def _hold_reading(self, conn: Connection) -> None:
+        if conn.inbound.hold_reading():
+            conn.pause_reading()
+
+    def _release_reading(self, conn: Connection) -> None:
+        if conn.inbound.release_reading():
+            conn.resume_reading()
 
     # replies -----------------------------------------------------------------------
 
     def error(self, conn: Connection, code: str, message: str, room: str = ROOT,
               event: str = "", namespace: str = "", ask: int = 0) -> None:
         """An ``error`` event, or for an ask its error reply (control frames: never
-        dropped to make room)."""
+        dropped to make room); counted against the connection's error limit."""
         self.metrics.error(code)
         if ask:
             body = json.dumps({"code": code, "message": message})
@@ -243,29 +357,21 @@ class Router:
             body = json.dumps({"code": code, "message": message, "event": event})
             frame = frames.encode(conn.v2, namespace, room, "error", "", "", body)
         conn.send_control(frame)
-        limit = self.config.error_limit
-        if limit is None:
-            return
-        count, per = limit
-        now = time.monotonic()
-        if now - conn._errors_since >= per:
-            conn._errors_since = now
-            conn._errors = 0
-        conn._errors += 1
-        if conn._errors > count and conn._state == OPEN:
-            self.server._abuse(conn, "too many errors")
+        if conn.inbound.count_error(self.clock(), self.config.error_limit) and (
+                conn.inbound.open):
+            self.abuse(conn, "too many errors")
 
-    def _reply(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
+    def _reply(self, conn: Connection, ns: Namespace[Any], ask: int, room: str, event: str,
                value: object) -> None:
         try:
-            body = reply_payload(value)
+            body = frames.reply_payload(value)
         except (TypeError, ValueError) as exc:  # not JSON-able: the handler's fault
             self._handler_failed(conn, exc, room, event, ns.name, ask)
             return
         conn.send_control(frames.encode(True, ns.name, room, event, "", "", body,
                                         frames.REPLY, ask))
 
-    # DESIGN §3, docs/protocol.md §6-§7 ------------------------------------------------
+    # docs/protocol.md §9, §6-§7 --------------------------------------------------------
 
     def dispatch(self, conn: Connection, data: bytes) -> Awaitable[None] | None:
         """Route one client message. An awaitable when async work remains."""
@@ -277,7 +383,7 @@ class Router:
         except ProtocolError as exc:
             self._undecodable(conn, exc, "", 0)
             return None
-        return self._route(conn, self.server.default, 0, room, event, dst, payload)
+        return self._route(conn, self._core.namespaces[""], 0, room, event, dst, payload)
 
     def _dispatch_v2(self, conn: Connection, data: bytes) -> Awaitable[None] | None:
         try:
@@ -289,16 +395,17 @@ class Router:
         if kind >= frames.REPLY:
             self._answered(conn, kind, ask, payload)
             return None
-        ns = self.server._namespaces.get(name)
+        config = self.config
+        ns = self._core.namespaces.get(name)
         if ns is None:
             self.error(conn, "no_such_namespace", "no such namespace",
-                       room if name_ok(room, self.config.max_room_name) else ROOT,
-                       event if name_ok(event, self.config.max_event_name) else "",
-                       name if name_ok(name, self.config.max_event_name) else "", ask)
+                       room if name_ok(room, config.max_room_name) else ROOT,
+                       event if name_ok(event, config.max_event_name) else "",
+                       name if name_ok(name, config.max_event_name) else "", ask)
             return None
         connected = not name or ns.view(conn) is not None
         if event in NAMESPACE_EVENTS:  # its room and payload are not used
-            room = room if name_ok(room, self.config.max_room_name) else ROOT
+            room = room if name_ok(room, config.max_room_name) else ROOT
             if event == "connect":
                 if not connected:
                     return self._connect(conn, ns, ask, room)
@@ -334,10 +441,10 @@ class Router:
         else:
             self.error(conn, "malformed", str(exc), ROOT, "", "", ask)
 
-    def _route(self, conn: Connection, ns: Namespace, ask: int, room: str, event: str,
+    def _route(self, conn: Connection, ns: Namespace[Any], ask: int, room: str, event: str,
                dst: str, payload: bytes) -> Awaitable[None] | None:
-        """DESIGN §3's checks and routing, in namespace ``ns``; ``ask`` non-zero for an
-        ask (its refusals are error replies, and something always answers it)."""
+        """docs/protocol.md §9's checks and routing, in namespace ``ns``; ``ask`` non-zero
+        for an ask (its refusals are error replies, and something always answers it)."""
         config = self.config
         name = ns.name
         if not name_ok(room, config.max_room_name):
@@ -385,11 +492,11 @@ class Router:
             return None
         self.metrics.counters["relayed"] += 1
         frame = codec.encode_frame(room, event, "", conn.id, payload)
-        registry._fan(room, members, frame, conn)
+        registry.fan(room, members, frame, conn)
         registry.publish_room(room, frame, conn.id)
         return None
 
-    def _direct(self, conn: Connection, ns: Namespace, room: str, event: str, dst: str,
+    def _direct(self, conn: Connection, ns: Namespace[Any], room: str, event: str, dst: str,
                 payload: bytes) -> None:
         sent = ns.registry.direct(dst, codec.encode_frame(room, event, dst, conn.id, payload))
         if sent is None:
@@ -407,21 +514,18 @@ class Router:
             return
         if found.result():
             self.metrics.counters["direct"] += 1
-        elif conn._state == OPEN:
+        elif conn.inbound.open:
             self.error(conn, "no_such_client", "no client with that id", room, event,
                        namespace)
 
     def _answered(self, conn: Connection, kind: int, ask: int, payload: bytes) -> None:
         """A client's reply or error reply to an ask of the server."""
-        asks = conn._asks
-        waiter = asks.get(ask) if asks else None
-        if waiter is None or waiter.done():
+        waiter = conn.asks.waiter(ask)
+        if waiter is None:
             self.metrics.counters["unknown_replies"] += 1
             return
         # Answering the server's own asks draws nothing from the client's rate limit.
-        limit = self.config.rate_limit
-        if limit is not None:
-            conn._tokens = min(limit[0], conn._tokens + 1.0)
+        conn.inbound.refund(self.config.rate_limit)
         if kind == frames.REPLY:
             waiter.set_result(payload)
             return
@@ -429,8 +533,9 @@ class Router:
 
     # handlers ------------------------------------------------------------------------
 
-    def _call(self, conn: Connection, ns: Namespace, handler: Handler, ask: int, room: str,
-              event: str, dst: str, payload: bytes) -> Awaitable[None] | None:
+    def _call(self, conn: Connection, ns: Namespace[Any], handler: Callable[..., Any],
+              ask: int, room: str, event: str, dst: str,
+              payload: bytes) -> Awaitable[None] | None:
         self.metrics.counters["handled"] += 1
         if ask:
             self.metrics.counters["asks_in"] += 1
@@ -459,25 +564,25 @@ class Router:
         self.error(conn, code, message, room, event, namespace, ask)
 
     async def _await_handler(self, conn: Connection, pending: Awaitable[Any], room: str,
-                             event: str, ns: Namespace, ask: int) -> None:
+                             event: str, ns: Namespace[Any], ask: int) -> None:
         try:
             result = await pending
         except Exception as exc:
             self._handler_failed(conn, exc, room, event, ns.name, ask)
             return
-        if ask and conn._state == OPEN:
+        if ask and conn.inbound.open:
             self._reply(conn, ns, ask, room, event, result)
 
     # join, leave, connect ------------------------------------------------------------
 
-    def _client_join(self, conn: Connection, ns: Namespace, room: str,
+    def _client_join(self, conn: Connection, ns: Namespace[Any], room: str,
                      ask: int) -> Awaitable[None] | None:
         registry = ns.registry
         rooms = registry.rooms_of(conn) or {}
         if room in rooms:
             return registry.add_member(conn, room, reply=ask)
         limit = self.config.max_rooms_per_connection
-        if limit is not None and room != ROOT and len(rooms) - (ROOT in rooms) >= limit:
+        if limit is not None and room != ROOT and conn.room_count() >= limit:
             self.error(conn, "too_many_rooms", f"at most {limit} rooms per connection",
                        room, "join", ns.name, ask)
             return None
@@ -485,7 +590,7 @@ class Router:
             ns.hooks.join, (ns.view(conn), room), conn, ns, room, "join", "join_denied", ask,
             lambda: registry.add_member(conn, room, reply=ask))
 
-    def _client_leave(self, conn: Connection, ns: Namespace, room: str,
+    def _client_leave(self, conn: Connection, ns: Namespace[Any], room: str,
                       ask: int) -> Awaitable[None] | None:
         registry = ns.registry
         if room not in (registry.rooms_of(conn) or {}):
@@ -495,15 +600,12 @@ class Router:
             ns.hooks.leave, (ns.view(conn), room), conn, ns, room, "leave", "leave_denied",
             ask, lambda: registry.remove_member(conn, room, ack=True, reply=ask))
 
-    def _connect(self, conn: Connection, ns: Namespace, ask: int,
+    def _connect(self, conn: Connection, ns: Any, ask: int,
                  room: str) -> Awaitable[None] | None:
         view = NamespaceConnection(conn, ns)
 
         def apply() -> Awaitable[None] | None:
-            if conn._spaces is None:
-                conn._spaces = {}
-            conn._spaces[ns.name] = view
-            pending = ns.registry.add_member(conn, ROOT, ack=False, announce=False)
+            pending = ns.enter(conn, view)
             if pending is not None:
                 return self._connected_later(conn, ns, ask, room, pending)
             self._connected(conn, ns, ask, room)
@@ -512,19 +614,19 @@ class Router:
         return self._after_hooks(ns.hooks.connect, (view,), conn, ns, room, "connect",
                                  "namespace_denied", ask, apply)
 
-    async def _connected_later(self, conn: Connection, ns: Namespace, ask: int, room: str,
-                               pending: Awaitable[None]) -> None:
+    async def _connected_later(self, conn: Connection, ns: Namespace[Any], ask: int,
+                               room: str, pending: Awaitable[None]) -> None:
         await pending
-        if conn._state == OPEN:
+        if conn.inbound.open:
             self._connected(conn, ns, ask, room)
 
-    def _connected(self, conn: Connection, ns: Namespace, ask: int, room: str) -> None:
+    def _connected(self, conn: Connection, ns: Namespace[Any], ask: int, room: str) -> None:
         if ask:
             self._reply(conn, ns, ask, room, "connect", None)
-        self.server._after(ns.hooks.connected, ns.view(conn), what="on_connected")
+        self._core.after(ns.hooks.connected, ns.view(conn), what="on_connected")
 
     def _after_hooks(self, hooks: list[Hook], args: tuple[Any, ...], conn: Connection,
-                     ns: Namespace, room: str, event: str, code: str, ask: int,
+                     ns: Namespace[Any], room: str, event: str, code: str, ask: int,
                      apply: Callable[[], Awaitable[None] | None]) -> Awaitable[None] | None:
         """Run hooks that may refuse (``code``), then ``apply()`` unless one did."""
         try:
@@ -537,14 +639,15 @@ class Router:
         return self._after_async_hooks(pending, conn, ns, room, event, code, ask, apply)
 
     async def _after_async_hooks(self, pending: Awaitable[None], conn: Connection,
-                                 ns: Namespace, room: str, event: str, code: str, ask: int,
+                                 ns: Namespace[Any], room: str, event: str, code: str,
+                                 ask: int,
                                  apply: Callable[[], Awaitable[None] | None]) -> None:
         try:
             await pending
         except Exception as exc:
             self._hook_refused(conn, exc, code, room, event, ns.name, ask)
             return
-        if conn._state == OPEN:
+        if conn.inbound.open:
             applied = apply()
             if applied is not None:
                 await applied

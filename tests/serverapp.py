@@ -16,7 +16,7 @@ import roomer
 ENV = "ROOMER_TEST_SERVER"
 
 # JSON has lists only; these options are tuples in roomer.Config.
-_TUPLES = ("rate_limit",)
+_TUPLES = ("rate_limit", "byte_limit", "error_limit")
 
 
 def options_from_json(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One client must never stall the server (issue 6 §B): the abuse suite.
+"""One client must never stall the server: the abuse suite.
 
 Each test runs the server in its own process (``roomer serve`` on uvloop, serverproc.py)
 and ONE abuser in another (abusers.py); the observers run here: two clients in room
@@ -10,7 +10,7 @@ latency. While the abuser does its worst:
 - a fresh client connects and gets its root join_ack within 1 s, during the abuse and
   after it, and the server process stays up, stops cleanly on SIGTERM at the end (the
   fixture checks that) and has its baseline fd count back once the abuser is gone;
-- the server does to the abuser what DESIGN §3/§5 and issue 6 say (rate limit, room
+- the server does to the abuser what docs/protocol.md §9 and docs/design.md say (rate limit, room
   limit, replies never dropped silently, handshake timeout...), checked per test.
 
 Every check is evaluated and printed (run with ``-s`` to see the numbers of passing
@@ -47,8 +47,9 @@ STAMP = struct.Struct(">Qd")
 
 # Options are explicit in every test, whatever the defaults (the baseline excepted: it
 # also shows the defaults let a 33 messages/s client through). What the defaults must
-# make true as well (issue 6 §A2), for the tests of the defaults:
-# - the "unlimited" variants pass rate_limit=None: the turn budget alone (§A1) must keep
+# make true as well , for the tests of the defaults:
+# - the "unlimited" variants pass rate_limit=None (and byte_limit=None): the turn budget
+#   alone must keep
 #   the observers under the latency bound, so a default rate limit is a second line,
 #   not the only one;
 # - the default rate_limit must be finite, and with it a flood must end in a 1008
@@ -317,7 +318,7 @@ def check_rate_limited(checks: Checks, report: dict[str, Any], error_code: str) 
 
 def check_all_answered(checks: Checks, report: dict[str, Any],
                        answers: Callable[[dict[str, Any]], int], what: str) -> None:
-    """Control replies are never dropped silently (DESIGN §5, issue 6 §A13): on a
+    """Control replies are never dropped silently (docs/design.md, "Bounds"): on a
     connection the server kept open, every message got its reply."""
     lines = []
     ok = True
@@ -334,6 +335,11 @@ def check_all_answered(checks: Checks, report: dict[str, Any],
 # the scenarios ------------------------------------------------------------------------------
 
 UNLIMITED = pytest.param(None, id="unlimited")
+
+
+def limits(rate_limit: Any) -> dict[str, Any]:
+    """The options of a rate_limit variant: unlimited means the byte limit is off too."""
+    return {"rate_limit": rate_limit} if rate_limit else {"rate_limit": None, "byte_limit": None}
 LIMITED = pytest.param(list(RATE), id="rate_limited")
 
 
@@ -348,7 +354,7 @@ async def test_malformed_flood_never_reading(run_scenario, rate_limit) -> None:
     # Garbage frames as fast as the socket takes them; the replies are never read.
     # Unlimited: the turn budget alone must keep the server responsive (§A1).
     checks, out = await run_scenario(
-        "malformed flood, never reading", Scenario({"rate_limit": rate_limit}, ["malformed"]))
+        "malformed flood, never reading", Scenario(limits(rate_limit), ["malformed"]))
     if rate_limit is not None:
         first = first_life(out.report)
         checks("sustained abuse disconnected", bool(first.get("closed_by_server"))
@@ -361,7 +367,7 @@ async def test_malformed_flood_never_reading(run_scenario, rate_limit) -> None:
 @pytest.mark.parametrize("rate_limit", [UNLIMITED, LIMITED])
 async def test_malformed_flood_reading(run_scenario, rate_limit) -> None:
     checks, out = await run_scenario(
-        "malformed flood, reading", Scenario({"rate_limit": rate_limit}, ["malformed", "--read"]))
+        "malformed flood, reading", Scenario(limits(rate_limit), ["malformed", "--read"]))
     if rate_limit is None:
         check_all_answered(checks, out.report, lambda life: life["errors"].get("malformed", 0),
                            "malformed")
@@ -374,7 +380,7 @@ async def test_malformed_flood_reading(run_scenario, rate_limit) -> None:
 async def test_invalid_name_flood(run_scenario, rate_limit) -> None:
     # Well-formed messages with bad UTF-8, overlong and empty names.
     checks, out = await run_scenario(
-        "invalid-name flood", Scenario({"rate_limit": rate_limit}, ["invalid_names", "--read"]))
+        "invalid-name flood", Scenario(limits(rate_limit), ["invalid_names", "--read"]))
     if rate_limit is None:
         check_all_answered(checks, out.report,
                            lambda life: life["errors"].get("invalid_name", 0), "invalid_name")
@@ -387,7 +393,7 @@ async def test_join_spray_distinct_rooms(run_scenario) -> None:
     # Joins of ever new rooms (the room limit answers most) and leaves of them.
     checks, out = await run_scenario(
         "join/leave spray over distinct rooms",
-        Scenario({"rate_limit": None, "max_rooms_per_connection": ROOM_LIMIT},
+        Scenario({"rate_limit": None, "byte_limit": None, "max_rooms_per_connection": ROOM_LIMIT},
                  ["join_distinct", "--read"]))
     errors = out.report["lives"][0]["errors"] if out.report["lives"] else {}
     checks("room limit answered", errors.get("too_many_rooms", 0) > 0,
@@ -405,10 +411,10 @@ async def test_join_spray_distinct_rooms(run_scenario) -> None:
 
 async def test_rejoin_spray_in_a_crowded_room(run_scenario) -> None:
     # Re-joins of one 100-member room: each join_ack lists 100 ids. Acks must not be
-    # dropped (issue 6 §A13: 2,584 of 3,000 were).
+    # dropped (2,584 of 3,000 once were).
     checks, out = await run_scenario(
         "re-join spray, 100-member room",
-        Scenario({"rate_limit": None}, ["rejoin", "--read"], crowd=100))
+        Scenario({"rate_limit": None, "byte_limit": None}, ["rejoin", "--read"], crowd=100))
     # The first join of the connection is sent before the counted batches.
     check_all_answered(checks, out.report, lambda life: life["events"].get("join_ack", 0) - 1,
                        "join_ack")
@@ -418,8 +424,8 @@ async def test_rejoin_spray_in_a_crowded_room(run_scenario) -> None:
 @pytest.mark.parametrize("rate_limit", [UNLIMITED, pytest.param("default", id="default")])
 async def test_presence_flood_in_a_crowded_room(run_scenario, rate_limit) -> None:
     # join/leave of a 100-member room in a loop: every one is new_member/member_left to
-    # 100 receivers (issue 6 §A1: a 51 ms turn and ~250x amplification).
-    options = {} if rate_limit == "default" else {"rate_limit": None}
+    # 100 receivers (a 51 ms turn and ~250x amplification, once).
+    options = {} if rate_limit == "default" else {"rate_limit": None, "byte_limit": None}
     checks, out = await run_scenario(
         "presence flood, 100-member room",
         Scenario(options, ["presence", "--read"], crowd=100))
@@ -448,7 +454,7 @@ async def test_dm_spray_to_unknown_ids(run_scenario, rate_limit) -> None:
     # with a rate limit the spray passes the name checks, so it meets the limit today.
     checks, out = await run_scenario(
         "DM spray to unknown ids",
-        Scenario({"rate_limit": rate_limit}, ["dm_unknown", "--read"]))
+        Scenario(limits(rate_limit), ["dm_unknown", "--read"]))
     if rate_limit is None:
         check_all_answered(checks, out.report,
                            lambda life: life["errors"].get("no_such_client", 0),
@@ -461,7 +467,7 @@ async def test_dm_spray_to_unknown_ids(run_scenario, rate_limit) -> None:
 async def test_dm_spray_to_a_real_id(run_scenario) -> None:
     checks, out = await run_scenario(
         "DM spray to a real id",
-        Scenario({"rate_limit": None}, ["dm_real"], crowd=1, crowd_room="target",
+        Scenario(limits(None), ["dm_real"], crowd=1, crowd_room="target",
                  abuser_args=lambda ids: ["--target", ids[0]]))
     got = out.crowd.get("dm", 0)
     checks("the target got the DMs in order",
@@ -477,7 +483,7 @@ async def test_handler_send_flood(run_scenario) -> None:
     # called as fast as the abuser can.
     checks, out = await run_scenario(
         "handler-send flood, 100-member room",
-        Scenario({"rate_limit": None}, ["shout", "--read"], crowd=100, apps=("abuse_app:setup",)))
+        Scenario(limits(None), ["shout", "--read"], crowd=100, apps=("abuse_app:setup",)))
     # The abuser's own count: /metrics may not answer a stalled server.
     replies = sum(life["events"].get("shouted", 0) for life in out.report["lives"])
     checks("the handler ran", replies > 0,
@@ -492,7 +498,7 @@ async def test_never_reading_receiver_in_a_flooded_room(run_scenario) -> None:
     outbox_limit = 1 << 20
     checks, out = await run_scenario(
         "never-reading receiver, flooded room",
-        Scenario({"rate_limit": None, "outbox_limit": outbox_limit, "slow_consumer": "drop"},
+        Scenario({**limits(None), "outbox_limit": outbox_limit, "slow_consumer": "drop"},
                  ["nonreader", "--room", "flood"]))
     checks("drops counted", out.metrics.get("roomer_dropped_total", 0) > 0,
            f"{out.metrics.get('roomer_dropped_total', 0):.0f} dropped, "

@@ -448,7 +448,7 @@ async def test_asks_that_time_out_leave_no_waiter() -> None:
             handled.append(1)
             return msg.payload
 
-    async with serving(setup, rate_limit=None) as server:
+    async with serving(setup, rate_limit=None, byte_limit=None) as server:
         root = await roomer.connect(url(server), protocol="v2")
         try:
             results = await asyncio.gather(
@@ -580,7 +580,7 @@ async def test_the_server_asks_the_client(make_server: Any) -> None:
         with pytest.raises(roomer.ClientError) as info:
             await conn.ask("where")  # root has no handler of it
         assert info.value.code == "no_handler"
-        assert conn._asks == {}
+        assert len(conn.asks) == 0
         assert server.counters["unknown_replies"] == 0
     finally:
         await root.close()
@@ -620,7 +620,7 @@ async def test_a_slow_client_answer_times_out_on_the_server(make_server: Any) ->
         results = await asyncio.gather(*(conn.ask("slow", timeout=0.05) for _ in range(50)),
                                        return_exceptions=True)
         assert all(isinstance(r, roomer.AskTimeout) for r in results)
-        assert conn._asks == {}
+        assert len(conn.asks) == 0
         await eventually(lambda: server.counters["unknown_replies"] == 50,
                          "the client's late answers counted")
     finally:
@@ -639,7 +639,7 @@ async def test_a_thousand_asks_in_flight_both_ways() -> None:
             await server_gate.wait()
             return b"s" + msg.payload
 
-    async with serving(setup, rate_limit=None) as server:
+    async with serving(setup, rate_limit=None, byte_limit=None, max_pending_asks=1000) as server:
         root = await roomer.connect(url(server), protocol="v2")
         try:
             conn = server.connection(root.id())
@@ -655,14 +655,14 @@ async def test_a_thousand_asks_in_flight_both_ways() -> None:
                                            for i in range(n)))
             from_server = asyncio.gather(*(conn.ask("echo", b"%d" % i, timeout=60)
                                            for i in range(n)))
-            await eventually(lambda: root.pending_asks() == n and len(conn._asks) == n,
+            await eventually(lambda: root.pending_asks() == n and len(conn.asks) == n,
                              "1,000 asks out each way")
             assert len(set(root._client.asks)) == n  # ids unique among those waiting
             server_gate.set()
             client_gate.set()
             assert await from_client == [b"s%d" % i for i in range(n)]
             assert await from_server == [b"c%d" % i for i in range(n)]
-            assert root.pending_asks() == 0 and conn._asks == {}
+            assert root.pending_asks() == 0 and len(conn.asks) == 0
             assert root.unknown_replies() == 0 and server.counters["unknown_replies"] == 0
         finally:
             await root.close()

@@ -101,7 +101,7 @@ async def test_an_async_join_hook_finishing_after_the_client_left(make_server: A
 
 
 async def test_a_closed_clients_queued_messages_are_not_relayed(make_server: Any) -> None:
-    server = await make_server(rate_limit=None)
+    server = await make_server(rate_limit=None, byte_limit=None)
 
     @server.on("bye")
     def bye(conn: roomer.Connection, msg: roomer.Message) -> None:
@@ -125,7 +125,7 @@ async def test_a_closed_clients_queued_messages_are_not_relayed(make_server: Any
 
 
 async def test_kick_stops_what_the_kicked_client_sent_after(make_server: Any) -> None:
-    server = await make_server(rate_limit=None)
+    server = await make_server(rate_limit=None, byte_limit=None)
 
     @server.on("kickme")
     def kickme(conn: roomer.Connection, msg: roomer.Message) -> None:
@@ -258,7 +258,8 @@ async def test_a_client_roomer_stopped_reading_is_not_closed_for_silence(
         make_server: Any) -> None:
     """An async handler runs for longer than the ping timeout while 64+ messages queue
     behind it, so roomer pauses reading: the pongs it cannot read are not silence."""
-    server = await make_server(ping_interval=0.2, ping_timeout=0.2, rate_limit=None)
+    server = await make_server(ping_interval=0.2, ping_timeout=0.2, rate_limit=None,
+                               byte_limit=None)
     release = asyncio.Event()
 
     @server.on("slow")
@@ -300,10 +301,10 @@ async def test_a_background_round_that_fails_does_not_end_the_pings(
         original(now)
 
     server._ping_idle = flaky  # type: ignore[method-assign]
-    # the task captured the bound method at start: restart the loop with the flaky one
-    for task in list(server._loops):
-        task.cancel()
-    server._every(0.05, server._ping_idle)
+    # the task captured the bound method at start: restart the loops with the flaky one
+    tasks = server._core.tasks
+    tasks.stop_loops()
+    tasks.every(0.05, server._ping_idle)
     # the silent client is pinged and closed once the rounds work again
     assert await quiet.close_frame() == (1011, b"ping timeout")
     assert calls["n"] > 2
@@ -316,7 +317,7 @@ async def test_a_background_round_that_fails_does_not_end_the_pings(
 
 async def test_slow_disconnects_are_counted_once_each(make_server: Any) -> None:
     server = await make_server(outbox_limit=8 * 1024, slow_consumer="disconnect",
-                               rate_limit=None)
+                               rate_limit=None, byte_limit=None)
     port = server.address[1]
     stuck = [(await joined(port, "r", rcvbuf=4096))[0] for _ in range(3)]
     for conn in server.connections():
@@ -394,8 +395,24 @@ def test_options_are_validated_once_and_alike() -> None:
         ({"slow_consumer": "ignore"}, ValueError),
         ({"allowed_origins": "https://a.example"}, TypeError),
         ({"metrics_path": "metrics"}, ValueError),
+        # A bucket that never holds a whole token would refuse every frame.
+        ({"rate_limit": (0.5, 1)}, ValueError),
+        ({"error_limit": (0.9, 10)}, ValueError),
+        ({"max_pending_asks": 0}, ValueError),
+        # Pages are checked where they are written, not answered with an error later.
+        ({"routes": {"nope": ("text/plain", b"x")}}, ValueError),
+        ({"routes": {"/a": ("text/plain", "not bytes")}}, TypeError),
+        ({"routes": {"/a": b"no content type"}}, TypeError),
+        ({"routes": {"/a": ("text/plain\r\nX-Evil: 1", b"x")}}, ValueError),
     ]
     for options, error in bad:
         with pytest.raises(error):
             roomer.Server(**options)
     assert json.dumps(roomer.Config().rate_limit) == "[200, 1.0]"
+    server = roomer.Server(routes={"/a": ("text/plain", bytearray(b"x"))})
+    assert server.routes["/a"] == ("text/plain", b"x")
+    with pytest.raises(TypeError):
+        server.routes["/b"] = ("text/html", "<p>str, not bytes</p>")  # type: ignore[assignment]
+    with pytest.raises(ValueError):
+        server.routes.update({"b": ("text/html", b"")})
+    assert set(server.routes) == {"/a"}

@@ -104,7 +104,7 @@ async def test_one_rate_limited_error_per_window_and_no_close_below_twice_the_ra
 
 
 async def test_too_many_errors_close_the_connection(make_server: Any) -> None:
-    server = await make_server(rate_limit=None, error_limit=(30, 60.0))
+    server = await make_server(rate_limit=None, byte_limit=None, error_limit=(30, 60.0))
     port = server.address[1]
     client = await RawSocket.open(port)
     await client.recv()
@@ -117,7 +117,7 @@ async def test_too_many_errors_close_the_connection(make_server: Any) -> None:
 
 
 async def test_a_client_cannot_create_rooms_without_bound_by_default(make_server: Any) -> None:
-    server = await make_server(rate_limit=None)
+    server = await make_server(rate_limit=None, byte_limit=None)
     port = server.address[1]
     client, _ = await joined(port, "r0")
     await client.send_bodies([_body(f"r{i}".encode(), b"join") for i in range(1, 150)])

@@ -20,7 +20,7 @@ async def _events(client: RawSocket, stop: str) -> list[tuple[str, str, bytes]]:
 
 
 async def test_receivers_leaving_and_dropping_mid_flood(make_server: Any) -> None:
-    server = await make_server(rate_limit=None)  # a flood on purpose
+    server = await make_server(rate_limit=None, byte_limit=None)  # a flood on purpose
     port = server.address[1]
     stayers = [await joined(port, "r") for _ in range(10)]
     leavers = [await joined(port, "r") for _ in range(10)]

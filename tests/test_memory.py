@@ -23,7 +23,7 @@ pytestmark = [
 
 SERVER = """
 import roomer
-server = roomer.Server(max_message_size=4 << 20, rate_limit=None, error_limit=None,
+server = roomer.Server(max_message_size=4 << 20, rate_limit=None, byte_limit=None, error_limit=None,
                        ping_interval=0.2, ping_timeout=600)
 server.run("127.0.0.1", 0, on_started=lambda srv: print(srv.address[1], flush=True))
 """

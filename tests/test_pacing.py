@@ -31,7 +31,7 @@ def _body(room: bytes, event: bytes, dst: bytes = b"", payload: bytes = b"") -> 
 
 
 def _spy_turns(server: roomer.Server) -> collections.Counter[tuple[int, str]]:
-    router = server._router
+    router = server._core.router
     counts: collections.Counter[tuple[int, str]] = collections.Counter()
     dispatch = router.dispatch
 
@@ -60,7 +60,8 @@ SCENARIOS = ["malformed", "invalid_name", "reserved", "join_leave", "rejoin", "d
 
 @pytest.mark.parametrize("kind", SCENARIOS)
 async def test_every_kind_of_message_is_paced(make_server: Any, kind: str) -> None:
-    server = await make_server(turn_messages=TURN_MESSAGES, rate_limit=None, error_limit=None,
+    server = await make_server(turn_messages=TURN_MESSAGES, rate_limit=None, byte_limit=None,
+                               error_limit=None,
                                max_rooms_per_connection=None)
 
     @server.on("poke")
@@ -121,13 +122,14 @@ async def test_presence_amplification_stays_within_the_turn_budget(make_server: 
     """A join/leave loop in a 100-member room: each message sends presence to 99 others,
     and what one turn queues stays within turn_budget per receiver touched."""
     budget = 4 * 1024
-    server = await make_server(turn_budget=budget, rate_limit=None, error_limit=None)
+    server = await make_server(turn_budget=budget, rate_limit=None, byte_limit=None,
+                               error_limit=None)
     engine_turns: list[tuple[int, int]] = []
-    router = server._router
+    router = server._core.router
     hold = router._hold
 
     def spy(conn: roomer.Connection) -> None:
-        engine = server._engine
+        engine = server._core.engine
         engine_turns.append((engine.turn_bytes, engine.turn_receivers))
         hold(conn)
 
@@ -153,7 +155,7 @@ async def test_presence_amplification_stays_within_the_turn_budget(make_server: 
 
 async def test_a_re_join_spray_never_loses_an_ack(make_server: Any) -> None:
     """Acks are control frames: 3,000 re-joins into a busy room, all answered."""
-    server = await make_server(rate_limit=None, error_limit=None)
+    server = await make_server(rate_limit=None, byte_limit=None, error_limit=None)
     port = server.address[1]
     others = [(await joined(port, "busy"))[0] for _ in range(30)]
     sprayer, sprayer_id = await joined(port, "busy")
@@ -171,7 +173,8 @@ async def test_a_client_that_never_reads_its_replies_is_cut_off_not_grown(
     """Control replies are never dropped; a client that never reads them takes the
     outbox past its hard limit (2x outbox_limit) and is disconnected, once."""
     limit = 32 * 1024
-    server = await make_server(outbox_limit=limit, rate_limit=None, error_limit=None)
+    server = await make_server(outbox_limit=limit, rate_limit=None, byte_limit=None,
+                               error_limit=None)
     port = server.address[1]
     stuck = await RawSocket.open(port, rcvbuf=4096)
     await stuck.recv()  # root join_ack

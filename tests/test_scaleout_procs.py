@@ -1,4 +1,4 @@
-"""Scale-out over real processes and real brokers (issue 7 §4): ``roomer serve`` nodes on
+"""Scale-out over real processes and real brokers: ``roomer serve`` nodes on
 different ports sharing rooms through Redis and through NATS, clients spread over them;
 a node killed with SIGKILL; the broker restarted under running nodes; ``--workers 2`` on
 one port. tests/test_scaleout.py covers the same semantics with Servers in this process.
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.server_process  # every server here is a child process
 
 APP = ("scaleout_app:setup",)
 Start = Callable[..., Awaitable[ServerProcess]]
-KILL_BOUND = 10.0  # issue 7: members of a SIGKILLed node announced left within 10 s
+KILL_BOUND = 10.0  # members of a SIGKILLed node announced left within 10 s
 FORM_TIMEOUT = 15.0
 
 
@@ -266,7 +266,8 @@ async def test_two_nodes_share_rooms_relays_direct_messages_and_api(
 async def test_three_nodes_presence_and_one_publishers_order(
         server_process: Start, broker_url: str, prefix: str) -> None:
     # The bursts are far above the per-client rate limit: it is off for this test.
-    servers = await start_nodes(server_process, broker_url, prefix, 3, rate_limit=None)
+    servers = await start_nodes(server_process, broker_url, prefix, 3, rate_limit=None,
+                                byte_limit=None)
     a, b, c = [await connect(server.url) for server in servers]
     assert await a.join("arena") == [a.id]
     assert sorted(await b.join("arena")) == sorted([a.id, b.id])
@@ -377,7 +378,7 @@ async def test_a_node_killed_with_sigkill_has_its_members_announced_left(
 
 async def test_broker_restart_traffic_resumes_lists_heal_memory_stays_bounded(
         server_process: Start, private_broker: Broker, prefix: str, broker_kind: str) -> None:
-    options = {"rate_limit": None, "error_limit": None}
+    options = {"rate_limit": None, "byte_limit": None, "error_limit": None}
     node_a, node_b = await asyncio.gather(*(
         server_process(node_options(private_broker.url, prefix, f"n{i}", **options), APP)
         for i in range(2)))

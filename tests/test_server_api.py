@@ -1,5 +1,5 @@
 """The server-side API over loopback: handlers, hooks, authorize/origins, sending from
-anywhere, introspection, kick and graceful shutdown (DESIGN §3 step 6, §4)."""
+anywhere, introspection, kick and graceful shutdown (docs/protocol.md §9 step 6)."""
 
 from __future__ import annotations
 
@@ -652,3 +652,123 @@ async def test_broadcast_rejects_a_wrong_exclude_type(make_server) -> None:
     server = await make_server()
     with pytest.raises(TypeError, match="exclude"):
         server.broadcast("lobby", "news", b"x", exclude=42)
+
+
+# close / wait_closed, server hooks ----------------------------------------------------------
+
+
+async def test_a_handler_may_await_the_shutdown_it_starts(make_server) -> None:
+    # Before, shutdown() waited for every client task, the handler awaiting it included,
+    # until its own timeout. Now the handler's wait ends with the shutdown.
+    server = await make_server()
+    done = asyncio.Event()
+
+    @server.on("stop")
+    async def stop(conn: roomer.Connection, msg: roomer.Message) -> None:
+        await server.shutdown(timeout=60)
+        done.set()
+
+    a = await connect(server)
+    await a.send("root", "stop")
+    # Far below the 60 s a deadlock would take.
+    await asyncio.wait_for(done.wait(), 20)
+    assert await a.closed() == (1001, "server shutdown")
+
+
+async def test_close_is_idempotent_and_works_from_any_thread(make_server) -> None:
+    server = await make_server()
+    a = await connect(server)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, server.close)
+    server.close()
+    server.close(timeout=0.1)
+    await asyncio.wait_for(server.wait_closed(), 10)
+    await asyncio.wait_for(server.wait_closed(), 1)  # closed: returns at once
+    assert await a.closed() == (1001, "server shutdown")
+
+
+async def test_wait_closed_of_a_server_never_started() -> None:
+    server = roomer.Server()
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 1)
+
+
+async def test_on_started_and_on_stopping_hooks() -> None:
+    events: list[str] = []
+    server = roomer.Server()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def tick(srv: roomer.Server) -> None:  # an app's own loop
+        while True:
+            srv.broadcast("r", "tick", b"t")
+            await asyncio.sleep(0.01)
+
+    @server.on_started
+    async def begin(srv: roomer.Server) -> None:
+        events.append("started")
+        tasks.append(asyncio.get_running_loop().create_task(tick(srv)))
+
+    @server.on_stopping
+    def end(srv: roomer.Server) -> None:
+        events.append("stopping")
+        for task in tasks:
+            task.cancel()
+        srv.broadcast_all("bye", b"last word")  # clients are still there
+
+    await server.start("127.0.0.1", 0)
+    try:
+        a = await connect(server)
+        await a.join("r")
+        await a.expect("tick", "r")
+    finally:
+        await server.shutdown(timeout=5)
+    assert events == ["started", "stopping"]
+    got = []
+    try:
+        while True:
+            got.append(await a.recv())
+    except ConnectionClosed:
+        pass
+    assert [m.event for m in got if m.event != "tick"] == ["bye"]
+    with pytest.raises(RuntimeError, match="before the server starts"):
+        server.on_started(lambda srv: None)
+
+
+@pytest.mark.parametrize(("code", "reason", "error"), [
+    (1005, "x", ValueError), (70000, "x", ValueError), (1000, b"bytes", TypeError),
+    (True, "x", TypeError)])
+async def test_kick_refuses_what_cannot_go_on_the_wire_and_changes_nothing(
+        make_server, code: object, reason: object, error: type[Exception]) -> None:
+    server = await make_server()
+    a, b = await pair_in(server, "r")
+    with pytest.raises(error):
+        server.kick(b.id, reason=reason, code=code)  # type: ignore[arg-type]
+    # Nothing was done: b is still served.
+    await b.send("r", "chat", payload=b"still here")
+    assert (await a.recv()).payload == b"still here"
+    assert server.kick(b.id, reason="now", code=4001)
+    assert await b.closed() == (4001, "now")
+
+
+def test_nothing_below_the_server_imports_it() -> None:
+    # The layering of docs/design.md: server.py is the only module doing socket I/O, and
+    # the modules it drives never import it; the Python client imports nothing of the
+    # server side.
+    import ast
+    import pathlib
+
+    package = pathlib.Path(roomer.__file__).parent
+    above = {"server", "cli", "demo", "__init__", "__main__", "workers"}
+    server_side = {"server", "routing", "registry", "namespaces", "core", "lifecycle",
+                   "connection", "inbound", "asks", "tasks", "http", "static_files",
+                   "handlers", "hooks", "metrics", "config"}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported.add((node.module or "").split(".")[0])
+        if path.stem not in above:
+            assert "server" not in imported, f"{path.name} imports roomer.server"
+        if path.stem == "client":
+            assert not imported & server_side, f"client.py imports {imported & server_side}"

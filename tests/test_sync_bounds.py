@@ -26,7 +26,7 @@ def _small_send_buffer(conn: roomer.Connection) -> None:
 async def test_direct_messages_to_a_stuck_receiver_hold_the_sender(make_server: Any) -> None:
     limit = 64 * 1024
     server = await make_server(sync_broadcast=True, outbox_limit=limit, write_timeout=30,
-                               rate_limit=None, error_limit=None)
+                               rate_limit=None, byte_limit=None, error_limit=None)
     port = server.address[1]
     stuck, stuck_id = await joined(port, "r", rcvbuf=4096)
     target = server.connection(stuck_id)
@@ -57,7 +57,7 @@ async def test_direct_messages_to_a_stuck_receiver_hold_the_sender(make_server: 
 async def test_a_handler_flooding_a_stuck_receiver_cuts_it_off(make_server: Any) -> None:
     limit = 64 * 1024
     server = await make_server(sync_broadcast=True, outbox_limit=limit, write_timeout=30,
-                               rate_limit=None)
+                               rate_limit=None, byte_limit=None)
 
     @server.on("flood")
     def flood(conn: roomer.Connection, msg: roomer.Message) -> None:
@@ -85,7 +85,7 @@ async def test_async_handlers_never_interleave_under_back_pressure(make_server: 
     """Relays that pass the turn budget and find a receiver over its limit, with async
     handlers between them: one message of a client at a time, in order."""
     server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=30,
-                               turn_budget=2 * 1024, rate_limit=None)
+                               turn_budget=2 * 1024, rate_limit=None, byte_limit=None)
     running: list[int] = []
     order: list[int] = []
     overlaps: list[tuple[int, list[int]]] = []
@@ -102,13 +102,13 @@ async def test_async_handlers_never_interleave_under_back_pressure(make_server: 
         running.remove(n)
 
     waits: list[int] = []
-    wait_for = server._router._wait_for
+    wait_for = server._core.router._wait_for
 
     async def counted(conn: roomer.Connection, grown: list[Any]) -> None:
         waits.append(len(grown))
         await wait_for(conn, grown)
 
-    server._router._wait_for = counted  # type: ignore[method-assign]
+    server._core.router._wait_for = counted  # type: ignore[method-assign]
     port = server.address[1]
     slow, _ = await joined(port, "r", rcvbuf=4096)
     slow_conn = server.connections()[0]
@@ -150,7 +150,7 @@ async def test_acks_to_a_client_that_does_not_read_make_it_wait(make_server: Any
     read once its own outbox is over the limit; it does not grow without bound."""
     limit = 16 * 1024
     server = await make_server(sync_broadcast=True, outbox_limit=limit, write_timeout=30,
-                               rate_limit=None, error_limit=None)
+                               rate_limit=None, byte_limit=None, error_limit=None)
     port = server.address[1]
     others = [(await joined(port, "busy"))[0] for _ in range(20)]
     sprayer = await RawSocket.open(port, rcvbuf=4096)

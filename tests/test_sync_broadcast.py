@@ -55,7 +55,7 @@ async def test_sync_global_order_across_50_receivers(make_server: Any) -> None:
 
 async def test_sync_slow_reader_gets_everything(make_server: Any) -> None:
     server = await make_server(sync_broadcast=True, outbox_limit=16 * 1024, write_timeout=30,
-                               rate_limit=None)
+                               rate_limit=None, byte_limit=None)
     port = server.address[1]
     slow, _ = await joined(port, "r", rcvbuf=4096)
     fast, _ = await joined(port, "r")
@@ -113,7 +113,7 @@ async def test_async_mode_memory_is_bounded_with_readers_that_never_read(
     make_server: Any,
 ) -> None:
     limit = 64 * 1024
-    server = await make_server(outbox_limit=limit, rate_limit=None)
+    server = await make_server(outbox_limit=limit, rate_limit=None, byte_limit=None)
     port = server.address[1]
     idle = await asyncio.gather(*(RawSocket.open(port, rcvbuf=4096) for _ in range(1000)))
     for _ in range(100):
@@ -165,12 +165,12 @@ async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
     make_server: Any, monkeypatch: Any
 ) -> None:
     budget = 2 * 1024  # per receiver touched: 40 KiB a turn with 20 receivers
-    server = await make_server(turn_budget=budget, rate_limit=None)
+    server = await make_server(turn_budget=budget, rate_limit=None, byte_limit=None)
     held: list[tuple[str, int]] = []
-    original = server._router._hold
+    original = server._core.router._hold
 
     def spy(conn: roomer.Connection) -> None:
-        engine = server._engine
+        engine = server._core.engine
         held.append((conn.id, engine.turn_bytes // engine.turn_receivers))
         original(conn)
 
@@ -179,7 +179,7 @@ async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
         await asyncio.sleep(0.01)
         conn.send_to_room("r", "m", msg.payload)
 
-    monkeypatch.setattr(server._router, "_hold", spy)
+    monkeypatch.setattr(server._core.router, "_hold", spy)
     port = server.address[1]
     receivers = [(await joined(port, "r"))[0] for _ in range(20)]
     sender, sender_id = await joined(port, "r")

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from rawclient import TIMEOUT, connect, url_of
+from rawclient import TIMEOUT, connect, eventually, url_of
 from v2client import ASK, ERROR_REPLY, EVENT, REPLY, Client2, connect2, encode
 from websockets.asyncio.client import connect as ws_connect
 
@@ -54,7 +54,7 @@ async def test_v1_and_v2_clients_share_the_default_namespace(make_server: Any) -
 async def test_a_mixed_room_is_framed_once_per_version(make_server: Any) -> None:
     server = await make_server()
     calls: list[tuple[str, int]] = []
-    engine = server._engine
+    engine = server._core.engine
 
     class Spy:
         def __getattr__(self, name: str) -> Any:
@@ -73,7 +73,7 @@ async def test_a_mixed_room_is_framed_once_per_version(make_server: Any) -> None
             await client.ask("", "r", "join")
         else:
             await client.join("r")
-    for ns in server._namespaces.values():
+    for ns in server._core.namespaces.values():
         ns.registry.engine = Spy()
     await server.broadcast("r", "x", "y")
     assert calls == [("broadcast_mixed", 2)]  # one call, one v1 and one v2 frame
@@ -334,7 +334,7 @@ async def test_join_and_leave_asks_reply_instead_of_acking(make_server: Any) -> 
 
 
 async def test_a_thousand_asks_in_flight_on_one_connection(make_server: Any) -> None:
-    server = await make_server(rate_limit=None, turn_messages=64)
+    server = await make_server(rate_limit=None, byte_limit=None, turn_messages=64)
 
     @server.on("echo")
     async def echo(conn: roomer.Connection, msg: roomer.Message) -> bytes:
@@ -385,7 +385,7 @@ async def _answering(client: Client2, answer: Any) -> asyncio.Task[None]:
 
 
 async def test_the_server_asks_a_client(make_server: Any) -> None:
-    server = await make_server()
+    server = await make_server(max_pending_asks=1000)
     c = await connect2(server)
     conn = server.connection(c.id)
     assert conn is not None and conn.v2
@@ -402,20 +402,20 @@ async def test_the_server_asks_a_client(make_server: Any) -> None:
     assert info.value.code == "nope"
     many = await asyncio.gather(*(conn.ask("shout", b"m%d" % i) for i in range(1000)))
     assert many == [b"M%d" % i for i in range(1000)]
-    assert conn._asks == {}
+    assert len(conn.asks) == 0
     answering.cancel()
     assert server.counters["asks_out"] == 1002
 
 
 async def test_asks_that_time_out_leave_no_waiter(make_server: Any) -> None:
-    server = await make_server()
+    server = await make_server(max_pending_asks=200)
     c = await connect2(server)
     conn = server.connection(c.id)
     assert conn is not None
     results = await asyncio.gather(*(conn.ask("silent", timeout=0.05) for _ in range(200)),
                                    return_exceptions=True)
     assert all(isinstance(r, roomer.AskTimeout) for r in results)
-    assert conn._asks == {}
+    assert len(conn.asks) == 0
     assert server.counters["ask_timeouts"] == 200
     late = await c.recv()
     await c.send("", "root", "silent", kind=REPLY, id=late.id)  # a late answer
@@ -550,3 +550,55 @@ async def test_a_rate_limited_ask_gets_an_error_reply(make_server: Any) -> None:
             await c.close()
     finally:
         await server.shutdown(timeout=1)
+
+
+async def test_a_handler_that_asks_its_own_pipelining_client_gets_the_answer(
+        make_server: Any) -> None:
+    # The client pipelines 200 messages; the first one's handler asks it something. The
+    # answer arrives behind 199 queued messages: the server must read it anyway (it once
+    # paused reading at 64 queued, and the ask waited for ever).
+    server = await make_server(rate_limit=None, byte_limit=None)
+    handled: list[bytes] = []
+
+    @server.on("work")
+    async def work(conn: roomer.Connection, msg: roomer.Message) -> None:
+        if msg.payload == b"0":
+            handled.append(await conn.ask("confirm", b"?", timeout=None))
+        handled.append(msg.payload)
+
+    c = await connect2(server)
+    for i in range(200):
+        await c.send("", "root", "work", payload=b"%d" % i)
+    asked = await c.expect("confirm")
+    assert asked.kind == ASK
+    await c.send("", "root", "confirm", kind=REPLY, id=asked.id, payload=b"yes")
+    await eventually(lambda: len(handled) == 201)  # every message, after the answer
+    assert handled == [b"yes"] + [b"%d" % i for i in range(200)]
+
+
+async def test_a_client_that_floods_while_asked_fails_the_ask_not_the_server(
+        make_server: Any) -> None:
+    server = await make_server(rate_limit=None, byte_limit=None, error_limit=None)
+    outcome: list[str] = []
+
+    @server.on("work")
+    async def work(conn: roomer.Connection, msg: roomer.Message) -> None:
+        if msg.payload == b"0":
+            try:
+                await conn.ask("confirm", b"?", timeout=None)
+                outcome.append("answered")
+            except ConnectionError as exc:
+                outcome.append(str(exc))
+
+    c = await connect2(server)
+    await c.send("", "root", "work", payload=b"0")
+    await c.expect("confirm")
+    # Never answers; keeps sending: past the hard bound the ask fails, the rest go on.
+    for i in range(1, 2000):
+        await c.send("", "root", "work", payload=b"%d" % i)
+    await eventually(lambda: outcome != [])
+    assert outcome == ["the client's messages fill its backlog while it is asked"]
+    await c.send("", "root", "work", payload=b"last")
+    conn = server.connection(c.id)
+    assert conn is not None
+    await eventually(lambda: conn.inbound.backlog == 0)

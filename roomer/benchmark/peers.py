@@ -257,6 +257,7 @@ def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None
     if backplane is not None:
         options.update(backplane=backplane, backplane_prefix=prefix, node_id=node_id)
     server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, rate_limit=None,
+                    byte_limit=None,
                     error_limit=None, **options)
     server.run(host=HOST, port=port)
 
