@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import signal
 import threading
@@ -32,6 +33,7 @@ from .metrics import Metrics
 from .namespaces import Namespace, NamespaceConnection
 from .registry import CLOSING, CONNECTING, GONE, OPEN, ROOT, Nodes, Registry
 from .routing import Router, name_ok
+from .static_files import StaticFiles
 
 __all__ = ["Connection", "Server"]
 
@@ -396,6 +398,24 @@ class Server(Namespace):
                                                  self.registry.conns))
         self._namespaces[name] = created
         return created
+
+    def serve_static(self, folder: str | None) -> None:
+        """Serve the files of ``folder`` to plain GET requests in place of the
+        ``static_dir`` the server was built with (``roomer serve app:server --static DIR``
+        on a ready Server); None serves none. Before ``start`` only, on the thread that
+        built the server.
+
+        Raises:
+            TypeError: ``folder`` is not a path.
+            ValueError: ``folder`` is not a folder.
+            RuntimeError: the server is started.
+        """
+        if self._loop is not None:
+            raise RuntimeError("the static folder is set before the server starts")
+        checked = dataclasses.replace(self.config, static_dir=folder).static_dir
+        # Only the HTTP side has read it so far, and it is given the new folder here.
+        object.__setattr__(self.config, "static_dir", checked)
+        self._http.static = StaticFiles(checked)
 
     # introspection -----------------------------------------------------------------------
 
