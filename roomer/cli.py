@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from . import COMPILED, __version__
 from .config import Config
 from .server import Server
-from .workers import GroupRunning, SupervisorLink, resolve_workers, run_workers
+from .workers import GroupError, SupervisorLink, resolve_workers, run_workers
 
 __all__ = ["CommandError", "UsageError", "main"]
 
@@ -36,8 +36,9 @@ DEFAULT_APP = "roomer.demo:setup"
 READY_SERVER_FLAGS = "--static, --host, --port, --workers, --reuse-port, TLS and --log-level"
 
 
-class CommandError(Exception):
-    """What was asked could not be done: one line, exit status 1."""
+class CommandError(SystemExit):
+    """What was asked could not be done: one line, exit status 1. A SystemExit, so that
+    the functions here still end a program that calls them outside :func:`main`."""
 
     status = 1
 
@@ -204,7 +205,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_host(host: str) -> None:
     try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "" is every interface, as for asyncio's create_server.
+        socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         why = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise UsageError(f"argument --host: cannot resolve {host!r} ({why})") from None
@@ -396,11 +398,8 @@ def _run(argv: list[str], link: SupervisorLink | None, label: str) -> int:
         _check_workers(args, server, workers)
         try:
             return run_workers(workers, argv, args.host, args.port, share=args.reuse_port)
-        except GroupRunning as exc:
+        except GroupError as exc:
             raise CommandError(str(exc)) from None
-        except OSError as exc:
-            raise CommandError(f"cannot lock {args.host}:{args.port} for the group: "
-                               f"{exc}") from None
     return _serve(args, server, context, link, label)
 
 

@@ -56,7 +56,7 @@ from typing import Any
 
 __all__ = [
     "BACKOFF_CAP", "BACKOFF_FIRST", "CRASH_LOOP", "STABLE_AFTER", "STOP_TIMEOUT",
-    "GroupLock", "GroupRunning", "SupervisorLink", "resolve_workers", "run_workers",
+    "GroupError", "GroupLock", "SupervisorLink", "resolve_workers", "run_workers",
     "worker_argv",
 ]
 
@@ -119,8 +119,9 @@ def worker_argv(argv: Sequence[str], worker: int) -> list[str]:
 # the lock of a host:port -------------------------------------------------------------------
 
 
-class GroupRunning(RuntimeError):
-    """Another ``--workers`` group serves this host:port."""
+class GroupError(RuntimeError):
+    """The group cannot start: another one serves its host:port, or the lock that would say
+    so cannot be opened."""
 
 
 def runtime_dir() -> str:
@@ -391,11 +392,16 @@ class _Supervisor:
         selector = selectors.DefaultSelector()
         selector.register(self.ready_r, selectors.EVENT_READ)
         try:
-            for worker in self.workers:
-                if self.stopping:
-                    break  # a signal while starting: start no more
-                self.spawn(worker)
-            self.supervise(selector)
+            try:
+                for worker in self.workers:
+                    if self.stopping:
+                        break  # a signal while starting: start no more
+                    self.spawn(worker)
+                self.supervise(selector)
+            except BaseException:
+                self.failed = True
+                self.stop()  # no worker outlives its supervisor's failure (Popen's, say)
+                raise
             return self.stop()
         finally:
             selector.close()
@@ -465,15 +471,18 @@ def run_workers(count: int, argv: Sequence[str], host: str, port: int, *,
         a loop; otherwise the worst exit status of a worker at the stop.
 
     Raises:
-        GroupRunning: another group serves host:port and ``share`` is false.
-        OSError: the lock file cannot be opened.
+        GroupError: another group serves host:port and ``share`` is false, or the lock
+            file cannot be opened.
     """
-    lock = GroupLock(host, port)
+    try:
+        lock = GroupLock(host, port)
+    except OSError as exc:
+        raise GroupError(f"cannot lock {host}:{port} for the group: {exc}") from None
     try:
         if not lock.take():
             holder = lock.holder()
             if not share:
-                raise GroupRunning(
+                raise GroupError(
                     f"a roomer --workers group already serves {host}:{port} (supervisor "
                     f"pid {holder}, lock {lock.path}): stop it first, or add --reuse-port "
                     "to start this one beside it on purpose")

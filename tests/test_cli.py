@@ -11,10 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from roomer import Server
 
 
 def _free_port() -> int:
@@ -417,3 +419,16 @@ def test_static_index_replaces_the_demo_page(tmp_path: Path, with_index: bool) -
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_serve_static_is_checked_and_before_start_only(
+        tmp_path: Path, make_server: Callable[..., Awaitable[Server]]) -> None:
+    server = Server()
+    with pytest.raises(ValueError, match="is not a folder"):
+        server.serve_static(str(tmp_path / "missing"))
+    assert server.config.static_dir is None  # a refused folder changes nothing
+    server.serve_static(str(tmp_path))
+    assert server.config.static_dir == str(tmp_path)
+    started = await make_server()
+    with pytest.raises(RuntimeError, match="before the server starts"):
+        started.serve_static(str(tmp_path))
