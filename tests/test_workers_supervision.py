@@ -245,7 +245,9 @@ def test_group_lock_is_one_holder_at_a_time(tmp_path: Path,
     assert first.take() and first.holder() == str(os.getpid())
     second = GroupLock("::", 8080)
     assert not second.take()  # flock: a second open file is refused, even in one process
-    assert GroupLock("127.0.0.1", 8080).take()  # another address is another group
+    other = GroupLock("127.0.0.1", 8080)
+    assert other.take()  # another address is another group
+    other.close()
     first.close()  # the holder is gone: its lock is free, though the file stays
     assert second.take()
     with open(second.path, "rb") as f, pytest.raises(BlockingIOError):
