@@ -26,6 +26,8 @@ __all__ = ["Config", "Routes", "check_route"]
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
+    # kw: the flag's metavar and choices; ``none``, what None means (``--flag none``);
+    # ``shown``, the default in words where the value itself says nothing.
     return field(default=default, metadata={"help": help, "flag": flag, **kw})
 
 
@@ -74,30 +76,30 @@ class Config:
     max_event_name: int = _opt(64, "longest event name in UTF-8 bytes")
     max_rooms_per_connection: int | None = _opt(
         100, "rooms one connection may be in at once, in all namespaces together, roots "
-             "left out (None: unlimited)", "--max-rooms", metavar="N")
+             "left out", "--max-rooms", metavar="N", none="unlimited")
     max_pending_asks: int = _opt(
         64, "asks of the server one client may leave unanswered at once; another raises "
             "RuntimeError in the asker (an ask fails at once when its client leaves its "
             "room or disconnects)", "--max-pending-asks", metavar="N")
     rate_limit: tuple[float, float] | None = _opt(
-        (200, 1.0), "(frames, seconds): a token bucket per connection that every frame "
-                    "draws from; past it frames are dropped with one rate_limited error "
-                    "per window, and as many drops again in a window close with 1008 "
-                    "(None: unlimited)", "--rate-limit", metavar="COUNT/SECONDS")
+        (200, 1.0), "a token bucket per connection of COUNT frames per SECONDS that every "
+                    "frame draws from; past it frames are dropped with one rate_limited "
+                    "error per window, and as many drops again in a window close with 1008",
+        "--rate-limit", metavar="COUNT/SECONDS", none="unlimited")
     byte_limit: tuple[float, float] | None = _opt(
-        (1 << 20, 1.0), "(bytes, seconds): a second bucket per connection that every frame "
+        (1 << 20, 1.0), "a second bucket per connection of BYTES per SECONDS that every frame "
                         "draws its payload size from, so a few huge messages cannot pass "
                         "where many small ones would not (a frame larger than the bucket "
                         "passes when it is full, leaving it in debt); past it frames are "
-                        "dropped with one rate_limited error per window (None: unlimited)",
-        "--byte-limit", metavar="BYTES/SECONDS")
+                        "dropped with one rate_limited error per window",
+        "--byte-limit", metavar="BYTES/SECONDS", none="unlimited")
     error_limit: tuple[float, float] | None = _opt(
-        (100, 10.0), "(errors, seconds): error replies one connection may cause in a "
-                     "window before it is closed with 1008 (None: unlimited)",
-        "--error-limit", metavar="COUNT/SECONDS")
+        (100, 10.0), "COUNT error replies one connection may cause within SECONDS before "
+                     "it is closed with 1008", "--error-limit", metavar="COUNT/SECONDS",
+        none="unlimited")
     ping_interval: float | None = _opt(
-        20.0, "ping a connection idle this many seconds (None: no pings, no idle close)",
-        "--ping-interval", metavar="SECONDS")
+        20.0, "ping a connection idle this many seconds", "--ping-interval",
+        metavar="SECONDS", none="no pings, no idle close")
     ping_timeout: float = _opt(
         20.0, "a pinged connection silent this many seconds more is closed with 1011")
     handshake_timeout: float = _opt(5.0, "seconds allowed for the HTTP upgrade")
@@ -105,8 +107,8 @@ class Config:
         4096, "connections the kernel queues for accept, a connect storm's burst (the "
               "kernel caps it at net.core.somaxconn)")
     metrics_path: str | None = _opt(
-        "/metrics", "path of the Prometheus metrics page (None: not served)",
-        "--metrics-path", metavar="PATH")
+        "/metrics", "path of the Prometheus metrics page", "--metrics-path", metavar="PATH",
+        none="not served")
     read_buffer_size: int = _opt(
         2048, "initial per-connection read buffer in bytes (picows' minimum is 2048; "
               "grows for larger messages and floods, cut back after them)",
@@ -114,10 +116,11 @@ class Config:
     backplane: str | None = _opt(
         None, "the broker the server processes of one cluster share rooms through: "
               "redis://host:6379/0 or nats://host:4222 (memory://name: servers in one "
-              "process); None: this process alone", "--backplane", metavar="URL")
+              "process)", "--backplane", metavar="URL", none="this process alone")
     node_id: str | None = _opt(
         None, "this server's name among the cluster's nodes, unique among the live ones "
-              "(A-Z a-z 0-9 - _, at most 64; default host-pid)", "--node-id", metavar="NAME")
+              "(A-Z a-z 0-9 - _, at most 64)", "--node-id", metavar="NAME",
+        shown="host-pid")
     node_timeout: float = _opt(
         6.0, "seconds a node may go unheard (heartbeats every sixth of it) before the "
              "others announce its members as left", "--node-timeout", metavar="SECONDS")

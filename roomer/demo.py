@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import unicodedata
 from collections.abc import Callable
 from importlib import resources
@@ -57,9 +58,13 @@ def clean_name(raw: str, conn_id: str) -> str:
 
 
 def setup(server: Server) -> None:
-    """Register the demo's page, hooks and room-list publisher on ``server``."""
-    page = resources.files("roomer").joinpath("static/demo.html").read_bytes()
-    server.routes["/"] = ("text/html; charset=utf-8", page)
+    """Register the demo's page, hooks and room-list publisher on ``server``. The page is
+    served at ``/`` unless the server's ``static_dir`` (``--static DIR``) holds an
+    ``index.html`` (looked for now, once): then the folder's page is the one at ``/``."""
+    static = server.config.static_dir
+    if static is None or not os.path.isfile(os.path.join(static, "index.html")):
+        page = resources.files("roomer").joinpath("static/demo.html").read_bytes()
+        server.routes["/"] = ("text/html; charset=utf-8", page)
     names: dict[str, str] = {}  # connection id -> display name
     changed = asyncio.Event()  # the room list has changed since the last broadcast
     publisher: list[asyncio.Task[None]] = []

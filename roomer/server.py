@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import signal
 import sys
@@ -37,6 +38,7 @@ from .metrics import Metrics
 from .namespaces import Exclude, NamedNamespace, Namespace
 from .registry import ROOT, Nodes, Registry
 from .routing import BEAT, name_ok
+from .static_files import StaticFiles
 
 __all__ = ["Server", "WSConnection"]
 
@@ -294,6 +296,23 @@ class Server:
         created = NamedNamespace(core, name, Registry(self.config.root_presence, name))
         core.namespaces[name] = created
         return created
+
+    def serve_static(self, folder: str | None) -> None:
+        """Serve the files of ``folder`` to plain GET requests in place of the
+        ``static_dir`` the server was built with (``roomer serve app:server --static DIR``
+        on a ready Server); None serves none. Before ``start`` only.
+
+        Raises:
+            TypeError: ``folder`` is not a path.
+            ValueError: ``folder`` is not a folder.
+            RuntimeError: the server is started.
+        """
+        if self._core.started:
+            raise RuntimeError("the static folder is set before the server starts")
+        checked = dataclasses.replace(self.config, static_dir=folder).static_dir
+        # Only the HTTP side has read it so far, and it is given the new folder here.
+        object.__setattr__(self.config, "static_dir", checked)
+        self._http.static = StaticFiles(checked)
 
     # server lifecycle hooks -----------------------------------------------------------------
 

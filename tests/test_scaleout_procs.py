@@ -1,7 +1,8 @@
 """Scale-out over real processes and real brokers: ``roomer serve`` nodes on
 different ports sharing rooms through Redis and through NATS, clients spread over them;
 a node killed with SIGKILL; the broker restarted under running nodes; ``--workers 2`` on
-one port. tests/test_scaleout.py covers the same semantics with Servers in this process.
+one port (its supervision: tests/test_workers_supervision.py). tests/test_scaleout.py covers
+the same semantics with Servers in this process.
 
 The servers run tests/scaleout_app.py: handlers that let a client make its node call
 ``broadcast``, ``broadcast_all``, ``send_to`` and ``members``. Timings that the docs state
@@ -551,28 +552,4 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
         assert "Traceback" not in parent.stderr_text(), parent.stderr_tail()
     finally:
         await close_all(*clients)
-        await parent.kill()
-
-
-async def test_a_dead_worker_stops_the_others(redis_url: str, prefix: str) -> None:
-    port = free_port()
-    parent = await _spawn(
-        ["-m", "roomer", "serve", "scaleout_app:setup", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", "2", "--backplane", redis_url, "--backplane-prefix", prefix,
-         "--log-level", "warning"], "workers")
-    try:
-        first = ""
-        while "workers started" not in first:
-            first = await parent.readline(30)
-        pids = [int(p) for p in first.split("(pids ")[1].rstrip(")\n").split(", ")]
-        for _ in range(2):
-            while "listening on" not in await parent.readline(30):
-                pass
-        os.kill(pids[0], signal.SIGKILL)
-        code = await asyncio.wait_for(parent.proc.wait(), 20)
-        assert code != 0  # the worker's death is the parent's status
-        with pytest.raises(ProcessLookupError):
-            os.kill(pids[1], 0)  # the other worker was stopped, and reaped
-        assert f"worker pid {pids[0]} exited" in parent.stderr_text()
-    finally:
         await parent.kill()
