@@ -49,8 +49,8 @@ def read_token(token: str) -> dict[str, str]:
 
 # --8<-- [start:authorize]
 def authorize(request) -> dict[str, str]:
-    """Called at the upgrade, synchronously, with the HTTP request (``path``, ``headers``):
-    what it returns becomes ``conn.claims``."""
+    """Called at the upgrade, synchronously, with the HTTP request (its ``path`` and
+    ``headers``): what it returns becomes ``conn.claims``."""
     header = request.headers.get("Authorization", "")
     query = parse_qs(urlsplit(request.path.decode("latin-1")).query)
     token = header.removeprefix("Bearer ") if header else query.get("token", [""])[0]
@@ -87,4 +87,4 @@ if __name__ == "__main__":
         print(make_token(*sys.argv[2:4]))
     else:
         server.run("127.0.0.1", 8080,
-                   on_started=lambda s: print("auth example on ws://{}:{}/ws".format(*s.address)))
+                   on_started=lambda s: print("auth on ws://{}:{}/ws".format(*s.address)))

@@ -20,7 +20,8 @@ nicknames: dict[str, str] = {}  # connection id -> nickname
 
 @server.on_connect  # a hook: runs as a client connects (raise roomer.Deny to refuse it)
 def arrive(conn: roomer.Connection) -> None:
-    query = parse_qs(urlsplit(conn.request.path.decode("latin-1")).query)  # /ws?nick=ada
+    path = conn.request.path.decode("latin-1")  # "/ws?nick=ada": bytes, as sent
+    query = parse_qs(urlsplit(path).query)
     nicknames[conn.id] = query.get("nick", ["guest"])[0][:24]
 
 

@@ -15,14 +15,14 @@ import roomer
 
 
 async def main(url: str, room_name: str, nick: str) -> None:
-    root = await roomer.connect(f"{url}?nick={quote(nick)}")  # the server names us an id
+    root = await roomer.connect(f"{url}?nick={quote(nick)}")  # the server gives us an id
     room = root.join(room_name)  # handlers first, then wait for the server's join_ack
     room.on("chat", lambda payload, sender: print(f"{sender[:8]}: {payload.decode()}"))
-    room.on("who", lambda payload, sender: print("here:", ", ".join(json.loads(payload).values())))
+    room.on("who", lambda payload, sender: print("here:", *json.loads(payload).values()))
     room.on("new_member", lambda member: print(f"{member[:8]} joined"))
     room.on("member_left", lambda member: print(f"{member[:8]} left"))
     await room  # raises roomer.ClientError if the server refuses the join
-    print(f"in {room_name} as {root.id()[:8]}; type to chat, /who, Ctrl-D to leave", flush=True)
+    print(f"in {room_name} as {root.id()[:8]}; type to chat, /who, Ctrl-D to leave")
 
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):  # "" at Ctrl-D

@@ -28,14 +28,16 @@ SIZE = 100  # the field is SIZE x SIZE
 
 server = roomer.Server()
 seat_of: dict[str, str] = {}  # connection id -> its table
-positions: dict[str, dict[str, list[int]]] = {table: {} for table in TABLES}  # [x, y, dx, dy]
+# table -> {connection id -> [x, y, dx, dy]} of the players seated there
+positions: dict[str, dict[str, list[int]]] = {table: {} for table in TABLES}
 changed = asyncio.Event()  # a seat was taken or freed since the last table list
 # --8<-- [end:state]
 
 
 # --8<-- [start:tables]
 def table_list() -> str:
-    return json.dumps([{"table": t, "taken": len(positions[t]), "seats": SEATS} for t in TABLES])
+    return json.dumps([{"table": table, "taken": len(positions[table]), "seats": SEATS}
+                       for table in TABLES])
 
 
 @server.on_join
@@ -98,7 +100,8 @@ async def tick() -> None:
             for player in players.values():
                 player[0] = min(SIZE, max(0, player[0] + player[2]))
                 player[1] = min(SIZE, max(0, player[1] + player[3]))
-            state = {"tick": count, "players": {pid: p[:2] for pid, p in players.items()}}
+            state = {"tick": count,
+                     "players": {pid: p[:2] for pid, p in players.items()}}
             server.broadcast(table, "state", json.dumps(state))  # one encode per table
         if changed.is_set():
             changed.clear()

@@ -14,7 +14,7 @@ import roomer
 
 async def play(url: str, ticks: int) -> None:
     root = await roomer.connect(url)
-    lobby = root.join("lobby")  # handlers first, then wait: the list comes with the join
+    lobby = root.join("lobby")  # handlers first, then wait: the list comes right behind
     lists: asyncio.Queue[list[dict]] = asyncio.Queue()
     lobby.on("tables", lambda payload, sender: lists.put_nowait(json.loads(payload)))
     await lobby
@@ -35,15 +35,15 @@ async def play(url: str, ticks: int) -> None:
     for _ in range(ticks):
         state = await asyncio.wait_for(states.get(), timeout=5)
         x, y = state["players"][root.id()]
-        print(f"tick {state['tick']}: at ({x}, {y}), {len(state['players'])} at the table",
-              flush=True)
+        seated = len(state["players"])
+        print(f"tick {state['tick']}: at ({x}, {y}), {seated} at the table", flush=True)
     await root.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/ws")
-    parser.add_argument("--ticks", type=int, default=40, help="states to print (default 40)")
+    parser.add_argument("--ticks", type=int, default=40, help="states to print")
     args = parser.parse_args()
     asyncio.run(play(args.url, args.ticks))
 # --8<-- [end:player]

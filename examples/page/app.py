@@ -19,7 +19,7 @@ clicks: dict[str, int] = {}  # room -> clicks so far
 @server.on("click")
 def click(conn: roomer.Connection, msg: roomer.Message) -> int:
     clicks[msg.room] = clicks.get(msg.room, 0) + 1
-    server.broadcast(msg.room, "count", str(clicks[msg.room]), exclude=conn)  # the others
+    server.broadcast(msg.room, "count", str(clicks[msg.room]), exclude=conn)  # others
     return clicks[msg.room]  # the asker's reply (JSON)
 
 
