@@ -429,3 +429,30 @@ def test_readme_links_resolve(repo: Path) -> None:
     assert local
     missing = [link for link in local if not (repo / link).exists()]
     assert not missing, missing
+
+
+# proxy configurations ------------------------------------------------------------------------
+
+
+def test_proxy_configurations_are_well_formed_and_outlast_the_pings(blocks: list[Block]) -> None:
+    """The nginx and Caddy blocks of the deployment guide: braces balance, every nginx
+    statement ends with ``;``, the upgrade is passed through, and nginx's timeouts are
+    longer than a quiet client takes to be pinged and answer with the default options."""
+    configs = {block.lang: block for block in blocks if block.lang in ("nginx", "caddy")}
+    assert set(configs) == {"nginx", "caddy"}, sorted(configs)
+    for block in configs.values():
+        text = re.sub(r"#.*", "", block.text)
+        assert text.count("{") == text.count("}"), f"{block}: unbalanced braces"
+    nginx = re.sub(r"#.*", "", configs["nginx"].text)
+    for line in filter(None, (line.strip() for line in nginx.splitlines())):
+        assert line.endswith((";", "{", "}")), f"{configs['nginx']}: {line!r} lacks a ';'"
+    for needed in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                   "proxy_set_header Connection $connection_upgrade;"):
+        assert needed in nginx, needed
+    defaults = roomer.Config()
+    assert defaults.ping_interval is not None
+    quiet = defaults.ping_interval + defaults.ping_timeout
+    timeouts = [int(seconds) for seconds in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;",
+                                                      nginx)]
+    assert len(timeouts) == 2 and min(timeouts) > quiet, (timeouts, quiet)
+    assert "reverse_proxy 127.0.0.1:8080" in configs["caddy"].text
