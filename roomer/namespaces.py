@@ -163,7 +163,9 @@ class Namespace(Generic[C]):
         on the other nodes. Any thread.
 
         Args:
-            room, event, payload: The message.
+            room: The room whose members get it.
+            event: The message's event.
+            payload: The message's payload (bytes, or str sent as UTF-8).
             exclude: A member not to send it to (a connection or its id).
 
         Returns:
