@@ -92,6 +92,9 @@ class Router:
         self._beat_at = time.monotonic()
         self._stall = 0.0
         self._stall_until = 0.0
+        #: When the last stall of the server ended (clock time; 0: none yet): the server's
+        #: own rounds (pings, write timeouts) do not count time before it against clients.
+        self.stall_end = 0.0
 
     def inbound(self) -> Inbound:
         """A new connection's inbound state."""
@@ -118,6 +121,7 @@ class Router:
             per = rate[1] if rate else 1.0
             self._stall = late
             self._stall_until = now + late + per
+            self.stall_end = now
             self.metrics.counters["stalls"] += 1
         if now < self._stall_until:
             return self._stall

@@ -179,6 +179,7 @@ class Server:
         self._waiting: set[asyncio.Task[Any]] = set()
         # (read buffers cut back, connections closed) when memory was last given back
         self._released = (0, 0)
+        self._pinged_round = 0.0  # when the last ping round ran (monotonic)
 
     def __repr__(self) -> str:
         return f"<roomer.Server {'listening' if self._server else 'not started'}>"
@@ -629,12 +630,14 @@ class Server:
             self.metrics.counters["dropped_slow_disconnects"] += 1
 
     def _check_write_timeouts(self, _now: float) -> None:
-        # Sync mode never drops: a receiver that stays over its limit is disconnected.
+        # Sync mode never drops: a receiver that stays over its limit is disconnected. Time
+        # the server itself did not run (a stall: it wrote nothing) is not the receiver's.
         now = time.monotonic()
         write_timeout = self.config.write_timeout
+        stall_end = self._core.router.stall_end
         for conn in list(self.registry.conns.values()):
             since = conn.over_since
-            if since and now - since > write_timeout:
+            if since and now - max(since, stall_end) > write_timeout:
                 self._cut_off(conn, "write timeout")
 
     def _ping_idle(self, now: float) -> None:
@@ -644,8 +647,14 @@ class Server:
         assert config.ping_interval is not None
         interval, timeout = config.ping_interval, config.ping_timeout
         router = self._core.router
+        # After a stall of the server itself, what it could not read meanwhile (pongs
+        # included) is still in the kernel: this round hears everyone instead of judging.
+        stalled = router.stall_end > self._pinged_round
+        self._pinged_round = time.monotonic()
         for conn in list(self.registry.conns.values()):
             router.lift(conn, interval + timeout)
+            if stalled:
+                conn.inbound.heard()
             verdict = conn.inbound.liveness(now, interval, timeout)
             if verdict is Liveness.HEARD:
                 continue
