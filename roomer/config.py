@@ -1,6 +1,6 @@
 """Every Server option, declared once: type, default, validation, docs and CLI flag.
 
-``Server(**options)`` builds a :class:`Config`; ``roomer serve`` derives its flags from
+``Server(**options)`` builds a `Config`; ``roomer serve`` derives its flags from
 the fields that carry one (``flag`` in the field metadata), so an option cannot exist in
 one place and be missing in the other.
 """

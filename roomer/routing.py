@@ -1,7 +1,7 @@
 """What each message a client sends does, in the check order of docs/protocol.md §9, and
 the order and pacing of a connection's messages.
 
-The :class:`Router` owns every connection's :class:`~roomer.inbound.Inbound` and is the
+The `Router` owns every connection's `Inbound` and is the
 only one to drive it. Pacing, the same for every kind of inbound work
 (docs/design.md, "Bounds"):
 

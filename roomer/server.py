@@ -1,11 +1,11 @@
 """The picows listener and the Server API: the only module that does socket I/O.
 
-A :class:`Server` listens with picows, answers plain HTTP through roomer/http.py, and
-makes each upgraded client a :class:`WSConnection`: the socket side of a
-:class:`roomer.Connection`. Everything below it has no I/O: the router
+A `Server` listens with picows, answers plain HTTP through roomer/http.py, and
+makes each upgraded client a `WSConnection`: the socket side of a
+`roomer.Connection`. Everything below it has no I/O: the router
 (roomer/routing.py) decides what each frame does, the registries (roomer/registry.py)
 keep rooms and presence, the namespaces (roomer/namespaces.py) hold handlers and hooks,
-and all of them share one :class:`roomer.core.Core`. docs/design.md draws the parts and
+and all of them share one `roomer.core.Core`. docs/design.md draws the parts and
 the path of a message; docs/protocol.md is the wire contract.
 """
 
@@ -73,7 +73,7 @@ def _close_reason(reason: str) -> bytes:
 
 
 class WSConnection(Connection):
-    """A :class:`roomer.Connection` on a picows WebSocket: its picows listener, and what
+    """A `roomer.Connection` on a picows WebSocket: its picows listener, and what
     it asks of its socket (close, pause and resume reading, ping)."""
 
     __slots__ = ()
@@ -147,7 +147,7 @@ class WSConnection(Connection):
 class Server:
     """A roomer server: rooms, handlers, hooks and fan-out over picows.
 
-    ``Server(**options)``: every option is a field of :class:`roomer.Config` (the
+    ``Server(**options)``: every option is a field of `roomer.Config` (the
     reference lists them); ``server.config`` holds them. The server has a default
     namespace, ``server.default`` (``""``, what v1 clients speak): its decorators (``on``,
     ``on_connect``...) and sending methods (``broadcast``, ``send_to``, ``do``...) are
@@ -188,68 +188,68 @@ class Server:
 
     def on(self, event: str) -> Callable[[Handler[Connection]], Handler[Connection]]:
         """Decorator: a handler of ``event`` in the default namespace
-        (:meth:`Namespace.on`)."""
+        (`Namespace.on`)."""
         return self.default.on(event)
 
     def on_connect(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: the default namespace's :meth:`Namespace.on_connect`: ``fn(conn)``
+        """Decorator: the default namespace's `Namespace.on_connect`: ``fn(conn)``
         at the upgrade; raise Deny to close it with 1008."""
         return self.default.on_connect(fn)
 
     def on_connected(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: :meth:`Namespace.on_connected` of the default namespace."""
+        """Decorator: `Namespace.on_connected` of the default namespace."""
         return self.default.on_connected(fn)
 
     def on_disconnect(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: :meth:`Namespace.on_disconnect` of the default namespace."""
+        """Decorator: `Namespace.on_disconnect` of the default namespace."""
         return self.default.on_disconnect(fn)
 
     def on_join(self, fn: Callable[[Connection, str], Any]) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_join` of the default namespace."""
+        """Decorator: `Namespace.on_join` of the default namespace."""
         return self.default.on_join(fn)
 
     def on_joined(self, fn: Callable[[Connection, str], Any]
                   ) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_joined` of the default namespace."""
+        """Decorator: `Namespace.on_joined` of the default namespace."""
         return self.default.on_joined(fn)
 
     def on_leave(self, fn: Callable[[Connection, str], Any]
                  ) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_leave` of the default namespace."""
+        """Decorator: `Namespace.on_leave` of the default namespace."""
         return self.default.on_leave(fn)
 
     def on_left(self, fn: Callable[[Connection, str], Any]) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_left` of the default namespace."""
+        """Decorator: `Namespace.on_left` of the default namespace."""
         return self.default.on_left(fn)
 
     def on_event(self, fn: Callable[[Connection, Message], Any]
                  ) -> Callable[[Connection, Message], Any]:
-        """Decorator: :meth:`Namespace.on_event` of the default namespace."""
+        """Decorator: `Namespace.on_event` of the default namespace."""
         return self.default.on_event(fn)
 
     def broadcast(self, room: str, event: str, payload: Payload = b"",
                   exclude: Exclude = None) -> Any:
-        """:meth:`Namespace.broadcast` in the default namespace. Any thread."""
+        """`Namespace.broadcast` in the default namespace. Any thread."""
         return self.default.broadcast(room, event, payload, exclude)
 
     def broadcast_all(self, event: str, payload: Payload = b"", room: str = ROOT,
                       exclude: Exclude = None) -> Any:
-        """:meth:`Namespace.broadcast_all` in the default namespace: every client. Any
+        """`Namespace.broadcast_all` in the default namespace: every client. Any
         thread."""
         return self.default.broadcast_all(event, payload, room, exclude)
 
     def send_to(self, conn_id: str, event: str, payload: Payload = b"",
                 room: str = ROOT) -> bool:
-        """:meth:`Namespace.send_to` in the default namespace. Loop thread only."""
+        """`Namespace.send_to` in the default namespace. Loop thread only."""
         return self.default.send_to(conn_id, event, payload, room)
 
     def do(self, fn: Callable[[Connection], Any]) -> int:
-        """Call ``fn(conn)`` for every client here (:meth:`Namespace.do`). Loop thread
+        """Call ``fn(conn)`` for every client here (`Namespace.do`). Loop thread
         only."""
         return self.default.do(fn)
 
     def members(self, room: str) -> list[str]:
-        """Ids of ``room``'s members (:meth:`Namespace.members`). Any thread."""
+        """Ids of ``room``'s members (`Namespace.members`). Any thread."""
         return self.default.members(room)
 
     def rooms(self) -> list[str]:
@@ -354,10 +354,12 @@ class Server:
 
     @property
     def counters(self) -> dict[str, int]:
+        """The server's counters by name (live; what /metrics shows as ``*_total``)."""
         return self.metrics.counters
 
     @property
     def errors(self) -> dict[str, int]:
+        """Error replies sent, by code (live)."""
         return self.metrics.errors
 
     def stats(self) -> dict[str, Any]:
@@ -406,7 +408,7 @@ class Server:
             False if it is not here.
 
         Raises:
-            ValueError, TypeError: as :meth:`Connection.close` (nothing is done then).
+            ValueError, TypeError: as `Connection.close` (nothing is done then).
         """
         self._core.loop_only("Server.kick")
         conn = self.registry.conns.get(conn_id)
@@ -527,7 +529,7 @@ class Server:
         writing its outbox, all within ``timeout`` seconds: the disconnect hooks this
         starts may finish until then, and whatever is still open (a client that does not
         read, a socket that never finished its upgrade, a slow HTTP reader) is then cut.
-        Await :meth:`wait_closed` for its end."""
+        Await `wait_closed` for its end."""
         core = self._core
         loop = core.loop
         if loop is None or self._server is None:
@@ -553,7 +555,7 @@ class Server:
                 self._waiting.discard(task)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """:meth:`close`, then :meth:`wait_closed`."""
+        """`close`, then `wait_closed`."""
         self.close(timeout)
         await self.wait_closed()
 
