@@ -891,9 +891,13 @@ HTTP_PIECE = 32 * 1024
 HTTP_HIGH_WATER = 64 * 1024
 # Bytes one answer writes in a loop turn before the others (and the WebSocket clients) run.
 HTTP_TURN = 256 * 1024
-# Bytes read and dropped after a request head (pipelined requests, a body); past it the
-# connection is not read any more.
-HTTP_DISCARD = 64 * 1024
+# Bytes read and dropped after a request head (pipelined requests, a body roomer does not
+# read): reading them keeps the close clean (unread bytes make the kernel reset the
+# connection, and the client lose the answer's end); more than this is abuse, and cut.
+HTTP_DISCARD = 1 << 20
+# After the answer: seconds between looks at whether the client has taken it all (then the
+# connection is closed, if the client has not closed it first).
+HTTP_LINGER = 1.0
 HEAD_BUFFER = 2048
 
 
@@ -906,7 +910,8 @@ class HttpFront(asyncio.BufferedProtocol):
     reads the socket itself. Anything else is answered here: the head, then the body in
     pieces, each written only while the transport holds less than ``HTTP_HIGH_WATER``
     unsent (``pause_writing``/``resume_writing``), all of it within ``http_timeout`` (then
-    the connection is aborted), and the connection closed after it.
+    the connection is aborted). Then the write side is shut (the client reads to the end)
+    and the connection closed once the client has it all or closes first.
 
     Why in front of picows: picows (2.3.1) reads the request head itself and takes only GET
     over HTTP/1.1 (HEAD, OPTIONS and HTTP/1.0 get its 400, whose body repeats a token of the
@@ -916,8 +921,8 @@ class HttpFront(asyncio.BufferedProtocol):
     (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
     """
 
-    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_http", "_loop", "_paused",
-                 "_pumping", "_timer", "_transport", "_ws_protocol")
+    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_http", "_lingering",
+                 "_loop", "_paused", "_pumping", "_timer", "_transport", "_ws_protocol")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
                  ws_protocol: Callable[[], Any]) -> None:
@@ -931,6 +936,8 @@ class HttpFront(asyncio.BufferedProtocol):
         self._answer: Answer | None = None
         self._paused = False
         self._pumping = False
+        self._lingering: asyncio.TimerHandle | None = None
+        self._eof = False
         self._discarded = 0
 
     @classmethod
@@ -963,6 +970,8 @@ class HttpFront(asyncio.BufferedProtocol):
             loop, lambda: cls(loop, http, ws_protocol), host, port, **kwargs)
         return server
 
+    # reading ---------------------------------------------------------------------------
+
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
         self._timer = self._loop.call_later(self._http.config.handshake_timeout,
@@ -982,7 +991,7 @@ class HttpFront(asyncio.BufferedProtocol):
         if self._answer is not None:
             self._discarded += nbytes
             if self._discarded > HTTP_DISCARD:
-                self._transport.pause_reading()
+                self._transport.abort()
             return
         start = max(0, self._at - 3)
         self._at += nbytes
@@ -998,7 +1007,10 @@ class HttpFront(asyncio.BufferedProtocol):
             self._start(answer)
 
     def eof_received(self) -> bool:
-        return self._answer is not None  # the client may half-close after its request
+        if self._answer is None or self._lingering is not None:
+            return False  # no request, or the answer is out: close
+        self._eof = True  # half-closed after its request: the answer still goes out
+        return True
 
     def _hand_over(self) -> None:
         self._cancel_timer()
@@ -1016,6 +1028,8 @@ class HttpFront(asyncio.BufferedProtocol):
             ws.buffer_updated(size)
             data = data[size:]
 
+    # writing ---------------------------------------------------------------------------
+
     def _start(self, answer: Answer) -> None:
         self._cancel_timer()
         self._answer = answer
@@ -1031,7 +1045,8 @@ class HttpFront(asyncio.BufferedProtocol):
     def _pump(self) -> None:
         self._pumping = False
         answer, transport = self._answer, self._transport
-        if answer is None or transport is None or transport.is_closing():
+        if answer is None or transport is None or transport.is_closing() or \
+                self._lingering is not None:
             return
         body = answer.body
         budget = HTTP_TURN
@@ -1046,12 +1061,32 @@ class HttpFront(asyncio.BufferedProtocol):
                 budget -= len(piece)
                 transport.write(piece)  # may pause_writing() at once
         except OSError as exc:
-            # The client must not take a short or mixed body for the whole: no clean close.
+            # The client must not take a short or mixed body for the whole: no clean end.
             log.warning("plain HTTP answer cut short: %s", exc)
             transport.abort()
             return
         if body is None or not body.remaining:
-            transport.close()  # after what the transport holds is written (or the deadline)
+            self._written()
+
+    def _written(self) -> None:
+        # All of it is in the transport. Shut the write side after it (FIN), and close
+        # once the client has taken it (or closes first): closing with the client's bytes
+        # still arriving would reset the connection under the answer's end.
+        transport = self._transport
+        if self._eof or not transport.can_write_eof():  # TLS: close_notify then close
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = self._loop.call_later(HTTP_LINGER, self._linger)
+
+    def _linger(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size():  # still being read: the deadline stands
+            self._lingering = self._loop.call_later(HTTP_LINGER, self._linger)
+        else:
+            transport.close()
 
     def pause_writing(self) -> None:
         if not self._paused:
@@ -1077,6 +1112,8 @@ class HttpFront(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._lingering is not None:
+            self._lingering.cancel()
         if self._paused:
             self._paused = False
             self._http.counters["http_waiting"] -= 1
