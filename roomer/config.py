@@ -124,7 +124,7 @@ class Config:
               "client that reads slower is cut off", "--http-timeout", metavar="SECONDS")
     http_max_answers: int = _opt(
         256, "plain-HTTP answers being written at once; past it requests get 503 with "
-             "Retry-After (but /healthz)", "--http-max-answers", metavar="N")
+             "Retry-After (but /healthz and /metrics)", "--http-max-answers", metavar="N")
     health_detail: bool = _opt(
         False, "/healthz shows the whole health text (the backplane's address and state) "
                "rather than its first line (ok, degraded)", "--health-detail")

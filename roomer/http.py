@@ -140,18 +140,20 @@ class HttpSide:
         if method == b"OPTIONS":
             return self._finish(204, [("Allow", ALLOW)], None)
         path = request.path.split(b"?", 1)[0].split(b"#", 1)[0]
-        if path == b"*":
+        if not path.startswith(b"/"):  # "*", "host:port"
             return self._text(400, b"bad request\n")
         head_only = method == b"HEAD"
         text_path = path.decode("latin-1")
+        # The server's own pages are never refused as busy: a balancer and a scraper must
+        # hear from a node under load (and their answers are small).
         if text_path == "/healthz":
-            return self._health(head_only)  # never refused as busy: a balancer must hear
-        if self.counters["http_open"] >= self.config.http_max_answers:
-            self.counters["http_busy"] += 1
-            return self._text(503, b"busy\n", head_only, [("Retry-After", "1")])
+            return self._health(head_only)
         if text_path == self.config.metrics_path:
             return self._text(200, self._metrics_text().encode(), head_only,
                               [("Cache-Control", "no-store")], METRICS_TYPE)
+        if self.counters["http_open"] >= self.config.http_max_answers:
+            self.counters["http_busy"] += 1
+            return self._text(503, b"busy\n", head_only, [("Retry-After", "1")])
         route = self.routes.get(text_path)
         if route is not None:
             content_type, data = route

@@ -51,7 +51,7 @@ BAD_VERSION = HeadError(505, b"HTTP/1.0 and HTTP/1.1 only\n")
 
 def parse_head(head: bytes) -> WSUpgradeRequest:
     """A request head (without its blank line) as a picows ``WSUpgradeRequest``: ``method``,
-    ``path`` (origin-form: an absolute-form target is cut to its path; ``*`` stays),
+    ``path`` (the request target; an absolute-form one cut to its path, others as sent),
     ``version`` (bytes) and ``headers`` (a CIMultiDict of str).
 
     Raises:
@@ -85,8 +85,6 @@ def parse_head(head: bytes) -> WSUpgradeRequest:
         target = target[absolute.end():]
         if not target.startswith(b"/"):
             target = b"/" + target
-    elif not target.startswith(b"/") and target != b"*":
-        raise BAD_REQUEST
     request = WSUpgradeRequest()
     request.method = method
     request.path = target
@@ -226,9 +224,8 @@ def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
         suffix = int(last)
         return UNSATISFIABLE if suffix == 0 else (max(0, size - suffix), size)
     start = int(first)
-    stop = size if not last else int(last) + 1
-    if stop <= start:
+    if last and int(last) < start:
         return None  # last < first: not a valid range (RFC 9110 §14.1.1)
     if start >= size:
         return UNSATISFIABLE
-    return start, min(stop, size)
+    return start, size if not last else min(int(last) + 1, size)
