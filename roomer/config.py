@@ -115,9 +115,10 @@ class Config:
                   "use different prefixes", "--backplane-prefix", metavar="PREFIX")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
-        metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
+        metadata={"help": "{path: (content_type, body)} served to plain GET and HEAD requests"})
     static_dir: str | None = _opt(
-        None, "a folder whose files are served to plain GET requests (no path leaves it)",
+        None, "a folder whose files are served to plain GET and HEAD requests (no path "
+              "leaves it)",
         "--static", metavar="DIR")
     http_timeout: float = _opt(
         60.0, "seconds a plain-HTTP answer may take to be written, file bodies included; a "

@@ -966,6 +966,11 @@ class HttpFront(asyncio.BufferedProtocol):
                 enable_auto_pong=enable_auto_pong, max_frame_size=max_frame_size,
                 extra_headers=None, read_buffer_init_size=read_buffer_init_size)
 
+        try:
+            ws_protocol()  # once now: a picows that builds it otherwise fails at start
+        except TypeError as exc:
+            raise RuntimeError("this picows builds its server protocol differently from "
+                               "picows 2.3.1, which roomer needs") from exc
         server: asyncio.Server = await aiofastnet.create_server(
             loop, lambda: cls(loop, http, ws_protocol), host, port, **kwargs)
         return server
