@@ -18,8 +18,8 @@ from http import HTTPStatus
 from multidict import CIMultiDict
 from picows import WSUpgradeRequest
 
-__all__ = ["MAX_HEAD", "MAX_HEADERS", "Answer", "Body", "BytesBody", "HeadError",
-           "byte_range", "head_bytes", "parse_head"]
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "UNSATISFIABLE", "Answer", "Body", "BytesBody",
+           "HeadError", "body_length", "byte_range", "head_bytes", "parse_head"]
 
 #: Largest request head, request line to blank line included (picows' own limit: a longer
 #: upgrade request is dropped by picows without an answer).
