@@ -24,6 +24,9 @@ COUNTED_CODES = frozenset((*ERROR_CODES, "denied", "timeout"))
 GAUGES = (
     ("connections", "roomer_connections", "Connected clients."),
     ("rooms", "roomer_rooms", "Rooms that have members (root included)."),
+    ("http_open", "roomer_http_answers_open", "Plain-HTTP answers being written."),
+    ("http_waiting", "roomer_http_answers_waiting",
+     "Plain-HTTP answers waiting for their client to read (its transport buffer full)."),
 )
 COUNTERS = (
     ("connections_total", "roomer_connections_opened_total", "WebSocket connections opened."),
@@ -51,6 +54,11 @@ COUNTERS = (
     ("ask_timeouts", "roomer_ask_timeouts_total", "Asks of the server that got no answer."),
     ("unknown_replies", "roomer_unknown_replies_total",
      "Replies to no waiting ask of the server (unknown id, or timed out), ignored."),
+    ("http_answers", "roomer_http_answers_total", "Plain-HTTP requests answered."),
+    ("http_timeouts", "roomer_http_timeouts_total",
+     "Plain-HTTP answers cut off at http_timeout (a client that did not read them)."),
+    ("http_busy", "roomer_http_busy_total",
+     "Plain-HTTP requests refused with 503 (http_max_answers being written)."),
 )
 
 # With a backplane (roomer.backplane.Cluster.state()).
@@ -90,6 +98,12 @@ class Metrics:
             "asks_out": 0,
             "ask_timeouts": 0,
             "unknown_replies": 0,
+            # plain HTTP (roomer.http): answers, and two gauges kept here with them
+            "http_answers": 0,
+            "http_open": 0,
+            "http_waiting": 0,
+            "http_timeouts": 0,
+            "http_busy": 0,
         }
         self.errors: dict[str, int] = dict.fromkeys(ERROR_CODES, 0)
 

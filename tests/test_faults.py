@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from rawclient import RawClient, connect, encode
+from rawclient import RawClient, connect
 from serverproc import ServerProcess
 
 pytestmark = pytest.mark.server_process
