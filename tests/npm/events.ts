@@ -1,8 +1,8 @@
 // Every event a room emits, checked against its declared type: compiled with tsc (which
 // checks ARITY against roomer.d.ts's RoomEvents), then run in Node against a real server
-// (tests/test_npm_package.py; node events.js <ws-url>). The server's app is
-// tests/browser/browser_app.py: `drop-me` drops the connection as a network failure would
-// (1011), rooms named `closed-*` refuse to be joined.
+// (tests/test_npm_package.py; node events.js <ws-url>). The server runs the app of
+// tests/browser/browser_v2_app.py, whose `drop-me` drops the connection as a network
+// failure would (1011), and whose rooms named `closed-*` refuse to be joined.
 //
 // Each event fires at least once, each firing has as many arguments as its handler type
 // declares, and each argument is of its declared type. Prints one JSON line of the counts.
