@@ -150,8 +150,42 @@ const NAMESPACE_EVENTS = new Set(["connect", "disconnect"]);
 /** Events this client emits on its own: not sent, and a peer's message so named is ignored. */
 const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped"]);
 
+/** Whether JSON.stringify sends what ``value`` holds: an array, an object that says how
+ * (``toJSON()``, as a Date has), or a plain object (its prototype a root one: an object
+ * literal's, or ``null``, from any realm). A Map, a Set or an instance of a class without
+ * ``toJSON()`` would become ``{}``. */
+function sendsAsJSON(value) {
+  if (Array.isArray(value) || typeof value.toJSON === "function") return true;
+  const proto = Object.getPrototypeOf(value);
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+function kindOf(value) {
+  const ctor = value.constructor;
+  return typeof ctor === "function" && ctor.name ? ctor.name
+    : Object.prototype.toString.call(value).slice(8, -1);
+}
+
+/** The JSON text of ``value``, refusing with a TypeError what JSON.stringify would lose
+ * without a word: a function or a symbol, or an object (here or nested) that is not
+ * plain (``sendsAsJSON``). */
+function toJSON(value) {
+  if (typeof value === "function" || typeof value === "symbol") {
+    throw new TypeError(`roomer: cannot send a ${typeof value} as JSON`);
+  }
+  return JSON.stringify(value, (key, v) => {
+    if (typeof v === "object" && v !== null && !sendsAsJSON(v)) {
+      throw new TypeError(`roomer: cannot send a ${kindOf(v)} as JSON${key ? ` (at "${key}")` :
+        ""}: it would arrive as {}; send a plain object, an array, a string or bytes, or give ` +
+        "it a toJSON() method");
+    }
+    return v;
+  });
+}
+
 /** Bytes of a payload: string (UTF-8), ArrayBuffer, any typed array or DataView; null or
- * undefined is empty; numbers and booleans are sent as text, other objects as JSON. */
+ * undefined is empty; numbers and booleans are sent as text; plain objects and arrays as
+ * JSON (``toJSON``); anything else throws a TypeError. */
 function toBytes(payload) {
   if (payload === undefined || payload === null) return EMPTY;
   if (typeof payload === "string") return utf8.encode(payload);
@@ -166,7 +200,7 @@ function toBytes(payload) {
   if (typeof payload === "number" || typeof payload === "boolean") {
     return utf8.encode(String(payload));
   }
-  if (typeof payload === "object") return utf8.encode(JSON.stringify(payload));
+  if (typeof payload === "object") return utf8.encode(toJSON(payload));
   throw new TypeError(`roomer: cannot send a payload of type ${typeof payload}`);
 }
 
@@ -206,8 +240,13 @@ function defaultUrl() {
 }
 
 function wsUrl(url) {
-  if (typeof location === "undefined") return url;
-  const full = new URL(url, location.href);
+  let full;
+  try {
+    full = typeof location === "undefined" ? new URL(url) : new URL(url, location.href);
+  } catch {
+    throw new TypeError(`roomer: "${url}" is no URL` + (typeof location === "undefined"
+      ? " (outside a page a URL is whole: ws://host:port/ws)" : ""));
+  }
   if (full.protocol === "http:") full.protocol = "ws:";
   else if (full.protocol === "https:") full.protocol = "wss:";
   return full.href;
@@ -242,12 +281,19 @@ function readOptions(options = {}) {
   if (!Object.hasOwn(OFFERED, protocol)) {
     throw new TypeError('roomer: options.protocol must be "v1" or "v2"');
   }
+  const WebSocket = options.WebSocket ?? globalThis.WebSocket;
+  if (typeof WebSocket !== "function") {
+    throw new TypeError(options.WebSocket === undefined
+      ? "roomer: this runtime has no WebSocket (Node.js before 22): pass one, as in " +
+        'roomer(url, {WebSocket}) with `import WebSocket from "ws"`'
+      : "roomer: options.WebSocket must be a WebSocket constructor");
+  }
   return {
     protocol,
     reconnect,
     sendQueueLimit: limit,
     connectTimeout: options.connectTimeout ?? 10000,
-    WebSocket: options.WebSocket ?? globalThis.WebSocket,
+    WebSocket,
   };
 }
 
@@ -446,9 +492,9 @@ class Room {
     return this;
   }
 
-  /** send() with ``JSON.stringify(value)`` as the payload. */
+  /** send() with ``value`` as JSON text (refused as send() refuses objects). */
   sendJSON(event, value, dst = "") {
-    return this.send(event, JSON.stringify(value), dst);
+    return this.send(event, toJSON(value), dst);
   }
 
   /** Call ``fn`` for ``event``: custom events get (payload: Uint8Array, senderId). */
@@ -582,6 +628,16 @@ class Link {
       return;
     }
     ws.binaryType = "arraybuffer";
+    ws.onerror = () => {
+      // The close event that follows says all there is (and the ws package, in Node,
+      // throws an error event that has no listener). Browsers and ws fire it in the same
+      // task as this one; Node's own WebSocket does not after a failed connection, and
+      // stays CONNECTING: end that attempt here when no close came.
+      if (ws.readyState === 1) return; // WebSocket.OPEN
+      setTimeout(() => {
+        if (ws === this.ws) this.lost({ code: 1006, reason: "" });
+      });
+    };
     this.ws = ws;
     ws.onopen = () => {
       if (ws !== this.ws) return;
@@ -736,7 +792,7 @@ class Link {
         if (!before.includes(id) && id !== self) emit(rec, "new_member", id);
       }
       settle(rec);
-      emit(rec, "reconnected", self);
+      emit(rec, "reconnected", self, rec.oldId);
     } else if (!rec.everOpen) {
       rec.everOpen = true;
       settle(rec);
