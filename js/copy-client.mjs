@@ -7,3 +7,5 @@ const source = new URL("../roomer/static/", import.meta.url);
 for (const name of ["roomer.js", "roomer.d.ts"]) {
   copyFileSync(new URL(name, source), new URL(name, import.meta.url));
 }
+// The license the package is published under travels with it.
+copyFileSync(new URL("../LICENSE", import.meta.url), new URL("LICENSE", import.meta.url));

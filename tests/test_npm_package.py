@@ -163,8 +163,9 @@ def _major(node: str) -> int:
 def test_tarball_holds_the_served_client(repo: Path, tarball: Path, project: Path,
                                          server: Any) -> None:
     with tarfile.open(tarball) as tar:
-        assert sorted(tar.getnames()) == ["package/README.md", "package/package.json",
-                                          "package/roomer.d.ts", "package/roomer.js"]
+        assert sorted(tar.getnames()) == ["package/LICENSE", "package/README.md",
+                                          "package/package.json", "package/roomer.d.ts",
+                                          "package/roomer.js"]
         packed = {name: tar.extractfile(f"package/{name}").read()  # type: ignore[union-attr]
                   for name in ("roomer.js", "roomer.d.ts", "package.json")}
     installed = project / "node_modules" / "roomer"
