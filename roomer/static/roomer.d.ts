@@ -142,6 +142,11 @@ export interface RoomerOptions {
   /** Messages kept while disconnected, sent in order once connected again; past it a
    * send fires `dropped` (`queue_full`). Default 256. */
   sendQueueLimit?: number;
+  /** Messages per second at which the queue is sent once connected again (the first
+   * second's worth at once; sends made meanwhile wait behind it, in order): the server's
+   * rate limit (200 frames/s by default) would drop the tail of a queue sent in one go.
+   * Default 100; 0 sends it all at once. */
+  flushRate?: number;
   /** Milliseconds a connection attempt may take (until the server announced this
    * client's id) before it is dropped and retried. Default 10000; 0 for no limit. */
   connectTimeout?: number;

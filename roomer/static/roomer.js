@@ -256,9 +256,10 @@ const RECONNECT = Object.freeze({
   initialDelay: 500, maxDelay: 10000, factor: 2, jitter: 0.5, maxAttempts: Infinity,
   // 1000 and 1008 mean the server closed this client on purpose (a normal close, a kick,
   // a refused on_connect): coming back at once would undo that. roomer's own 1008 for a
-  // receiver that fell behind ("slow consumer...", "write timeout") is worth a retry.
+  // receiver that fell behind ("slow consumer...", "write timeout") or one that sent past
+  // its rate limit ("rate limit exceeded") is worth a retry, after the backoff.
   shouldReconnect: (code, reason) => code !== 1000 &&
-    (code !== 1008 || /^(slow consumer|write timeout)/.test(reason)),
+    (code !== 1008 || /^(slow consumer|write timeout|rate limit exceeded)/.test(reason)),
 });
 
 function readOptions(options = {}) {
@@ -277,6 +278,10 @@ function readOptions(options = {}) {
   if (!Number.isInteger(limit) || limit < 0) {
     throw new TypeError("roomer: options.sendQueueLimit must be an integer >= 0");
   }
+  const flushRate = options.flushRate ?? 100;
+  if (typeof flushRate !== "number" || !(flushRate >= 0) || !Number.isFinite(flushRate)) {
+    throw new TypeError("roomer: options.flushRate must be a number of messages/s >= 0");
+  }
   const protocol = options.protocol ?? "v1";
   if (!Object.hasOwn(OFFERED, protocol)) {
     throw new TypeError('roomer: options.protocol must be "v1" or "v2"');
@@ -292,6 +297,7 @@ function readOptions(options = {}) {
     protocol,
     reconnect,
     sendQueueLimit: limit,
+    flushRate,
     connectTimeout: options.connectTimeout ?? 10000,
     WebSocket,
   };
@@ -606,7 +612,10 @@ class Link {
     this.root = this.space.root;
     this.pendingJoins = []; // v1: records whose join was sent on this socket, oldest first
     this.leaving = []; // v1: records whose leave was sent, waiting for leave_ack
-    this.queue = []; // sends (and v2 asks) made while not connected
+    this.queue = []; // sends (and v2 asks) made while not connected, or behind those
+    this.flushTimer = null;
+    this.tokens = 0; // the queue's flush rate: a bucket of flushRate messages
+    this.tokensAt = 0;
     this.asks = new Map(); // v2: this socket's asks waiting for an answer, by id
     this.nextAskId = 1;
     this.unknownReplies = 0;
@@ -753,24 +762,9 @@ class Link {
         }
       }
     }
-    const queued = this.queue;
-    this.queue = [];
-    for (const item of queued) {
-      if (item.ask) {
-        item.ask.queued = null;
-        if (item.rec.state === "closed" || item.rec.state === "leaving") {
-          item.ask.fail(new RoomerError("closed", "the room is closed", item.event,
-            item.rec.name));
-        } else {
-          this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
-            item.payload);
-        }
-      } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
-        this.dropped(item, "closed");
-      } else {
-        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
-      }
-    }
+    this.tokens = this.options.flushRate;
+    this.tokensAt = Date.now();
+    this.flush();
     settle(this.root);
     if (again) emit(this.root, "reconnected", id, previous);
     else emit(this.root, "open");
@@ -917,6 +911,8 @@ class Link {
     this.state = "closed";
     clearTimeout(this.timer);
     this.timer = null;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
     this.dropAsks(() => error);
     const queued = this.queue;
     this.queue = [];
@@ -997,6 +993,43 @@ class Link {
     }
   }
 
+  /** Send what waits in the queue, at most ``flushRate`` messages a second (the first
+   * second's worth at once): a queue of hundreds flushed in one go would pass the
+   * server's rate limit (200 frames/s by default) and lose its tail. Sends made meanwhile
+   * queue behind it, so the order holds. */
+  flush() {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const rate = this.options.flushRate;
+    if (rate > 0) {
+      const now = Date.now();
+      this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+      this.tokensAt = now;
+    }
+    while (this.queue.length && this.state === "open" && this.sendable() &&
+           (rate === 0 || this.tokens >= 1)) {
+      const item = this.queue.shift();
+      if (rate > 0) this.tokens -= 1;
+      if (item.ask) {
+        item.ask.queued = null;
+        if (item.rec.state === "closed" || item.rec.state === "leaving") {
+          item.ask.fail(new RoomerError("closed", "the room is closed", item.event,
+            item.rec.name));
+        } else {
+          this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
+            item.payload);
+        }
+      } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
+        this.dropped(item, "closed");
+      } else {
+        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
+      }
+    }
+    if (this.queue.length && this.state === "open") {
+      this.flushTimer = setTimeout(() => this.flush(), Math.max(1, Math.ceil(1000 / rate)));
+    }
+  }
+
   send(rec, event, payload, dst) {
     checkName("event", event);
     if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) ||
@@ -1008,11 +1041,11 @@ class Link {
     const item = { rec, event, dst, payload: body };
     if (rec.state === "closed" || rec.state === "leaving" || this.state === "closed") {
       this.dropped(item, "closed");
-    } else if (this.state === "open" && this.sendable()) {
+    } else if (this.state === "open" && this.sendable() && !this.queue.length) {
       this.write(rec.space.name, rec.name, event, body, dst);
     } else if (this.queue.length < this.options.sendQueueLimit) {
       // Encoded when sent, with the codec of the connection that sends it; copied now,
-      // so the caller may reuse its buffer.
+      // so the caller may reuse its buffer. Behind a queue being flushed, it waits its turn.
       item.payload = body === EMPTY ? EMPTY : body.slice();
       this.queue.push(item);
     } else {
@@ -1177,7 +1210,7 @@ class Link {
             event, rec.name));
         }, timeout);
       }
-      if (this.state === "open" && this.sendable()) {
+      if (this.state === "open" && this.sendable() && !this.queue.length) {
         this.sendAsk(entry, rec.space.name, rec.name, event, body);
       } else if (this.queue.length < this.options.sendQueueLimit) {
         entry.queued = { rec, event, dst: "", payload: body === EMPTY ? EMPTY : body.slice(),
