@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ssl import SSLContext
 from typing import Any
 
@@ -47,6 +47,9 @@ __all__ = ["Server", "WSConnection"]
 log = logging.getLogger("roomer")
 
 MAX_NAMESPACE = 255  # UTF-8 bytes
+
+# Connections the ping round looks at per loop turn.
+SCAN_SLICE = 512
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
@@ -183,6 +186,7 @@ class Server:
         # (read buffers cut back, connections closed) when memory was last given back
         self._released = (0, 0)
         self._pinged_round = 0.0  # when the last ping round ran (monotonic)
+        self._scan: Iterator[Connection] | None = None  # the ping round's, while it runs
 
     def __repr__(self) -> str:
         return f"<roomer.Server {'listening' if self._server else 'not started'}>"
@@ -647,28 +651,40 @@ class Server:
 
     def _ping_idle(self, now: float) -> None:
         # One scan for all connections, not a timer task per connection: an idle
-        # connection then costs a few fields, not a coroutine.
-        config = self.config
-        assert config.ping_interval is not None
-        interval, timeout = config.ping_interval, config.ping_timeout
+        # connection then costs a few fields, not a coroutine. The scan goes SCAN_SLICE
+        # connections per loop turn: tens of thousands of quiet clients pinged in one turn
+        # stalled everyone's messages for over a second.
+        if self._scan is not None:
+            return  # the last round's scan is still going
         router = self._core.router
         # After a stall of the server itself, what it could not read meanwhile (pongs
         # included) is still in the kernel: this round hears everyone instead of judging.
         stalled = router.stall_end > self._pinged_round
         self._pinged_round = time.monotonic()
-        for conn in list(self.registry.conns.values()):
+        self._scan = iter(list(self.registry.conns.values()))
+        self._scan_step(now, stalled)
+
+    def _scan_step(self, now: float, stalled: bool) -> None:
+        config = self.config
+        assert config.ping_interval is not None and self._scan is not None
+        interval, timeout = config.ping_interval, config.ping_timeout
+        router = self._core.router
+        for count, conn in enumerate(self._scan, 1):
             router.lift(conn, interval + timeout)
             if stalled:
                 conn.inbound.heard()
             verdict = conn.inbound.liveness(now, interval, timeout)
-            if verdict is Liveness.HEARD:
-                continue
-            # Quiet for a whole period: the buffers a burst grew are given back.
-            conn.trim_buffers()
-            if verdict is Liveness.PING:
-                conn.ping()
-            elif verdict is Liveness.DEAD:
-                conn.stop(1011, "ping timeout", flush=False, graceful=False)
+            if verdict is not Liveness.HEARD:
+                # Quiet for a whole period: the buffers a burst grew are given back.
+                conn.trim_buffers()
+                if verdict is Liveness.PING:
+                    conn.ping()
+                elif verdict is Liveness.DEAD:
+                    conn.stop(1011, "ping timeout", flush=False, graceful=False)
+            if count == SCAN_SLICE:
+                self._core.call_soon(lambda: self._scan_step(now, stalled))
+                return
+        self._scan = None
         # Read buffers cut back, or many connections gone, since memory was last given
         # back: ask the allocator to return what is free (after a crowd leaves, too).
         trims = self._core.engine.read_buffer_trims
@@ -677,7 +693,6 @@ class Server:
                                          or closed - self._released[1] >= 1000):
             self._released = (trims, closed)
             _malloc_trim(0)
-
 
 # Plain HTTP, and the way to picows ----------------------------------------------------------
 #

@@ -68,3 +68,31 @@ async def test_a_quiet_connection_gives_its_outbox_buffer_back(make_server: Any)
         assert conn.outbox_capacity == 0
     finally:
         await root.close()
+
+
+async def test_the_ping_round_spreads_over_loop_turns(make_server: Any) -> None:
+    # 1,200 quiet connections: the round pings them at most SCAN_SLICE per loop turn (in
+    # one turn, tens of thousands of pings held everyone's messages for over a second),
+    # and every one of them is pinged.
+    from roomer.server import SCAN_SLICE
+
+    server = await make_server(ping_interval=0.5, ping_timeout=30)
+    port = server.address[1]
+    clients = [await RawSocket.open(port) for _ in range(1200)]
+    for client in clients:
+        await client.recv()  # root join_ack
+    steps: list[float] = []
+    step = server._scan_step
+
+    def counted(now: float, stalled: bool) -> None:
+        steps.append(now)
+        step(now, stalled)
+
+    server._scan_step = counted  # type: ignore[method-assign]
+    pinged = await asyncio.gather(*(client.recv_frame() for client in clients))
+    assert all(opcode == 0x9 for opcode, _ in pinged)
+    # The first round's scan took at least this many turns (each a separate call).
+    first = [now for now in steps if now == steps[0]]
+    assert len(first) >= len(clients) // SCAN_SLICE + 1
+    for client in clients:
+        client.close()
