@@ -50,6 +50,9 @@ LAGGING_MS = 10.0  # a generator this late (p99) against its schedule bounds the
 OVERLOAD = (1.5, 2.0, 3.0, 4.0)  # the sweep's overload rows, times the highest held rate
 REFINE = (1.25, 1.5, 1.75)  # between the last held doubling and the first failed one
 MIN_RATE_SHARE = 0.95  # held: deliveries/s at least this share of the offered rate
+# Nothing arriving for this long ends the drain: what is owed then is lost. Seconds, not
+# less: a starved server on a busy machine can pause that long and then deliver.
+QUIET_S = 3.0
 
 
 @dataclass
@@ -62,7 +65,7 @@ class GameConfig:
     warmup: float = 1.0
     write_delay_ms: float | None = None
     peers: list[str] = field(default_factory=lambda: DEFAULT_PEERS.split(","))
-    procs: int = 2
+    procs: int = 3
     mode: str = "bytes"
     senders: int = 0  # members of a room that send (0: all)
     sweep: bool = False
@@ -91,7 +94,9 @@ class GameResult:
     short_receivers: int = 0  # receivers that got fewer than they were owed
     extra: int = 0  # deliveries past what was owed (a duplicating server)
     remainder_receivers: int = 0  # byte counts that are not a whole number of frames
+    closed: int = 0  # client connections that ended during the session (the server closed)
     drained: bool = False  # every delivery arrived before the drain deadline
+    drain: str = ""  # how the drain ended: "drained", "quiet" (the rest lost), "timeout"
     elapsed_s: float = 0.0
     deliveries_per_s: float = 0.0
     cpu_user_s: float = 0.0
@@ -116,7 +121,8 @@ class GameResult:
 
 def held(res: GameResult, bound_ms: float) -> bool:
     """Held: nothing lost, all drained, p99 under the bound and the offered rate delivered."""
-    return (not res.error and res.drained and res.lost == 0 and res.p99_ms < bound_ms
+    return (not res.error and res.drained and res.lost == 0 and res.latency_samples > 0
+            and res.p99_ms < bound_ms
             and res.deliveries_per_s >= MIN_RATE_SHARE * res.offered_per_s)
 
 
@@ -248,7 +254,8 @@ class GameSession:
             child.send({"cmd": "run", "start_at": start_at, "duration": duration,
                         "rate": rate, "warmup": min(cfg.warmup, duration / 2)})
         runs = [child.read_reply(duration + 60.0) for child in self.loadgens]
-        res.drained = self._drain(cfg.drain_timeout)
+        res.drain = self._drain(cfg.drain_timeout)
+        res.drained = res.drain == "drained"
         cpu1 = cpu_times(self.server.pid)
         box1 = machine_cpu()
         for child in self.loadgens:
@@ -261,6 +268,7 @@ class GameSession:
         res.short_receivers = sum(r["short_receivers"] for r in results)
         res.extra = sum(r["extra"] for r in results)
         res.remainder_receivers = sum(r["remainder_receivers"] for r in results)
+        res.closed = sum(r["closed"] for r in results)
         last_rx = max(r["last_rx"] for r in results)
         res.elapsed_s = max(duration, last_rx - start_at)
         res.deliveries_per_s = res.delivered / res.elapsed_s
@@ -283,21 +291,24 @@ class GameSession:
         res.held = held(res, cfg.bound_ms)
         return res
 
-    def _drain(self, timeout: float) -> bool:
-        """Until every owed delivery arrived (True), nothing more arrives for a second
-        (False: lost for good), or ``timeout`` s pass (False: the server still owes)."""
+    def _drain(self, timeout: float) -> str:
+        """Until every owed delivery arrived ("drained"), nothing more arrives for QUIET_S
+        ("quiet": the rest is lost for good), or ``timeout`` s pass ("timeout": the server
+        still owes a backlog)."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while True:
             stats = self.stats()
             received = sum(s["received"] for s in stats)
             if received >= sum(s["expected"] for s in stats):
-                return True
+                return "drained"
             now = time.monotonic()
             if received != last:
                 last, since = received, now
-            elif now - since >= 1.0 or now > deadline:
-                return False
+            elif now - since >= QUIET_S:
+                return "quiet"
+            if now > deadline:
+                return "timeout"
             time.sleep(0.05)
 
 
@@ -352,12 +363,14 @@ def _why(res: GameResult, bound_ms: float) -> str:
     if res.error:
         return "error"
     reasons = []
-    if res.p99_ms >= bound_ms:
+    if not res.latency_samples:
+        reasons.append("no timed input arrived")
+    elif res.p99_ms >= bound_ms:
         reasons.append(f"p99 {res.p99_ms:.0f} ms")
     if res.lost:
         reasons.append(f"lost {res.lost}")
-    if not res.drained:
-        reasons.append("not drained")
+    if res.drain == "timeout":
+        reasons.append("backlog")
     if res.deliveries_per_s < MIN_RATE_SHARE * res.offered_per_s:
         reasons.append(f"{res.deliveries_per_s / max(res.offered_per_s, 1):.0%} of offered")
     return ", ".join(reasons)
@@ -383,7 +396,7 @@ def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
             res.write_delay_ms = delay
         except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
             res = _failed(server, cfg, room_size, payload, rate, exc)
-        if res.error or not res.drained:
+        if res.error or res.drain == "timeout":
             # A backlog still flowing would spill into the next step: start afresh.
             if session is not None:
                 session.close()
@@ -430,6 +443,16 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if a > 0 and b > 0 else "-"
 
 
+def _lost(res: GameResult) -> str:
+    # '+': deliveries were still arriving when the drain timed out (more would have come).
+    return f"{res.lost}{'+' if res.drain == 'timeout' else ''}"
+
+
+def _ms(value: float, res: GameResult, digits: int) -> str:
+    # No sample: nothing sent after the warm-up arrived before the drain deadline.
+    return f"{value:.{digits}f}" if res.latency_samples else "none"
+
+
 def _reference(rows: list[GameResult], res: GameResult) -> GameResult | None:
     for ref in rows:
         if (ref.server == REFERENCE and not ref.error
@@ -441,7 +464,7 @@ def _reference(rows: list[GameResult], res: GameResult) -> GameResult | None:
 
 def format_game(rows: list[GameResult]) -> str:
     head = (f"{'server':<11} {'clients':>7} {'room':>4} {'B':>4} {'Hz':>6} {'offered/s':>9} "
-            f"{'deliv/s':>8} {'lost':>7} {'us/deliv':>8} {'srv%':>5} {'p50ms':>7} "
+            f"{'deliv/s':>8} {'lost':>8} {'us/deliv':>8} {'srv%':>5} {'p50ms':>7} "
             f"{'p99ms':>7} {'loadgen%':>12} {'lag99':>6} {'box%':>4} {'vs picows':>17}")
     lines = [head, "-" * len(head)]
     for res in rows:
@@ -457,8 +480,8 @@ def format_game(rows: list[GameResult]) -> str:
                   f"{_ratio(res.p99_ms, ref.p99_ms)}/p99")
         lines.append(
             f"{prefix} {_fmt_rate(res.offered_per_s):>9} {_fmt_rate(res.deliveries_per_s):>8} "
-            f"{res.lost:>7} {res.cpu_us_per_delivery:>8.2f} {res.server_cpu_pct:>5.0f} "
-            f"{res.p50_ms:>7.2f} {res.p99_ms:>7.1f} "
+            f"{_lost(res):>8} {res.cpu_us_per_delivery:>8.2f} {res.server_cpu_pct:>5.0f} "
+            f"{_ms(res.p50_ms, res, 2):>7} {_ms(res.p99_ms, res, 1):>7} "
             f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct):>11}"
             f"{'!' if res.loadgen_saturated else ' '} {res.send_lag_p99_ms:>6.1f} "
             f"{res.machine_busy_pct:>4.0f} {vs:>17}")
@@ -466,7 +489,8 @@ def format_game(rows: list[GameResult]) -> str:
         "offered/s: deliveries/s the inputs owe (clients x Hz x (room-1)); deliv/s: "
         "delivered over the window (a server that keeps up delivers what is offered).",
         "lost: owed deliveries that never reached their receiver (each receiver's own "
-        "count against the inputs of the others in its room).",
+        "count against the inputs of the others in its room); '+': still arriving when "
+        "the drain timed out (--drain-timeout), so a backlog rather than drops.",
         "us/deliv: the server process's user+sys CPU over the window per delivery; srv%: "
         "that CPU in % of one core; box%: every core of the machine, whoever used it.",
         "p50/p99: send to receipt at each room's probe member, in ms (the first second's "
@@ -518,11 +542,11 @@ def format_sweep(sweeps: list[Sweep], bound_ms: float, start: float) -> str:
                 continue
             lines.append(
                 f"{prefix} {_fmt_rate(r.offered_per_s):>9} {_fmt_rate(r.deliveries_per_s):>8} "
-                f"{r.lost:>8} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.max_ms:>8.0f} "
+                f"{_lost(r):>8} {_ms(r.p50_ms, r, 1):>8} {_ms(r.p99_ms, r, 1):>8} "
+                f"{_ms(r.max_ms, r, 0):>8} "
                 f"{r.server_cpu_pct:>5.0f} "
                 f"{'/'.join(f'{p:.0f}' for p in r.loadgen_cpu_pct):>11}"
-                f"{'!' if r.loadgen_saturated else ' '} {r.machine_busy_pct:>4.0f}"
-                f"{'' if r.drained else '  (not drained)'}")
+                f"{'!' if r.loadgen_saturated else ' '} {r.machine_busy_pct:>4.0f}")
     return "\n".join(lines)
 
 
@@ -553,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="roomer's write_delay option in ms, where this roomer has it")
     p.add_argument("--peers", default=DEFAULT_PEERS,
                    help=f"servers to run (default {DEFAULT_PEERS}; also roomer-sync)")
-    p.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
+    p.add_argument("--procs", type=int, default=3, help="load generator processes (default 3)")
     p.add_argument("--mode", choices=["bytes", "frames"], default="bytes",
                    help="receivers other than each room's probe count bytes (default) or "
                         "parse every frame")

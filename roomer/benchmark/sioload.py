@@ -223,7 +223,6 @@ async def run_game(args: argparse.Namespace) -> None:
     senders = min(args.senders or size, size)
     order = [(r, m) for r in range(args.rooms) for m in range(senders)]
     random.Random(args.first_room).shuffle(order)
-    schedule: list[gameload.Schedule] = []
     t0 = monotonic()
 
     async def join(member: _GameClient) -> None:
@@ -231,9 +230,24 @@ async def run_game(args: argparse.Namespace) -> None:
         await member.client.call("join", gameload.room_name(member.room),
                                  timeout=args.setup_timeout)
 
-    for phase in (range(size - 1), range(size - 1, size)):
-        await asyncio.wait_for(
-            _connect_all_of([row[i] for row in rows for i in phase], join), args.setup_timeout)
+    try:
+        for phase in (range(size - 1), range(size - 1, size)):
+            await asyncio.wait_for(_connect_all_of([row[i] for row in rows for i in phase],
+                                                   join), args.setup_timeout)
+        await _serve_game(args, rows, order, stamps, t0)
+    finally:
+        # Closes each client's aiohttp session (else each prints a warning at exit, and the
+        # harness's view of this process's stderr is that noise, not the error).
+        await asyncio.gather(*(m.client.disconnect() for row in rows for m in row),
+                             return_exceptions=True)
+
+
+async def _serve_game(args: argparse.Namespace, rows: list[list[_GameClient]],
+                      order: list[tuple[int, int]], stamps: Any, t0: float) -> None:
+    from roomer.benchmark import gameload
+
+    size = args.room_size
+    schedule: list[gameload.Schedule] = []
     _emit({"reply": "ready", "connected": args.rooms * size, "connect_s": monotonic() - t0,
            "frame_size": 0})
 
@@ -296,11 +310,7 @@ async def run_game(args: argparse.Namespace) -> None:
                     "hist": gameload.histogram(stamps.latencies_ns)}
         return stats()
 
-    try:
-        await _command_loop(handle)
-    finally:
-        await asyncio.gather(*(m.client.disconnect() for row in rows for m in row),
-                             return_exceptions=True)
+    await _command_loop(handle)
 
 
 async def _connect_all_of(members: list[_GameClient],
