@@ -160,16 +160,17 @@ class GameSession:
     """One server process plus the load generators holding its rooms; close() kills all."""
 
     def __init__(self, server: str, cfg: GameConfig, room_size: int, payload: int,
-                 clients: int | None = None, mode: str | None = None,
-                 sources: list[str] | None = None, procs: int | None = None,
+                 sources: list[str] | None = None,
                  server_args: list[str] | None = None) -> None:
+        """``sources``: addresses the load generators bind to, one per process in turn;
+        ``server_args``: flags for the server process."""
         self.server_name = server
         self.cfg = cfg
         self.room_size = room_size
         self.payload = payload
-        self.rooms = (clients or cfg.clients) // room_size
+        self.rooms = cfg.clients // room_size
         self.clients = self.rooms * room_size
-        self.mode = "frames" if server == "socketio" else (mode or cfg.mode)
+        self.mode = "frames" if server == "socketio" else cfg.mode
         self.children: list[Child] = []
         self.loadgens: list[Child] = []
         self.port = free_port()
@@ -182,7 +183,7 @@ class GameSession:
             # The server before any client: what connecting them costs is measured from here.
             self.rss_before_kib = memory_kib(self.server.pid)["VmRSS"]
             self.cpu_before = sum(cpu_times(self.server.pid))
-            self._start_loadgens(procs or cfg.procs, sources or [])
+            self._start_loadgens(cfg.procs, sources or [])
         except BaseException:
             self.close()  # the caller never gets this session to close
             raise
@@ -636,22 +637,10 @@ def config_from_args(args: argparse.Namespace) -> GameConfig:
     )
 
 
-def available(names: list[str]) -> tuple[list[str], list[str]]:
-    """(peers that can run here, a note for each one skipped)."""
-    runnable, notes = [], []
-    for name in names:
-        why = peers.missing(name)
-        if why is None:
-            runnable.append(name)
-        else:
-            notes.append(f"skipped {name}: {why}")
-    return runnable, notes
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    runnable, notes = available(cfg.peers)
+    runnable, notes = peers.runnable(cfg.peers)
     if cfg.write_delay_ms is not None:
         if peers.roomer_supports("write_delay"):
             notes.append(f"roomer ran with write_delay = {cfg.write_delay_ms:g} ms")

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roomer.benchmark import wire
-from roomer.benchmark.peers import PEERS, missing
+from roomer.benchmark.peers import PEERS, runnable
 from roomer.benchmark.procs import (
     Child,
     ChildError,
@@ -881,7 +881,7 @@ def _dispatch(argv: list[str]) -> int:
         return connections_main(argv)
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    cfg.peers, skipped = _runnable(cfg.peers)
+    cfg.peers, skipped = runnable(cfg.peers)
     for note in skipped:
         print(note, file=sys.stderr)
     if args.cross_node:
@@ -904,19 +904,6 @@ def _dispatch(argv: list[str]) -> int:
         print(note)
     failed = [r for r in fanout if r.error] + [r for r in memory if r.error]
     return 1 if failed else 0
-
-
-def _runnable(names: list[str]) -> tuple[list[str], list[str]]:
-    """The peers whose libraries are installed, and a line for each one skipped saying
-    which extra installs it (``pip install .`` has roomer's dependencies only)."""
-    runnable, notes = [], []
-    for name in names:
-        why = missing(name)
-        if why is None:
-            runnable.append(name)
-        else:
-            notes.append(f"skipped {name}: {why}")
-    return runnable, notes
 
 
 if __name__ == "__main__":

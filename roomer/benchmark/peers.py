@@ -24,7 +24,7 @@ from typing import Any
 from roomer.benchmark import wire
 from roomer.benchmark.procs import die_with_parent, raise_nofile
 
-__all__ = ["NEEDS", "PEERS", "main", "missing", "roomer_supports"]
+__all__ = ["NEEDS", "PEERS", "main", "missing", "roomer_supports", "runnable"]
 
 HOST = "127.0.0.1"
 MAX_MESSAGE = 1 << 20
@@ -57,6 +57,20 @@ def missing(name: str) -> str | None:
     if not absent:
         return None
     return f"{', '.join(absent)} not installed: pip install 'roomer[{extra}]'"
+
+
+def runnable(names: list[str]) -> tuple[list[str], list[str]]:
+    """The peers among ``names`` whose libraries are installed, and a line for each one
+    skipped saying which extra installs it (``pip install .`` has roomer's dependencies
+    only, not the peers')."""
+    ok, notes = [], []
+    for name in names:
+        why = missing(name)
+        if why is None:
+            ok.append(name)
+        else:
+            notes.append(f"skipped {name}: {why}")
+    return ok, notes
 
 
 def _join_ack(room: str, cid: str) -> bytes:
