@@ -105,14 +105,15 @@ def test_connections_mode_binds_other_loopback_addresses(tmp_path: Path) -> None
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["limits"]["problems"] == []
-    res = doc["result"]
-    assert res["error"] == ""
-    assert res["connections"] == 48 and res["procs"] == 2
-    assert res["connect_s"] > 0 and res["rss_mib"] > res["rss_before_mib"] > 0
-    # One sender per room of 8: each message owes 7 deliveries, all made.
-    assert res["expected"] == res["sent"] * 7 > 0
-    assert res["delivered"] == res["expected"] and res["lost"] == 0
-    assert res["latency_samples"] == res["delivered"]  # every receiver times them
+    assert [res["server"] for res in doc["results"]] == ["roomer", "picows"]
+    for res in doc["results"]:
+        assert res["error"] == ""
+        assert res["connections"] == 48 and res["procs"] == 2
+        assert res["connect_s"] > 0 and res["rss_mib"] > res["rss_before_mib"] > 0
+        # One sender per room of 8: each message owes 7 deliveries, all made.
+        assert res["expected"] == res["sent"] * 7 > 0
+        assert res["delivered"] == res["expected"] and res["lost"] == 0
+        assert res["latency_samples"] == res["delivered"]  # every receiver times them
 
 
 def test_bound_socket_uses_the_given_source_address() -> None:

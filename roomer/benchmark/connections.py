@@ -4,7 +4,8 @@ N clients connect to one server process, each joining a room (of ``--room-size``
 of each room sends a stamped message every ``--interval`` seconds and every member times it.
 Reported: the time to connect them all, the server's RSS (before, after, per connection) and
 CPU (while connecting, idle, and under the messages), p50/p99 latency and the accounting of
-every delivery, the load generators' CPU and the machine's.
+every delivery, the load generators' CPU and the machine's. ``--servers`` (roomer, then raw
+picows by default) run one after the other, and each is given as a ratio to raw picows.
 
 What bites first at this scale is the operating system, so the limits are checked before
 anything starts and printed with the run:
@@ -33,9 +34,10 @@ from roomer.benchmark.game import GameConfig, GameSession
 from roomer.benchmark.harness import _error_summary, _fmt_rate, _meta_common
 from roomer.benchmark.procs import ChildError, cpu_times, memory_kib, raise_nofile
 
-__all__ = ["ConnectionsConfig", "ConnectionsResult", "Limits", "check_limits", "main",
-           "run_connections"]
+__all__ = ["ConnectionsConfig", "ConnectionsResult", "Limits", "check_limits",
+           "format_ratios", "main", "run_connections"]
 
+REFERENCE = "picows"  # ratios are against raw picows in the same run
 FD_MARGIN = 200  # descriptors a process needs besides its connections
 PORT_MARGIN = 1000  # ephemeral ports left for everything else on the machine
 
@@ -48,7 +50,7 @@ class ConnectionsConfig:
     duration: float = 30.0
     idle: float = 5.0
     payload: int = 48
-    server: str = "roomer"
+    servers: list[str] = field(default_factory=lambda: ["roomer", "picows"])
     procs: int = 0  # 0: as few as the fd limit and the ports allow
     first_source: int = 2  # load generators bind to 127.0.0.<first_source + i>
     write_delay_ms: float | None = None
@@ -196,23 +198,25 @@ class ConnectionsResult:
     error: str = ""
 
 
-def run_connections(cfg: ConnectionsConfig, limits: Limits) -> ConnectionsResult:
-    res = ConnectionsResult(server=cfg.server, connections=cfg.connections,
+def run_connections(cfg: ConnectionsConfig, limits: Limits, server: str) -> ConnectionsResult:
+    """One server process holding ``cfg.connections`` clients (see the module docstring)."""
+    res = ConnectionsResult(server=server, connections=cfg.connections,
                             room_size=cfg.room_size, interval_s=cfg.interval,
                             procs=limits.procs)
     game_cfg = GameConfig(clients=cfg.connections, room_sizes=[cfg.room_size],
                           rate=1.0 / cfg.interval, payloads=[cfg.payload],
-                          duration=cfg.duration, warmup=0.0, peers=[cfg.server],
+                          duration=cfg.duration, warmup=0.0, peers=[server],
                           procs=limits.procs, mode="frames", senders=1,
                           drain_timeout=max(10.0, 2 * cfg.interval),
                           setup_timeout=cfg.setup_timeout)
     sources = [f"127.0.0.{cfg.first_source + i}" for i in range(limits.procs)]
     server_args: list[str] = []
-    if cfg.write_delay_ms is not None and peers.roomer_supports("write_delay"):
+    if (cfg.write_delay_ms is not None and server.startswith("roomer")
+            and peers.roomer_supports("write_delay")):
         server_args = ["--write-delay", str(cfg.write_delay_ms)]
     session: GameSession | None = None
     try:
-        session = GameSession(cfg.server, game_cfg, cfg.room_size, cfg.payload,
+        session = GameSession(server, game_cfg, cfg.room_size, cfg.payload,
                               sources=sources, server_args=server_args)
         pid = session.server.pid
         res.connections = session.clients
@@ -275,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=5.0,
                    help="seconds of idle CPU measured once all are connected (default 5)")
     p.add_argument("--payload", type=int, default=48, help="message payload bytes (48)")
-    p.add_argument("--server", default="roomer", choices=sorted(peers.PEERS),
-                   help="the server process (default roomer)")
+    p.add_argument("--servers", default="roomer,picows",
+                   help="servers measured one after the other, comma-separated (default "
+                        "roomer,picows: raw picows is the reference for the ratios)")
     p.add_argument("--procs", type=int, default=0,
                    help="load generator processes (default: as few as the limits allow)")
     p.add_argument("--first-source", type=int, default=2,
@@ -294,28 +299,55 @@ def main(argv: list[str]) -> int:
         raise SystemExit("--connections must hold at least one room of >= 2")
     if args.interval <= 0 or args.duration <= 0:
         raise SystemExit("--interval and --duration must be > 0")
-    why = peers.missing(args.server)
-    if why is not None:
-        raise SystemExit(f"{args.server}: {why}")
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in peers.PEERS]
+    if unknown or not names:
+        raise SystemExit(f"unknown server(s): {', '.join(unknown)}; known: "
+                         f"{', '.join(peers.PEERS)}")
+    servers, notes = peers.runnable(names)
     cfg = ConnectionsConfig(
         connections=args.connections, room_size=args.room_size, interval=args.interval,
-        duration=args.duration, idle=args.idle, payload=args.payload, server=args.server,
+        duration=args.duration, idle=args.idle, payload=args.payload, servers=servers,
         procs=args.procs, first_source=args.first_source, write_delay_ms=args.write_delay,
         setup_timeout=args.setup_timeout, json_path=args.json_path)
     limits = check_limits(cfg)
     print(format_limits(limits, cfg), flush=True)
+    for note in notes:
+        print(note)
     if cfg.write_delay_ms is not None and not peers.roomer_supports("write_delay"):
         print(f"--write-delay {cfg.write_delay_ms:g}: this roomer has no write_delay option; "
               "it ran without it")
-    res = None
+    results: list[ConnectionsResult] = []
     if not limits.problems:
-        res = run_connections(cfg, limits)
-        print(format_result(res))
+        for server in servers:
+            results.append(run_connections(cfg, limits, server))
+            print(format_result(results[-1]), flush=True)
+        print(format_ratios(results))
     if cfg.json_path:
         doc = {"meta": _meta_common(asdict(cfg), argv), "limits": asdict(limits),
-               "result": asdict(res) if res else None}
+               "results": [asdict(r) for r in results], "notes": notes}
         with open(cfg.json_path, "w") as f:
             json.dump(doc, f, indent=2)
     if limits.problems:
         return 2
-    return 1 if res is None or res.error else 0
+    return 1 if not results or any(r.error for r in results) else 0
+
+
+def format_ratios(results: list[ConnectionsResult]) -> str:
+    """Each server against raw picows in the same run (lower: cheaper than raw picows)."""
+    ref = next((r for r in results if r.server == REFERENCE and not r.error), None)
+    lines = []
+    for res in results:
+        if ref is None or res is ref or res.error:
+            continue
+        lines.append(
+            f"{res.server} / {REFERENCE}: connect time {_ratio(res.connect_s, ref.connect_s)}, "
+            f"KiB per connection {_ratio(res.kib_per_connection, ref.kib_per_connection)}, "
+            f"idle CPU {_ratio(res.idle_cpu_pct, ref.idle_cpu_pct)}, CPU under the "
+            f"messages {_ratio(res.server_cpu_pct, ref.server_cpu_pct)}, p99 "
+            f"{_ratio(res.p99_ms, ref.p99_ms)}")
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a > 0 and b > 0 else "-"
