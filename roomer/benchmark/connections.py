@@ -195,6 +195,7 @@ class ConnectionsResult:
     latency_samples: int = 0
     loadgen_cpu_pct: list[float] = field(default_factory=list)
     machine_busy_pct: float = 0.0
+    cpu_pressure_pct: float | None = None  # see game.GameResult
     error: str = ""
 
 
@@ -235,7 +236,8 @@ def run_connections(cfg: ConnectionsConfig, limits: Limits, server: str) -> Conn
         window = session.measure(1.0 / cfg.interval, cfg.duration)
         for name in ("sent", "expected", "delivered", "lost", "deliveries_per_s",
                      "server_cpu_pct", "p50_ms", "p99_ms", "max_ms", "latency_samples",
-                     "loadgen_cpu_pct", "machine_busy_pct", "peak_rss_mib"):
+                     "loadgen_cpu_pct", "machine_busy_pct", "cpu_pressure_pct",
+                     "peak_rss_mib"):
             setattr(res, name, getattr(window, name))
     except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
@@ -257,7 +259,9 @@ def format_result(res: ConnectionsResult) -> str:
         f"({res.kib_per_connection:.2f} KiB per connection), peak {res.peak_rss_mib:.1f} MiB",
         f"  CPU: server {res.idle_cpu_pct:.1f}% idle, {res.server_cpu_pct:.1f}% under the "
         f"messages; load generators "
-        f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct)}%; box {res.machine_busy_pct:.0f}%",
+        f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct)}%; box {res.machine_busy_pct:.0f}%"
+        + ("" if res.cpu_pressure_pct is None
+           else f", a task waiting for a CPU {res.cpu_pressure_pct:.0f}% of the time"),
         f"  messages: {res.sent} sent, {res.delivered} of {res.expected} deliveries "
         f"({_fmt_rate(res.deliveries_per_s)}/s), lost {res.lost}",
         f"  latency: p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, max {res.max_ms:.1f} ms "

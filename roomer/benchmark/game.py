@@ -30,6 +30,7 @@ from roomer.benchmark.harness import Progress, _error_summary, _fmt_rate, _meta_
 from roomer.benchmark.procs import (
     Child,
     ChildError,
+    cpu_stall_us,
     cpu_times,
     free_port,
     kill_all,
@@ -111,6 +112,9 @@ class GameResult:
     send_lag_p99_ms: float = 0.0
     loadgen_saturated: bool = False
     machine_busy_pct: float = 0.0
+    # Share of the window some runnable task waited for a CPU (Linux PSI; None elsewhere):
+    # near 100, the machine is oversubscribed and latencies include run-queue waits.
+    cpu_pressure_pct: float | None = None
     rss_mib: float = 0.0
     peak_rss_mib: float = 0.0
     connect_s: float = 0.0
@@ -250,6 +254,7 @@ class GameSession:
         before = [child.read_reply(30.0) for child in self.loadgens]
         cpu0 = cpu_times(self.server.pid)
         box0 = machine_cpu()
+        stall0, wall0 = cpu_stall_us(), time.monotonic()
         start_at = time.monotonic() + 0.2
         for child in self.loadgens:
             child.send({"cmd": "run", "start_at": start_at, "duration": duration,
@@ -259,6 +264,10 @@ class GameSession:
         res.drained = res.drain == "drained"
         cpu1 = cpu_times(self.server.pid)
         box1 = machine_cpu()
+        stall1 = cpu_stall_us()
+        if stall0 is not None and stall1 is not None:
+            res.cpu_pressure_pct = round(
+                (stall1 - stall0) / 1e4 / max(time.monotonic() - wall0, 1e-9), 1)
         for child in self.loadgens:
             child.send({"cmd": "result"})
         results = [child.read_reply(60.0) for child in self.loadgens]
@@ -444,6 +453,10 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if a > 0 and b > 0 else "-"
 
 
+def _psi(res: GameResult) -> str:
+    return "-" if res.cpu_pressure_pct is None else f"{res.cpu_pressure_pct:.0f}"
+
+
 def _lost(res: GameResult) -> str:
     # '+': deliveries were still arriving when the drain timed out (more would have come).
     return f"{res.lost}{'+' if res.drain == 'timeout' else ''}"
@@ -466,7 +479,7 @@ def _reference(rows: list[GameResult], res: GameResult) -> GameResult | None:
 def format_game(rows: list[GameResult]) -> str:
     head = (f"{'server':<11} {'clients':>7} {'room':>4} {'B':>4} {'Hz':>6} {'offered/s':>9} "
             f"{'deliv/s':>8} {'lost':>8} {'us/deliv':>8} {'srv%':>5} {'p50ms':>7} "
-            f"{'p99ms':>7} {'loadgen%':>12} {'lag99':>6} {'box%':>4} {'vs picows':>17}")
+            f"{'p99ms':>7} {'loadgen%':>12} {'lag99':>6} {'box%':>4} {'psi%':>4} {'vs picows':>17}")
     lines = [head, "-" * len(head)]
     for res in rows:
         prefix = (f"{res.server:<11} {res.clients:>7} {res.room_size:>4} {res.payload:>4} "
@@ -485,7 +498,7 @@ def format_game(rows: list[GameResult]) -> str:
             f"{_ms(res.p50_ms, res, 2):>7} {_ms(res.p99_ms, res, 1):>7} "
             f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct):>11}"
             f"{'!' if res.loadgen_saturated else ' '} {res.send_lag_p99_ms:>6.1f} "
-            f"{res.machine_busy_pct:>4.0f} {vs:>17}")
+            f"{res.machine_busy_pct:>4.0f} {_psi(res):>4} {vs:>17}")
     lines += [
         "offered/s: deliveries/s the inputs owe (clients x Hz x (room-1)); deliv/s: "
         "delivered over the window (a server that keeps up delivers what is offered).",
@@ -493,7 +506,8 @@ def format_game(rows: list[GameResult]) -> str:
         "count against the inputs of the others in its room); '+': still arriving when "
         "the drain timed out (--drain-timeout), so a backlog rather than drops.",
         "us/deliv: the server process's user+sys CPU over the window per delivery; srv%: "
-        "that CPU in % of one core; box%: every core of the machine, whoever used it.",
+        "that CPU in % of one core; box%: every core of the machine, whoever used it; "
+        "psi%: share of the window some task waited for a CPU (near 100: oversubscribed).",
         "p50/p99: send to receipt at each room's probe member, in ms (the first second's "
         "inputs are not timed).",
         "loadgen%: each load generator process in % of one core; lag99: p99 ms the "
@@ -532,7 +546,7 @@ def format_sweep(sweeps: list[Sweep], bound_ms: float, start: float) -> str:
                  "the offered rate over the highest held):")
     head = (f"{'server':<11} {'room':>4} {'Hz':>7} {'x held':>6} {'offered/s':>9} "
             f"{'deliv/s':>8} {'lost':>8} {'p50ms':>8} {'p99ms':>8} {'maxms':>8} {'srv%':>5} "
-            f"{'loadgen%':>12} {'box%':>4}")
+            f"{'loadgen%':>12} {'box%':>4} {'psi%':>4}")
     lines += [head, "-" * len(head)]
     for s in sweeps:
         for r in s.steps:
@@ -547,7 +561,8 @@ def format_sweep(sweeps: list[Sweep], bound_ms: float, start: float) -> str:
                 f"{_ms(r.max_ms, r, 0):>8} "
                 f"{r.server_cpu_pct:>5.0f} "
                 f"{'/'.join(f'{p:.0f}' for p in r.loadgen_cpu_pct):>11}"
-                f"{'!' if r.loadgen_saturated else ' '} {r.machine_busy_pct:>4.0f}")
+                f"{'!' if r.loadgen_saturated else ' '} {r.machine_busy_pct:>4.0f} "
+                f"{_psi(r):>4}")
     return "\n".join(lines)
 
 

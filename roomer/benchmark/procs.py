@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "ChildError", "cpu_times", "die_with_parent", "free_port", "kill_all",
-           "kill_everything", "live_children", "machine_cpu", "memory_kib", "raise_nofile",
-           "read_metrics", "wait_listening"]
+__all__ = ["Child", "ChildError", "cpu_stall_us", "cpu_times", "die_with_parent", "free_port",
+           "kill_all", "kill_everything", "live_children", "machine_cpu", "memory_kib",
+           "raise_nofile", "read_metrics", "wait_listening"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The directory holding the roomer package, so children import the same roomer as the harness
@@ -243,6 +243,22 @@ def machine_cpu() -> tuple[float, float]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user time
     return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
+def cpu_stall_us() -> int | None:
+    """Microseconds that some runnable task of the machine waited for a CPU, so far (Linux
+    PSI, /proc/pressure/cpu "some total"); None where the kernel does not report it. Over
+    a window, its growth over the wall time is the share of it the run queue was never
+    empty: near 100%, every process waited its turn, whatever its own CPU figures say."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    for part in first.split():
+        if part.startswith("total="):
+            return int(part[6:])
+    return None
 
 
 def memory_kib(pid: int) -> dict[str, int]:
