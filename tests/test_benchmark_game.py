@@ -73,6 +73,24 @@ def test_sweep_steps_up_then_offers_past_the_highest_rate_held(tmp_path: Path) -
             assert step["held"] and step["lost"] == 0
 
 
+def test_sweep_halves_down_when_the_first_rate_fails(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    # A bound no latency meets: 2 Hz fails, then 1 and 0.5 (the floor); nothing held, so
+    # no overload rows, and the lowest failed rate is reported.
+    rc = game.main([
+        "--sweep", "--clients", "8", "--room-size", str(ROOM), "--peers", "roomer",
+        "--sweep-start", "2", "--sweep-min", "0.5", "--sweep-duration", "1", "--warmup", "0.2",
+        "--procs", "1", "--bound-ms", "0.001", "--no-progress", "--setup-timeout", "60",
+        "--json", str(out),
+    ])
+    assert rc == 0
+    (sweep,) = json.loads(out.read_text())["sweeps"]
+    assert [step["rate_hz"] for step in sweep["steps"]] == [0.5, 1, 2]
+    assert sweep["held_hz"] is None and sweep["first_failed_hz"] == 0.5
+    assert sweep["why_failed"].startswith("p99")
+    assert all(step["lost"] == 0 and step["delivered"] > 0 for step in sweep["steps"])
+
+
 def test_held_needs_every_delivery_and_p99_under_the_bound() -> None:
     ok = game.GameResult(server="x", clients=8, room_size=4, payload=48, rate_hz=10,
                          offered_per_s=240, delivered=480, expected=480, drained=True,

@@ -54,6 +54,7 @@ MIN_RATE_SHARE = 0.95  # held: deliveries/s at least this share of the offered r
 # Nothing arriving for this long ends the drain: what is owed then is lost. Seconds, not
 # less: a starved server on a busy machine can pause that long and then deliver.
 QUIET_S = 3.0
+BUSY_SHARE = 0.1  # ...unless the server used this share of a core meanwhile (still at work)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class GameConfig:
     senders: int = 0  # members of a room that send (0: all)
     sweep: bool = False
     sweep_start: float = 1.25
+    sweep_min: float = 0.3125
     sweep_max: float = 640.0
     sweep_duration: float = 5.0
     bound_ms: float = 100.0
@@ -303,10 +305,11 @@ class GameSession:
 
     def _drain(self, timeout: float) -> str:
         """Until every owed delivery arrived ("drained"), nothing more arrives for QUIET_S
-        ("quiet": the rest is lost for good), or ``timeout`` s pass ("timeout": the server
-        still owes a backlog)."""
+        while the server idles ("quiet": the rest is lost for good), or ``timeout`` s pass
+        ("timeout": the server still owes a backlog)."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
+        cpu_since = sum(cpu_times(self.server.pid))
         while True:
             stats = self.stats()
             received = sum(s["received"] for s in stats)
@@ -315,8 +318,13 @@ class GameSession:
             now = time.monotonic()
             if received != last:
                 last, since = received, now
+                cpu_since = sum(cpu_times(self.server.pid))
             elif now - since >= QUIET_S:
-                return "quiet"
+                cpu = sum(cpu_times(self.server.pid))
+                if cpu - cpu_since < BUSY_SHARE * (now - since):
+                    return "quiet"
+                # Still working on a backlog (one long turn, say): not lost yet.
+                since, cpu_since = now, cpu
             if now > deadline:
                 return "timeout"
             time.sleep(0.05)
@@ -363,8 +371,8 @@ class Sweep:
     server: str
     room_size: int
     payload: int
-    held_hz: float | None = None  # the highest rate held (None: not even the first)
-    first_failed_hz: float | None = None
+    held_hz: float | None = None  # the highest rate held (None: not even --sweep-min)
+    first_failed_hz: float | None = None  # the lowest rate that failed
     why_failed: str = ""
     steps: list[GameResult] = field(default_factory=list)
 
@@ -388,8 +396,9 @@ def _why(res: GameResult, bound_ms: float) -> str:
 
 def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
               progress: Progress | None = None) -> Sweep:
-    """Double the rate from ``sweep_start`` until a step is not held, refine between the
-    last held and the first failed rate, then offer 1.5x to 4x the highest held rate."""
+    """Double the rate from ``sweep_start`` until a step is not held (or halve it down to
+    ``sweep_min`` until one is), refine between the last held and the first failed rate,
+    then offer 1.5x to 4x the highest held rate."""
     sweep = Sweep(server, room_size, payload)
     args, delay = _server_args(server, cfg)
     session: GameSession | None = None
@@ -423,6 +432,15 @@ def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
                 break
             sweep.held_hz = rate
             rate *= 2
+        rate = cfg.sweep_start / 2
+        while sweep.held_hz is None and rate >= cfg.sweep_min:
+            # Not even the first rate held: halve down to --sweep-min for one that does.
+            res = step(rate)
+            if res.held:
+                sweep.held_hz = rate
+            else:
+                sweep.first_failed_hz, sweep.why_failed = rate, _why(res, cfg.bound_ms)
+            rate /= 2
         if sweep.held_hz is not None and sweep.first_failed_hz is not None:
             for factor in REFINE:
                 rate = sweep.held_hz * factor
@@ -519,7 +537,7 @@ def format_game(rows: list[GameResult]) -> str:
     return "\n".join(lines)
 
 
-def format_sweep(sweeps: list[Sweep], bound_ms: float, start: float) -> str:
+def format_sweep(sweeps: list[Sweep], bound_ms: float, lowest: float) -> str:
     lines = [f"Highest rate held (p99 < {bound_ms:.0f} ms, nothing lost, offered rate "
              "delivered):"]
     head = (f"{'server':<11} {'room':>4} {'held Hz':>8} {'deliv/s':>8} {'p99ms':>7} "
@@ -529,7 +547,7 @@ def format_sweep(sweeps: list[Sweep], bound_ms: float, start: float) -> str:
     for s in sweeps:
         at = next((r for r in s.steps if s.held_hz is not None
                    and math.isclose(r.rate_hz, s.held_hz)), None)
-        held_txt = f"{s.held_hz:g}" if s.held_hz is not None else f"<{start:g}"
+        held_txt = f"{s.held_hz:g}" if s.held_hz is not None else f"<{lowest:g}"
         ref = refs.get((s.room_size, s.payload))
         vs = ""
         if ref is not None and ref is not s and ref.held_hz and s.held_hz:
@@ -601,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="find the highest rate held with p99 under --bound-ms, then offer up "
                         "to 4x it (replaces the fixed-rate run)")
     p.add_argument("--sweep-start", type=float, default=1.25, help="first rate (Hz, 1.25)")
+    p.add_argument("--sweep-min", type=float, default=0.3125,
+                   help="when --sweep-start fails, halve down to this rate (Hz, 0.3125)")
     p.add_argument("--sweep-max", type=float, default=640.0, help="highest rate tried (Hz)")
     p.add_argument("--sweep-duration", type=float, default=5.0,
                    help="seconds of sending per sweep step (default 5)")
@@ -642,6 +662,7 @@ def config_from_args(args: argparse.Namespace) -> GameConfig:
         mode=args.mode,
         sweep=args.sweep,
         sweep_start=args.sweep_start,
+        sweep_min=args.sweep_min,
         sweep_max=args.sweep_max,
         sweep_duration=3.0 if args.quick else args.sweep_duration,
         bound_ms=args.bound_ms,
@@ -678,7 +699,7 @@ def main(argv: list[str]) -> int:
             progress.advance()
     progress.finish()
     if cfg.sweep:
-        print(format_sweep(sweeps, cfg.bound_ms, cfg.sweep_start))
+        print(format_sweep(sweeps, cfg.bound_ms, cfg.sweep_min))
     else:
         print(format_game(rows))
     for note in notes:

@@ -265,8 +265,11 @@ class Rooms:
             joined = member.joined
             assert joined is not None
             async with sem:
+                # A handshake may wait long for a server busy accepting thousands.
                 await picows.ws_connect(lambda: member, args.url,
-                                        read_buffer_init_size=args.read_buffer, **kwargs)
+                                        read_buffer_init_size=args.read_buffer,
+                                        websocket_handshake_timeout=args.setup_timeout,
+                                        **kwargs)
                 await joined
 
         for phase in (range(self.size - 1), range(self.size - 1, self.size)):

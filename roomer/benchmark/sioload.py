@@ -192,12 +192,14 @@ class _GameClient:
     """One python-socketio client of the game workload: counts its own deliveries; the
     probe (each room's last member) also times them."""
 
-    def __init__(self, room: int, probe: bool, stamps: Any) -> None:
+    def __init__(self, room: int, probe: bool, stamps: Any, timeout: float) -> None:
         self.room = room
         self.probe = probe
         self.stamps = stamps
         self.received = 0
-        self.client = socketio.AsyncClient(reconnection=False)
+        # request_timeout bounds the WebSocket connect too (5 s by default: too short for
+        # a server busy accepting thousands on a loaded machine).
+        self.client = socketio.AsyncClient(reconnection=False, request_timeout=timeout)
         self.client.on("chat", self.on_chat)
 
     def on_chat(self, data: bytes) -> None:
@@ -218,7 +220,7 @@ async def run_game(args: argparse.Namespace) -> None:
     url = _http_url(args.url)
     stamps = gameload.Stamps(args.payload)
     size = args.room_size
-    rows = [[_GameClient(args.first_room + slot, index == size - 1, stamps)
+    rows = [[_GameClient(args.first_room + slot, index == size - 1, stamps, args.setup_timeout)
              for index in range(size)] for slot in range(args.rooms)]
     senders = min(args.senders or size, size)
     order = [(r, m) for r in range(args.rooms) for m in range(senders)]
@@ -226,7 +228,10 @@ async def run_game(args: argparse.Namespace) -> None:
     t0 = monotonic()
 
     async def join(member: _GameClient) -> None:
-        await member.client.connect(url, transports=["websocket"])
+        # wait_timeout: the namespace's CONNECT answer may wait long on a busy server
+        # (python-socketio's default is 1 s).
+        await member.client.connect(url, transports=["websocket"],
+                                    wait_timeout=args.setup_timeout)
         await member.client.call("join", gameload.room_name(member.room),
                                  timeout=args.setup_timeout)
 
