@@ -27,12 +27,19 @@ def test_every_peer_present_relays_and_accounts_every_delivery(tmp_path: Path) -
     rc = game.main([
         "--clients", str(CLIENTS), "--room-size", str(ROOM), "--rate", "10",
         "--duration", "1.5", "--warmup", "0.5", "--procs", "2", "--peers", ",".join(PRESENT),
-        "--no-progress", "--setup-timeout", "60", "--json", str(out),
+        "--write-delay", "2", "--no-progress", "--setup-timeout", "60", "--json", str(out),
     ])
     assert rc == 0
     doc = json.loads(out.read_text())
     rows = {row["server"]: row for row in doc["game"]}
     assert set(rows) == set(PRESENT)
+    # --write-delay reaches roomer where it has the option, and the run says when it has not.
+    if peers.roomer_supports("write_delay"):
+        assert rows["roomer"]["write_delay_ms"] == 2
+    else:
+        assert rows["roomer"]["write_delay_ms"] is None
+        assert any("no write_delay option" in note for note in doc["notes"])
+    assert all(row["write_delay_ms"] is None for name, row in rows.items() if name != "roomer")
     for name, row in rows.items():
         assert row["error"] == "", name
         # Each input owes one delivery to every other member of its room, and each

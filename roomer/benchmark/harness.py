@@ -5,7 +5,10 @@ with a bounded number in flight; the server relays each to the N receivers. Load
 processes (picows on uvloop) count what arrives. Every figure is taken from the same run on the
 same machine, and speeds are reported as ratios roomer/peer: absolute numbers on a shared 2-core
 box mean little. ``--cross-node`` splits the lobby over two server processes sharing it
-through a broker (:mod:`roomer.benchmark.crossnode`).
+through a broker (:mod:`roomer.benchmark.crossnode`); ``--game`` runs many small rooms at a
+tick rate (:mod:`roomer.benchmark.game`); ``--connections N`` holds N connections in one
+server process (:mod:`roomer.benchmark.connections`). Peers whose library is not installed
+are skipped, with the extra that installs them; no child process outlives the harness.
 
 Entry points: ``roomer bench``, ``python -m roomer.benchmark``, ``python bench/lobby.py``.
 """

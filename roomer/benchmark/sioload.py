@@ -4,6 +4,8 @@ Same roles and control protocol as :mod:`roomer.benchmark.loadgen`, with python-
 AsyncClients: subscribers count ``chat`` events (frame counting only: socket.io sends a binary
 payload as two WebSocket frames, so byte counting has no single known size), the publisher emits
 ``chat`` with the same stamped payload and window, and the probe acknowledges and times them.
+:func:`run_game` is the game-lobby workload's generator (:mod:`roomer.benchmark.gameload`)
+with python-socketio clients.
 """
 
 from __future__ import annotations
