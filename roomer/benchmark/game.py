@@ -39,8 +39,8 @@ from roomer.benchmark.procs import (
     wait_listening,
 )
 
-__all__ = ["GameConfig", "GameResult", "GameSession", "format_game", "format_sweep",
-           "held", "main", "run_game", "run_sweep"]
+__all__ = ["GameConfig", "GameResult", "GameSession", "Sweep", "format_game", "format_sweep",
+           "held", "main", "percentiles", "run_game", "run_sweep"]
 
 GAMELOAD = "roomer.benchmark.gameload"
 SERVER = "roomer.benchmark.peers"
@@ -368,6 +368,8 @@ def run_game(server: str, cfg: GameConfig, room_size: int, payload: int) -> Game
 
 @dataclass
 class Sweep:
+    """One server's sweep: every step measured, and what it held."""
+
     server: str
     room_size: int
     payload: int

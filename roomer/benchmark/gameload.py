@@ -48,7 +48,7 @@ from roomer.benchmark.loadgen import (
 )
 from roomer.benchmark.procs import die_with_parent, raise_nofile
 
-__all__ = ["HIST_BASE", "Schedule", "main", "room_name"]
+__all__ = ["HIST_BASE", "Schedule", "Stamps", "histogram", "main", "pace", "room_name"]
 
 BINARY = picows.WSMsgType.BINARY
 EVENT = wire.CHAT
