@@ -48,7 +48,8 @@ from roomer.benchmark.loadgen import (
 )
 from roomer.benchmark.procs import die_with_parent, raise_nofile
 
-__all__ = ["HIST_BASE", "Schedule", "Stamps", "histogram", "main", "pace", "room_name"]
+__all__ = ["HIST_BASE", "Schedule", "Stamps", "histogram", "main", "owed", "pace", "room_name",
+           "tally"]
 
 BINARY = picows.WSMsgType.BINARY
 EVENT = wire.CHAT
@@ -70,6 +71,30 @@ def histogram(latencies_ns: array[int]) -> dict[str, int]:
     for ns in latencies_ns:
         counts[int(math.log(max(ns, 1000) / 1000.0) / _LOG_BASE)] += 1
     return {str(k): v for k, v in counts.items()}
+
+
+def owed(rooms: int, size: int, order: list[tuple[int, int]],
+         schedule: Schedule | None) -> list[list[int]]:
+    """Per room, per member: the inputs it is owed in the window (every other sender's)."""
+    sent = [[0] * size for _ in range(rooms)]
+    if schedule is not None:
+        for slot_in_order, (slot, index) in enumerate(order):
+            sent[slot][index] = schedule.sent_by(slot_in_order)
+    return [[sum(row) - own for own in row] for row in sent]
+
+
+def tally(received: list[list[int]], expected: list[list[int]]) -> dict[str, int]:
+    """Each receiver's count against what it was owed: totals, lost, short receivers."""
+    short = extra = lost = 0
+    for got_row, want_row in zip(received, expected, strict=True):
+        for got, want in zip(got_row, want_row, strict=True):
+            if got < want:
+                short += 1
+                lost += want - got
+            elif got > want:
+                extra += got - want
+    return {"received": sum(map(sum, received)), "expected": sum(map(sum, expected)),
+            "lost": lost, "short_receivers": short, "extra": extra}
 
 
 class Schedule:
@@ -319,45 +344,23 @@ class Rooms:
             return member.rx_frames
         return member.rx_bytes // self.frame_size
 
-    def expected_by_room(self) -> list[list[int]]:
-        """Per room, per member: the inputs it should receive (the other senders')."""
-        schedule = self.schedule
-        sent = [[0] * self.size for _ in range(self.count)]
-        if schedule is not None:
-            for slot_in_order, (slot, index) in enumerate(self.order):
-                sent[slot][index] = schedule.sent_by(slot_in_order)
-        return [[sum(row) - own for own in row] for row in sent]
-
     def stats(self) -> dict[str, Any]:
         received = sum(self._received(m) for row in self.members for m in row)
-        expected = sum(sum(row) for row in self.expected_by_room())
-        return {"received": received, "expected": expected, "last_rx": self.stamps.last_rx,
+        expected = owed(self.count, self.size, self.order, self.schedule)
+        return {"received": received, "expected": sum(map(sum, expected)),
+                "last_rx": self.stamps.last_rx,
                 "bytes": sum(m.rx_bytes for row in self.members for m in row),
                 "closed": sum(m.closed for row in self.members for m in row),
                 "cpu": _cpu_seconds(), "now": monotonic()}
 
     def result(self) -> dict[str, Any]:
         """Every receiver's account: expected against received on its own connection."""
-        expected = self.expected_by_room()
-        short = extra = lost = received_total = remainders = 0
-        for row, want_row in zip(self.members, expected, strict=True):
-            for member, want in zip(row, want_row, strict=True):
-                got = self._received(member)
-                received_total += got
-                if got < want:
-                    short += 1
-                    lost += want - got
-                elif got > want:
-                    extra += got - want
-                if not member.probe and member.rx_bytes % self.frame_size:
-                    remainders += 1
+        received = [[self._received(m) for m in row] for row in self.members]
+        remainders = sum(1 for row in self.members for m in row
+                         if not m.probe and m.rx_bytes % self.frame_size)
         return {
             **self.stats(),
-            "expected": sum(map(sum, expected)),
-            "received": received_total,
-            "lost": lost,
-            "short_receivers": short,
-            "extra": extra,
+            **tally(received, owed(self.count, self.size, self.order, self.schedule)),
             "remainder_receivers": remainders,
             "lat_n": len(self.stamps.latencies_ns),
             "hist": histogram(self.stamps.latencies_ns),

@@ -259,11 +259,7 @@ async def _serve_game(args: argparse.Namespace, rows: list[list[_GameClient]],
            "frame_size": 0})
 
     def expected_by_room() -> list[list[int]]:
-        sent = [[0] * size for _ in rows]
-        if schedule:
-            for slot_in_order, (slot, index) in enumerate(order):
-                sent[slot][index] = schedule[0].sent_by(slot_in_order)
-        return [[sum(row) - own for own in row] for row in sent]
+        return gameload.owed(len(rows), size, order, schedule[0] if schedule else None)
 
     def stats() -> dict[str, Any]:
         received = sum(m.received for row in rows for m in row)
@@ -303,16 +299,8 @@ async def _serve_game(args: argparse.Namespace, rows: list[list[_GameClient]],
                 await asyncio.gather(*pending, return_exceptions=True)
             return {"sent": sched.total, "cpu": _cpu_seconds() - cpu0, **sched.lag_summary()}
         elif name == "result":
-            expected = expected_by_room()
-            short = lost = extra = 0
-            for row, want_row in zip(rows, expected, strict=True):
-                for m, want in zip(row, want_row, strict=True):
-                    if m.received < want:
-                        short += 1
-                        lost += want - m.received
-                    elif m.received > want:
-                        extra += m.received - want
-            return {**stats(), "lost": lost, "short_receivers": short, "extra": extra,
+            received = [[m.received for m in row] for row in rows]
+            return {**stats(), **gameload.tally(received, expected_by_room()),
                     "remainder_receivers": 0, "lat_n": len(stamps.latencies_ns),
                     "hist": gameload.histogram(stamps.latencies_ns)}
         return stats()
