@@ -2,6 +2,8 @@
 
 python bench/lobby.py --quick
 python bench/lobby.py --n 100,1000,5000 --payload 64,1024 --json results.json
+python bench/lobby.py --game [--sweep]          # many small rooms at a tick rate
+python bench/lobby.py --connections 20000       # many connections in one server process
 """
 
 import sys

@@ -8,6 +8,9 @@ frame counting), for roomer and raw picows.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,24 @@ def test_cross_node_mode_nats_and_socketio_peer(tmp_path: Path, redis_url: str,
     assert nats["delivered"] == nats["expected"]
     (ratio,) = doc["ratios"]
     assert ratio["vs_socketio_redis"] > 0
+
+
+def test_missing_peers_are_skipped_with_the_extra_that_installs_them() -> None:
+    # As in a venv with `pip install .` only: websockets and aiohttp cannot be imported
+    # (a None in sys.modules makes both import and find_spec fail for that name).
+    code = (
+        "import sys; sys.modules['websockets'] = None; sys.modules['aiohttp'] = None; "
+        "from roomer.benchmark.harness import main; "
+        "sys.exit(main(['--quick', '--n', '8', '--duration', '0.5', '--no-latency', "
+        "'--no-progress', '--setup-timeout', '30']))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for peer in ("websockets", "aiohttp"):
+        assert (f"skipped {peer}: {peer} not installed: pip install 'roomer[bench]'"
+                in proc.stdout)
+    rows = [line.split()[0] for line in proc.stdout.splitlines() if line[:1].isalpha()]
+    assert {"roomer", "roomer-sync", "picows"} <= set(rows)
+    assert "ERROR" not in proc.stdout

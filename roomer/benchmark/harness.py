@@ -5,7 +5,10 @@ with a bounded number in flight; the server relays each to the N receivers. Load
 processes (picows on uvloop) count what arrives. Every figure is taken from the same run on the
 same machine, and speeds are reported as ratios roomer/peer: absolute numbers on a shared 2-core
 box mean little. ``--cross-node`` splits the lobby over two server processes sharing it
-through a broker (:mod:`roomer.benchmark.crossnode`).
+through a broker (:mod:`roomer.benchmark.crossnode`); ``--game`` runs many small rooms at a
+tick rate (:mod:`roomer.benchmark.game`); ``--connections N`` holds N connections in one
+server process (:mod:`roomer.benchmark.connections`). Peers whose library is not installed
+are skipped, with the extra that installs them; no child process outlives the harness.
 
 Entry points: ``roomer bench``, ``python -m roomer.benchmark``, ``python bench/lobby.py``.
 """
@@ -19,19 +22,22 @@ import datetime
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roomer.benchmark import wire
-from roomer.benchmark.peers import PEERS
+from roomer.benchmark.peers import PEERS, runnable
 from roomer.benchmark.procs import (
     Child,
     ChildError,
     cpu_times,
     free_port,
     kill_all,
+    kill_everything,
     machine_cpu,
     memory_kib,
     read_metrics,
@@ -625,13 +631,18 @@ def format_memory(results: list[MemoryResult]) -> str:
 
 
 def _meta(cfg: Config, argv: list[str]) -> dict[str, Any]:
+    return _meta_common(asdict(cfg), argv)
+
+
+def _meta_common(config: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    """What a JSON result records of its run: command, config, versions, machine, time."""
     versions = {}
     for mod in ("picows", "uvloop", "websockets", "aiohttp", "socketio"):
         with contextlib.suppress(ImportError):
             versions[mod] = getattr(__import__(mod), "__version__", "?")
     return {
         "argv": argv,
-        "config": asdict(cfg),
+        "config": config,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -740,6 +751,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cross.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     cross.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    modes = parser.add_argument_group(
+        "other modes", "each has its own flags: roomer bench --game --help, "
+        "roomer bench --connections N --help")
+    modes.add_argument("--game", action="store_true",
+                       help="game lobby: many small rooms, inputs at a tick rate")
+    modes.add_argument("--connections", type=int, metavar="N",
+                       help="N concurrent connections to one server process, in small rooms")
     parser.add_argument("--setup-timeout", type=float, default=120.0)
     parser.add_argument("--json", dest="json_path", default=None, help="write results here")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -829,10 +847,46 @@ def _main_cross(args: argparse.Namespace, cfg: Config, argv: list[str]) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+class Terminated(SystemExit):
+    """SIGTERM reached the harness: unwinds through every ``finally`` (children killed)."""
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``roomer bench``: the lobby (default), ``--game``, ``--connections N`` or
+    ``--cross-node`` mode. Every child process it starts ends with it, however it ends."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _dispatch(argv)
+    finally:
+        kill_everything()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _mode_flag(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if "--game" in argv:
+        from roomer.benchmark.game import main as game_main
+
+        return game_main([a for a in argv if a != "--game"])
+    if _mode_flag(argv, "--connections"):
+        from roomer.benchmark.connections import main as connections_main
+
+        return connections_main(argv)
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    cfg.peers, skipped = runnable(cfg.peers)
+    for note in skipped:
+        print(note, file=sys.stderr)
     if args.cross_node:
         return _main_cross(args, cfg, argv)
     fanout, memory = run(cfg)
@@ -849,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         with open(cfg.json_path, "w") as f:
             json.dump(doc, f, indent=2)
+    for note in skipped:
+        print(note)
     failed = [r for r in fanout if r.error] + [r for r in memory if r.error]
     return 1 if failed else 0
 

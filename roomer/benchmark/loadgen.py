@@ -35,6 +35,7 @@ from typing import Any
 import picows
 
 from roomer.benchmark import wire
+from roomer.benchmark.procs import die_with_parent, raise_nofile
 
 __all__ = ["Probe", "Publisher", "Subscriber", "main"]
 
@@ -448,6 +449,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import uvloop
 
+    die_with_parent()
+    raise_nofile()
     args = _parser().parse_args(argv)
     if args.socketio:
         from roomer.benchmark import sioload

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import signal
 import sys
@@ -21,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from roomer.benchmark import wire
+from roomer.benchmark.procs import die_with_parent, raise_nofile
 
-__all__ = ["main"]
+__all__ = ["NEEDS", "PEERS", "main", "missing", "roomer_supports", "runnable"]
 
 HOST = "127.0.0.1"
 MAX_MESSAGE = 1 << 20
@@ -36,8 +38,39 @@ PEERS: dict[str, str] = {
     "picows-rb2k": "raw picows, read_buffer_init_size=2048 (its minimum)",
     "websockets": "websockets asyncio server, websockets.broadcast",
     "aiohttp": "aiohttp WebSocketResponse, send_bytes per receiver",
-    "socketio": "python-socketio on aiohttp, emit(room=, skip_sid=)",
+    "socketio": "python-socketio on aiohttp, emit(to=room, skip_sid=)",
 }
+
+# What a peer imports beyond roomer's own dependencies, and the extra that installs it.
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "websockets": (("websockets",), "bench"),
+    "aiohttp": (("aiohttp",), "bench"),
+    "socketio": (("socketio", "aiohttp"), "bench-socketio"),
+}
+
+
+def missing(name: str) -> str | None:
+    """Why peer ``name`` cannot run here (a module it needs is not installed, and the
+    command that installs it), or None when it can."""
+    modules, extra = NEEDS.get(name, ((), ""))
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return f"{', '.join(absent)} not installed: pip install 'roomer[{extra}]'"
+
+
+def runnable(names: list[str]) -> tuple[list[str], list[str]]:
+    """The peers among ``names`` whose libraries are installed, and a line for each one
+    skipped saying which extra installs it (``pip install .`` has roomer's dependencies
+    only, not the peers')."""
+    ok, notes = [], []
+    for name in names:
+        why = missing(name)
+        if why is None:
+            ok.append(name)
+        else:
+            notes.append(f"skipped {name}: {why}")
+    return ok, notes
 
 
 def _join_ack(room: str, cid: str) -> bytes:
@@ -223,14 +256,23 @@ def _serve_socketio(port: int, backplane: str | None, prefix: str) -> None:
         ping_timeout=60, **options
     )
 
+    room_of: dict[str, str] = {}  # each client's room: the lobby, or its game room
+
     @sio.on("join")
     async def join(sid: str, room: str) -> str:
         await sio.enter_room(sid, room)
+        room_of[sid] = room
         return sid
 
     @sio.on("chat")
     async def chat(sid: str, data: bytes) -> None:
-        await sio.emit("chat", data, room=wire.LOBBY, skip_sid=sid)
+        room = room_of.get(sid)
+        if room is not None:
+            await sio.emit("chat", data, to=room, skip_sid=sid)
+
+    @sio.on("disconnect")
+    async def disconnect(sid: str, *_reason: Any) -> None:
+        room_of.pop(sid, None)
 
     async def main() -> None:
         app = web.Application()
@@ -247,8 +289,19 @@ def _serve_socketio(port: int, backplane: str | None, prefix: str) -> None:
 # --------------------------------------------------------------------------- roomer
 
 
+def roomer_supports(option: str) -> bool:
+    """Whether this roomer's Server has ``option`` (the harness passes newer options only
+    to a roomer that has them, and says so when it does not)."""
+    import dataclasses
+
+    from roomer.config import Config
+
+    return option in {f.name for f in dataclasses.fields(Config)}
+
+
 def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None = None,
-                  prefix: str = "roomer", node_id: str | None = None) -> None:
+                  prefix: str = "roomer", node_id: str | None = None,
+                  write_delay_ms: float | None = None) -> None:
     from roomer import Server
 
     # The publisher sends far past the per-client rate limit on purpose: this measures
@@ -256,6 +309,10 @@ def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None
     options: dict[str, Any] = {}
     if backplane is not None:
         options.update(backplane=backplane, backplane_prefix=prefix, node_id=node_id)
+    if write_delay_ms is not None:
+        if not roomer_supports("write_delay"):
+            raise SystemExit("this roomer has no write_delay option")
+        options["write_delay"] = write_delay_ms / 1000.0  # roomer's durations are seconds
     server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, rate_limit=None,
                     byte_limit=None,
                     error_limit=None, **options)
@@ -281,6 +338,8 @@ async def _serve_until_signal(close: Callable[[], Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    raise_nofile()  # soft limit up to the hard one: a big lobby holds many sockets
     parser = argparse.ArgumentParser(prog="python -m roomer.benchmark.peers")
     parser.add_argument("name", choices=sorted(PEERS))
     parser.add_argument("--port", type=int, required=True)
@@ -299,16 +358,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backplane-prefix", default="roomer", metavar="PREFIX",
                         help="roomer's backplane_prefix, socketio's Redis channel")
     parser.add_argument("--node-id", default=None, help="roomer's node_id")
+    parser.add_argument("--write-delay", type=float, default=None, metavar="MS",
+                        help="roomer's write_delay, in milliseconds (where it has one)")
     args = parser.parse_args(argv)
     name = args.name
     if args.backplane is not None and name not in ("roomer", "roomer-sync", "socketio"):
         parser.error(f"{name} has no backplane")
-    if name == "roomer":
-        _serve_roomer(args.port, False, args.read_buffer, args.backplane, args.backplane_prefix,
-                      args.node_id)
-    elif name == "roomer-sync":
-        _serve_roomer(args.port, True, args.read_buffer, args.backplane, args.backplane_prefix,
-                      args.node_id)
+    if args.write_delay is not None and not name.startswith("roomer"):
+        parser.error(f"{name} has no write_delay")
+    if name in ("roomer", "roomer-sync"):
+        _serve_roomer(args.port, name == "roomer-sync", args.read_buffer, args.backplane,
+                      args.backplane_prefix, args.node_id, args.write_delay)
     elif name == "picows":
         _serve_picows(args.port, None)
     elif name == "picows-rb2k":

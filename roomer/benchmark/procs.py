@@ -1,4 +1,11 @@
-"""Child processes of the harness: launching, line-JSON control, /proc readings, cleanup."""
+"""Child processes of the harness: launching, line-JSON control, /proc readings, cleanup.
+
+No child outlives the harness, whatever ends it: each one is started in its own process
+group and recorded (:func:`kill_all` / :func:`kill_everything` signal the group), each
+asks the kernel to SIGKILL it when the harness dies (:func:`die_with_parent`, Linux's
+``PR_SET_PDEATHSIG``: that covers a SIGKILL of the harness, which runs no cleanup), and
+``harness.main`` turns SIGTERM into an exception so its ``finally`` blocks run.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -18,13 +26,18 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "ChildError", "cpu_times", "free_port", "kill_all", "machine_cpu",
-           "memory_kib", "read_metrics", "wait_listening"]
+__all__ = ["Child", "ChildError", "cpu_stall_us", "cpu_times", "die_with_parent", "free_port",
+           "kill_all", "kill_everything", "live_children", "machine_cpu", "memory_kib",
+           "raise_nofile", "read_metrics", "wait_listening"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The directory holding the roomer package, so children import the same roomer as the harness
 # (a source checkout or an installed wheel alike).
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
+PARENT_ENV = "ROOMER_BENCH_PARENT"  # the harness's pid, for die_with_parent()
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Every child started and not yet killed, in start order (kill_everything's list).
+_LIVE: list[Child] = []
 
 
 class ChildError(RuntimeError):
@@ -34,7 +47,46 @@ class ChildError(RuntimeError):
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+    env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+def die_with_parent() -> None:
+    """Called first thing in every child: be SIGKILLed when the harness dies (Linux).
+
+    The kernel sends the signal when the *thread* that started this process exits; the
+    harness starts children from its main thread only. A harness that died between the
+    fork and this call is caught by the parent check that follows it. Elsewhere than
+    Linux this does nothing (the harness's finally blocks and group kills remain).
+    """
+    expected = os.environ.get(PARENT_ENV)
+    if expected is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(expected):
+        os._exit(1)  # the harness is already gone
+
+
+def raise_nofile(want: int | None = None) -> tuple[int, int]:
+    """Raise this process's soft fd limit to ``want`` (default: the hard limit), or as
+    far as the hard limit allows; returns (soft, hard) afterwards. Raising the hard limit
+    needs CAP_SYS_RESOURCE: it is tried when ``want`` is above it, and left as it is when
+    refused (the caller compares and reports)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if want is None else want
+    if target > hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+            return resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 class Child:
@@ -54,6 +106,7 @@ class Child:
             text=True,
             bufsize=1,
         )
+        _LIVE.append(self)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -83,13 +136,17 @@ class Child:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
-    def request(self, cmd: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    def send(self, cmd: dict[str, Any]) -> None:
+        """Write one command without waiting for its reply (read it with read_reply)."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(cmd) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise ChildError(f"{self.label} is gone:\n{self.stderr_tail()}") from exc
+
+    def request(self, cmd: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        self.send(cmd)
         return self.read_reply(timeout)
 
     def alive(self) -> bool:
@@ -97,6 +154,8 @@ class Child:
 
     def kill(self) -> None:
         """SIGTERM the group, then SIGKILL whatever is left after a short grace."""
+        with contextlib.suppress(ValueError):
+            _LIVE.remove(self)
         if self.proc.poll() is None:
             _signal_group(self.proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -126,6 +185,16 @@ def kill_all(children: list[Child]) -> None:
     children.clear()
 
 
+def live_children() -> list[Child]:
+    """Every child started and not killed yet (oldest first)."""
+    return list(_LIVE)
+
+
+def kill_everything() -> None:
+    """Kill every child still alive, whoever started it (the harness's last finally)."""
+    kill_all(live_children())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +216,20 @@ def wait_listening(child: Child, port: int, timeout: float = 30.0) -> None:
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, from /proc (10 ms resolution)."""
+    """(user, system) CPU seconds of a process (10 ms resolution): psutil's reading where it
+    is installed (the ``bench`` extra), else the same /proc fields read here."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_cpu_times(pid)
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess as exc:
+        raise ProcessLookupError(pid) from exc
+    return times.user, times.system
+
+
+def _proc_cpu_times(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/stat") as f:
         # comm may contain spaces: the fields we need follow the last ')'.
         fields = f.read().rsplit(")", 1)[1].split()
@@ -161,6 +243,22 @@ def machine_cpu() -> tuple[float, float]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user time
     return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
+def cpu_stall_us() -> int | None:
+    """Microseconds that some runnable task of the machine waited for a CPU, so far (Linux
+    PSI, /proc/pressure/cpu "some total"); None where the kernel does not report it. Over
+    a window, its growth over the wall time is the share of it the run queue was never
+    empty: near 100%, every process waited its turn, whatever its own CPU figures say."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    for part in first.split():
+        if part.startswith("total="):
+            return int(part[6:])
+    return None
 
 
 def memory_kib(pid: int) -> dict[str, int]:
