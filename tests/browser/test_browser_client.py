@@ -334,8 +334,9 @@ async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -
     # past its outbox limit: the server drops it as a slow consumer. The close frame
     # (1008 "slow consumer...") is stuck behind the unread data, so the page mostly sees
     # 1006; either way, unlike a kick, the close is retried.
+    # The sender floods on purpose: no rate limits.
     server = serve(*harness_args("--outbox-limit", "4096", "--slow-consumer", "disconnect",
-                                 "--rate-limit", "none"))  # the sender floods on purpose
+                                 "--rate-limit", "none", "--byte-limit", "none"))
     sender, receiver = await harness(pages, server), await harness(pages, server)
     await joined(sender, "match")
     old = await joined(receiver, "match", options="{reconnect: {initialDelay: 100}}")

@@ -135,7 +135,8 @@ async def test_namespaces_connect_isolate_and_refuse(pages: Pages, serve: Any) -
 
 
 async def test_asks_both_ways(pages: Pages, serve: Any) -> None:
-    server = serve(*v2_args("--rate-limit", "none"))  # 1,000 asks at once on purpose
+    # 1,000 asks at once on purpose: no rate limits.
+    server = serve(*v2_args("--rate-limit", "none", "--byte-limit", "none"))
     page = await harness(pages, server)
     await joined(page, "match", options=V2)
     # the page asks the server
