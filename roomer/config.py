@@ -7,7 +7,6 @@ one place and be missing in the other.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import sys
@@ -40,7 +39,10 @@ class Config:
     """
 
     authorize: Callable[[Any], Any] | None = _opt(
-        None, "fn(request) -> claims at the upgrade; raise roomer.Deny for HTTP 401")
+        None, "fn(request) -> claims at the upgrade; raise roomer.Deny for HTTP 401. An "
+              "async fn (or one returning an awaitable) is awaited after the upgrade, "
+              "within handshake_timeout, the client's messages held: Deny closes with "
+              "1008, an error or the timeout with 1011")
     allowed_origins: frozenset[str] | None = _opt(
         None, "Origins allowed to open a WebSocket (others: HTTP 403); None allows any")
     sync_broadcast: bool = _opt(
@@ -136,11 +138,6 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
-        if self.authorize is not None and _is_async(self.authorize):
-            raise TypeError(
-                "authorize must be a plain function: picows answers the upgrade "
-                "synchronously. Do async checks in an on_connect hook (raise roomer.Deny "
-                "there to close with 1008)")
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str) or not isinstance(
                     self.allowed_origins, Iterable):
@@ -239,11 +236,6 @@ class Config:
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
 
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))  # noqa: B004 (a callable object's own method)
 
 
 def _check_callable(name: str, value: object) -> None:

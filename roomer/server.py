@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import inspect
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
 
@@ -74,13 +75,20 @@ def _close_reason(reason: str) -> bytes:
 
 class WSConnection(Connection):
     """A :class:`roomer.Connection` on a picows WebSocket: its picows listener, and what
-    it asks of its socket (close, pause and resume reading, ping)."""
+    it asks of its socket (close, pause and resume reading, ping). ``authorizing`` is
+    an async ``authorize``'s awaitable, awaited once the WebSocket is up."""
 
-    __slots__ = ()
+    __slots__ = ("_authorizing",)
+
+    def __init__(self, core: Core, request: Any, claims: Any, v2: bool,
+                 authorizing: Awaitable[Any] | None = None) -> None:
+        super().__init__(core, request, claims, v2)
+        self._authorizing = authorizing
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.attach(transport)
-        self._core.lifecycle.connected(self)
+        authorizing, self._authorizing = self._authorizing, None
+        self._core.lifecycle.connected(self, authorizing)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.last_in_buffer:
@@ -619,6 +627,8 @@ class Server:
     # connections ---------------------------------------------------------------------------
 
     def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
+        if inspect.isawaitable(claims):  # an async authorize: awaited once connected
+            return WSConnection(self._core, request, None, v2, claims)
         return WSConnection(self._core, request, claims, v2)
 
     def _overflowed(self, conn: Connection) -> None:
