@@ -30,6 +30,7 @@ from . import fanout
 from .config import Config, Routes
 from .connection import Connection, NamespaceConnection, Payload, sendable_close_code
 from .core import Core
+from .games import GameRoom, RoomListing
 from .handlers import Handler
 from .hooks import Hook, Hooks
 from .http import HttpSide
@@ -272,6 +273,29 @@ class Server:
         """How many clients are connected here. Any thread."""
         return self.default.connection_count
 
+    def define(self, name: str, room: type[GameRoom], **settings: Any) -> None:
+        """Define a game room type in the default namespace (:meth:`Namespace.define`).
+        Before start only."""
+        self.default.define(name, room, **settings)
+
+    async def create_room(self, type: str, options: dict[str, Any] | None = None,
+                          room_id: str | None = None) -> str:
+        """:meth:`Namespace.create_room` in the default namespace. Loop thread only."""
+        return await self.default.create_room(type, options, room_id)
+
+    def game_room(self, room_id: str) -> GameRoom | None:
+        """:meth:`Namespace.game_room` in the default namespace. Loop thread only."""
+        return self.default.game_room(room_id)
+
+    def list_rooms(self, type: str | None = None, **metadata: Any) -> list[RoomListing]:
+        """:meth:`Namespace.list_rooms` in the default namespace. Any thread."""
+        return self.default.list_rooms(type, **metadata)
+
+    async def reserve_seats(self, room_id: str, ids: list[str],
+                            seconds: float | None = None) -> bool:
+        """:meth:`Namespace.reserve_seats` in the default namespace. Loop thread only."""
+        return await self.default.reserve_seats(room_id, ids, seconds)
+
     @property
     def registry(self) -> Registry:
         """The default namespace's registry (its rooms and clients)."""
@@ -372,7 +396,8 @@ class Server:
         engine = self._core._engine
         namespaces = list(self._core.namespaces.values())
         gauges = {"connections": len(self.registry.conns),
-                  "rooms": sum(len(ns.registry.rooms) for ns in namespaces)}
+                  "rooms": sum(len(ns.registry.rooms) for ns in namespaces),
+                  **self._core.games.stats()}
         out = self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
         cluster = self.registry.cluster
         if cluster is not None:
@@ -577,6 +602,9 @@ class Server:
         stopping = core.after(self._stopping_hooks, self, what="on_stopping")
         if stopping is not None:
             await asyncio.wait({stopping}, timeout=max(0.0, deadline - loop.time()))
+        # Game rooms owned here end (their members everywhere are told) while the node
+        # is still in the cluster.
+        await core.games.stop(deadline)
         cluster = self.registry.cluster
         if cluster is not None:
             # First: the other nodes drop this node's members at once (not after a timeout).
