@@ -533,6 +533,7 @@ class Server:
         await cluster.start(Nodes(registries))
         for registry in registries.values():
             registry.cluster = cluster
+        await self._core.games.attach(cluster)  # game rooms cross the cluster too
 
     async def _leave_cluster(self) -> None:
         cluster = self.registry.cluster

@@ -109,13 +109,15 @@ class Replica:
                     del self.by_owner[owner]
         return self.rooms.pop(key, None)
 
-    def drop_owner(self, owner: str) -> list[Key]:
-        """Forget every room of ``owner``; their keys."""
-        keys = list(self.by_owner.pop(owner, ()))
-        for key in keys:
-            self.rooms.pop(key, None)
+    def drop_owner(self, owner: str) -> list[RoomListing]:
+        """Forget every room of ``owner``; their listings."""
+        dropped = []
+        for key in list(self.by_owner.pop(owner, ())):
+            listing = self.rooms.pop(key, None)
             self.owners.pop(key, None)
-        return keys
+            if listing is not None:
+                dropped.append(listing)
+        return dropped
 
 
 class Feed:

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -393,7 +394,7 @@ class GameRoom:
         self._last_tick = 0.0
         self._ticking = False
         self._handlers = handlers_of(type(self))
-        self._created_at = games.loop.time()
+        self._created_at = time.time()  # wall clock: listings compare across nodes
         self._claimed = False
 
     def _taken(self) -> int:
