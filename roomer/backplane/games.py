@@ -505,9 +505,9 @@ class GameLink:
         self.transport.publish(self.list_channel, self._hdr[ord("Q")], control=True)
 
     def _sync(self, key: str) -> None:
-        held = self.side.held_in(key)
-        if held:
-            self._json(key, ord("Y"), {"rooms": held})
+        # Sent empty too: "nobody of mine is in your rooms" is what a node back from an
+        # outage needs to hear to let the players it still counts from us go.
+        self._json(key, ord("Y"), {"rooms": self.side.held_in(key)})
 
 
 def _chunks(items: list[Any]) -> list[bytes]:

@@ -1043,7 +1043,9 @@ class Games:
     def remote_sync(self, origin: str, rooms: list[tuple[str, str, list[str]]]) -> None:
         """``origin`` (back after an outage or a pause) holds these members in rooms
         owned here: its players that it does not hold leave; those it holds that a room
-        does not count are closed out there; a seat being joined that it holds is in."""
+        does not count are closed out there; a seat being joined that it holds is in (its
+        confirmation was lost), one it does not hold is freed (its abort was lost; a join
+        in flight meanwhile is closed out when its confirmation comes)."""
         held = {(ns, room): set(ids) for ns, room, ids in rooms}
         for key, local in list(self.rooms.items()):
             mine = held.get(key, set())
@@ -1051,8 +1053,11 @@ class Games:
                 if player.node == origin and player_id not in mine:
                     local._left(player_id, False)
             for player_id, player in list(local._joining.items()):
-                if player.node == origin and player_id in mine:
-                    local._confirm(player)
+                if player.node == origin:
+                    if player_id in mine:
+                        local._confirm(player)
+                    else:
+                        local._unseat(player)
         for (ns, room), ids in held.items():
             found = self.rooms.get((ns, room))
             if found is None or found._state != OPEN:
