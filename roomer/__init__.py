@@ -5,7 +5,7 @@ Serve with :class:`Server`; connect from Python with :func:`connect`.
 
 from __future__ import annotations
 
-from .client import ClientError, Room, connect
+from .client import ClientError, Room, RoomWatch, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .config import Config
 from .connection import Connection, NamespaceConnection
@@ -35,6 +35,7 @@ __all__ = [
     "ProtocolError",
     "Room",
     "RoomListing",
+    "RoomWatch",
     "RoomerError",
     "Server",
     "__version__",
