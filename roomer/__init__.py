@@ -1,6 +1,6 @@
 """roomer: room-based real-time messaging over WebSockets, with a compiled fan-out.
 
-Serve with :class:`Server`; connect from Python with :func:`connect`.
+Serve with `Server`; connect from Python with `connect`.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class Room:
 
     def join_or_create(self, type: str, options: Mapping[str, Any] | None = None) -> Room:
         """v2: join a game room of ``type`` that the server picks by ``options`` (its type's
-        ``filter_by`` and ``sort_by``), or create one. As :meth:`create`: the room at once,
+        ``filter_by`` and ``sort_by``), or create one. As `create`: the room at once,
         named by its id once awaited."""
         return self._client.find_room("room.join_or_create", type, self._space, options)
 
@@ -232,7 +232,7 @@ class Room:
 
 
 class RoomWatch:
-    """v2: a live list of the game rooms of one type (:meth:`Room.watch_rooms`). Await it
+    """v2: a live list of the game rooms of one type (`Room.watch_rooms`). Await it
     for the first list; ``rooms`` is then kept up to date: room id -> ``{"id", "type",
     "clients", "max_clients", "locked", "metadata"}``."""
 

@@ -1,6 +1,6 @@
 """Every Server option, declared once: type, default, validation, docs and CLI flag.
 
-``Server(**options)`` builds a :class:`Config`; ``roomer serve`` derives its flags from
+``Server(**options)`` builds a `Config`; ``roomer serve`` derives its flags from
 the fields that carry one (``flag`` in the field metadata), so an option cannot exist in
 one place and be missing in the other.
 """
@@ -153,10 +153,20 @@ class Config:
         100, "rooms one watch shows at most (its first list and what updates may add)")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
-        metadata={"help": "{path: (content_type, body)} served to plain GET requests"})
+        metadata={"help": "{path: (content_type, body)} served to plain GET and HEAD requests"})
     static_dir: str | None = _opt(
-        None, "a folder whose files are served to plain GET requests (no path leaves it)",
+        None, "a folder whose files are served to plain GET and HEAD requests (no path "
+              "leaves it)",
         "--static", metavar="DIR")
+    http_timeout: float = _opt(
+        60.0, "seconds a plain-HTTP answer may take to be written, file bodies included; a "
+              "client that reads slower is cut off", "--http-timeout", metavar="SECONDS")
+    http_max_answers: int = _opt(
+        256, "plain-HTTP answers being written at once; past it requests get 503 with "
+             "Retry-After (but /healthz and /metrics)", "--http-max-answers", metavar="N")
+    health_detail: bool = _opt(
+        False, "/healthz shows the whole health text (the backplane's address and state) "
+               "rather than its first line (ok, degraded)", "--health-detail")
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
@@ -168,7 +178,8 @@ class Config:
             if not all(isinstance(o, str) for o in origins):
                 raise TypeError("allowed_origins must hold origin strings")
             object.__setattr__(self, "allowed_origins", origins)
-        for name in ("sync_broadcast", "root_presence", "allow_root_broadcast"):
+        for name in ("sync_broadcast", "root_presence", "allow_root_broadcast",
+                     "health_detail"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False")
         _check_int("max_message_size", self.max_message_size, 20,
@@ -190,6 +201,8 @@ class Config:
         _check_seconds("write_timeout", self.write_timeout)
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
+        _check_seconds("http_timeout", self.http_timeout)
+        _check_int("http_max_answers", self.http_max_answers, 1)
         if self.ping_interval is not None:
             _check_seconds("ping_interval", self.ping_interval)
         for name in ("rate_limit", "byte_limit", "error_limit"):

@@ -1,10 +1,10 @@
-"""A connected client as server-side code sees it: :class:`Connection` (in the default
-namespace) and :class:`NamespaceConnection` (the same client in another namespace).
+"""A connected client as server-side code sees it: `Connection` (in the default
+namespace) and `NamespaceConnection` (the same client in another namespace).
 
 No socket I/O here: a Connection is also the client's outbox (a fan-out
-:class:`~roomer.fanout.Peer`), and what it asks of its socket (close, pause and resume
+`Peer`), and what it asks of its socket (close, pause and resume
 reading, ping) is done by the picows listener that roomer/server.py makes of it. Its
-inbound state (order, pacing, limits) is its :class:`~roomer.inbound.Inbound`, owned by
+inbound state (order, pacing, limits) is its `Inbound`, owned by
 the router.
 """
 
@@ -196,7 +196,7 @@ class Connection(fanout.Peer):
         """Close without writing what is queued: for receivers that stopped reading.
 
         Raises:
-            ValueError, TypeError: as :meth:`close`.
+            ValueError, TypeError: as `close`.
         """
         self._core.loop_only("Connection.abort")
         check_close(code, reason)
@@ -233,12 +233,15 @@ class Connection(fanout.Peer):
         raise NotImplementedError
 
     def pause_reading(self) -> None:
+        """Stop reading the socket (the router's pacing: not for applications)."""
         raise NotImplementedError
 
     def resume_reading(self) -> None:
+        """Read the socket again (the router's pacing: not for applications)."""
         raise NotImplementedError
 
     def ping(self) -> None:
+        """Send a WebSocket ping (the server's ping round)."""
         raise NotImplementedError
 
 
@@ -275,26 +278,32 @@ class NamespaceConnection:
 
     @property
     def id(self) -> str:
+        """The client's id (the same in every namespace)."""
         return self.conn.id
 
     @property
     def claims(self) -> Any:
+        """What ``authorize`` returned for the client."""
         return self.conn.claims
 
     @property
     def request(self) -> Any:
+        """The client's upgrade request (``path``, ``headers``)."""
         return self.conn.request
 
     @property
     def v2(self) -> bool:
-        return True  # only v2 clients connect to namespaces
+        """Always True: only v2 clients connect to namespaces."""
+        return True
 
     @property
     def namespace(self) -> str:
+        """The name of the namespace this view is in."""
         return self._namespace.name
 
     @property
     def rooms(self) -> frozenset[str]:
+        """Names of the rooms of this namespace the client is in."""
         return frozenset(self._rooms)
 
     def send(self, event: str, payload: Payload = b"", room: str = ROOT) -> bool:
@@ -325,9 +334,9 @@ class NamespaceConnection:
 
     async def ask(self, event: str, payload: Payload = b"", room: str = ROOT,
                   timeout: float | None = 5.0) -> bytes:
-        """Ask this client (docs/protocol.md §7), as :meth:`Connection.ask`."""
+        """Ask this client (docs/protocol.md §7), as `Connection.ask`."""
         return await self._namespace._ask(self.conn, event, payload, room, timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the whole connection (every namespace), as :meth:`Connection.close`."""
+        """Close the whole connection (every namespace), as `Connection.close`."""
         self.conn.close(code, reason)

@@ -1,9 +1,9 @@
 """What every part of one server shares, below the socket layer.
 
-A :class:`Core` holds one server's options, counters, namespaces, router, the fan-out
+A `Core` holds one server's options, counters, namespaces, router, the fan-out
 engine, its supervised background tasks, and the event loop it runs on, with the one rule
 all of them follow: after ``start``, state belongs to the loop's thread. The
-:class:`roomer.Server` (roomer/server.py, the only module doing socket I/O) makes one and
+`roomer.Server` (roomer/server.py, the only module doing socket I/O) makes one and
 starts it; the router, the registries, the namespaces and the connections reach each other
 through it, never through the server. docs/design.md draws the parts.
 """

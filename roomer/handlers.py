@@ -14,8 +14,8 @@ __all__ = ["RESERVED_EVENTS", "Handler", "register_handler"]
 _C = TypeVar("_C")
 
 #: ``fn(conn, msg)``, sync or async: a handler of one event. ``conn`` is a
-#: :class:`roomer.Connection` in the default namespace, a
-#: :class:`roomer.NamespaceConnection` in another (``Handler[Connection]``...).
+#: `roomer.Connection` in the default namespace, a
+#: `roomer.NamespaceConnection` in another (``Handler[Connection]``...).
 Handler = Callable[[_C, "Message"], "Awaitable[Any] | Any"]
 
 #: Event names a client may not send and no handler may take.

@@ -1,10 +1,20 @@
-"""The HTTP side of the roomer port (docs/design.md, "HTTP"): plain GET routes, /healthz, /metrics,
-and the checks an upgrade passes (headers, origin, authorize) before it becomes a
-WebSocket.
+"""The HTTP side of the roomer port (docs/design.md, "HTTP"): plain HTTP (/healthz,
+/metrics, routes, files) and the checks an upgrade passes (headers, origin, authorize)
+before it becomes a WebSocket. Sans-I/O: it decides what to answer; roomer/server.py reads
+and writes.
 
-picows hands each request to :meth:`HttpSide.upgrade` before answering; it returns a
-response to send (and close), or the listener that takes the upgraded connection.
-Every answer's body is a fixed text: nothing of the request is echoed back.
+Every connection's request head comes to :meth:`HttpSide.answer` first. A WebSocket upgrade
+(a GET over HTTP/1.1 whose Connection lists ``upgrade``) goes on to picows, which calls
+:meth:`HttpSide.upgrade` for the response (and the listener); anything else gets an
+:class:`~roomer.http_messages.Answer` here: GET and HEAD of the routes and files, 204 to
+OPTIONS, 405 to other methods, 400/431/505 to heads roomer does not read. Every answer's
+body is a fixed text or a file: nothing of the request is echoed back, and every answer
+closes its connection.
+
+/healthz: 200 while the node serves clients (its health text's first line ``ok``, or
+``degraded``: serving its own rooms while its backplane link is down), 503 otherwise (shutting
+down, or an unknown state); the body is that first line, or the whole text with
+``health_detail``.
 """
 
 from __future__ import annotations
@@ -19,9 +29,10 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from .config import Config
 from .errors import Deny
-from .static_files import StaticFiles
+from .http_messages import Answer, Body, BytesBody, HeadError, body_length, head_bytes, parse_head
+from .static_files import NOT_FOUND, StaticFiles
 
-__all__ = ["HttpSide", "connection_tokens", "subprotocol"]
+__all__ = ["HEALTH_STATUS", "HTTP_COUNTERS", "HttpSide", "connection_tokens", "subprotocol"]
 
 # Subprotocols a client may offer (docs/protocol.md §1), the newest offered winning
 # wherever it is in the list: offering roomer.v2 means speaking it.
@@ -31,17 +42,21 @@ log = logging.getLogger("roomer")
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"
+ALLOW = "GET, HEAD, OPTIONS"
+
+#: The /healthz status for the first line of ``Server.health_text()``; any other line
+#: (or the server shutting down) is 503.
+HEALTH_STATUS = {"ok": 200, "degraded": 200}
+
+#: The server counters the plain-HTTP side keeps (roomer.metrics shows them).
+HTTP_COUNTERS = ("http_answers", "http_open", "http_waiting", "http_timeouts", "http_busy")
 
 
 def http_error(status: int, body: bytes) -> WSUpgradeResponseWithListener:
+    """An upgrade refused: picows writes the response and closes."""
     return WSUpgradeResponseWithListener(
         WSUpgradeResponse.create_error_response(status, body, {"Content-Type": TEXT_TYPE}),
         None)
-
-
-def http_ok(body: bytes, content_type: str) -> WSUpgradeResponseWithListener:
-    return WSUpgradeResponseWithListener(
-        WSUpgradeResponse.create_ok_response(body, {"Content-Type": content_type}), None)
 
 
 def connection_tokens(request: WSUpgradeRequest) -> set[str]:
@@ -78,12 +93,14 @@ def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
 class HttpSide:
     """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2)`` makes the
     listener of an upgrade that passed (``v2``: it negotiated roomer.v2; ``claims`` is
-    an awaitable when ``authorize`` is async)."""
+    an awaitable when ``authorize`` is async). ``counters``: the server's counters, where
+    the HTTP_COUNTERS are kept. Loop thread only."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],
                  closing: Callable[[], bool],
-                 accept: Callable[[WSUpgradeRequest, Any, bool], Any]) -> None:
+                 accept: Callable[[WSUpgradeRequest, Any, bool], Any],
+                 counters: dict[str, int] | None = None) -> None:
         self.config = config
         self.routes = routes
         self._metrics_text = metrics_text
@@ -91,11 +108,116 @@ class HttpSide:
         self._closing = closing
         self._accept = accept
         self.static = StaticFiles(config.static_dir)
+        self.counters = counters if counters is not None else {}
+        for name in HTTP_COUNTERS:
+            self.counters.setdefault(name, 0)
+
+    # plain HTTP -------------------------------------------------------------------------
+
+    def answer(self, head: bytes) -> Answer | None:
+        """The answer to a request head (its bytes before the blank line), or None for a
+        WebSocket upgrade, which picows is to read (it then calls :meth:`upgrade`)."""
+        try:
+            return self._answer_head(head)
+        except Exception:
+            log.exception("plain HTTP request failed")
+            return self._text(500, b"internal error\n")
+
+    def _answer_head(self, head: bytes) -> Answer | None:
+        try:
+            request = parse_head(head)
+        except HeadError as exc:
+            return self._text(exc.status, exc.body)
+        method = request.method
+        length = body_length(request)
+        if method == b"GET" and request.version == b"HTTP/1.1" and \
+                "upgrade" in connection_tokens(request):
+            # picows refuses a body too, with a page that repeats the header.
+            return None if length == 0 else self._text(400, b"bad request\n")
+        if method not in (b"GET", b"HEAD", b"OPTIONS"):
+            return self._text(405, b"method not allowed\n", extra=[("Allow", ALLOW)])
+        if length != 0:
+            return self._text(400, b"request bodies are not read\n")
+        if method == b"OPTIONS":
+            return self._finish(204, [("Allow", ALLOW)], None)
+        path = request.path.split(b"?", 1)[0].split(b"#", 1)[0]
+        if not path.startswith(b"/"):  # "*", "host:port"
+            return self._text(400, b"bad request\n")
+        head_only = method == b"HEAD"
+        text_path = path.decode("latin-1")
+        # The server's own pages are never refused as busy: a balancer and a scraper must
+        # hear from a node under load (and their answers are small).
+        if text_path == "/healthz":
+            return self._health(head_only)
+        if text_path == self.config.metrics_path:
+            return self._text(200, self._metrics_text().encode(), head_only,
+                              [("Cache-Control", "no-store")], METRICS_TYPE)
+        if self.counters["http_open"] >= self.config.http_max_answers:
+            self.counters["http_busy"] += 1
+            return self._text(503, b"busy\n", head_only, [("Retry-After", "1")])
+        route = self.routes.get(text_path)
+        if route is not None:
+            content_type, data = route
+            return self._finish(200, [("Content-Type", content_type)], BytesBody(data),
+                                head_only)
+        reply = self.static.reply(request, path)
+        if reply is None:
+            return self._text(404, NOT_FOUND, head_only)
+        status, headers, body = reply
+        return self._finish(status, headers, body, head_only)
+
+    def too_large(self) -> Answer:
+        """The answer to a request head longer than roomer reads."""
+        return self._text(431, b"request head too large\n")
+
+    def _health(self, head_only: bool) -> Answer:
+        try:
+            text = self._health_text()
+        except Exception:
+            log.exception("health_text raised")
+            text = "error\n"
+        state = text.split("\n", 1)[0].strip()
+        status = HEALTH_STATUS.get(state, 503)
+        if self._closing():
+            status, state, text = 503, "closing", "closing\n"
+        body = text if self.config.health_detail else state + "\n"
+        return self._text(status, body.encode(), head_only, [("Cache-Control", "no-store")])
+
+    def _text(self, status: int, body: bytes, head_only: bool = False,
+              extra: list[tuple[str, str]] | None = None,
+              content_type: str = TEXT_TYPE) -> Answer:
+        headers = [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff"),
+                   *(extra or ())]
+        return self._finish(status, headers, BytesBody(body), head_only)
+
+    def _finish(self, status: int, headers: list[tuple[str, str]], body: Body | None,
+                head_only: bool = False) -> Answer:
+        # A HEAD gets the GET answer's headers, Content-Length included, and no body.
+        head = head_bytes(status, headers, None if body is None else body.remaining)
+        if head_only and body is not None:
+            body.close()
+            body = None
+        counters = self.counters
+        counters["http_answers"] += 1
+        counters["http_open"] += 1
+        return Answer(head, body, self._answered)
+
+    def _answered(self) -> None:
+        self.counters["http_open"] -= 1
+
+    # WebSocket upgrades -------------------------------------------------------------------
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
-        path = request.path.split(b"?", 1)[0].decode("latin-1")
-        if "upgrade" not in connection_tokens(request):
-            return self._plain(path, request)
+        """picows' listener factory: the response to an upgrade request (picows writes it
+        and closes unless it is a 101) with the listener of an accepted one."""
+        try:
+            return self._upgrade(request)
+        except Exception:
+            # picows would answer 500 with the exception's text as the body.
+            log.exception("upgrade failed")
+            return http_error(500, b"internal error\n")
+
+    def _upgrade(self, request: WSUpgradeRequest) -> Any:
         problem = _bad_upgrade(request)
         if problem is not None:
             return http_error(400, problem)
@@ -127,14 +249,3 @@ class HttpSide:
         return WSUpgradeResponseWithListener(
             WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": protocol}),
             listener)
-
-    def _plain(self, path: str, request: WSUpgradeRequest) -> Any:
-        if path == "/healthz":
-            return http_ok(self._health_text().encode(), TEXT_TYPE)
-        if path == self.config.metrics_path:
-            return http_ok(self._metrics_text().encode(), METRICS_TYPE)
-        route = self.routes.get(path)
-        if route is None:
-            return self.static.respond(request)
-        content_type, body = route
-        return http_ok(body, content_type)

@@ -1,7 +1,7 @@
 """One connection's inbound side, with no I/O: what the client sent that roomer has not
 finished with, and the bounds it is held to.
 
-An :class:`Inbound` holds a connection's lifecycle state, its rate-limit bucket, its
+An `Inbound` holds a connection's lifecycle state, its rate-limit bucket, its
 error window, the pieces of a fragmented message, the order of its messages (one at a
 time; later ones wait in a backlog while one does async work or the turn budget holds
 the connection), how much of the current loop turn it used, and whether it has been
@@ -203,7 +203,7 @@ class Inbound:
         return None
 
     def more(self, fin: bool, payload: bytes | memoryview, limit: int) -> bytes | str | None:
-        """A continuation frame; as :meth:`start`, and ``""`` when the message grew past
+        """A continuation frame; as `start`, and ``""`` when the message grew past
         ``limit`` bytes (the reason to close with 1009)."""
         if self._skipping:
             self._skipping = not fin
@@ -238,7 +238,7 @@ class Inbound:
         return self._backlog is not None
 
     def queue(self, data: bytes) -> None:
-        """Queue a message behind the others (then ask :meth:`pace`)."""
+        """Queue a message behind the others (then ask `pace`)."""
         assert self._backlog is not None
         self._backlog.append(data)
         self._backlog_bytes += len(data)
@@ -266,7 +266,7 @@ class Inbound:
 
     def lift(self, now: float, after: float) -> int:
         """Reading has been paused by the backlog for ``after`` seconds: read on (as
-        :meth:`pace` says), so that a peer that died meanwhile is noticed and one that
+        `pace` says), so that a peer that died meanwhile is noticed and one that
         lives can still answer pings."""
         if not self._backlog_held or now - self._held_at < after:
             return 0

@@ -2,8 +2,8 @@
 it), acceptance into the default namespace and its root room (and the rooms joined while
 on_connect ran), on_connected, and at the end leaving every namespace it was in.
 
-The socket side (roomer/server.py) calls :meth:`Lifecycle.connected` once the WebSocket
-is up and :meth:`Lifecycle.disconnected` once it is gone.
+The socket side (roomer/server.py) calls `Lifecycle.connected` once the WebSocket
+is up and `Lifecycle.disconnected` once it is gone.
 """
 
 from __future__ import annotations

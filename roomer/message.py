@@ -24,7 +24,7 @@ class Message(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> Message:
-        """Parse wire bytes; raises :class:`roomer.ProtocolError` on bad input."""
+        """Parse wire bytes; raises `roomer.ProtocolError` on bad input."""
         return cls(*codec.decode(data))
 
     @property

@@ -30,6 +30,9 @@ GAUGES = (
     ("rooms", "roomer_rooms", "Rooms that have members (root included)."),
     ("game_rooms", "roomer_game_rooms", "Game rooms this node owns."),
     ("game_watches", "roomer_game_watches", "Connections watching a room list."),
+    ("http_open", "roomer_http_answers_open", "Plain-HTTP answers being written."),
+    ("http_waiting", "roomer_http_answers_waiting",
+     "Plain-HTTP answers waiting for their client to read (its transport buffer full)."),
 )
 COUNTERS = (
     ("connections_total", "roomer_connections_opened_total", "WebSocket connections opened."),
@@ -67,6 +70,11 @@ COUNTERS = (
     ("game_ticks_skipped", "roomer_game_ticks_skipped_total",
      "Game room ticks skipped: missed by a late batch, or a room still in its async "
      "on_tick."),
+    ("http_answers", "roomer_http_answers_total", "Plain-HTTP requests answered."),
+    ("http_timeouts", "roomer_http_timeouts_total",
+     "Plain-HTTP answers cut off at http_timeout (a client that did not read them)."),
+    ("http_busy", "roomer_http_busy_total",
+     "Plain-HTTP requests refused with 503 (http_max_answers being written)."),
 )
 
 # With a backplane (roomer.backplane.Cluster.state()).
@@ -112,6 +120,12 @@ class Metrics:
             "game_ticks": 0,
             "game_ticks_late": 0,
             "game_ticks_skipped": 0,
+            # plain HTTP (roomer.http): answers, and two gauges kept here with them
+            "http_answers": 0,
+            "http_open": 0,
+            "http_waiting": 0,
+            "http_timeouts": 0,
+            "http_busy": 0,
         }
         self.errors: dict[str, int] = dict.fromkeys(ERROR_CODES, 0)
 

@@ -5,8 +5,8 @@ Every server has a default namespace (``""``, what v1 clients speak):
 ``server.default``, whose decorators and sending methods the server also offers as its
 own. ``server.namespace("chat")`` declares another, which v2 clients connect to with an
 ask. A namespace's handlers and hooks get the client as that namespace sees it: the
-:class:`~roomer.Connection` itself in the default namespace, a
-:class:`~roomer.NamespaceConnection` (whose sends, joins and asks happen in that namespace)
+`Connection` itself in the default namespace, a
+`NamespaceConnection` (whose sends, joins and asks happen in that namespace)
 in the others. A namespace knows its connected clients explicitly: a client that leaves a
 namespace's root room is still connected to it (counted, and reached by ``broadcast_all``
 and ``do``) until it leaves the namespace or disconnects.
@@ -162,7 +162,7 @@ class Namespace(Generic[C]):
 
     def define(self, name: str, room: type[GameRoom], **settings: Any) -> None:
         """Define a game room type of this namespace: ``name`` starts the ids of its rooms
-        (``name:suffix``), ``room`` is the :class:`roomer.GameRoom` subclass roomer makes
+        (``name:suffix``), ``room`` is the `roomer.GameRoom` subclass roomer makes
         one instance of per room. Before start only.
 
         Args:
@@ -218,7 +218,7 @@ class Namespace(Generic[C]):
     async def reserve_seats(self, room_id: str, ids: list[str],
                             seconds: float | None = None) -> bool:
         """Reserve a seat for each client id in a game room of this namespace, wherever in
-        the cluster it lives (:meth:`roomer.GameRoom.reserve`). Loop thread only.
+        the cluster it lives (`roomer.GameRoom.reserve`). Loop thread only.
 
         Returns:
             False when the room is unknown or the seats do not all fit.
@@ -253,7 +253,7 @@ class Namespace(Generic[C]):
 
     def broadcast_all(self, event: str, payload: Payload = b"", room: str = ROOT,
                       exclude: Exclude = None) -> Any:
-        """Like :meth:`broadcast`, to every client connected to this namespace (the
+        """Like `broadcast`, to every client connected to this namespace (the
         message names ``room``). Any thread."""
         frame = codec.encode_frame(room, event, "", "", payload)
         registry = self.registry
@@ -429,7 +429,7 @@ class Namespace(Generic[C]):
 
 class DefaultNamespace(Namespace[Connection]):
     """The default namespace (``""``): every client is connected to it while it is
-    connected at all, and its handlers get the :class:`Connection` itself."""
+    connected at all, and its handlers get the `Connection` itself."""
 
     def view(self, conn: Connection) -> Connection:
         return conn
@@ -440,7 +440,7 @@ class DefaultNamespace(Namespace[Connection]):
 
 class NamedNamespace(Namespace[NamespaceConnection]):
     """A namespace a v2 client connects to by name; its handlers get a
-    :class:`NamespaceConnection`."""
+    `NamespaceConnection`."""
 
     def view(self, conn: Connection) -> NamespaceConnection | None:
         spaces = conn._spaces

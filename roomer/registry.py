@@ -8,10 +8,10 @@ its join_ack must get it); a receiver that cannot take them is cut off instead.
 Frames are encoded once as v1 and given to v2 receivers as v2 (roomer/frames.py): the
 default namespace's rooms may hold both kinds of client; any other namespace's only v2.
 
-With a backplane (``cluster`` set, a :class:`roomer.backplane.Cluster`) a room of
+With a backplane (``cluster`` set, a `roomer.backplane.Cluster`) a room of
 namespace ``N`` is followed on the cluster as ``N\\x00room`` (the default namespace's as
 ``room``), and its ``broadcast_all`` as ``N\x00`` (the default namespace's goes to every
-node); :class:`Nodes` is the cluster's :class:`~roomer.backplane.ClusterEvents` and hands
+node); `Nodes` is the cluster's `ClusterEvents` and hands
 what other nodes publish to the registry of its namespace.
 """
 
@@ -349,7 +349,7 @@ class Registry:
 
 
 class Nodes:
-    """The cluster's :class:`~roomer.backplane.ClusterEvents`: what other nodes publish,
+    """The cluster's `ClusterEvents`: what other nodes publish,
     handed to the registry of its namespace (a room name on the cluster is
     ``namespace\\x00room``, the default namespace's is the room itself)."""
 

@@ -1,7 +1,7 @@
 """What each message a client sends does, in the check order of docs/protocol.md §9, and
 the order and pacing of a connection's messages.
 
-The :class:`Router` owns every connection's :class:`~roomer.inbound.Inbound` and is the
+The `Router` owns every connection's `Inbound` and is the
 only one to drive it. Pacing, the same for every kind of inbound work
 (docs/design.md, "Bounds"):
 
@@ -94,6 +94,9 @@ class Router:
         self._beat_at = time.monotonic()
         self._stall = 0.0
         self._stall_until = 0.0
+        #: When the last stall of the server ended (clock time; 0: none yet): the server's
+        #: own rounds (pings, write timeouts) do not count time before it against clients.
+        self.stall_end = 0.0
 
     def inbound(self) -> Inbound:
         """A new connection's inbound state."""
@@ -120,6 +123,7 @@ class Router:
             per = rate[1] if rate else 1.0
             self._stall = late
             self._stall_until = now + late + per
+            self.stall_end = now
             self.metrics.counters["stalls"] += 1
         if now < self._stall_until:
             return self._stall

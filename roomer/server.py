@@ -1,11 +1,11 @@
 """The picows listener and the Server API: the only module that does socket I/O.
 
-A :class:`Server` listens with picows, answers plain HTTP through roomer/http.py, and
-makes each upgraded client a :class:`WSConnection`: the socket side of a
-:class:`roomer.Connection`. Everything below it has no I/O: the router
+A `Server` listens with picows, answers plain HTTP through roomer/http.py, and
+makes each upgraded client a `WSConnection`: the socket side of a
+`roomer.Connection`. Everything below it has no I/O: the router
 (roomer/routing.py) decides what each frame does, the registries (roomer/registry.py)
 keep rooms and presence, the namespaces (roomer/namespaces.py) hold handlers and hooks,
-and all of them share one :class:`roomer.core.Core`. docs/design.md draws the parts and
+and all of them share one `roomer.core.Core`. docs/design.md draws the parts and
 the path of a message; docs/protocol.md is the wire contract.
 """
 
@@ -18,13 +18,14 @@ import dataclasses
 import inspect
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
 
-from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport, WSUpgradeRequest
 
 from . import fanout
 from .config import Config, Routes
@@ -34,6 +35,7 @@ from .games import GameRoom, RoomListing
 from .handlers import Handler
 from .hooks import Hook, Hooks
 from .http import HttpSide
+from .http_messages import MAX_HEAD, Answer
 from .inbound import CLOSING, Liveness
 from .message import Message
 from .metrics import Metrics
@@ -75,7 +77,7 @@ def _close_reason(reason: str) -> bytes:
 
 
 class WSConnection(Connection):
-    """A :class:`roomer.Connection` on a picows WebSocket: its picows listener, and what
+    """A `roomer.Connection` on a picows WebSocket: its picows listener, and what
     it asks of its socket (close, pause and resume reading, ping). ``authorizing`` is
     an async ``authorize``'s awaitable, awaited once the WebSocket is up."""
 
@@ -156,7 +158,7 @@ class WSConnection(Connection):
 class Server:
     """A roomer server: rooms, handlers, hooks and fan-out over picows.
 
-    ``Server(**options)``: every option is a field of :class:`roomer.Config` (the
+    ``Server(**options)``: every option is a field of `roomer.Config` (the
     reference lists them); ``server.config`` holds them. The server has a default
     namespace, ``server.default`` (``""``, what v1 clients speak): its decorators (``on``,
     ``on_connect``...) and sending methods (``broadcast``, ``send_to``, ``do``...) are
@@ -177,7 +179,8 @@ class Server:
         #: The default namespace.
         self.default: Namespace[Connection] = core.default
         self._http = HttpSide(config, self.routes, self.metrics_text, self.health_text,
-                              lambda: core.closing, self._new_connection)
+                              lambda: core.closing, self._new_connection,
+                              self.metrics.counters)
         self._started_hooks: list[Hook] = []
         self._stopping_hooks: list[Hook] = []
         self._server: asyncio.Server | None = None
@@ -188,6 +191,7 @@ class Server:
         self._waiting: set[asyncio.Task[Any]] = set()
         # (read buffers cut back, connections closed) when memory was last given back
         self._released = (0, 0)
+        self._pinged_round = 0.0  # when the last ping round ran (monotonic)
 
     def __repr__(self) -> str:
         return f"<roomer.Server {'listening' if self._server else 'not started'}>"
@@ -196,68 +200,68 @@ class Server:
 
     def on(self, event: str) -> Callable[[Handler[Connection]], Handler[Connection]]:
         """Decorator: a handler of ``event`` in the default namespace
-        (:meth:`Namespace.on`)."""
+        (`Namespace.on`)."""
         return self.default.on(event)
 
     def on_connect(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: the default namespace's :meth:`Namespace.on_connect`: ``fn(conn)``
+        """Decorator: the default namespace's `Namespace.on_connect`: ``fn(conn)``
         at the upgrade; raise Deny to close it with 1008."""
         return self.default.on_connect(fn)
 
     def on_connected(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: :meth:`Namespace.on_connected` of the default namespace."""
+        """Decorator: `Namespace.on_connected` of the default namespace."""
         return self.default.on_connected(fn)
 
     def on_disconnect(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
-        """Decorator: :meth:`Namespace.on_disconnect` of the default namespace."""
+        """Decorator: `Namespace.on_disconnect` of the default namespace."""
         return self.default.on_disconnect(fn)
 
     def on_join(self, fn: Callable[[Connection, str], Any]) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_join` of the default namespace."""
+        """Decorator: `Namespace.on_join` of the default namespace."""
         return self.default.on_join(fn)
 
     def on_joined(self, fn: Callable[[Connection, str], Any]
                   ) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_joined` of the default namespace."""
+        """Decorator: `Namespace.on_joined` of the default namespace."""
         return self.default.on_joined(fn)
 
     def on_leave(self, fn: Callable[[Connection, str], Any]
                  ) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_leave` of the default namespace."""
+        """Decorator: `Namespace.on_leave` of the default namespace."""
         return self.default.on_leave(fn)
 
     def on_left(self, fn: Callable[[Connection, str], Any]) -> Callable[[Connection, str], Any]:
-        """Decorator: :meth:`Namespace.on_left` of the default namespace."""
+        """Decorator: `Namespace.on_left` of the default namespace."""
         return self.default.on_left(fn)
 
     def on_event(self, fn: Callable[[Connection, Message], Any]
                  ) -> Callable[[Connection, Message], Any]:
-        """Decorator: :meth:`Namespace.on_event` of the default namespace."""
+        """Decorator: `Namespace.on_event` of the default namespace."""
         return self.default.on_event(fn)
 
     def broadcast(self, room: str, event: str, payload: Payload = b"",
                   exclude: Exclude = None) -> Any:
-        """:meth:`Namespace.broadcast` in the default namespace. Any thread."""
+        """`Namespace.broadcast` in the default namespace. Any thread."""
         return self.default.broadcast(room, event, payload, exclude)
 
     def broadcast_all(self, event: str, payload: Payload = b"", room: str = ROOT,
                       exclude: Exclude = None) -> Any:
-        """:meth:`Namespace.broadcast_all` in the default namespace: every client. Any
+        """`Namespace.broadcast_all` in the default namespace: every client. Any
         thread."""
         return self.default.broadcast_all(event, payload, room, exclude)
 
     def send_to(self, conn_id: str, event: str, payload: Payload = b"",
                 room: str = ROOT) -> bool:
-        """:meth:`Namespace.send_to` in the default namespace. Loop thread only."""
+        """`Namespace.send_to` in the default namespace. Loop thread only."""
         return self.default.send_to(conn_id, event, payload, room)
 
     def do(self, fn: Callable[[Connection], Any]) -> int:
-        """Call ``fn(conn)`` for every client here (:meth:`Namespace.do`). Loop thread
+        """Call ``fn(conn)`` for every client here (`Namespace.do`). Loop thread
         only."""
         return self.default.do(fn)
 
     def members(self, room: str) -> list[str]:
-        """Ids of ``room``'s members (:meth:`Namespace.members`). Any thread."""
+        """Ids of ``room``'s members (`Namespace.members`). Any thread."""
         return self.default.members(room)
 
     def rooms(self) -> list[str]:
@@ -274,26 +278,26 @@ class Server:
         return self.default.connection_count
 
     def define(self, name: str, room: type[GameRoom], **settings: Any) -> None:
-        """Define a game room type in the default namespace (:meth:`Namespace.define`).
+        """Define a game room type in the default namespace (`Namespace.define`).
         Before start only."""
         self.default.define(name, room, **settings)
 
     async def create_room(self, type: str, options: dict[str, Any] | None = None,
                           room_id: str | None = None) -> str:
-        """:meth:`Namespace.create_room` in the default namespace. Loop thread only."""
+        """`Namespace.create_room` in the default namespace. Loop thread only."""
         return await self.default.create_room(type, options, room_id)
 
     def game_room(self, room_id: str) -> GameRoom | None:
-        """:meth:`Namespace.game_room` in the default namespace. Loop thread only."""
+        """`Namespace.game_room` in the default namespace. Loop thread only."""
         return self.default.game_room(room_id)
 
     def list_rooms(self, type: str | None = None, **metadata: Any) -> list[RoomListing]:
-        """:meth:`Namespace.list_rooms` in the default namespace. Any thread."""
+        """`Namespace.list_rooms` in the default namespace. Any thread."""
         return self.default.list_rooms(type, **metadata)
 
     async def reserve_seats(self, room_id: str, ids: list[str],
                             seconds: float | None = None) -> bool:
-        """:meth:`Namespace.reserve_seats` in the default namespace. Loop thread only."""
+        """`Namespace.reserve_seats` in the default namespace. Loop thread only."""
         return await self.default.reserve_seats(room_id, ids, seconds)
 
     @property
@@ -385,10 +389,12 @@ class Server:
 
     @property
     def counters(self) -> dict[str, int]:
+        """The server's counters by name (live; what /metrics shows as ``*_total``)."""
         return self.metrics.counters
 
     @property
     def errors(self) -> dict[str, int]:
+        """Error replies sent, by code (live)."""
         return self.metrics.errors
 
     def stats(self) -> dict[str, Any]:
@@ -438,7 +444,7 @@ class Server:
             False if it is not here.
 
         Raises:
-            ValueError, TypeError: as :meth:`Connection.close` (nothing is done then).
+            ValueError, TypeError: as `Connection.close` (nothing is done then).
         """
         self._core.loop_only("Server.kick")
         conn = self.registry.conns.get(conn_id)
@@ -504,8 +510,8 @@ class Server:
 
     async def _listen(self, host: str, port: int, kwargs: dict[str, Any]) -> asyncio.Server:
         config = self.config
-        return await ws_create_server(
-            self._http.upgrade,
+        return await HttpFront.listen(
+            self._http,
             host,
             port,
             websocket_handshake_timeout=config.handshake_timeout,
@@ -560,7 +566,7 @@ class Server:
         writing its outbox, all within ``timeout`` seconds: the disconnect hooks this
         starts may finish until then, and whatever is still open (a client that does not
         read, a socket that never finished its upgrade, a slow HTTP reader) is then cut.
-        Await :meth:`wait_closed` for its end."""
+        Await `wait_closed` for its end."""
         core = self._core
         loop = core.loop
         if loop is None or self._server is None:
@@ -586,7 +592,7 @@ class Server:
                 self._waiting.discard(task)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """:meth:`close`, then :meth:`wait_closed`."""
+        """`close`, then `wait_closed`."""
         self.close(timeout)
         await self.wait_closed()
 
@@ -668,12 +674,14 @@ class Server:
             self.metrics.counters["dropped_slow_disconnects"] += 1
 
     def _check_write_timeouts(self, _now: float) -> None:
-        # Sync mode never drops: a receiver that stays over its limit is disconnected.
+        # Sync mode never drops: a receiver that stays over its limit is disconnected. Time
+        # the server itself did not run (a stall: it wrote nothing) is not the receiver's.
         now = time.monotonic()
         write_timeout = self.config.write_timeout
+        stall_end = self._core.router.stall_end
         for conn in list(self.registry.conns.values()):
             since = conn.over_since
-            if since and now - since > write_timeout:
+            if since and now - max(since, stall_end) > write_timeout:
                 self._cut_off(conn, "write timeout")
 
     def _ping_idle(self, now: float) -> None:
@@ -683,8 +691,14 @@ class Server:
         assert config.ping_interval is not None
         interval, timeout = config.ping_interval, config.ping_timeout
         router = self._core.router
+        # After a stall of the server itself, what it could not read meanwhile (pongs
+        # included) is still in the kernel: this round hears everyone instead of judging.
+        stalled = router.stall_end > self._pinged_round
+        self._pinged_round = time.monotonic()
         for conn in list(self.registry.conns.values()):
             router.lift(conn, interval + timeout)
+            if stalled:
+                conn.inbound.heard()
             verdict = conn.inbound.liveness(now, interval, timeout)
             if verdict is Liveness.HEARD:
                 continue
@@ -703,3 +717,250 @@ class Server:
             self._released = (trims, closed)
             _malloc_trim(0)
 
+
+# Plain HTTP, and the way to picows ----------------------------------------------------------
+#
+# The connection's first reader, on its own below everything else: the rest of this module
+# sees WebSocket connections only.
+
+# A client that does not read holds at most about HTTP_HIGH_WATER + HTTP_PIECE bytes of its
+# answer in this process (and what the kernel's socket buffer takes), until http_timeout.
+HTTP_PIECE = 32 * 1024
+HTTP_HIGH_WATER = 64 * 1024
+# Bytes one answer writes in a loop turn before the others (and the WebSocket clients) run.
+HTTP_TURN = 256 * 1024
+# Bytes read and dropped after a request head (pipelined requests, a body roomer does not
+# read): reading them keeps the close clean (unread bytes make the kernel reset the
+# connection, and the client lose the answer's end); more than this is abuse, and cut.
+HTTP_DISCARD = 1 << 20
+# After the answer: seconds between looks at whether the client has taken it all (then the
+# connection is closed, if the client has not closed it first).
+HTTP_LINGER = 1.0
+HEAD_BUFFER = 2048
+
+
+class HttpFront(asyncio.BufferedProtocol):
+    """The first reader of every connection on the roomer port.
+
+    It reads the request head (at most ``MAX_HEAD`` bytes, within ``handshake_timeout``) and
+    asks :meth:`HttpSide.answer`. A WebSocket upgrade goes to picows: a picows protocol
+    becomes the transport's protocol and is fed the bytes read so far; from then on picows
+    reads the socket itself. Anything else is answered here: the head, then the body in
+    pieces, each written only while the transport holds less than ``HTTP_HIGH_WATER``
+    unsent (``pause_writing``/``resume_writing``), all of it within ``http_timeout`` (then
+    the connection is aborted). Then the write side is shut (the client reads to the end)
+    and the connection closed once the client has it all or closes first.
+
+    Why in front of picows: picows (2.3.1) reads the request head itself and takes only GET
+    over HTTP/1.1 (HEAD, OPTIONS and HTTP/1.0 get its 400, whose body repeats a token of the
+    request line) before any roomer code runs, and it writes an answer whole before it closes
+    (a 20 MiB file held per client that does not read). picows has no public way to serve an
+    accepted connection, so its protocol is built here as ``picows.ws_create_server`` builds it
+    (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
+    """
+
+    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_http", "_lingering",
+                 "_loop", "_paused", "_pumping", "_timer", "_transport", "_ws_protocol")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
+                 ws_protocol: Callable[[], Any]) -> None:
+        self._loop = loop
+        self._http = http
+        self._ws_protocol = ws_protocol
+        self._transport: Any = None
+        self._buf = bytearray(HEAD_BUFFER)
+        self._at = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._answer: Answer | None = None
+        self._paused = False
+        self._pumping = False
+        self._lingering: asyncio.TimerHandle | None = None
+        self._eof = False
+        self._discarded = 0
+
+    @classmethod
+    async def listen(cls, http: HttpSide, host: str, port: int, *,
+                     websocket_handshake_timeout: float, max_frame_size: int,
+                     read_buffer_init_size: int, enable_auto_pong: bool, logger_name: str,
+                     **kwargs: Any) -> asyncio.Server:
+        """Listen on host:port as ``picows.ws_create_server`` does (its options, and
+        ``kwargs`` for ``aiofastnet.create_server``), each connection read by an HttpFront."""
+        import aiofastnet
+        from picows import WSAutoPingStrategy
+        from picows import picows as picows_impl
+
+        ws_protocol_class = picows_impl.WSProtocol  # type: ignore[attr-defined]
+        logger = logging.getLogger(f"picows.{logger_name}")  # ws_create_server's name
+        loop = asyncio.get_running_loop()
+
+        def ws_protocol() -> Any:
+            return ws_protocol_class(
+                host_port=None, ws_path=None, is_client_side=False,
+                ws_listener_factory=http.upgrade, logger=logger,
+                disconnect_on_exception=True,
+                websocket_handshake_timeout=websocket_handshake_timeout,
+                enable_auto_ping=False, auto_ping_idle_timeout=20, auto_ping_reply_timeout=20,
+                auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
+                enable_auto_pong=enable_auto_pong, max_frame_size=max_frame_size,
+                extra_headers=None, read_buffer_init_size=read_buffer_init_size)
+
+        try:
+            ws_protocol()  # once now: a picows that builds it otherwise fails at start
+        except TypeError as exc:
+            raise RuntimeError("this picows builds its server protocol differently from "
+                               "picows 2.3.1, which roomer needs") from exc
+        server: asyncio.Server = await aiofastnet.create_server(
+            loop, lambda: cls(loop, http, ws_protocol), host, port, **kwargs)
+        return server
+
+    # reading ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
+        self._timer = self._loop.call_later(self._http.config.handshake_timeout,
+                                            transport.abort)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = self._buf
+        if self._answer is not None:
+            return memoryview(buf)  # what follows a head is read and dropped
+        if self._at == len(buf):
+            grown = bytearray(min(2 * len(buf), MAX_HEAD))
+            grown[:self._at] = buf
+            self._buf = buf = grown
+        return memoryview(buf)[self._at:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._answer is not None:
+            self._discarded += nbytes
+            if self._discarded > HTTP_DISCARD:
+                self._transport.abort()
+            return
+        start = max(0, self._at - 3)
+        self._at += nbytes
+        end = self._buf.find(b"\r\n\r\n", start, self._at)
+        if end < 0:
+            if self._at >= MAX_HEAD:
+                self._start(self._http.too_large())
+            return
+        answer = self._http.answer(bytes(memoryview(self._buf)[:end]))
+        if answer is None:
+            self._hand_over()
+        else:
+            self._start(answer)
+
+    def eof_received(self) -> bool:
+        if self._answer is None or self._lingering is not None:
+            return False  # no request, or the answer is out: close
+        self._eof = True  # half-closed after its request: the answer still goes out
+        return True
+
+    def _hand_over(self) -> None:
+        self._cancel_timer()
+        transport, self._transport = self._transport, None
+        ws = self._ws_protocol()
+        ws.connection_made(transport)
+        transport.set_protocol(ws)
+        data = memoryview(self._buf)[:self._at]
+        # picows takes the head (and any frames after it) as if it had read them; it may
+        # answer and close at once (a refused upgrade).
+        while data and not transport.is_closing():
+            room = ws.get_buffer(-1)
+            size = min(len(room), len(data))
+            room[:size] = data[:size]
+            ws.buffer_updated(size)
+            data = data[size:]
+
+    # writing ---------------------------------------------------------------------------
+
+    def _start(self, answer: Answer) -> None:
+        self._cancel_timer()
+        self._answer = answer
+        transport = self._transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # the last piece is not held back for an ACK (Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._timer = self._loop.call_later(self._http.config.http_timeout, self._too_slow)
+        transport.set_write_buffer_limits(high=HTTP_HIGH_WATER)
+        transport.write(answer.head)
+        self._pump()
+
+    def _pump(self) -> None:
+        self._pumping = False
+        answer, transport = self._answer, self._transport
+        if answer is None or transport is None or transport.is_closing() or \
+                self._lingering is not None:
+            return
+        body = answer.body
+        budget = HTTP_TURN
+        try:
+            while body is not None and body.remaining and not self._paused:
+                if budget <= 0:
+                    if not self._pumping:
+                        self._pumping = True
+                        self._loop.call_soon(self._pump)
+                    return
+                piece = body.read(HTTP_PIECE)
+                budget -= len(piece)
+                transport.write(piece)  # may pause_writing() at once
+        except OSError as exc:
+            # The client must not take a short or mixed body for the whole: no clean end.
+            log.warning("plain HTTP answer cut short: %s", exc)
+            transport.abort()
+            return
+        if body is None or not body.remaining:
+            self._written()
+
+    def _written(self) -> None:
+        # All of it is in the transport. Shut the write side after it (FIN), and close
+        # once the client has taken it (or closes first): closing with the client's bytes
+        # still arriving would reset the connection under the answer's end.
+        transport = self._transport
+        if self._eof or not transport.can_write_eof():  # TLS: close_notify then close
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = self._loop.call_later(HTTP_LINGER, self._linger)
+
+    def _linger(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size():  # still being read: the deadline stands
+            self._lingering = self._loop.call_later(HTTP_LINGER, self._linger)
+        else:
+            transport.close()
+
+    def pause_writing(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._http.counters["http_waiting"] += 1
+
+    def resume_writing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._http.counters["http_waiting"] -= 1
+            self._pump()
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        self._http.counters["http_timeouts"] += 1
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if self._lingering is not None:
+            self._lingering.cancel()
+        if self._paused:
+            self._paused = False
+            self._http.counters["http_waiting"] -= 1
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            answer.close()
+        self._transport = None

@@ -1,14 +1,22 @@
-"""Files served to plain GET requests on the roomer port: the browser client
+"""Files served to plain GET and HEAD requests on the roomer port: the browser client
 (``/roomer.js``, ``/roomer.d.ts``, shipped in the package) and, when ``static_dir`` is set,
 the files of one folder.
 
-Every response carries an ETag and ``Cache-Control: no-cache`` (the browser keeps the file
-but asks again; an unchanged file then costs a 304 with no body). A folder never lets a
-request out of itself: the path is split on ``/`` before percent-decoding, and a segment
-that decodes to a separator, a NUL or a control character, is empty, or starts with ``.``
-(``.``, ``..``, dotfiles such as ``.env``) is refused; what is left is resolved with symlinks
-followed and must still be a regular file inside the folder. Refusals are a plain 404 whose
-body never repeats the request.
+Every file answer carries an ETag and ``Cache-Control: no-cache`` (the browser keeps the file
+but asks again; an unchanged file then costs a 304 with no body) and ``Accept-Ranges:
+bytes``: one byte range (``Range: bytes=a-b``, ``a-``, ``-n``) gets a 206, an unsatisfiable
+one a 416, several ranges or a stale ``If-Range`` the whole file.
+
+A folder never lets a request out of itself: the path is split on ``/`` before
+percent-decoding, and a segment that decodes to a separator, a NUL or a control character,
+is empty, or starts with ``.`` (``.``, ``..``, dotfiles such as ``.env``) is refused; what is
+left is resolved with symlinks followed and must still be a regular file inside the folder.
+Refusals are a plain 404 whose body never repeats the request.
+
+A file is opened once per answer and streamed from that descriptor in pieces (never read
+whole): its ETag and length are those of the opened file, so a file replaced (renamed
+over) while being sent is sent as it was, and one truncated or rewritten in place cuts the
+answer short (the client sees an incomplete body, never a mix passed off as whole).
 """
 
 from __future__ import annotations
@@ -16,14 +24,14 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from http import HTTPStatus
 from importlib import resources
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
+from picows import WSUpgradeRequest
 
-__all__ = ["CONTENT_TYPES", "StaticFiles", "content_type"]
+from .http_messages import UNSATISFIABLE, Body, BytesBody, byte_range
+
+__all__ = ["CONTENT_TYPES", "FileBody", "StaticFiles", "content_type"]
 
 #: Content types by file suffix; fixed here rather than read from the machine's
 #: mime.types, so a page is served the same way everywhere (``.js`` must be JavaScript,
@@ -66,6 +74,10 @@ BUILTIN = ("/roomer.js", "/roomer.d.ts")
 
 CACHE_CONTROL = "no-cache"
 NOT_FOUND = b"not found\n"
+RANGE_NOT_SATISFIABLE = b"range not satisfiable\n"
+
+# (status, headers, body); the caller adds Content-Length, Date and Connection.
+Reply = tuple[int, list[tuple[str, str]], Body | None]
 
 
 def content_type(name: str) -> str:
@@ -84,33 +96,41 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _response(status: HTTPStatus, body: bytes | None, headers: dict[str, str]) -> Any:
-    response = WSUpgradeResponse.create_ok_response(body, headers)
-    response.status = status
-    if "Content-Type" not in headers:
-        del response.headers["Content-Type"]  # picows' default, wrong on a 304
-    if status is HTTPStatus.OK and not body:
-        # picows writes Content-Length only for a non-empty body.
-        response.headers["Content-Length"] = "0"
-    return WSUpgradeResponseWithListener(response, None)
+class FileBody(Body):
+    """An open regular file (all of it, or a byte range after ``limit``), read with
+    ``pread`` in pieces.
 
+    It owns the descriptor. ``read`` raises OSError when the file no longer holds what
+    its opening ``fstat`` promised (truncated, or changed in place by the last piece)."""
 
-def _file_response(request: WSUpgradeRequest, body: bytes | None, etag: str,
-                   kind: str) -> Any:
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    if _matches(request.headers.get("If-None-Match"), etag):
-        return _response(HTTPStatus.NOT_MODIFIED, None, headers)
-    headers["Content-Type"] = kind
-    headers["X-Content-Type-Options"] = "nosniff"
-    return _response(HTTPStatus.OK, body, headers)
+    __slots__ = ("_at", "_fd", "_stat")
 
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        super().__init__(st.st_size)
+        self._fd = fd
+        self._stat = st
+        self._at = 0
 
-def not_found() -> Any:
-    """A 404 that says nothing about the request."""
-    return WSUpgradeResponseWithListener(
-        WSUpgradeResponse.create_error_response(
-            HTTPStatus.NOT_FOUND, NOT_FOUND, {"Content-Type": "text/plain; charset=utf-8"}),
-        None)
+    def _seek(self, start: int) -> None:
+        self._at = start
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self.remaining)
+        piece = os.pread(self._fd, size, self._at)
+        if len(piece) != size:
+            raise OSError(f"file shrank while being sent ({self._at + len(piece)} bytes)")
+        self._at += size
+        self.remaining -= size
+        if not self.remaining:
+            now = os.fstat(self._fd)
+            if (now.st_size, now.st_mtime_ns) != (self._stat.st_size, self._stat.st_mtime_ns):
+                raise OSError("file changed while being sent")
+        return piece
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class StaticFiles:
@@ -125,36 +145,39 @@ class StaticFiles:
             self._builtin[path] = (body, etag, content_type(path))
         self.root = os.path.realpath(static_dir) if static_dir is not None else None
 
-    def respond(self, request: WSUpgradeRequest) -> Any:
-        """The response to a plain GET, or a 404 when nothing here has that path."""
-        raw = request.path.split(b"?", 1)[0].split(b"#", 1)[0]
-        builtin = self._builtin.get(raw.decode("latin-1"))
+    def reply(self, request: WSUpgradeRequest, path: bytes) -> Reply | None:
+        """The answer to a GET or HEAD of ``path`` (bytes, origin-form, no query), or None
+        when nothing here has that path."""
+        builtin = self._builtin.get(path.decode("latin-1"))
         if builtin is not None:
-            body, etag, kind = builtin
-            return _file_response(request, body, etag, kind)
-        if self.root is None:
-            return not_found()
-        found = self.resolve(raw)
+            data, etag, kind = builtin
+            return _file_reply(request, BytesBody(data), len(data), etag, kind)
+        found = self.resolve(path)
         if found is None:
-            return not_found()
-        real, st = found
-        etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
-        if _matches(request.headers.get("If-None-Match"), etag):
-            return _file_response(request, None, etag, "")
+            return None
         try:
-            with open(real, "rb") as f:
-                body = f.read()
+            # The final component was resolved already: a symlink there now was put in
+            # after the check, and is not followed.
+            fd = os.open(found, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
-            return not_found()
-        return _file_response(request, body, etag, content_type(real))
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+        return _file_reply(request, FileBody(fd, st), st.st_size, etag, content_type(found))
 
-    def resolve(self, raw_path: bytes) -> tuple[str, os.stat_result] | None:
-        """The real path and stat of the regular file inside ``static_dir`` that a raw
-        request path (bytes, no query) names, or None. ``/`` and ``dir/`` name
-        ``index.html``."""
+    def resolve(self, raw_path: bytes) -> str | None:
+        """The real path of the regular file inside ``static_dir`` that a raw request path
+        (bytes, no query) names, or None. ``/`` and ``dir/`` name ``index.html``."""
         root = self.root
         if root is None or not raw_path.startswith(b"/"):
-            return None  # absolute-form targets ("http://host/x") and "*" included
+            return None  # "*" included
         segments = raw_path[1:].split(b"/")
         if segments[-1] == b"":
             segments[-1] = b"index.html"
@@ -177,4 +200,31 @@ class StaticFiles:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return real, st
+        return real
+
+
+def _file_reply(request: WSUpgradeRequest, body: Body, size: int, etag: str,
+                kind: str) -> Reply:
+    headers = [("ETag", etag), ("Cache-Control", CACHE_CONTROL)]
+    if _matches(request.headers.get("If-None-Match"), etag):
+        body.close()
+        return 304, headers, None
+    headers += [("Content-Type", kind), ("X-Content-Type-Options", "nosniff"),
+                ("Accept-Ranges", "bytes")]
+    wanted = None
+    if request.method == b"GET":  # RFC 9110 §14.2: Range is defined for GET only
+        if_range = request.headers.get("If-Range")
+        # A stale If-Range (or a date: no Last-Modified is sent) asks for the whole file.
+        if if_range is None or if_range == etag:
+            wanted = byte_range(request.headers.get("Range"), size)
+    if wanted is None:
+        return 200, headers, body
+    if wanted == UNSATISFIABLE:
+        body.close()
+        headers = [("Content-Range", f"bytes */{size}"),
+                   ("Content-Type", "text/plain; charset=utf-8")]
+        return 416, headers, BytesBody(RANGE_NOT_SATISFIABLE)
+    start, stop = wanted
+    body.limit(start, stop)
+    headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{size}"))
+    return 206, headers, body

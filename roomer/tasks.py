@@ -1,6 +1,6 @@
 """The background tasks of one server, supervised in one place.
 
-Two kinds, both started through a :class:`Supervisor`:
+Two kinds, both started through a `Supervisor`:
 
 - work: what clients cause and the server must see through (async handlers and hooks,
   joins waiting for the backplane). Shutdown lets it finish until its deadline, then

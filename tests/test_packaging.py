@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import pkgutil
 import subprocess
@@ -72,3 +73,23 @@ def test_runs_against_installed_wheel() -> None:
     if not PURE_ONLY:
         assert roomer.COMPILED
     assert (Path(roomer.__file__).parent / "static" / "demo.html").is_file()
+
+
+@pytest.mark.skipif(os.environ.get("ROOMER_TEST_INSTALLED") != "1",
+                    reason="only when the suite runs against an installed wheel")
+def test_distribution_metadata() -> None:
+    # What an index shows and checks: an SPDX license expression (no License classifier
+    # beside it), the Python versions the wheels are built for, keywords, and picows
+    # pinned to the exact version the compiled fan-out was built against.
+    meta = importlib.metadata.metadata("roomer")
+    assert meta["License-Expression"] == "MIT"
+    assert meta["Requires-Python"] == ">=3.11"
+    classifiers = meta.get_all("Classifier") or []
+    for version in ("3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {version}" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]
+    assert "websocket" in (meta["Keywords"] or "").split(",")
+    assert "picows==2.3.1" in (meta.get_all("Requires-Dist") or [])
+    from picows import __version__ as picows_version
+
+    assert picows_version == "2.3.1"

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+import uuid
 
+import pytest
 from rawclient import connect, http_get, pair_in
+from rawhttp import exchange, get
+
+import roomer
+from roomer.cli import _parser, build_server
+from roomer.config import Config
+from roomer.http import HttpSide
 
 
 async def test_healthz(make_server) -> None:
@@ -130,3 +138,85 @@ async def test_extra_routes_and_unknown_paths(make_server) -> None:
     assert 400 <= status < 500
     a = await connect(server)  # the WebSocket upgrade still works on any path
     assert server.members("root") == [a.id]
+
+
+# /healthz: the status a load balancer reads, and what the body tells ------------------------
+
+
+async def test_healthz_hides_the_backplane_unless_asked(make_server) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    quiet = await make_server(backplane=url)
+    assert "backplane" in quiet.health_text()  # the detail exists...
+    for method in ("GET", "HEAD"):
+        reply = await exchange(quiet.address[1], get("/healthz", method))
+        assert reply.status == 200
+        assert reply.body == (b"ok\n" if method == "GET" else b"")  # ...and is not shown
+        assert reply.headers["content-length"] == "3"
+        assert reply.headers["cache-control"] == "no-store"
+    detailed = await make_server(backplane=url, health_detail=True)
+    reply = await exchange(detailed.address[1], get("/healthz"))
+    assert reply.status == 200
+    assert reply.body == detailed.health_text().encode()
+    assert reply.body.startswith(b"ok\nbackplane memory://")
+
+
+class _Health(roomer.Server):
+    """A server whose health text a test sets (as a backplane outage would)."""
+
+    text: str | Exception = "ok\n"
+
+    def health_text(self) -> str:
+        if isinstance(self.text, Exception):
+            raise self.text
+        return self.text
+
+
+@pytest.mark.parametrize(("text", "status", "body"), [
+    ("ok\n", 200, b"ok\n"),
+    ("degraded\nbackplane redis://10.0.0.5:6379/0: disconnected (local rooms only)\n",
+     200, b"degraded\n"),
+    ("broken\n", 503, b"broken\n"),
+    ("", 503, b"\n"),
+    (RuntimeError("boom"), 503, b"error\n"),
+])
+async def test_healthz_status_follows_the_first_line(text, status, body, caplog) -> None:
+    # Another engineer's backplane outage makes health_text() start with "degraded".
+    for detail in (False, True):
+        server = _Health(health_detail=detail)
+        server.text = text
+        await server.start("127.0.0.1", 0)
+        try:
+            reply = await exchange(server.address[1], get("/healthz"))
+            head = await exchange(server.address[1], get("/healthz", "HEAD"))
+        finally:
+            await server.shutdown(timeout=1.0)
+        assert (reply.status, head.status, head.body) == (status, status, b"")
+        if detail and isinstance(text, str):
+            assert reply.body == text.encode()
+        else:
+            assert reply.body == body  # the first line only: no address leaks
+    if isinstance(text, Exception):
+        assert "health_text raised" in caplog.text
+
+
+def test_healthz_while_shutting_down_is_503() -> None:
+    closing = False
+    side = HttpSide(Config(), {}, lambda: "", lambda: "ok\n", lambda: closing,
+                    lambda *a: None)
+    answer = side.answer(b"GET /healthz HTTP/1.1")
+    assert answer is not None and answer.head.startswith(b"HTTP/1.1 200 ")
+    answer.close()
+    closing = True
+    answer = side.answer(b"GET /healthz HTTP/1.1")
+    assert answer is not None and answer.head.startswith(b"HTTP/1.1 503 ")
+    assert answer.body is not None and bytes(answer.body.read(100)) == b"closing\n"
+    answer.close()
+    assert side.counters["http_open"] == 0 and side.counters["http_answers"] == 2
+
+
+def test_health_detail_is_an_option() -> None:
+    assert roomer.Server().config.health_detail is False
+    with pytest.raises(TypeError, match="health_detail"):
+        roomer.Server(health_detail="yes")
+    args = _parser().parse_args(["serve", "--health-detail"])
+    assert build_server(args).config.health_detail is True

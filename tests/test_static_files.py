@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from rawclient import TIMEOUT, connect
+from rawclient import TIMEOUT, connect, eventually
+from rawhttp import exchange, get, open_socket, parse, read_to_end
 
 import roomer
 from roomer.cli import _parser, build_server
@@ -207,3 +208,141 @@ def test_static_flag_reaches_the_server(tmp_path: Path) -> None:
     server = build_server(_parser().parse_args(["serve", "--static", str(tmp_path)]))
     assert server.config.static_dir == str(tmp_path)
     assert "/" in server.routes  # the demo app still runs beside the folder
+
+
+# byte ranges -------------------------------------------------------------------------------
+
+DATA = bytes(range(100))
+
+
+@pytest.fixture
+async def ranged(make_server, tmp_path: Path) -> roomer.Server:
+    (tmp_path / "data.bin").write_bytes(DATA)
+    (tmp_path / "empty.bin").write_bytes(b"")
+    return await make_server(static_dir=tmp_path, routes={"/route": ("text/plain", DATA)})
+
+
+@pytest.mark.parametrize(("spec", "start", "stop"), [
+    ("bytes=0-9", 0, 10),
+    ("bytes=90-", 90, 100),
+    ("bytes=-5", 95, 100),
+    ("bytes=95-200", 95, 100),
+    ("bytes=-500", 0, 100),
+    ("BYTES = 3-3", 3, 4),
+])
+async def test_one_range_gets_206(ranged, spec: str, start: int, stop: int) -> None:
+    reply = await exchange(ranged.address[1], get("/data.bin", Range=spec))
+    assert reply.status == 206
+    assert reply.body == DATA[start:stop]
+    assert reply.headers["content-range"] == f"bytes {start}-{stop - 1}/100"
+    assert reply.headers["content-length"] == str(stop - start)
+    assert reply.headers["accept-ranges"] == "bytes"
+
+
+@pytest.mark.parametrize("spec", ["bytes=100-", "bytes=500-600", "bytes=-0"])
+async def test_an_unsatisfiable_range_gets_416(ranged, spec: str) -> None:
+    reply = await exchange(ranged.address[1], get("/data.bin", Range=spec))
+    assert (reply.status, reply.body) == (416, b"range not satisfiable\n")
+    assert reply.headers["content-range"] == "bytes */100"
+
+
+@pytest.mark.parametrize("spec", ["bytes=0-1,5-6", "bytes=5-1", "items=0-1", "bytes=abc",
+                                  "bytes=-", "bytes=1-2-3", "bytes=\u0661-\u0662", "<script>"])
+async def test_ranges_roomer_does_not_serve_get_the_whole_file(ranged, spec: str) -> None:
+    reply = await exchange(ranged.address[1], get("/data.bin", Range=spec))
+    assert (reply.status, reply.body) == (200, DATA)
+    assert b"script" not in reply.raw
+
+
+async def test_if_range_and_other_companions_of_range(ranged) -> None:
+    port = ranged.address[1]
+    etag = (await exchange(port, get("/data.bin"))).headers["etag"]
+    reply = await exchange(port, get("/data.bin", Range="bytes=0-1", If_Range=etag))
+    assert (reply.status, reply.body) == (206, DATA[:2])
+    for stale in ('"other"', f"W/{etag}", "Sun, 06 Nov 1994 08:49:37 GMT"):
+        reply = await exchange(port, get("/data.bin", Range="bytes=0-1", If_Range=stale))
+        assert (reply.status, reply.body) == (200, DATA), stale
+    reply = await exchange(port, get("/data.bin", Range="bytes=0-1", If_None_Match=etag))
+    assert (reply.status, reply.body) == (304, b"")
+    reply = await exchange(port, get("/data.bin", "HEAD", Range="bytes=0-1"))
+    assert (reply.status, reply.body, reply.headers["content-length"]) == (200, b"", "100")
+    reply = await exchange(port, get("/empty.bin", Range="bytes=0-"))
+    assert (reply.status, reply.body) == (200, b"")
+    reply = await exchange(port, get("/route", Range="bytes=0-1"))  # routes: whole
+    assert (reply.status, reply.body) == (200, DATA)
+    client = (STATIC / "roomer.js").read_bytes()
+    reply = await exchange(port, get("/roomer.js", Range="bytes=-10"))
+    assert (reply.status, reply.body) == (206, client[-10:])
+
+
+# a file that changes while it is sent ---------------------------------------------------------
+
+SENT = 20 << 20
+
+
+async def _slow_download(server: roomer.Server, name: str, change) -> tuple[dict[str, str],
+                                                                             bytes]:
+    """GET a file with a small receive buffer; ``change()`` after the first MiB arrived."""
+    sock = await open_socket(server.address[1], rcvbuf=4096)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(sock, get("/" + name))
+        got = bytearray()
+        while len(got) < (1 << 20):
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), TIMEOUT)
+            assert chunk
+            got += chunk
+        change()
+        got += await read_to_end(sock)
+    finally:
+        sock.close()
+    reply = parse(bytes(got))
+    return reply.headers, reply.body
+
+
+async def test_a_file_removed_or_replaced_while_sent_is_sent_as_it_was(make_server,
+                                                                        tmp_path: Path) -> None:
+    data = os.urandom(SENT)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    server = await make_server(static_dir=tmp_path)
+
+    def replace() -> None:
+        path.unlink()
+        path.write_bytes(b"new")
+
+    headers, body = await _slow_download(server, "big.bin", replace)
+    assert headers["content-length"] == str(SENT)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert (await raw_get(server, b"/big.bin"))[2] == b"new"
+
+
+@pytest.mark.parametrize("change", ["truncated", "rewritten in place"])
+async def test_a_file_changed_in_place_while_sent_cuts_the_answer(make_server, tmp_path: Path,
+                                                                  change: str,
+                                                                  caplog) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(SENT))
+    server = await make_server(static_dir=tmp_path)
+
+    def alter() -> None:
+        if change == "truncated":
+            os.truncate(path, 1000)
+        else:
+            with open(path, "r+b") as f:  # same size, new bytes in the middle
+                f.seek(SENT // 2)
+                f.write(b"\x00" * 4096)
+
+    headers, body = await _slow_download(server, "big.bin", alter)
+    assert headers["content-length"] == str(SENT)
+    assert len(body) < SENT  # never passed off as the whole file
+    await eventually(lambda: server.counters["http_open"] == 0)
+    assert "plain HTTP answer cut short" in caplog.text
+
+
+async def test_head_of_an_escape_is_404_too(make_server, site) -> None:
+    server = await make_server(static_dir=site)
+    reply = await exchange(server.address[1], get("/../secret.txt", "HEAD"))
+    assert (reply.status, reply.body) == (404, b"")
+    reply = await exchange(server.address[1], get("/%2e%2e/secret.txt", Range="bytes=0-"))
+    assert (reply.status, reply.body) == (404, b"not found\n")

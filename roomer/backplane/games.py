@@ -1,10 +1,10 @@
 """Game rooms across the cluster (docs/design.md §10): what crosses the broker between a
 room's owner and the nodes its members are connected to, the cluster's room list, and
-the atomic claim of a room id chosen by the app. Sans-server, like :mod:`.cluster`: the
-game rooms of the server (roomer/games) call a :class:`GameLink`, and it calls them back
-through :class:`GamesSide` for what arrives. All calls run on the event loop's thread.
+the atomic claim of a room id chosen by the app. Sans-server, like `.cluster`: the
+game rooms of the server (roomer/games) call a `GameLink`, and it calls them back
+through `GamesSide` for what arrives. All calls run on the event loop's thread.
 
-Channels (beside the cluster's own, :mod:`.names`):
+Channels (beside the cluster's own, `.names`):
 
 =======================================  =============================================
 ``<prefix>.games.node.<node key>``       requests to a node about the rooms it owns,

@@ -1,5 +1,5 @@
 """Game rooms (docs/design.md §10; the user's side in the game rooms guide): room types
-an app defines as :class:`GameRoom` subclasses, their players, seats, ticks and timers,
+an app defines as `GameRoom` subclasses, their players, seats, ticks and timers,
 matchmaking over the socket a client has, and the cluster's room list."""
 
 from __future__ import annotations

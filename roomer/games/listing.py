@@ -1,6 +1,6 @@
-"""The room list: what each game room shows of itself (:class:`RoomListing`), this node's
-copy of the cluster's list (:class:`Replica`), and the clients' live watches of it
-(:class:`Watches`).
+"""The room list: what each game room shows of itself (`RoomListing`), this node's
+copy of the cluster's list (`Replica`), and the clients' live watches of it
+(`Watches`).
 
 A watch is a *feed* shared by every watcher of the same namespace, type and filter: its
 changes are encoded once per ``room_list_interval`` and copied to each watcher's outbox,

@@ -2,11 +2,11 @@
 this node owns, the rooms owned elsewhere that its clients are in, and what each game
 message a client sends does (docs/protocol.md §10).
 
-The router hands :meth:`Games.route` every message about a game room (its id is
+The router hands `Games.route` every message about a game room (its id is
 ``type:suffix`` for a type defined in the message's namespace) and every game ask
 (``room.create``, ``room.join_or_create``, ``rooms.watch``, ``rooms.unwatch``). Seats are
 asked of the room's owner: the room object here, or through the cluster's
-:class:`~roomer.backplane.games.GameLink` on the node that owns it; either way the flow
+`roomer.backplane.games.GameLink` on the node that owns it; either way the flow
 is the same (a seat, then the registry room, then the confirmation that runs
 ``on_joined``). Without a backplane every room is owned here.
 """
@@ -84,7 +84,7 @@ class _Seat:
 
 class Games:
     """The game rooms of one server (loop thread only, but for the read-only
-    :meth:`list_rooms`)."""
+    `list_rooms`)."""
 
     def __init__(self, core: Core) -> None:
         self.core = core

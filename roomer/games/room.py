@@ -1,7 +1,7 @@
-"""A game room as the app writes it (:class:`GameRoom`), its players (:class:`Player`),
+"""A game room as the app writes it (`GameRoom`), its players (`Player`),
 its timers, and the seat rules the room's node applies (docs/design.md §10).
 
-The app subclasses :class:`GameRoom`; roomer makes one instance per room, on the node
+The app subclasses `GameRoom`; roomer makes one instance per room, on the node
 that owns it, and calls its hooks there only. Everything about seats is decided here,
 one request at a time on the owner's loop: a seat counts from the moment a join is
 admitted (before ``on_join`` runs), so an async hook cannot let two players take the
@@ -46,9 +46,9 @@ class SeatRefused(RoomerError):
 
 
 def on_message(event: str) -> Callable[[F], F]:
-    """Decorator: make a method of a :class:`GameRoom` subclass the handler of ``event``
+    """Decorator: make a method of a `GameRoom` subclass the handler of ``event``
     sent to the room: ``method(self, player, msg)``, sync or async, ``msg`` a
-    :class:`roomer.Message`. For an ask its return value is the reply.
+    `roomer.Message`. For an ask its return value is the reply.
 
     Raises:
         ValueError: ``event`` is not a non-empty str.
@@ -66,7 +66,7 @@ def on_message(event: str) -> Callable[[F], F]:
 
 
 class Timer:
-    """A room's timer (:meth:`GameRoom.call_later`, :meth:`GameRoom.call_every`);
+    """A room's timer (`GameRoom.call_later`, `GameRoom.call_every`);
     ``cancel()`` stops it. Cancelled with its room."""
 
     __slots__ = ("_args", "_fn", "_handle", "_period", "_room", "cancelled")
@@ -155,7 +155,7 @@ class GameRoom:
 
     Subclass it, set class attributes (``max_clients``, ``tick_rate``, ``auto_dispose``)
     and define the hooks you need (``on_create``, ``on_join``, ``on_joined``, ``on_left``,
-    ``on_tick``, ``on_dispose``) and message handlers (:func:`roomer.on_message`); register
+    ``on_tick``, ``on_dispose``) and message handlers (`roomer.on_message`); register
     it with ``server.define(name, cls, ...)``. roomer makes the instances: one per room, on
     the node that owns it. Keep the game's state in attributes of your own (set them in
     ``on_create``). Its methods run on the server's loop thread only.
@@ -163,7 +163,7 @@ class GameRoom:
     Attributes:
         id: The room's id (``type:suffix``).
         type: Its type name.
-        namespace: Its namespace (a :class:`roomer.Namespace`).
+        namespace: Its namespace (a `roomer.Namespace`).
         players: The joined players by id, in join order.
         ticks: Ticks run so far.
     """
@@ -228,7 +228,7 @@ class GameRoom:
 
     @property
     def reserved(self) -> int:
-        """Seats reserved (by :meth:`reserve`) and not joined yet."""
+        """Seats reserved (by `reserve`) and not joined yet."""
         return len(self._reserved)
 
     @property
@@ -237,7 +237,7 @@ class GameRoom:
         return self._locked or self._full()
 
     def lock(self) -> None:
-        """Take no new player (reserved seats still join) until :meth:`unlock`."""
+        """Take no new player (reserved seats still join) until `unlock`."""
         if not self._locked:
             self._locked = True
             self._changed()
@@ -250,7 +250,7 @@ class GameRoom:
 
     @property
     def metadata(self) -> Mapping[str, Any]:
-        """The room's metadata, as listed (read-only; :meth:`set_metadata` changes it)."""
+        """The room's metadata, as listed (read-only; `set_metadata` changes it)."""
         return MappingProxyType(self._metadata)
 
     def set_metadata(self, **values: Any) -> None:
@@ -527,7 +527,7 @@ async def _logged(pending: Awaitable[Any], what: str, room_id: str) -> None:
 
 
 def handlers_of(cls: type) -> dict[str, Callable[..., Any]]:
-    """The message handlers a GameRoom subclass marked with :func:`on_message`, by event
+    """The message handlers a GameRoom subclass marked with `on_message`, by event
     (a subclass's own override its bases')."""
     found: dict[str, Callable[..., Any]] = {}
     for klass in reversed(cls.__mro__):

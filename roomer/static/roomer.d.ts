@@ -30,20 +30,44 @@
  * const list = await root.watchRooms("table", { filter: { mode: "duel" } });
  * list.on("change", () => render(list.rooms()));
  * ```
+ *
+ * The same file is the npm package `roomer` (`import roomer from "roomer"`), which runs in
+ * Node.js too: 22 and later have a WebSocket of their own; before 22 pass one with the
+ * `WebSocket` option (`roomer("ws://host:8080/ws", { WebSocket })` with
+ * `import WebSocket from "ws"`). Outside a page the URL must be whole.
  */
 
 /** What a message may carry. Strings are sent as UTF-8; ArrayBuffer and typed arrays as
  * their bytes; `null`/`undefined` as an empty payload; numbers and booleans as text;
- * other objects as JSON. Received payloads are always a `Uint8Array`. */
+ * plain objects and arrays as JSON (see JSONPayload). Received payloads are always a
+ * `Uint8Array`. Anything else (a function, a symbol, a bigint, a Map...) throws a
+ * TypeError. */
 export type Payload =
   | string
   | ArrayBuffer
   | ArrayBufferView
   | number
   | boolean
-  | object
+  | JSONPayload
   | null
   | undefined;
+
+/** An object sent as JSON: a plain object or an array, or any object with a `toJSON()`
+ * method (a Date, say). One that JSON would turn into `{}` without a word, here or nested
+ * (a Map, a Set, a Blob, an instance of a class without `toJSON()`), throws a TypeError
+ * when sent. The type refuses functions, the built-in objects that carry a
+ * `Symbol.toStringTag` (Map, Set, WeakMap, Promise...) and those with an `arrayBuffer()`
+ * method (Blob, File, Response: send `await blob.arrayBuffer()`); an instance of a class
+ * of your own passes it but not the check at run time. */
+export type JSONPayload =
+  | { readonly [key: string]: unknown }
+  | (object & {
+      readonly [Symbol.toStringTag]?: never;
+      readonly call?: never;
+      readonly apply?: never;
+      readonly bind?: never;
+      readonly arrayBuffer?: never;
+    });
 
 /** The body of the server's `error` message (roomer protocol, docs/protocol.md §9). */
 export interface ServerError {
@@ -171,12 +195,78 @@ export interface RoomerOptions {
   /** Messages kept while disconnected, sent in order once connected again; past it a
    * send fires `dropped` (`queue_full`). Default 256. */
   sendQueueLimit?: number;
+  /** Messages per second at which the queue is sent once connected again (the first
+   * second's worth at once; sends made meanwhile wait behind it, in order): the server's
+   * rate limit (200 frames/s by default) would drop the tail of a queue sent in one go.
+   * Default 100; 0 sends it all at once. */
+  flushRate?: number;
   /** Milliseconds a connection attempt may take (until the server announced this
    * client's id) before it is dropped and retried. Default 10000; 0 for no limit. */
   connectTimeout?: number;
-  /** The WebSocket constructor (default `globalThis.WebSocket`). */
-  WebSocket?: typeof WebSocket;
+  /** The WebSocket constructor (default `globalThis.WebSocket`): in Node.js before 22,
+   * which has none, the `ws` package's (`import WebSocket from "ws"`). Without one
+   * `roomer()` throws a TypeError saying so. */
+  WebSocket?: WebSocketConstructor;
 }
+
+/** What roomer needs of a WebSocket: the browser's, Node.js 22's, or the `ws` package's
+ * (any class built as `new WebSocket(url, protocols)`, with `binaryType`
+ * `"arraybuffer"`, `onopen`, `onmessage`, `onerror`, `onclose`, `send` and `close`). */
+export interface WebSocketConstructor {
+  new (url: string, protocols?: string | string[]): WebSocketLike;
+}
+
+/** The members of a WebSocket that roomer uses. */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  readonly protocol: string;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** The close that ended a connection: the third argument of `reconnecting`. */
+export interface CloseInfo {
+  /** The WebSocket close code (1006 for a connection that failed or never opened). */
+  code: number;
+  reason: string;
+}
+
+/** The events a room emits of its own, with their handlers. Every other event name is a
+ * custom event: `(payload: Uint8Array, senderId: string)`. */
+export interface RoomEvents {
+  /** The room is open: its first join_ack (root: the connection's first). Fires once. */
+  open: () => void;
+  /** The room closed for good: left, or the connection closed without reconnection. */
+  close: () => void;
+  /** Another client joined (also after a reconnection, for members that arrived while
+   * away). */
+  new_member: (memberId: string) => void;
+  /** A client left (also after a reconnection, for members gone while away). */
+  member_left: (memberId: string) => void;
+  /** The server refused something this client sent in this room (root also gets the
+   * errors of rooms with no `error` handler). */
+  error: (error: ServerError) => void;
+  /** The connection was lost (or the last attempt failed; `closed` is its close code and
+   * reason, 1006 for a failure to connect); attempt `attempt` starts in `delayMs` ms.
+   * Fires in every room of the connection. */
+  reconnecting: (attempt: number, delayMs: number, closed: CloseInfo) => void;
+  /** Connected again (root) or joined again (a room: its members() are up to date):
+   * `id` is this client's new id, `previousId` the one it had before (in a room: when
+   * the room was last open). */
+  reconnected: (id: string, previousId: string) => void;
+  /** A message could not be sent (see Dropped). Fires in its room, else in root. */
+  dropped: (dropped: Dropped) => void;
+  /** A game room ended under its members (then `close` fires): why. */
+  "room.closed": (info: RoomClosed) => void;
+}
+
+/** A custom event's name: any string but the names of RoomEvents (whose handlers take
+ * other arguments). */
+export type CustomEvent<E extends string> = E extends keyof RoomEvents ? never : E;
+
+/** The handler of a custom event: its payload and the sender's id (`""`: the server). */
+export type MessageHandler = (payload: Uint8Array, senderId: string) => void;
 
 /** Options of `ask()`. */
 export interface AskOptions {
@@ -287,40 +377,21 @@ export interface Room {
    * `new_member`, `member_left`, `error`, `open`, `close`, `reconnecting`,
    * `reconnected`, `dropped`, the game rooms' `room.create`, `room.join_or_create`,
    * `rooms.watch`, `rooms.unwatch`, `room.closed`, `rooms.changes`; in v2 also
-   * `connect`, `disconnect`) throw a TypeError. */
+   * `connect`, `disconnect`) throw a TypeError, and so does a payload that is none of
+   * Payload's kinds (a Map would arrive as `{}`). */
   send(event: string, payload?: Payload, dst?: string): Room;
-  /** `send(event, JSON.stringify(value), dst)`. */
+  /** `send(event, value as JSON text, dst)`; what JSON would lose without a word (a
+   * function, a Map, a Set, nested or not) throws a TypeError. */
   sendJSON(event: string, value: unknown, dst?: string): Room;
 
-  /** The room is open: its first join_ack (root: the connection's first). Fires once. */
-  on(event: "open", fn: () => void): Room;
-  /** The room closed for good: left, or the connection closed without reconnection. */
-  on(event: "close", fn: () => void): Room;
-  /** A game room ended under its members (then `close` fires): why. */
-  on(event: "room.closed", fn: (info: RoomClosed) => void): Room;
-  /** Another client joined (also after a reconnection, for members that arrived while
-   * away). */
-  on(event: "new_member", fn: (memberId: string) => void): Room;
-  /** A client left (also after a reconnection, for members gone while away). */
-  on(event: "member_left", fn: (memberId: string) => void): Room;
-  /** The server refused something this client sent in this room (root also gets the
-   * errors of rooms with no `error` handler). */
-  on(event: "error", fn: (error: ServerError) => void): Room;
-  /** The connection was lost (or the last attempt failed; `closed` is its close code and
-   * reason, 1006 for a failure to connect); attempt `attempt` starts in `delayMs` ms.
-   * Fires in every room of the connection. */
-  on(event: "reconnecting",
-     fn: (attempt: number, delayMs: number, closed: { code: number; reason: string }) => void,
-  ): Room;
-  /** Connected again (root: `id` is the new id, `previousId` the old one) or joined
-   * again (a room: its members() are up to date). */
-  on(event: "reconnected", fn: (id: string, previousId: string) => void): Room;
-  /** A message could not be sent (see Dropped). Fires in its room, else in root. */
-  on(event: "dropped", fn: (dropped: Dropped) => void): Room;
+  /** One of the room's own events (RoomEvents: `open`, `close`, `new_member`,
+   * `member_left`, `error`, `reconnecting`, `reconnected`, `dropped`, `room.closed`). */
+  on<E extends keyof RoomEvents>(event: E, fn: RoomEvents[E]): Room;
   /** A custom event from another client (or the server: `senderId` is then `""`). */
-  on(event: string, fn: (payload: Uint8Array, senderId: string) => void): Room;
+  on<E extends string>(event: E & CustomEvent<E>, fn: MessageHandler): Room;
   /** Like `on`, for the next occurrence only. */
-  once(event: string, fn: (...args: any[]) => void): Room;
+  once<E extends keyof RoomEvents>(event: E, fn: RoomEvents[E]): Room;
+  once<E extends string>(event: E & CustomEvent<E>, fn: MessageHandler): Room;
   /** Remove a handler; without `fn` every handler of `event`; without arguments, all. */
   off(event?: string, fn?: (...args: any[]) => void): Room;
   /** A custom event with its payload parsed as JSON (a payload that is not JSON fires
@@ -340,8 +411,13 @@ export interface Room {
 }
 
 /** Connect to a roomer server and return the root room. `url` defaults to `/ws` on the
- * page's host; `http(s)://` and relative URLs are turned into `ws(s)://`. */
-export function roomer(url?: string | URL, options?: RoomerOptions): Room;
+ * page's host; `http(s)://` and relative URLs are turned into `ws(s)://`. Outside a page
+ * (Node.js) it is required and whole (`ws://host:port/ws`). Throws a TypeError for a bad
+ * URL or option, or where there is no WebSocket (see `RoomerOptions.WebSocket`). */
+export function roomer(url?: string | URLObject, options?: RoomerOptions): Room;
+
+/** A URL object, where the environment has the URL class (a page, Node.js). */
+type URLObject = typeof globalThis extends { URL: { prototype: infer U } } ? U : never;
 
 /** A received payload decoded as UTF-8 text. */
 export function text(payload: Uint8Array): string;

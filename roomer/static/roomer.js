@@ -155,8 +155,42 @@ const GAME_EVENTS = new Set(["room.create", "room.join_or_create", "rooms.watch"
 /** Events this client emits on its own: not sent, and a peer's message so named is ignored. */
 const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped"]);
 
+/** Whether JSON.stringify sends what ``value`` holds: an array, an object that says how
+ * (``toJSON()``, as a Date has), or a plain object (its prototype a root one: an object
+ * literal's, or ``null``, from any realm). A Map, a Set or an instance of a class without
+ * ``toJSON()`` would become ``{}``. */
+function sendsAsJSON(value) {
+  if (Array.isArray(value) || typeof value.toJSON === "function") return true;
+  const proto = Object.getPrototypeOf(value);
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+function kindOf(value) {
+  const ctor = value.constructor;
+  return typeof ctor === "function" && ctor.name ? ctor.name
+    : Object.prototype.toString.call(value).slice(8, -1);
+}
+
+/** The JSON text of ``value``, refusing with a TypeError what JSON.stringify would lose
+ * without a word: a function or a symbol, or an object (here or nested) that is not
+ * plain (``sendsAsJSON``). */
+function toJSON(value) {
+  if (typeof value === "function" || typeof value === "symbol") {
+    throw new TypeError(`roomer: cannot send a ${typeof value} as JSON`);
+  }
+  return JSON.stringify(value, (key, v) => {
+    if (typeof v === "object" && v !== null && !sendsAsJSON(v)) {
+      throw new TypeError(`roomer: cannot send a ${kindOf(v)} as JSON${key ? ` (at "${key}")` :
+        ""}: it would arrive as {}; send a plain object, an array, a string or bytes, or give ` +
+        "it a toJSON() method");
+    }
+    return v;
+  });
+}
+
 /** Bytes of a payload: string (UTF-8), ArrayBuffer, any typed array or DataView; null or
- * undefined is empty; numbers and booleans are sent as text, other objects as JSON. */
+ * undefined is empty; numbers and booleans are sent as text; plain objects and arrays as
+ * JSON (``toJSON``); anything else throws a TypeError. */
 function toBytes(payload) {
   if (payload === undefined || payload === null) return EMPTY;
   if (typeof payload === "string") return utf8.encode(payload);
@@ -171,7 +205,7 @@ function toBytes(payload) {
   if (typeof payload === "number" || typeof payload === "boolean") {
     return utf8.encode(String(payload));
   }
-  if (typeof payload === "object") return utf8.encode(JSON.stringify(payload));
+  if (typeof payload === "object") return utf8.encode(toJSON(payload));
   throw new TypeError(`roomer: cannot send a payload of type ${typeof payload}`);
 }
 
@@ -211,8 +245,13 @@ function defaultUrl() {
 }
 
 function wsUrl(url) {
-  if (typeof location === "undefined") return url;
-  const full = new URL(url, location.href);
+  let full;
+  try {
+    full = typeof location === "undefined" ? new URL(url) : new URL(url, location.href);
+  } catch {
+    throw new TypeError(`roomer: "${url}" is no URL` + (typeof location === "undefined"
+      ? " (outside a page a URL is whole: ws://host:port/ws)" : ""));
+  }
   if (full.protocol === "http:") full.protocol = "ws:";
   else if (full.protocol === "https:") full.protocol = "wss:";
   return full.href;
@@ -222,9 +261,10 @@ const RECONNECT = Object.freeze({
   initialDelay: 500, maxDelay: 10000, factor: 2, jitter: 0.5, maxAttempts: Infinity,
   // 1000 and 1008 mean the server closed this client on purpose (a normal close, a kick,
   // a refused on_connect): coming back at once would undo that. roomer's own 1008 for a
-  // receiver that fell behind ("slow consumer...", "write timeout") is worth a retry.
+  // receiver that fell behind ("slow consumer...", "write timeout") or one that sent past
+  // its rate limit ("rate limit exceeded") is worth a retry, after the backoff.
   shouldReconnect: (code, reason) => code !== 1000 &&
-    (code !== 1008 || /^(slow consumer|write timeout)/.test(reason)),
+    (code !== 1008 || /^(slow consumer|write timeout|rate limit exceeded)/.test(reason)),
 });
 
 function readOptions(options = {}) {
@@ -243,16 +283,28 @@ function readOptions(options = {}) {
   if (!Number.isInteger(limit) || limit < 0) {
     throw new TypeError("roomer: options.sendQueueLimit must be an integer >= 0");
   }
+  const flushRate = options.flushRate ?? 100;
+  if (typeof flushRate !== "number" || !(flushRate >= 0) || !Number.isFinite(flushRate)) {
+    throw new TypeError("roomer: options.flushRate must be a number of messages/s >= 0");
+  }
   const protocol = options.protocol ?? "v1";
   if (!Object.hasOwn(OFFERED, protocol)) {
     throw new TypeError('roomer: options.protocol must be "v1" or "v2"');
+  }
+  const WebSocket = options.WebSocket ?? globalThis.WebSocket;
+  if (typeof WebSocket !== "function") {
+    throw new TypeError(options.WebSocket === undefined
+      ? "roomer: this runtime has no WebSocket (Node.js before 22): pass one, as in " +
+        'roomer(url, {WebSocket}) with `import WebSocket from "ws"`'
+      : "roomer: options.WebSocket must be a WebSocket constructor");
   }
   return {
     protocol,
     reconnect,
     sendQueueLimit: limit,
+    flushRate,
     connectTimeout: options.connectTimeout ?? 10000,
-    WebSocket: options.WebSocket ?? globalThis.WebSocket,
+    WebSocket,
   };
 }
 
@@ -472,9 +524,9 @@ class Room {
     return this;
   }
 
-  /** send() with ``JSON.stringify(value)`` as the payload. */
+  /** send() with ``value`` as JSON text (refused as send() refuses objects). */
   sendJSON(event, value, dst = "") {
-    return this.send(event, JSON.stringify(value), dst);
+    return this.send(event, toJSON(value), dst);
   }
 
   /** Call ``fn`` for ``event``: custom events get (payload: Uint8Array, senderId). */
@@ -586,7 +638,10 @@ class Link {
     this.root = this.space.root;
     this.pendingJoins = []; // v1: records whose join was sent on this socket, oldest first
     this.leaving = []; // v1: records whose leave was sent, waiting for leave_ack
-    this.queue = []; // sends (and v2 asks) made while not connected
+    this.queue = []; // sends (and v2 asks) made while not connected, or behind those
+    this.flushTimer = null;
+    this.tokens = 0; // the queue's flush rate: a bucket of flushRate messages
+    this.tokensAt = 0;
     this.asks = new Map(); // v2: this socket's asks waiting for an answer, by id
     this.nextAskId = 1;
     this.unknownReplies = 0;
@@ -608,6 +663,16 @@ class Link {
       return;
     }
     ws.binaryType = "arraybuffer";
+    ws.onerror = () => {
+      // The close event that follows says all there is (and the ws package, in Node,
+      // throws an error event that has no listener). Browsers and ws fire it in the same
+      // task as this one; Node's own WebSocket does not after a failed connection, and
+      // stays CONNECTING: end that attempt here when no close came.
+      if (ws.readyState === 1) return; // WebSocket.OPEN
+      setTimeout(() => {
+        if (ws === this.ws) this.lost({ code: 1006, reason: "" });
+      });
+    };
     this.ws = ws;
     ws.onopen = () => {
       if (ws !== this.ws) return;
@@ -743,24 +808,9 @@ class Link {
       // Room lists watched: the list again (what changed while away fires "change").
       for (const watch of space.watches.values()) watch.start().catch(report);
     }
-    const queued = this.queue;
-    this.queue = [];
-    for (const item of queued) {
-      if (item.ask) {
-        item.ask.queued = null;
-        if (item.rec.state === "closed" || item.rec.state === "leaving") {
-          item.ask.fail(new RoomerError("closed", "the room is closed", item.event,
-            item.rec.name));
-        } else {
-          this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
-            item.payload);
-        }
-      } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
-        this.dropped(item, "closed");
-      } else {
-        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
-      }
-    }
+    this.tokens = this.options.flushRate;
+    this.tokensAt = Date.now();
+    this.flush();
     settle(this.root);
     if (again) emit(this.root, "reconnected", id, previous);
     else emit(this.root, "open");
@@ -782,7 +832,7 @@ class Link {
         if (!before.includes(id) && id !== self) emit(rec, "new_member", id);
       }
       settle(rec);
-      emit(rec, "reconnected", self);
+      emit(rec, "reconnected", self, rec.oldId);
     } else if (!rec.everOpen) {
       rec.everOpen = true;
       settle(rec);
@@ -907,6 +957,8 @@ class Link {
     this.state = "closed";
     clearTimeout(this.timer);
     this.timer = null;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
     this.dropAsks(() => error);
     const queued = this.queue;
     this.queue = [];
@@ -988,6 +1040,43 @@ class Link {
     }
   }
 
+  /** Send what waits in the queue, at most ``flushRate`` messages a second (the first
+   * second's worth at once): a queue of hundreds flushed in one go would pass the
+   * server's rate limit (200 frames/s by default) and lose its tail. Sends made meanwhile
+   * queue behind it, so the order holds. */
+  flush() {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const rate = this.options.flushRate;
+    if (rate > 0) {
+      const now = Date.now();
+      this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+      this.tokensAt = now;
+    }
+    while (this.queue.length && this.state === "open" && this.sendable() &&
+           (rate === 0 || this.tokens >= 1)) {
+      const item = this.queue.shift();
+      if (rate > 0) this.tokens -= 1;
+      if (item.ask) {
+        item.ask.queued = null;
+        if (item.rec.state === "closed" || item.rec.state === "leaving") {
+          item.ask.fail(new RoomerError("closed", "the room is closed", item.event,
+            item.rec.name));
+        } else {
+          this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
+            item.payload);
+        }
+      } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
+        this.dropped(item, "closed");
+      } else {
+        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
+      }
+    }
+    if (this.queue.length && this.state === "open") {
+      this.flushTimer = setTimeout(() => this.flush(), Math.max(1, Math.ceil(1000 / rate)));
+    }
+  }
+
   send(rec, event, payload, dst) {
     checkName("event", event);
     if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || GAME_EVENTS.has(event) ||
@@ -999,11 +1088,11 @@ class Link {
     const item = { rec, event, dst, payload: body };
     if (rec.state === "closed" || rec.state === "leaving" || this.state === "closed") {
       this.dropped(item, "closed");
-    } else if (this.state === "open" && this.sendable()) {
+    } else if (this.state === "open" && this.sendable() && !this.queue.length) {
       this.write(rec.space.name, rec.name, event, body, dst);
     } else if (this.queue.length < this.options.sendQueueLimit) {
       // Encoded when sent, with the codec of the connection that sends it; copied now,
-      // so the caller may reuse its buffer.
+      // so the caller may reuse its buffer. Behind a queue being flushed, it waits its turn.
       item.payload = body === EMPTY ? EMPTY : body.slice();
       this.queue.push(item);
     } else {
@@ -1216,7 +1305,7 @@ class Link {
             event, rec.name));
         }, timeout);
       }
-      if (this.state === "open" && this.sendable()) {
+      if (this.state === "open" && this.sendable() && !this.queue.length) {
         this.sendAsk(entry, rec.space.name, rec.name, event, body);
       } else if (this.queue.length < this.options.sendQueueLimit) {
         entry.queued = { rec, event, dst: "", payload: body === EMPTY ? EMPTY : body.slice(),

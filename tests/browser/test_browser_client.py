@@ -255,7 +255,8 @@ async def test_lost_connection_queues_sends_and_rejoins(pages: Pages, serve: Any
     assert await a.evaluate("seen('root', 'reconnected')[0].args") == [new_a, old_a]
     assert await a.evaluate("seen('root', 'reconnecting')[0].args") == [
         1, 300, {"code": 1011, "reason": "dropped on request"}]
-    assert await a.evaluate("seen('match', 'reconnected')[0].args") == [new_a]
+    # A room's reconnected has the same (id, previousId) as root's (roomer.d.ts).
+    assert await a.evaluate("seen('match', 'reconnected')[0].args") == [new_a, old_a]
     assert await a.evaluate("seen('match', 'dropped').map(e => [e.args[0].payload.text, "
                             "e.args[0].reason])") == [["q3", "queue_full"], ["q4", "queue_full"]]
     # Still one open, no close: code written for open/close sees one continuous room.

@@ -62,3 +62,24 @@ async def test_pages_rejoin_after_a_server_restart(pages: Pages, serve: Any,
         "after the restart", new[0]]
     assert await a.evaluate("seen('match', 'chat')[0].args.map((x) => x.text ?? x)") == [
         "me too", new[1]]
+
+
+async def test_a_queue_flushed_after_a_restart_stays_within_the_rate_limit(
+        pages: Pages, serve: Any) -> None:
+    # 256 messages queued while the server is away (the default sendQueueLimit): flushed
+    # at once they passed the server's default rate limit (200 frames/s) and about 60 of
+    # them were lost; flushed at flushRate (100/s by default) every one arrives, in order.
+    server = serve(*harness_args())
+    a, b = await harness(pages, server), await harness(pages, server)
+    await joined(a, "match", options=FAST)
+    await joined(b, "match", options=FAST)
+    await until(a, "room.members().length === 2")
+    server.stop(signal.SIGTERM)
+    await until(a, "seen('root', 'reconnecting').length >= 1")
+    await a.evaluate("for (let i = 0; i < 256; i++) room.send('seq', String(i))")
+    server.start()
+    await until(b, "seen('match', 'seq').length === 256")
+    assert await b.evaluate("seen('match', 'seq').map((e) => e.args[0].text)") == [
+        str(i) for i in range(256)]
+    assert await a.evaluate("seen('root', 'error').length + seen('match', 'error').length") == 0
+    assert await a.evaluate("seen('match', 'dropped').length") == 0

@@ -1,0 +1,15 @@
+"""A server app for the fault suite: a handler that blocks the server's loop (a badly
+written handler, or one doing blocking I/O), as production sometimes has."""
+
+from __future__ import annotations
+
+import time
+
+import roomer
+
+
+def setup(server: roomer.Server) -> None:
+    @server.on("block")
+    def block(conn: roomer.Connection, msg: roomer.Message) -> None:
+        time.sleep(float(msg.payload))  # blocks the whole server: the fault under test
+        conn.send("blocked", msg.payload, msg.room)
