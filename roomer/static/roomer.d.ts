@@ -257,8 +257,6 @@ export interface RoomEvents {
   reconnected: (id: string, previousId: string) => void;
   /** A message could not be sent (see Dropped). Fires in its room, else in root. */
   dropped: (dropped: Dropped) => void;
-  /** A game room ended under its members (then `close` fires): why. */
-  "room.closed": (info: RoomClosed) => void;
 }
 
 /** A custom event's name: any string but the names of RoomEvents (whose handlers take
@@ -384,8 +382,10 @@ export interface Room {
    * function, a Map, a Set, nested or not) throws a TypeError. */
   sendJSON(event: string, value: unknown, dst?: string): Room;
 
+  /** A game room ended under its members (then `close` fires): why (v2, game rooms). */
+  on(event: "room.closed", fn: (info: RoomClosed) => void): Room;
   /** One of the room's own events (RoomEvents: `open`, `close`, `new_member`,
-   * `member_left`, `error`, `reconnecting`, `reconnected`, `dropped`, `room.closed`). */
+   * `member_left`, `error`, `reconnecting`, `reconnected`, `dropped`). */
   on<E extends keyof RoomEvents>(event: E, fn: RoomEvents[E]): Room;
   /** A custom event from another client (or the server: `senderId` is then `""`). */
   on<E extends string>(event: E & CustomEvent<E>, fn: MessageHandler): Room;
