@@ -498,3 +498,19 @@ async def test_game_rooms_in_a_named_namespace(start: Start) -> None:
         assert (await refused(ada, "table", "room.create"))["code"] == "no_such_room_type"
     finally:
         await server.shutdown(timeout=2.0)
+
+
+async def test_a_create_and_leave_loop_leaves_nothing_behind(start: Start) -> None:
+    """A hostile client creating rooms in a loop: each create seats it (its room limit
+    bounds the rooms it holds), and each room it leaves is disposed."""
+    server = await start(max_rooms_per_connection=3)
+    bad = await connect2(server)
+    held = [await create(bad) for _ in range(3)]
+    assert (await refused(bad, "table", "room.create"))["code"] == "too_many_rooms"
+    for room in held:
+        await bad.ask("", room, "leave")
+    for _ in range(30):
+        room = await create(bad)
+        await bad.ask("", room, "leave")
+    assert server.list_rooms() == [] and server.stats()["game_rooms"] == 0
+    assert server.counters["game_rooms_created"] == server.counters["game_rooms_disposed"] == 33
