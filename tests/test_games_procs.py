@@ -77,3 +77,36 @@ async def test_an_owner_killed_with_sigkill_ends_its_rooms_for_the_others(
             await client.close()  # the victim's two: their readers stop
     finally:
         await victim.kill()
+
+
+async def test_an_owner_paused_past_node_timeout_loses_its_remote_players(
+        server_process: Start, broker_url: str, prefix: str) -> None:
+    """The owner process is stopped (SIGSTOP) longer than node_timeout: its room ends for
+    the member on the other node; when it runs again, it hears that node holds nobody
+    in its room any more, and the room goes on with its own member."""
+    options = {"node_timeout": 2.0}
+    survivor = await server_process(node_options(broker_url, prefix, "survivor", **options),
+                                    APP)
+    owner_node = await server_process(node_options(broker_url, prefix, "paused", **options),
+                                      APP)
+    await formed([survivor, owner_node])
+    ada = await connect2(owner_node.url)
+    room = json.loads((await ada.ask("", "table", "room.create")).payload)["room"]
+    bob = await connect2(survivor.url)
+    assert (await bob.ask("", room, "join")).kind == REPLY
+    os.killpg(owner_node.pid, signal.SIGSTOP)
+    try:
+        closed = await next_of(bob, "room.closed", room, KILL_BOUND)
+        assert json.loads(closed.payload)["code"] == "owner_lost"
+    finally:
+        os.killpg(owner_node.pid, signal.SIGCONT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:  # the owner heals: bob's seat is gone, ada's stays
+        state = json.loads((await ada.ask("", room, "state")).payload)
+        if state["players"] == [ada.id] or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert state["players"] == [ada.id] and state["clients"] == 1, state
+    for client in (ada, bob):
+        await client.close()
