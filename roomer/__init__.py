@@ -5,12 +5,13 @@ Serve with `Server`; connect from Python with `connect`.
 
 from __future__ import annotations
 
-from .client import ClientError, Room, connect
+from .client import ClientError, Room, RoomWatch, connect
 from .codec import COMPILED as _CODEC_COMPILED
 from .config import Config
 from .connection import Connection, NamespaceConnection
 from .errors import AskTimeout, Deny, ExtensionMismatch, ProtocolError, RoomerError
 from .fanout import COMPILED as _FANOUT_COMPILED
+from .games import GAME_EVENTS, GameRoom, Player, RoomListing, on_message
 from .handlers import RESERVED_EVENTS, register_handler
 from .message import Message
 from .namespaces import Namespace
@@ -18,6 +19,7 @@ from .server import Server
 
 __all__ = [
     "COMPILED",
+    "GAME_EVENTS",
     "RESERVED_EVENTS",
     "AskTimeout",
     "ClientError",
@@ -25,15 +27,20 @@ __all__ = [
     "Connection",
     "Deny",
     "ExtensionMismatch",
+    "GameRoom",
     "Message",
     "Namespace",
     "NamespaceConnection",
+    "Player",
     "ProtocolError",
     "Room",
+    "RoomListing",
+    "RoomWatch",
     "RoomerError",
     "Server",
     "__version__",
     "connect",
+    "on_message",
     "register_handler",
 ]
 

@@ -8,6 +8,8 @@
 With ``protocol="v2"`` (docs/protocol.md) the same client also connects to namespaces
 (``await root.namespace("chat")``), asks the server (``await room.ask("roll")``) and
 answers the server's asks (the return value of a handler registered with ``room.on``).
+It also finds game rooms (docs/protocol.md §10): ``await root.join_or_create("table",
+options)``, ``root.create(...)``, ``root.join(id, options)`` and ``root.watch_rooms(type)``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from . import codec
 from .errors import AskTimeout, ClientError, ProtocolError, RoomerError
 from .frames import ASK, ERROR_REPLY, EVENT, REPLY, reply_payload
 
-__all__ = ["PROTOCOLS", "ClientError", "Room", "connect"]
+__all__ = ["PROTOCOLS", "ClientError", "Room", "RoomWatch", "connect"]
 
 log = logging.getLogger("roomer.client")
 
@@ -107,11 +109,32 @@ class Room:
         elif handler in self._handlers.get(event, []):
             self._handlers[event].remove(handler)
 
-    def join(self, name: str) -> Room:
+    def join(self, name: str, options: Mapping[str, Any] | None = None) -> Room:
         """Join room ``name`` (in this room's namespace); ``await`` the result to wait for
         the server's answer (v1: its join_ack; v2: the join ask's reply). A refusal raises
-        roomer.ClientError with the server's code."""
-        return self._client.join(name, self._space)
+        roomer.ClientError with the server's code. ``options`` (a JSON-able dict) go to a
+        game room's ``on_join`` (``room_full``, ``room_locked``, ``no_such_room``,
+        ``join_denied``... refuse such a join)."""
+        return self._client.join(name, self._space, options)
+
+    def create(self, type: str, options: Mapping[str, Any] | None = None) -> Room:
+        """v2: create a game room of ``type`` (or with the id ``type:suffix``) and join it.
+        Returns the room at once, to register handlers on; ``await`` it for the server's
+        answer: then its ``name`` is the room's id. A refusal raises roomer.ClientError
+        (``create_denied`` with the hook's text, ``room_exists``, ``room_limit``...)."""
+        return self._client.find_room("room.create", type, self._space, options)
+
+    def join_or_create(self, type: str, options: Mapping[str, Any] | None = None) -> Room:
+        """v2: join a game room of ``type`` that the server picks by ``options`` (its type's
+        ``filter_by`` and ``sort_by``), or create one. As `create`: the room at once,
+        named by its id once awaited."""
+        return self._client.find_room("room.join_or_create", type, self._space, options)
+
+    def watch_rooms(self, type: str, filter: Mapping[str, Any] | None = None) -> RoomWatch:
+        """v2: watch the list of game rooms of ``type`` (whose metadata hold ``filter``'s
+        keys and values). Returns the watch at once; ``await`` it for the first list.
+        A second watch of the same type replaces the first."""
+        return self._client.watch(type, self._space, filter)
 
     def leave(self) -> asyncio.Future[None]:
         """Leave this room; the future resolves on leave_ack (v2: the leave ask's reply);
@@ -187,9 +210,9 @@ class Room:
 
     # dispatch ----------------------------------------------------------------------------
 
-    def _opened(self, members: bytes) -> None:
+    def _opened(self, members: bytes | list[str]) -> None:
         """The server acknowledged a join of this room with its member list (JSON)."""
-        self._members = json.loads(members)
+        self._members = json.loads(members) if isinstance(members, bytes) else members
         first = not self._open
         self._open = True
         if not self._joined.done():
@@ -208,16 +231,72 @@ class Room:
                 self._client.spawn(result)
 
 
-class _Space:
-    """The client's rooms in one namespace (``""``: the default one)."""
+class RoomWatch:
+    """v2: a live list of the game rooms of one type (`Room.watch_rooms`). Await it
+    for the first list; ``rooms`` is then kept up to date: room id -> ``{"id", "type",
+    "clients", "max_clients", "locked", "metadata"}``."""
 
-    __slots__ = ("name", "rooms", "root")
+    def __init__(self, client: _Client, space: _Space, type: str) -> None:
+        self.type = type
+        self.rooms: dict[str, dict[str, Any]] = {}
+        self._client = client
+        self._space = space
+        self._handlers: list[Callable[..., Any]] = []
+        self._ready: asyncio.Future[RoomWatch] = client.loop.create_future()
+
+    def __await__(self) -> Any:
+        return asyncio.shield(self._ready).__await__()
+
+    def __repr__(self) -> str:
+        return f"<roomer.client.RoomWatch {self.type!r} rooms={len(self.rooms)}>"
+
+    def on_change(self, fn: Callable[[list[dict[str, Any]], list[str]], Any]
+                  ) -> Callable[..., Any]:
+        """Call ``fn(changed, removed)`` after each update (entries changed or added,
+        ids removed), once ``rooms`` holds it."""
+        if not callable(fn):
+            raise TypeError("handler is not callable")
+        self._handlers.append(fn)
+        return fn
+
+    async def close(self) -> None:
+        """Stop watching."""
+        if self._space.watches.get(self.type) is self:
+            del self._space.watches[self.type]
+            ask_id, fut = self._client.start_ask(self._space.name, self.type,
+                                                 "rooms.unwatch", b"", self._client.timeout)
+            try:
+                await fut
+            finally:
+                self._client.forget(ask_id, fut)
+
+    def _apply(self, changed: list[dict[str, Any]], removed: list[str]) -> None:
+        for entry in changed:
+            self.rooms[entry["id"]] = entry
+        for room_id in removed:
+            self.rooms.pop(room_id, None)
+        for fn in list(self._handlers):
+            try:
+                result = fn(changed, removed)
+            except Exception:
+                log.exception("room watch handler raised")
+                continue
+            if inspect.isawaitable(result):
+                self._client.spawn(result)
+
+
+class _Space:
+    """The client's rooms in one namespace (``""``: the default one), and its watches of
+    room lists by type."""
+
+    __slots__ = ("name", "rooms", "root", "watches")
 
     def __init__(self, client: _Client, name: str) -> None:
         self.name = name
         self.rooms: dict[str, Room] = {}
         self.root = Room(client, ROOT, self)
         self.rooms[ROOT] = self.root
+        self.watches: dict[str, RoomWatch] = {}
 
 
 class _Client(WSListener):
@@ -319,6 +398,12 @@ class _Client(WSListener):
 
     def _dispatch(self, space: _Space, room_name: str, event: str, dst: str, src: str,
                   payload: bytes) -> None:
+        if event == "rooms.changes":
+            watch = space.watches.get(room_name)
+            if watch is not None:
+                info = json.loads(payload)
+                watch._apply(info.get("changed", []), info.get("removed", []))
+            return
         room = space.rooms.get(room_name)
         if event == "join_ack":
             if room is None:  # a server-driven join
@@ -333,6 +418,13 @@ class _Client(WSListener):
                 space.root._emit("error", json.loads(payload))
         elif event == "leave_ack":
             self._closed_room(room, ConnectionError("left"))
+        elif event == "room.closed":
+            # A game room ended under its members (docs/protocol.md §10): its handlers
+            # get {"code", "message"}, then the room closes.
+            info = json.loads(payload)
+            room._emit("room.closed", info, src)
+            self._closed_room(room, ClientError(str(info.get("code", "")),
+                                                str(info.get("message", "")), "join"))
         elif event == "new_member":
             member = payload.decode()
             if member not in room._members:
@@ -566,15 +658,17 @@ class _Client(WSListener):
         else:
             self._write(room, event, payload, dst)
 
-    def join(self, name: str, space: _Space | None = None) -> Room:
+    def join(self, name: str, space: _Space | None = None,
+             options: Mapping[str, Any] | None = None) -> Room:
         space = self.default if space is None else space
+        body = b"" if options is None else json.dumps(dict(options)).encode()
         room = space.rooms.get(name)
         if room is None:
             room = space.rooms[name] = Room(self, name, space)
         if not self.v2:
             if not room._joined.done():
                 self.v1_joins.append(room)
-            self._write(name, "join")
+            self._write(name, "join", body)
             return room
 
         def apply(payload: bytes | None, error: Exception | None) -> None:
@@ -593,12 +687,61 @@ class _Client(WSListener):
                                      "event": "join"})
 
         try:
-            self.start_ask(space.name, name, "join", b"", self.timeout, apply)
+            self.start_ask(space.name, name, "join", body, self.timeout, apply)
         except BaseException:
             if space.rooms.get(name) is room and not room._open:
                 del space.rooms[name]
             raise
         return room
+
+    def find_room(self, event: str, type: str, space: _Space,
+                  options: Mapping[str, Any] | None) -> Room:
+        """A create or join-or-create (docs/protocol.md §10): the Room at once, put under
+        its id when the answer comes (before any message of the room is dispatched)."""
+        if not self.v2:
+            raise RuntimeError("game rooms are found with asks: roomer.connect(url, "
+                               "protocol='v2')")
+        if not isinstance(type, str) or not type:
+            raise TypeError("a room type is a non-empty str")
+        room = Room(self, type, space)
+        body = json.dumps(dict(options or {})).encode()
+
+        def apply(payload: bytes | None, error: Exception | None) -> None:
+            if error is not None:
+                if not room._joined.done():
+                    room._joined.set_exception(error)
+                return
+            assert payload is not None
+            answer = json.loads(payload)
+            room.name = answer["room"]
+            space.rooms[room.name] = room
+            room._opened(list(answer["members"]))
+
+        self.start_ask(space.name, type, event, body, self.timeout, apply)
+        return room
+
+    def watch(self, type: str, space: _Space, wanted: Mapping[str, Any] | None
+              ) -> RoomWatch:
+        if not self.v2:
+            raise RuntimeError("room lists are watched with asks: protocol='v2'")
+        watch = RoomWatch(self, space, type)
+        space.watches[type] = watch
+
+        def apply(payload: bytes | None, error: Exception | None) -> None:
+            if error is not None:
+                if space.watches.get(type) is watch:
+                    del space.watches[type]
+                if not watch._ready.done():
+                    watch._ready.set_exception(error)
+                return
+            assert payload is not None
+            watch.rooms = {entry["id"]: entry for entry in json.loads(payload)["rooms"]}
+            if not watch._ready.done():
+                watch._ready.set_result(watch)
+
+        self.start_ask(space.name, type, "rooms.watch",
+                       json.dumps(dict(wanted or {})).encode(), self.timeout, apply)
+        return watch
 
     def leave(self, room: Room) -> asyncio.Future[None]:
         if room._left is None or room._left.done():

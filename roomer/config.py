@@ -7,7 +7,6 @@ one place and be missing in the other.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import sys
@@ -40,7 +39,10 @@ class Config:
     """
 
     authorize: Callable[[Any], Any] | None = _opt(
-        None, "fn(request) -> claims at the upgrade; raise roomer.Deny for HTTP 401")
+        None, "fn(request) -> claims at the upgrade; raise roomer.Deny for HTTP 401. An "
+              "async fn (or one returning an awaitable) is awaited after the upgrade, "
+              "within handshake_timeout, the client's messages held: Deny closes with "
+              "1008, an error or the timeout with 1011")
     allowed_origins: frozenset[str] | None = _opt(
         None, "Origins allowed to open a WebSocket (others: HTTP 403); None allows any")
     sync_broadcast: bool = _opt(
@@ -127,6 +129,28 @@ class Config:
     backplane_prefix: str = _opt(
         "roomer", "first token of every channel/subject name: clusters sharing a broker "
                   "use different prefixes", "--backplane-prefix", metavar="PREFIX")
+    seat_reservation: float = _opt(
+        15.0, "game rooms: seconds a reserved seat is held for its client (room.reserve), "
+              "and a room created with nobody in it waits for a first player",
+        "--seat-reservation", metavar="SECONDS")
+    max_game_rooms: int = _opt(
+        10_000, "game rooms one node may own at once, every type together (a type's "
+                "max_rooms may be lower); past it a create answers room_limit",
+        "--max-game-rooms", metavar="N")
+    max_room_metadata: int = _opt(
+        2048, "bytes of JSON a game room's metadata may take (it crosses the backplane "
+              "and fills every watcher's list)")
+    max_join_options: int = _opt(
+        4096, "bytes of JSON the options of a join or create may take (kept on the player "
+              "for its stay); past it invalid_options")
+    room_list_interval: float = _opt(
+        0.25, "seconds between two updates of one room-list watch: a busy cluster's "
+              "changes are coalesced into one update per interval",
+        "--room-list-interval", metavar="SECONDS")
+    max_room_watches: int = _opt(
+        8, "room-list watches one connection may hold (one per room type)")
+    max_listed_rooms: int = _opt(
+        100, "rooms one watch shows at most (its first list and what updates may add)")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
         metadata={"help": "{path: (content_type, body)} served to plain GET and HEAD requests"})
@@ -146,11 +170,6 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_callable("authorize", self.authorize)
-        if self.authorize is not None and _is_async(self.authorize):
-            raise TypeError(
-                "authorize must be a plain function: picows answers the upgrade "
-                "synchronously. Do async checks in an on_connect hook (raise roomer.Deny "
-                "there to close with 1008)")
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str) or not isinstance(
                     self.allowed_origins, Iterable):
@@ -210,6 +229,11 @@ class Config:
         if self.backplane is not None:
             self.check_namespace("")
         _check_seconds("node_timeout", self.node_timeout)
+        _check_seconds("seat_reservation", self.seat_reservation)
+        _check_seconds("room_list_interval", self.room_list_interval)
+        for name in ("max_game_rooms", "max_room_metadata", "max_join_options",
+                     "max_room_watches", "max_listed_rooms"):
+            _check_int(name, getattr(self, name), 1)
         if not valid_prefix(self.backplane_prefix):
             raise ValueError("backplane_prefix: dot-separated tokens of A-Z a-z 0-9 - _")
         if self.metrics_path is not None and (
@@ -252,11 +276,6 @@ class Config:
                 return get_origin(arg) or arg
         raise TypeError(f"option {name} has no type")
 
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))  # noqa: B004 (a callable object's own method)
 
 
 def _check_callable(name: str, value: object) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import Deny
+from .games import Games
 from .hooks import Hook
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -54,6 +55,8 @@ class Core:
         self.closing = False
         self._engine: Any = None
         self._sync_lock: asyncio.Lock | None = None
+        #: The game rooms of every namespace (roomer/games/).
+        self.games = Games(self)
 
     def start(self, loop: asyncio.AbstractEventLoop, engine: Any) -> None:
         """The server starts on ``loop``, fanning out through ``engine``."""
@@ -64,6 +67,7 @@ class Core:
         self._sync_lock = asyncio.Lock()
         for ns in self.namespaces.values():
             ns.registry.engine = engine
+        self.games.start(loop)
 
     def stopped(self) -> None:
         """Not started after all (a failed listen): start may be called again."""

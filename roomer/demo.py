@@ -1,52 +1,63 @@
-"""The demo lobby that ``roomer serve`` runs when no app is named: open
-http://127.0.0.1:8080/ in two tabs.
+"""The demo that ``roomer serve`` runs when no app is named, a small game on game rooms:
+open http://127.0.0.1:8080/ in two tabs (or on two nodes: ``roomer serve --workers 2
+--backplane redis://...``).
 
-It is also the example app, and shows the pieces an app uses:
+It is also the example app, and shows the pieces a game uses:
 
-- the page (``static/demo.html``) imports the browser client from ``/roomer.js``;
-- a player's name comes with the connection (``/ws?name=...``), read in ``on_connect``:
-  it survives reconnections, since the client reconnects to the same URL;
-- a join hook refuses rooms (``staff-*``) and tells a joiner its room-mates' names;
-- a task outside any handler publishes the room list, at most a few times a second
-  however many joins and leaves happen (one broadcast per period, not one per change);
-- chat (``chat``) and pointer dots (``move``, 4 bytes) have no handler: the server relays
-  them to the room as they are, which is the fast path.
+- the page (``static/demo.html``) imports the browser client from ``/roomer.js`` and
+  speaks protocol v2;
+- "Quick play" is one ask, ``joinOrCreate("table", {name})``: a seat at a table with a
+  free seat, or a new table; the player's name travels in the join's options, so the
+  table knows it on whatever node the player is connected to;
+- the lobby watches the live table list (``watchRooms("table")``): seats taken, full;
+- a :class:`Table` is a :class:`roomer.GameRoom` of 4 seats ticking at 20 Hz on its
+  node: players steer towards a point (``steer``), the server moves every dot and sends
+  the table its ``state`` each tick (server-authoritative positions); ``chat`` is checked
+  and broadcast by the room; a name taken at the table is refused by ``on_join``.
 
-Protocol of the page (rooms other than root carry chat and dots):
+Protocol of the page (room: a table's id):
 
 =====================  ====================  ===============================================
 event                  direction             payload
 =====================  ====================  ===============================================
-``rooms``              server → every client JSON ``[{"room": name, "members": n}, ...]``
-``names``              server → a room       JSON ``{id: name}`` of members
-``chat``               client ↔ room         UTF-8 text
-``move``               client ↔ room         x, y: two uint16 big-endian, 0-65535 across
+``names``              table → members       JSON ``{id: name}`` of the seated players
+``state``              table → members       JSON ``{"tick": n, "players": {id: [x, y]}}``,
+                                             x and y in 0-1 (3 decimals), 20 a second
+``steer``              client → table        x, y of the target: two uint16 big-endian
+``chat``               client → table        UTF-8 text (at most 200 characters)
+``chat``               table → members       JSON ``{"id": sender, "text": text}``
 =====================  ====================  ===============================================
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import random
+import struct
 import unicodedata
-from collections.abc import Callable
 from importlib import resources
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 from .errors import Deny
-from .server import Connection, Server
+from .games import GameRoom, Player, on_message
+from .message import Message
+from .server import Server
 
-__all__ = ["NAME_LIMIT", "SUGGESTED_ROOMS", "clean_name", "setup"]
+__all__ = ["NAME_LIMIT", "SEATS", "TICK_RATE", "Table", "clean_name", "setup"]
 
-#: Rooms the list always shows, so a first visitor has somewhere to go.
-SUGGESTED_ROOMS = ("lobby", "arena", "cafe")
 #: Longest display name, in characters.
 NAME_LIMIT = 24
-#: Seconds between two room-list broadcasts at most (4 a second).
-PUBLISH_PERIOD = 0.25
-#: Rooms listed at most (the busiest).
-LISTED_ROOMS = 30
+#: Seats at a table.
+SEATS = 4
+#: Ticks a second.
+TICK_RATE = 20
+#: How far a dot moves in a second, in fields (the field is 1 x 1).
+SPEED = 0.6
+#: Longest chat line, in characters.
+CHAT_LIMIT = 200
+
+_TARGET = struct.Struct(">HH")
 
 
 def clean_name(raw: str, conn_id: str) -> str:
@@ -57,59 +68,69 @@ def clean_name(raw: str, conn_id: str) -> str:
     return name or f"guest-{conn_id[:4]}"
 
 
+class Table(GameRoom):
+    """A table of the demo: 4 seats, dots steered towards targets, a 20 Hz state."""
+
+    max_clients = SEATS
+    tick_rate = TICK_RATE
+
+    def on_create(self, options: dict[str, Any]) -> None:
+        self.names: dict[str, str] = {}
+        self.dots: dict[str, list[float]] = {}  # id -> [x, y, target x, target y]
+        self.set_metadata(title=f"Table {self.id.partition(':')[2][:4]}")
+
+    def on_join(self, player: Player) -> None:
+        name = clean_name(str(player.options.get("name", "")), player.id)
+        if name in self.names.values():
+            raise Deny(f"someone at this table is called {name} already")
+        player.data["name"] = name
+
+    def on_joined(self, player: Player) -> None:
+        x, y = random.uniform(0.15, 0.85), random.uniform(0.15, 0.85)
+        self.dots[player.id] = [x, y, x, y]
+        self.names[player.id] = player.data["name"]
+        self.broadcast("names", json.dumps(self.names))
+
+    def on_left(self, player: Player, consented: bool) -> None:
+        self.dots.pop(player.id, None)
+        self.names.pop(player.id, None)
+        self.broadcast("names", json.dumps(self.names))
+
+    @on_message("steer")
+    def steer(self, player: Player, msg: Message) -> None:
+        if len(msg.payload) != _TARGET.size:
+            raise Deny("steer takes a target: two uint16")
+        x, y = _TARGET.unpack(msg.payload)
+        self.dots[player.id][2:] = [x / 65535, y / 65535]
+
+    @on_message("chat")
+    def chat(self, player: Player, msg: Message) -> None:
+        text = " ".join(msg.payload.decode(errors="replace").split())[:CHAT_LIMIT]
+        if text:
+            self.broadcast("chat", json.dumps({"id": player.id, "text": text}))
+
+    def on_tick(self, dt: float) -> None:
+        step = SPEED * dt
+        for dot in self.dots.values():
+            dx, dy = dot[2] - dot[0], dot[3] - dot[1]
+            far = (dx * dx + dy * dy) ** 0.5
+            if far <= step:
+                dot[0], dot[1] = dot[2], dot[3]
+            else:
+                dot[0] += dx / far * step
+                dot[1] += dy / far * step
+        state = {"tick": self.ticks,
+                 "players": {pid: [round(d[0], 3), round(d[1], 3)]
+                             for pid, d in self.dots.items()}}
+        self.broadcast("state", json.dumps(state, separators=(",", ":")))
+
+
 def setup(server: Server) -> None:
-    """Register the demo's page, hooks and room-list publisher on ``server``. The page is
-    served at ``/`` unless the server's ``static_dir`` (``--static DIR``) holds an
-    ``index.html`` (looked for now, once): then the folder's page is the one at ``/``."""
+    """Define the demo's ``table`` room type on ``server`` and serve its page at ``/``,
+    unless the server's ``static_dir`` (``--static DIR``) holds an ``index.html`` (looked
+    for now, once): then the folder's page is the one at ``/``."""
     static = server.config.static_dir
     if static is None or not os.path.isfile(os.path.join(static, "index.html")):
         page = resources.files("roomer").joinpath("static/demo.html").read_bytes()
         server.routes["/"] = ("text/html; charset=utf-8", page)
-    names: dict[str, str] = {}  # connection id -> display name
-    changed = asyncio.Event()  # the room list has changed since the last broadcast
-    publisher: list[asyncio.Task[None]] = []
-
-    def room_list() -> str:
-        counts = {room: len(server.members(room)) for room in server.rooms() if room != "root"}
-        for room in SUGGESTED_ROOMS:
-            counts.setdefault(room, 0)
-        busiest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:LISTED_ROOMS]
-        return json.dumps([{"room": room, "members": n} for room, n in busiest])
-
-    @server.on_connect
-    def arrive(conn: Connection) -> None:
-        query = parse_qs(urlsplit(conn.request.path.decode("latin-1")).query)
-        names[conn.id] = clean_name(query.get("name", [""])[0], conn.id)
-        conn.send("rooms", room_list())
-        if not publisher:  # the first connection: the loop is running now
-            publisher.append(asyncio.get_running_loop().create_task(
-                _publish(server, changed, room_list)))
-
-    @server.on_join
-    def enter(conn: Connection, room: str) -> None:
-        if room.startswith("staff-"):
-            raise Deny("staff rooms are closed in the demo")
-        # Runs before the join: the joiner learns the names of who is there, and they
-        # learn the joiner's, before anyone's join_ack or new_member.
-        present = {member: names.get(member, "?") for member in server.members(room)}
-        present[conn.id] = names[conn.id]
-        conn.send("names", json.dumps(present), room)
-        server.broadcast(room, "names", json.dumps({conn.id: names[conn.id]}))
-        changed.set()
-
-    @server.on_leave
-    def leave(conn: Connection, room: str) -> None:
-        changed.set()
-
-    @server.on_disconnect
-    def depart(conn: Connection) -> None:
-        names.pop(conn.id, None)
-
-
-async def _publish(server: Server, changed: asyncio.Event,
-                   room_list: Callable[[], str]) -> None:
-    while True:
-        await changed.wait()
-        await asyncio.sleep(PUBLISH_PERIOD)  # joins and leaves meanwhile share one update
-        changed.clear()
-        server.broadcast_all("rooms", room_list())
+    server.define("table", Table)

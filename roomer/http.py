@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -93,8 +92,9 @@ def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
 
 class HttpSide:
     """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2)`` makes the
-    listener of an upgrade that passed (``v2``: it negotiated roomer.v2). ``counters``:
-    the server's counters, where the HTTP_COUNTERS are kept. Loop thread only."""
+    listener of an upgrade that passed (``v2``: it negotiated roomer.v2; ``claims`` is
+    an awaitable when ``authorize`` is async). ``counters``: the server's counters, where
+    the HTTP_COUNTERS are kept. Loop thread only."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],
@@ -239,13 +239,9 @@ class HttpSide:
             except Exception:
                 log.exception("authorize raised")
                 return http_error(500, b"internal error\n")
-            if inspect.isawaitable(claims):
-                # Config refuses async functions; this catches a sync one returning a
-                # coroutine, which would otherwise let everyone in.
-                if inspect.iscoroutine(claims):
-                    claims.close()
-                log.error("authorize returned an awaitable: it must decide synchronously")
-                return http_error(500, b"internal error\n")
+            # An awaitable (an async authorize) is passed on as it is: picows answers
+            # the upgrade now, and the connection awaits it before anything else
+            # (Lifecycle.connected), its messages held.
         protocol = subprotocol(request)
         listener = self._accept(request, claims, protocol is not None and SUBPROTOCOLS[protocol])
         if protocol is None:

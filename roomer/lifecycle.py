@@ -9,9 +9,10 @@ is up and `Lifecycle.disconnected` once it is gone.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import Deny
 from .hooks import Hooks
@@ -33,13 +34,55 @@ class Lifecycle:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    def connected(self, conn: Connection) -> None:
-        """The WebSocket is up: on_connect decides, then the client is accepted."""
+    def connected(self, conn: Connection, authorizing: Awaitable[Any] | None = None
+                  ) -> None:
+        """The WebSocket is up: an async ``authorize`` decides first (``authorizing``),
+        then on_connect, then the client is accepted."""
         core = self._core
         core.metrics.counters["connections_total"] += 1
         if core.closing:
+            _close_awaitable(authorizing)
             conn.stop(1001, "server shutdown", flush=True, graceful=True)
             return
+        if authorizing is not None:
+            # What it sends meanwhile waits for the verdict, as during on_connect.
+            conn.inbound.defer()
+            core.spawn(self._authorize(conn, authorizing))
+            return
+        self._on_connect(conn)
+
+    async def _authorize(self, conn: Connection, authorizing: Awaitable[Any]) -> None:
+        """An async ``authorize``, within ``handshake_timeout``: its result is the
+        connection's claims; Deny closes with 1008, an error or the timeout with 1011."""
+        try:
+            claims = await asyncio.wait_for(authorizing,
+                                            self._core.config.handshake_timeout)
+        except asyncio.CancelledError:
+            conn.stop(1001, "server shutdown", flush=False, graceful=False)
+            raise
+        except Deny:
+            conn.stop(1008, "unauthorized", flush=True, graceful=True)
+            return
+        except TimeoutError:
+            log.warning("authorize did not decide within handshake_timeout")
+            conn.stop(1011, "authorization timed out", flush=True, graceful=True)
+            return
+        except Exception:
+            log.exception("authorize raised")
+            conn.stop(1011, "internal error", flush=True, graceful=True)
+            return
+        if conn.inbound.state != CONNECTING:
+            return  # gone meanwhile
+        if self._core.closing:
+            conn.stop(1001, "server shutdown", flush=True, graceful=True)
+            return
+        conn.claims = claims
+        self._on_connect(conn)
+        if conn.inbound.open:
+            self._core.router.drain(conn)
+
+    def _on_connect(self, conn: Connection) -> None:
+        core = self._core
         try:
             pending = Hooks.run(core.namespaces[""].hooks.connect, conn)
         except Exception as exc:
@@ -126,3 +169,9 @@ class Lifecycle:
         for name in list(conn._spaces or ()):
             namespaces[name].leave_namespace(conn)
         namespaces[""].leave_namespace(conn)
+
+
+def _close_awaitable(pending: Awaitable[Any] | None) -> None:
+    """An awaitable that will never be awaited: a coroutine is closed (no warning)."""
+    if pending is not None and inspect.iscoroutine(pending):
+        pending.close()

@@ -12,6 +12,10 @@ ERROR_CODES = (
     "malformed", "invalid_name", "join_denied", "leave_denied", "too_many_rooms",
     "reserved_event", "no_such_client", "handler_error", "forbidden", "not_member",
     "rate_limited", "no_handler", "no_such_namespace", "namespace_denied", "not_connected",
+    # game rooms (docs/protocol.md §10)
+    "room_full", "room_locked", "no_such_room", "no_such_room_type", "create_denied",
+    "room_exists", "room_limit", "room_unavailable", "invalid_options", "too_many_watches",
+    "room_busy",
 )
 
 # Codes counted by name: the ones above and those of roomer's own errors. A handler's
@@ -24,6 +28,8 @@ COUNTED_CODES = frozenset((*ERROR_CODES, "denied", "timeout"))
 GAUGES = (
     ("connections", "roomer_connections", "Connected clients."),
     ("rooms", "roomer_rooms", "Rooms that have members (root included)."),
+    ("game_rooms", "roomer_game_rooms", "Game rooms this node owns."),
+    ("game_watches", "roomer_game_watches", "Connections watching a room list."),
     ("http_open", "roomer_http_answers_open", "Plain-HTTP answers being written."),
     ("http_waiting", "roomer_http_answers_waiting",
      "Plain-HTTP answers waiting for their client to read (its transport buffer full)."),
@@ -54,6 +60,16 @@ COUNTERS = (
     ("ask_timeouts", "roomer_ask_timeouts_total", "Asks of the server that got no answer."),
     ("unknown_replies", "roomer_unknown_replies_total",
      "Replies to no waiting ask of the server (unknown id, or timed out), ignored."),
+    ("game_rooms_created", "roomer_game_rooms_created_total", "Game rooms created here."),
+    ("game_rooms_disposed", "roomer_game_rooms_disposed_total", "Game rooms ended here."),
+    ("game_messages", "roomer_game_messages_total",
+     "Players' messages handed to their game room's handlers here."),
+    ("game_ticks", "roomer_game_ticks_total", "Game room ticks run here."),
+    ("game_ticks_late", "roomer_game_ticks_late_total",
+     "Tick batches that overran their period (the ticks they missed are skipped)."),
+    ("game_ticks_skipped", "roomer_game_ticks_skipped_total",
+     "Game room ticks skipped: missed by a late batch, or a room still in its async "
+     "on_tick."),
     ("http_answers", "roomer_http_answers_total", "Plain-HTTP requests answered."),
     ("http_timeouts", "roomer_http_timeouts_total",
      "Plain-HTTP answers cut off at http_timeout (a client that did not read them)."),
@@ -98,6 +114,12 @@ class Metrics:
             "asks_out": 0,
             "ask_timeouts": 0,
             "unknown_replies": 0,
+            "game_rooms_created": 0,
+            "game_rooms_disposed": 0,
+            "game_messages": 0,
+            "game_ticks": 0,
+            "game_ticks_late": 0,
+            "game_ticks_skipped": 0,
             # plain HTTP (roomer.http): answers, and two gauges kept here with them
             "http_answers": 0,
             "http_open": 0,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from . import codec, frames
 from .connection import Connection, NamespaceConnection, Payload
 from .errors import AskTimeout
+from .games import GAME_EVENTS, GameRoom, RoomListing
 from .handlers import Handler, check_handler
 from .hooks import Hook, Hooks
 from .message import Message
@@ -76,6 +77,8 @@ class Namespace(Generic[C]):
 
         def register(fn: Handler[C]) -> Handler[C]:
             self._core.loop_only("on")
+            if event in GAME_EVENTS:
+                raise ValueError(f"event name {event!r} is reserved (game rooms)")
             check_handler(event, fn, self.handlers)
             self.handlers[event] = fn
             return fn
@@ -154,6 +157,74 @@ class Namespace(Generic[C]):
     def connection_count(self) -> int:
         """How many clients are connected to this namespace here. Any thread."""
         return len(self.registry.conns)
+
+    # game rooms (roomer/games; the game rooms guide) ------------------------------------
+
+    def define(self, name: str, room: type[GameRoom], **settings: Any) -> None:
+        """Define a game room type of this namespace: ``name`` starts the ids of its rooms
+        (``name:suffix``), ``room`` is the `roomer.GameRoom` subclass roomer makes
+        one instance of per room. Before start only.
+
+        Args:
+            name: The type's name: 1-32 characters of A-Z a-z 0-9 _ -.
+            room: The GameRoom subclass.
+            **settings: ``max_clients``, ``tick_rate``, ``auto_dispose`` (these override
+                the class attributes of the same name), ``filter_by`` (metadata keys
+                join-or-create matches against the joiner's options), ``sort_by`` (e.g.
+                ``{"clients": -1}``), ``max_rooms`` (rooms of this type one node may own),
+                ``allow_create`` (False: clients may not create rooms of this type).
+
+        Raises:
+            ValueError, TypeError: a bad name, class or setting, or a name defined here
+                already.
+            RuntimeError: the server is started.
+        """
+        self._core.games.define(self, name, room, settings)
+
+    async def create_room(self, type: str, options: dict[str, Any] | None = None,
+                          room_id: str | None = None) -> str:
+        """Create a game room of ``type`` owned by this node, with nobody in it (it waits
+        ``seat_reservation`` seconds for a first player). Loop thread only.
+
+        Args:
+            type: A type defined in this namespace.
+            options: What its ``on_create`` gets.
+            room_id: An id of your own (``type:suffix``), claimed across the cluster;
+                None for a random one.
+
+        Returns:
+            The room's id.
+
+        Raises:
+            ValueError: ``type`` is not defined here.
+            roomer.RoomerError: the room could not be created (``.code``: ``room_exists``,
+                ``room_limit``, ``create_denied``, ``invalid_name``...).
+        """
+        self._core.loop_only("create_room")
+        return await self._core.games.create_room(self, type, options, room_id)
+
+    def game_room(self, room_id: str) -> GameRoom | None:
+        """The game room object of ``room_id`` if this node owns it (and it is open), else
+        None. Loop thread only."""
+        self._core.loop_only("game_room")
+        return self._core.games.game_room(self.name, room_id)
+
+    def list_rooms(self, type: str | None = None, **metadata: Any) -> list[RoomListing]:
+        """The game rooms of this namespace in the whole cluster (of ``type``; whose
+        metadata hold every ``metadata`` key with that value), private and unlisted ones
+        included, from this node's copy of the room list. Any thread."""
+        return self._core.games.list_rooms(self.name, type, metadata)
+
+    async def reserve_seats(self, room_id: str, ids: list[str],
+                            seconds: float | None = None) -> bool:
+        """Reserve a seat for each client id in a game room of this namespace, wherever in
+        the cluster it lives (`roomer.GameRoom.reserve`). Loop thread only.
+
+        Returns:
+            False when the room is unknown or the seats do not all fit.
+        """
+        self._core.loop_only("reserve_seats")
+        return await self._core.games.reserve_seats(self, room_id, list(ids), seconds)
 
     # sending from anywhere --------------------------------------------------------------
 
@@ -331,6 +402,8 @@ class Namespace(Generic[C]):
         self._core.after(self.hooks.joined, self.view(conn), room, what="on_joined")
 
     def _left(self, conn: Connection, room: str) -> None:
+        if self._core.games.active:
+            self._core.games.member_left(self, conn, room)  # a game room's owner is told
         self._core.after(self.hooks.left, self.view(conn), room, what="on_left")
 
     def leave_namespace(self, conn: Connection) -> None:
@@ -344,6 +417,8 @@ class Namespace(Generic[C]):
             self._core.after(self.hooks.leave, view, room, what="on_leave")
             registry.remove_member(conn, room, ack=False)
         conn.asks.fail("the client left the namespace", self.name)
+        if self._core.games.active:
+            self._core.games.forget(self, conn)  # its room-list watches here end
         self._forget(conn)
         self._core.after(self.hooks.disconnect, view, what="on_disconnect")
 

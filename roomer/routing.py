@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec, frames
 from .connection import NamespaceConnection
 from .errors import ClientError, Deny, ProtocolError, RoomerError
+from .games import GAME_EVENTS
 from .handlers import RESERVED_EVENTS, registered
 from .hooks import Hook, Hooks
 from .inbound import Admission, Inbound
@@ -55,6 +56,7 @@ log = logging.getLogger("roomer")
 
 # v2 only: the events that connect to and leave a namespace (docs/protocol.md §6).
 NAMESPACE_EVENTS = frozenset({"connect", "disconnect"})
+JOIN_LEAVE = frozenset({"join", "leave"})
 
 # The router's beat: a loop that runs less often than every STALL seconds is stalled (a
 # blocking handler, a GC pause, a stopped process), and what clients sent meanwhile
@@ -459,6 +461,11 @@ class Router:
             self.error(conn, "invalid_name",
                        f"event names are 1-{config.max_event_name} bytes", room, "", name, ask)
             return None
+        games = self._core.games
+        if event in GAME_EVENTS or (games.active and (not dst or event in JOIN_LEAVE)
+                                    and games.room_type(name, room) is not None):
+            # Game rooms and their asks: roomer/games (docs/protocol.md §10).
+            return games.route(conn, ns, ask, room, event, payload)
         if event == "join":
             return self._client_join(conn, ns, room, ask)
         if event == "leave":

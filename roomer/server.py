@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import inspect
 import logging
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from ssl import SSLContext
 from typing import Any
 
@@ -30,6 +31,7 @@ from . import fanout
 from .config import Config, Routes
 from .connection import Connection, NamespaceConnection, Payload, sendable_close_code
 from .core import Core
+from .games import GameRoom, RoomListing
 from .handlers import Handler
 from .hooks import Hook, Hooks
 from .http import HttpSide
@@ -79,13 +81,20 @@ def _close_reason(reason: str) -> bytes:
 
 class WSConnection(Connection):
     """A `roomer.Connection` on a picows WebSocket: its picows listener, and what
-    it asks of its socket (close, pause and resume reading, ping)."""
+    it asks of its socket (close, pause and resume reading, ping). ``authorizing`` is
+    an async ``authorize``'s awaitable, awaited once the WebSocket is up."""
 
-    __slots__ = ()
+    __slots__ = ("_authorizing",)
+
+    def __init__(self, core: Core, request: Any, claims: Any, v2: bool,
+                 authorizing: Awaitable[Any] | None = None) -> None:
+        super().__init__(core, request, claims, v2)
+        self._authorizing = authorizing
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.attach(transport)
-        self._core.lifecycle.connected(self)
+        authorizing, self._authorizing = self._authorizing, None
+        self._core.lifecycle.connected(self, authorizing)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.last_in_buffer:
@@ -272,6 +281,29 @@ class Server:
         """How many clients are connected here. Any thread."""
         return self.default.connection_count
 
+    def define(self, name: str, room: type[GameRoom], **settings: Any) -> None:
+        """Define a game room type in the default namespace (`Namespace.define`).
+        Before start only."""
+        self.default.define(name, room, **settings)
+
+    async def create_room(self, type: str, options: dict[str, Any] | None = None,
+                          room_id: str | None = None) -> str:
+        """`Namespace.create_room` in the default namespace. Loop thread only."""
+        return await self.default.create_room(type, options, room_id)
+
+    def game_room(self, room_id: str) -> GameRoom | None:
+        """`Namespace.game_room` in the default namespace. Loop thread only."""
+        return self.default.game_room(room_id)
+
+    def list_rooms(self, type: str | None = None, **metadata: Any) -> list[RoomListing]:
+        """`Namespace.list_rooms` in the default namespace. Any thread."""
+        return self.default.list_rooms(type, **metadata)
+
+    async def reserve_seats(self, room_id: str, ids: list[str],
+                            seconds: float | None = None) -> bool:
+        """`Namespace.reserve_seats` in the default namespace. Loop thread only."""
+        return await self.default.reserve_seats(room_id, ids, seconds)
+
     @property
     def registry(self) -> Registry:
         """The default namespace's registry (its rooms and clients)."""
@@ -374,7 +406,8 @@ class Server:
         engine = self._core._engine
         namespaces = list(self._core.namespaces.values())
         gauges = {"connections": len(self.registry.conns),
-                  "rooms": sum(len(ns.registry.rooms) for ns in namespaces)}
+                  "rooms": sum(len(ns.registry.rooms) for ns in namespaces),
+                  **self._core.games.stats()}
         out = self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
         cluster = self.registry.cluster
         if cluster is not None:
@@ -510,6 +543,7 @@ class Server:
         await cluster.start(Nodes(registries))
         for registry in registries.values():
             registry.cluster = cluster
+        await self._core.games.attach(cluster)  # game rooms cross the cluster too
 
     async def _leave_cluster(self) -> None:
         cluster = self.registry.cluster
@@ -579,6 +613,9 @@ class Server:
         stopping = core.after(self._stopping_hooks, self, what="on_stopping")
         if stopping is not None:
             await asyncio.wait({stopping}, timeout=max(0.0, deadline - loop.time()))
+        # Game rooms owned here end (their members everywhere are told) while the node
+        # is still in the cluster.
+        await core.games.stop(deadline)
         cluster = self.registry.cluster
         if cluster is not None:
             # First: the other nodes drop this node's members at once (not after a timeout).
@@ -629,6 +666,8 @@ class Server:
     # connections ---------------------------------------------------------------------------
 
     def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
+        if inspect.isawaitable(claims):  # an async authorize: awaited once connected
+            return WSConnection(self._core, request, None, v2, claims)
         return WSConnection(self._core, request, claims, v2)
 
     def _overflowed(self, conn: Connection) -> None:

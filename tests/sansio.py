@@ -130,9 +130,12 @@ class Node:
     """One server's core on the running loop, with no listener (see the module
     docstring). Options are :class:`roomer.Config`'s."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, **options: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, setup: Any = None,
+                 **options: Any) -> None:
         self.config = Config(**options)
         self.core = core = Core(self.config)
+        if setup is not None:  # what an app does before start (define room types...)
+            setup(core.default)
         self.clock = Clock()
         core.router.clock = self.clock
         engine = fanout.Fanout(loop, outbox_limit=self.config.outbox_limit,

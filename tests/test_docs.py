@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,8 @@ def resolve(line: str, repo: Path) -> str:
         starts = [n for n, text in enumerate(source) if f"[start:{section}]" in text]
         ends = [n for n, text in enumerate(source) if f"[end:{section}]" in text]
         assert starts and ends, f"no section {section!r} in {name}"
-        source = source[starts[0] + 1:ends[0]]
+        # mkdocs.yml's dedent_subsections: a section inside a class reads as top level
+        source = textwrap.dedent("\n".join(source[starts[0] + 1:ends[0]])).splitlines()
     return "\n".join(text for text in source if not SECTION.search(text))
 
 

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from clusterkit import eventually
 
 import roomer
 
@@ -143,10 +144,11 @@ class ExampleServer:
         self.port = port
 
     @classmethod
-    async def start(cls, folder: Path, app: str, port: int = 0, **env: str) -> ExampleServer:
+    async def start(cls, folder: Path, app: str, port: int = 0, extra: tuple[str, ...] = (),
+                    **env: str) -> ExampleServer:
         child = await Child.start(
             ["-m", "roomer", "serve", app, "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"], folder, f"roomer serve {app}", **env)
+             "--log-level", "warning", *extra], folder, f"roomer serve {app}", **env)
         try:
             match = await child.expect(r"listening on ws://127\.0\.0\.1:(\d+)/ws", 20.0)
         except BaseException:
@@ -175,8 +177,9 @@ async def serve(examples: Path) -> AsyncIterator[Callable[..., Awaitable[Example
     """``await serve("chat:server")``; every server is stopped (cleanly) after the test."""
     started: list[ExampleServer] = []
 
-    async def start(app: str, folder: str = "", port: int = 0, **env: str) -> ExampleServer:
-        server = await ExampleServer.start(examples / folder, app, port, **env)
+    async def start(app: str, folder: str = "", port: int = 0, extra: tuple[str, ...] = (),
+                    **env: str) -> ExampleServer:
+        server = await ExampleServer.start(examples / folder, app, port, extra, **env)
         started.append(server)
         return server
 
@@ -388,6 +391,94 @@ async def test_lobby_player_sits_and_steers(serve: Any, programs: Any) -> None:
     assert xs[-1] > xs[0] and ys[-1] < ys[0], positions  # steering towards top right
 
 
+# the tables on game rooms ----------------------------------------------------------------
+
+
+async def test_tables_seat_players_list_refuse_and_tick(serve: Any) -> None:
+    server = await serve("tables:server")
+    async with contextlib.AsyncExitStack() as stack:
+        watcher = await stack.enter_async_context(connected(server.url, protocol="v2"))
+        listing = await watcher.watch_rooms("table")
+        assert listing.rooms == {}
+        players = [await stack.enter_async_context(connected(server.url, protocol="v2"))
+                   for _ in range(6)]
+        seats = [await player.join_or_create("table", {"name": f"p{n}"})
+                 for n, player in enumerate(players[:5])]
+        first = seats[0].name
+        assert [seat.name for seat in seats[:4]] == [first] * 4  # four seats, then anew
+        assert seats[4].name != first
+        await eventually(lambda: {k: (v["clients"], v["locked"])
+                                  for k, v in listing.rooms.items()} == {
+            first: (4, True), seats[4].name: (1, False)})
+        with pytest.raises(roomer.ClientError) as full:
+            await players[5].join(first, {"name": "late"})
+        assert full.value.code == "room_full"
+        with pytest.raises(roomer.ClientError) as taken:
+            await players[5].join(seats[4].name, {"name": "p4"})
+        assert taken.value.server_message == "someone at this table is called p4 already"
+
+        # 20 Hz: states with consecutive tick numbers; steering moves a player.
+        mover, observer = players[0].id(), Inbox(seats[1], "state")
+        seats[0].send("steer", json.dumps([1, 0]))
+        (payload, _) = await observer.next(
+            "state", lambda p, _: json.loads(p)["players"][mover][0] > 50)
+        state = json.loads(payload)
+        assert sorted(state["players"]) == sorted(p.id() for p in players[:4])
+        (later, _) = await observer.next("state")
+        assert json.loads(later)["tick"] == state["tick"] + 1
+        assert json.loads(later)["players"][mover][0] == min(100, state["players"][mover][0] + 1)
+        errors = Inbox(seats[0], "error")
+        seats[0].send("steer", "[5, 0]")
+        (error,) = await errors.next("error")
+        assert error["message"] == "steer takes [dx, dy], each -1, 0 or 1"
+
+        await seats[3].leave()  # the seat is free again, and the list says so
+        await eventually(lambda: listing.rooms[first]["clients"] == 3)
+        await players[5].join(first, {"name": "late"})
+
+
+async def test_table_player_sits_and_steers(serve: Any, programs: Any) -> None:
+    server = await serve("tables:server")
+    async with connected(server.url, protocol="v2") as someone:
+        table = await someone.join_or_create("table", {"name": "someone"})
+        player = await programs("table_player.py", server.url, "--name", "ada",
+                                "--ticks", "5")
+        await player.expect(r"^\d+ tables open$")
+        seated = await player.expect(r"^seated at (table:\w+) with 1 others$")
+        assert seated.group(1) == table.name
+        positions = []
+        for _ in range(5):
+            match = await player.expect(r"^tick \d+: at \((\d+), (\d+)\), 2 at the table$")
+            positions.append((int(match.group(1)), int(match.group(2))))
+        assert await player.wait() == 0
+    xs, ys = zip(*positions, strict=True)
+    assert xs[-1] > xs[0] and ys[-1] < ys[0], positions  # steering towards top right
+
+
+async def test_tables_on_two_nodes(serve: Any, redis_url: str, prefix: str) -> None:
+    """The chapter's two-node run: a table's tick reaches its players on both nodes,
+    each tick once, and its seats are counted once."""
+    cluster = ("--backplane", redis_url, "--backplane-prefix", prefix)
+    a = await serve("tables:setup", extra=(*cluster, "--node-id", "a"))
+    b = await serve("tables:setup", extra=(*cluster, "--node-id", "b"))
+    async with connected(a.url, protocol="v2") as ada, \
+            connected(b.url, protocol="v2") as bob:
+        listing = await bob.watch_rooms("table")
+        here = await ada.join_or_create("table", {"name": "ada"})
+        await eventually(lambda: here.name in listing.rooms)
+        there = bob.join_or_create("table", {"name": "bob"})
+        ticks = Inbox(there, "state")
+        await there
+        assert there.name == here.name  # node b seated bob at node a's table
+        seen = []
+        while len(seen) < 10:
+            (payload, _) = await ticks.next("state")
+            state = json.loads(payload)
+            if len(state["players"]) == 2:
+                seen.append(state["tick"])
+        assert seen == list(range(seen[0], seen[0] + 10))
+
+
 # tokens -----------------------------------------------------------------------------------
 
 SECRET = "examples-test-secret"
@@ -512,6 +603,7 @@ def test_every_example_is_run_here(examples: Path) -> None:
     files = sorted(p.relative_to(examples).as_posix() for p in examples.rglob("*")
                    if p.is_file() and p.suffix in (".py", ".html") and "__pycache__" not in p.parts)
     started = {"chat.py": "chat:server", "lobby.py": "lobby:server",
+               "tables.py": "tables:server",
                "auth_tokens.py": "auth_tokens:server", "page/app.py": "app:server",
                "page/static/index.html": "#click"}
     for name in files:

@@ -354,33 +354,6 @@ async def test_metrics_path_can_move_or_go(make_server: Any) -> None:
     assert status == 404
 
 
-def test_authorize_must_be_synchronous() -> None:
-    async def check(request: Any) -> str:
-        return "claims"
-
-    class Checker:
-        async def __call__(self, request: Any) -> str:
-            return "claims"
-
-    for fn in (check, Checker()):
-        with pytest.raises(TypeError, match="on_connect"):
-            roomer.Server(authorize=fn)
-
-
-async def test_an_authorize_returning_a_coroutine_lets_nobody_in(make_server: Any,
-                                                                  caplog: Any) -> None:
-    async def later() -> str:
-        return "claims"
-
-    server = await make_server(authorize=lambda request: later())
-    client = await RawSocket.open_raw(server.address[1])
-    head = await client.http_response()
-    assert head.startswith(b"HTTP/1.1 500")
-    assert server.connection_count == 0
-    assert "must decide synchronously" in caplog.text
-    client.close()
-
-
 def test_options_are_validated_once_and_alike() -> None:
     bad: list[tuple[dict[str, Any], type[Exception]]] = [
         ({"outbox_limit": 1e6}, TypeError),

@@ -8,6 +8,7 @@ same mistake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 from rawclient import TIMEOUT, url_of
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 EVENT, ASK, REPLY, ERROR_REPLY = range(4)
 
@@ -79,6 +81,10 @@ class Client2:
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):  # a server that died: nothing more
+            await self._read_all()
+
+    async def _read_all(self) -> None:
         async for data in self.ws:
             msg = decode(data)  # type: ignore[arg-type]
             waiter = self.answers.pop(msg.id, None) if msg.kind in (REPLY, ERROR_REPLY) else None
@@ -129,9 +135,11 @@ class Client2:
 
 
 async def connect2(server: Any, subprotocols: list[str] | None = None) -> Client2:
-    """A v2 client, connected, that read its root join_ack (its id)."""
+    """A v2 client, connected (to a Server or a ws:// URL), that read its root join_ack
+    (its id)."""
     ws = await asyncio.wait_for(
-        ws_connect(url_of(server), subprotocols=subprotocols or ["roomer.v2"],  # type: ignore[list-item]
+        ws_connect(server if isinstance(server, str) else url_of(server),
+                   subprotocols=subprotocols or ["roomer.v2"],  # type: ignore[list-item]
                    open_timeout=TIMEOUT), TIMEOUT)
     assert ws.subprotocol == "roomer.v2", ws.subprotocol
     client = Client2(ws)

@@ -87,7 +87,7 @@ from . import envelope as env
 from .names import Names
 from .transport import Transport, create
 
-__all__ = ["Cluster", "ClusterEvents"]
+__all__ = ["Cluster", "ClusterEvents", "NodeWatcher"]
 
 log = logging.getLogger("roomer.backplane")
 
@@ -118,6 +118,25 @@ class ClusterEvents(Protocol):
 
     def remote_left(self, room: str, member: str) -> None:
         """A member on another node left ``room`` (or its node died): ``member_left``."""
+
+
+class NodeWatcher(Protocol):
+    """What a layer above the cluster (game rooms) is told about nodes, on the loop's
+    thread (:meth:`Cluster.watch`)."""
+
+    def node_found(self, key: str) -> None:
+        """``key`` is heard for the first time (a new node, or one back after it was
+        declared dead)."""
+
+    def node_lost(self, key: str) -> None:
+        """``key`` is dead (silent past node_timeout) or said goodbye."""
+
+    def reconnected(self) -> None:
+        """The broker is back after an outage (publishes meanwhile were dropped)."""
+
+    def restarted(self) -> None:
+        """This node starts over under a new key (``Cluster.key``): the others dropped
+        what its old key held."""
 
 
 class _Pending:
@@ -207,6 +226,7 @@ class Cluster:
         self.direct_in = 0
         self.nodes_lost = 0
         self._events: ClusterEvents | None = None
+        self._watchers: list[NodeWatcher] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rooms: dict[str, _Room] = {}
         self._clients: dict[str, None] = {}
@@ -285,6 +305,28 @@ class Cluster:
             for st in rooms:
                 self._set_ready(st)
             await self.transport.close()
+
+    # -- node events for the layers above (game rooms) ---------------------------------------
+
+    def watch(self, watcher: NodeWatcher) -> None:
+        """Tell ``watcher`` when nodes are found and lost, when the broker is back, and
+        when this node starts over under a new key."""
+        self._watchers.append(watcher)
+
+    def alive(self, key: str) -> bool:
+        """Whether ``key`` is this node or a node heard within node_timeout."""
+        return key == self.key or key in self._nodes
+
+    def node_keys(self) -> list[str]:
+        """The keys of the other nodes heard within node_timeout."""
+        return list(self._nodes)
+
+    def _tell(self, what: str, *args: str) -> None:
+        for watcher in self._watchers:
+            try:
+                getattr(watcher, what)(*args)
+            except Exception:
+                log.exception("backplane %s: %s watcher raised", self.transport.url, what)
 
     # -- local membership -------------------------------------------------------------------
 
@@ -729,6 +771,7 @@ class Cluster:
         log.info("backplane %s: node %s is here", self.transport.url, origin)
         # New to us, or back after we declared it dead: learn its members of our rooms.
         self._request(list(self._rooms.values()), [origin], origin)
+        self._tell("node_found", origin)
         return True
 
     def _node_gone(self, key: str, why: str, *, gone: bool = False) -> None:
@@ -757,6 +800,7 @@ class Cluster:
                     events.remote_left(st.name, member)
             if st.syncing and not st.pending:
                 self._set_ready(st)
+        self._tell("node_lost", key)
 
     async def _tick(self) -> None:
         assert self._loop is not None
@@ -826,6 +870,7 @@ class Cluster:
             self._announce(self.names.room(room), ())
         self._uncertain.clear()
         self._request(list(self._rooms.values()), list(self._nodes), None)
+        self._tell("reconnected")
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -847,6 +892,7 @@ class Cluster:
         self.transport.unsubscribe(self._node_channel)
         self._set_identity()
         self.transport.subscribe(self._node_channel, self._on_node)
+        self._tell("restarted")
 
     def _live(self) -> bool:
         if not self._started:

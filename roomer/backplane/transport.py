@@ -244,6 +244,20 @@ class Transport:
             "buffered": self._pending_bytes + self._inflight_bytes,
         }
 
+    # -- atomic claims (one owner of a name in the cluster: game room ids) ---------------
+
+    async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
+        """Set ``key`` to ``value`` if it is absent, or, with ``replace``, if it holds
+        ``replace``: atomically on the broker, so of two nodes claiming a key at once one
+        wins. None when it was set; else what it holds now (``""`` when it vanished
+        between the attempt and the read: the caller may try again). ConnectionError when
+        the broker cannot answer."""
+        raise NotImplementedError
+
+    async def release(self, key: str, value: str) -> None:
+        """Delete ``key`` if it holds ``value`` (atomically: never another's claim)."""
+        raise NotImplementedError
+
     # -- what subclasses implement --------------------------------------------------------
 
     async def _open(self) -> set[str]:

@@ -18,10 +18,11 @@ _HUBS: dict[str, MemoryHub] = {}
 class MemoryHub:
     """Subscriptions of one ``memory://name``: channel -> the transports subscribed."""
 
-    __slots__ = ("subscribers",)
+    __slots__ = ("claims", "subscribers")
 
     def __init__(self) -> None:
         self.subscribers: dict[str, dict[MemoryTransport, None]] = {}
+        self.claims: dict[str, str] = {}  # the broker's keys: Transport.claim
 
     def count(self, channel: str) -> int:
         """How many transports subscribe to ``channel`` (Redis' PUBSUB NUMSUB)."""
@@ -90,6 +91,19 @@ class MemoryTransport(Transport):
             if fut is not None and not fut.done():
                 fut.set_result(count > 0)
         self._batch_done(top, len(batch))
+
+    async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
+        if not self.connected:
+            raise ConnectionError("memory backplane: not connected")
+        held = self.hub.claims.get(key)
+        if held is None if replace is None else held == replace:
+            self.hub.claims[key] = value
+            return None
+        return held if held is not None else ""
+
+    async def release(self, key: str, value: str) -> None:
+        if self.hub.claims.get(key) == value:
+            del self.hub.claims[key]
 
     def _subscribed(self, channel: str) -> bool:
         return self in self.hub.subscribers.get(channel, ())

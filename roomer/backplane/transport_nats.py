@@ -36,6 +36,10 @@ else:
 
 __all__ = ["NatsTransport"]
 
+# The JetStream key-value bucket of claims (Transport.claim), shared by every prefix (keys
+# carry the prefix).
+_CLAIMS_BUCKET = "roomer_claims"
+
 log = logging.getLogger("roomer.backplane")
 
 # Messages one subscription may hold before its handler runs.
@@ -53,6 +57,7 @@ class NatsTransport(Transport):
         self._requests: set[asyncio.Task[None]] = set()
         self._oversize_logged = False
         self._slow_logged = False
+        self._kv: Any = None  # the claims bucket, on the current connection
 
     def state(self) -> dict[str, Any]:
         out = super().state()
@@ -163,6 +168,62 @@ class NatsTransport(Transport):
         finally:
             if not fut.done():
                 fut.set_result(result)
+
+    async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+        try:
+            kv = await self._claims()
+            if replace is None:
+                try:
+                    await kv.create(key, value.encode())
+                    return None
+                except KeyWrongLastSequenceError:
+                    pass
+            else:
+                try:
+                    entry = await kv.get(key)
+                except KeyNotFoundError:
+                    return ""
+                if entry.value is not None and entry.value.decode() == replace:
+                    try:
+                        await kv.update(key, value.encode(), last=entry.revision)
+                        return None
+                    except KeyWrongLastSequenceError:
+                        pass
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                return ""
+            return entry.value.decode() if entry.value is not None else ""
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            raise ConnectionError(f"backplane {self.url}: claim failed: {exc}") from exc
+
+    async def release(self, key: str, value: str) -> None:
+        from nats.js.errors import KeyNotFoundError
+        try:
+            kv = await self._claims()
+            entry = await kv.get(key)
+            if entry.value is not None and entry.value.decode() == value:
+                await kv.delete(key, last=entry.revision)
+        except KeyNotFoundError:
+            pass
+        except Exception as exc:
+            log.warning("backplane %s: releasing %s failed: %s", self.url, key, exc)
+
+    async def _claims(self) -> Any:
+        nc = self._nc
+        if nc is None or not self.connected:
+            raise ConnectionError(f"backplane {self.url}: not connected")
+        if self._kv is None or self._kv[0] is not nc:
+            js = nc.jetstream(timeout=self.timeout)
+            try:
+                kv = await js.key_value(_CLAIMS_BUCKET)
+            except Exception:
+                kv = await js.create_key_value(bucket=_CLAIMS_BUCKET, history=1)
+            self._kv = (nc, kv)
+        return self._kv[1]
 
     async def _shutdown(self) -> None:
         nc, self._nc = self._nc, None

@@ -40,6 +40,12 @@ log = logging.getLogger("roomer.backplane")
 # Channels per SUBSCRIBE command when subscribing again after a reconnect.
 _SUBSCRIBE_CHUNK = 512
 
+# Compare-and-set and compare-and-delete of one key, atomic in Redis (a script runs alone).
+_SWAP = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+         "redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end")
+_RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('DEL', KEYS[1]) else return 0 end")
+
 
 class RedisTransport(Transport):
     def __init__(self, url: str, **options: Any) -> None:
@@ -58,6 +64,7 @@ class RedisTransport(Transport):
         )
         self._pub: Any = None
         self._sub: Any = None
+        self._kv: Any = None  # claims: a client of its own, never in the publish pipeline
         self._reader_task: asyncio.Task[None] | None = None
         self._active: set[str] = set()
         self._awaiting: dict[str, int] = {}
@@ -162,6 +169,32 @@ class RedisTransport(Transport):
         if remove:
             await self._sub.send_command("UNSUBSCRIBE", *remove, check_health=False)
 
+    async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
+        kv = self._claims_client()
+        try:
+            if replace is None:
+                done = await kv.set(key, value, nx=True)
+            else:
+                done = await kv.eval(_SWAP, 1, key, replace, value)
+            if done:
+                return None
+            held = await kv.get(key)
+        except Exception as exc:
+            raise ConnectionError(f"backplane {self.url}: claim failed: {exc}") from exc
+        return held.decode() if held is not None else ""
+
+    async def release(self, key: str, value: str) -> None:
+        try:
+            await self._claims_client().eval(_RELEASE, 1, key, value)
+        except Exception as exc:
+            log.warning("backplane %s: releasing %s failed: %s", self.url, key, exc)
+
+    def _claims_client(self) -> Any:
+        if self._kv is None:
+            from redis.asyncio import Redis
+            self._kv = Redis(connection_pool=self._pool)
+        return self._kv
+
     async def _shutdown(self) -> None:
         task, self._reader_task = self._reader_task, None
         if task is not None and task is not asyncio.current_task():
@@ -172,3 +205,6 @@ class RedisTransport(Transport):
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
         self._pub = self._sub = None
+        if self._kv is not None:  # the claims client's pooled connections
+            with contextlib.suppress(Exception):
+                await self._pool.disconnect()

@@ -22,6 +22,15 @@
  * lobby.onAsk("ping", (payload, senderId) => "pong");  // the server asks, this answers
  * ```
  *
+ * Game rooms (v2, docs/protocol.md §10): find a seat in one round trip, watch the list.
+ *
+ * ```js
+ * const table = await root.joinOrCreate("table", { mode: "duel" });  // a Room
+ * table.on("room.closed", ({ code, message }) => console.log(code, message));
+ * const list = await root.watchRooms("table", { filter: { mode: "duel" } });
+ * list.on("change", () => render(list.rooms()));
+ * ```
+ *
  * The same file is the npm package `roomer` (`import roomer from "roomer"`), which runs in
  * Node.js too: 22 and later have a WebSocket of their own; before 22 pass one with the
  * `WebSocket` option (`roomer("ws://host:8080/ws", { WebSocket })` with
@@ -85,10 +94,54 @@ export interface Dropped {
   reason: "queue_full" | "closed";
 }
 
+/** A game room as a room list shows it (`RoomWatch.rooms()`). */
+export interface RoomEntry {
+  /** The room's id (`type:suffix`): join it with `join(id, options)`. */
+  id: string;
+  type: string;
+  /** Seats joined and being joined. */
+  clients: number;
+  /** Seats (`null`: no limit). */
+  max_clients: number | null;
+  /** Whether it takes no new player (locked by the room, or full). */
+  locked: boolean;
+  /** What the room set with `set_metadata`. */
+  metadata: Record<string, unknown>;
+}
+
+/** Why a game room ended under its members: the `room.closed` event's argument. */
+export interface RoomClosed {
+  /** `closed` (the room closed itself), `owner_lost` (its server died or lost the
+   * cluster), `shutdown` (its server is shutting down). */
+  code: string;
+  message: string;
+}
+
+/** A live list of the game rooms of one type (`room.watchRooms(type)`); it is kept up to
+ * date at most a few times a second, and again after a reconnection. */
+export interface RoomWatch {
+  readonly type: string;
+  /** The rooms listed now (private and unlisted rooms never are). */
+  rooms(): RoomEntry[];
+  /** One listed room by id. */
+  room(id: string): RoomEntry | undefined;
+  /** After each update (the list holds it already): rooms added or changed, ids
+   * removed. */
+  on(event: "change", fn: (update: { changed: RoomEntry[]; removed: string[] }) => void,
+  ): RoomWatch;
+  off(event: "change", fn?: (...args: any[]) => void): RoomWatch;
+  /** Stop watching. */
+  close(): void;
+}
+
 /** A refusal by the server (`code` is its error code: `join_denied`,
  * `too_many_rooms`, `invalid_name`, `rate_limited`, and in v2 the codes of error replies:
  * `no_handler`, `no_such_namespace`, `namespace_denied`, `not_connected`, or whatever
- * code a handler's `roomer.RoomerError` carries), or one of this client's: `closed` (the
+ * code a handler's `roomer.RoomerError` carries; for game rooms `room_full`,
+ * `room_locked`, `no_such_room`, `no_such_room_type`, `create_denied`, `room_exists`,
+ * `room_limit`, `room_unavailable`, `invalid_options`, `too_many_watches`, `room_busy`,
+ * and a room closed under its members rejects with `closed`, `owner_lost` or
+ * `shutdown`), or one of this client's: `closed` (the
  * room or the connection closed for good first), and for asks `timeout` (no answer in
  * time), `disconnected` (the connection was lost before the answer), `queue_full`;
  * `unsupported_protocol` (v2 was asked for and the server accepted another).
@@ -246,11 +299,28 @@ export interface Room {
 
   /** Join a room (in this room's namespace); returns its Room at once. Joins made before
    * the connection is up are sent once it is. The same Room is returned while it is not
-   * closed. In v2 a join is an ask, whose reply carries the member list. */
-  join(name: string): Room;
+   * closed. In v2 a join is an ask, whose reply carries the member list. `options` (sent
+   * as JSON) go to a game room's `on_join`, and again with a join after a
+   * reconnection. */
+  join(name: string, options?: Payload): Room;
   /** Join a room and wait for the server: resolves with the open Room, rejects with a
-   * RoomerError (`join_denied`, `too_many_rooms`, `invalid_name`...). */
-  joined(name: string): Promise<Room>;
+   * RoomerError (`join_denied`, `too_many_rooms`, `invalid_name`; a game room's
+   * `room_full`, `room_locked`, `no_such_room`...). */
+  joined(name: string, options?: Payload): Promise<Room>;
+  /** v2: create a game room of `type` (or with the id `type:suffix`) and join it:
+   * resolves with its Room, whose `name` is the room's id; rejects with a RoomerError
+   * (`create_denied` with the `on_create` hook's text, `room_exists`, `room_limit`...).
+   * Waits for the connection. A Room's handlers registered as the promise resolves are
+   * there for the room's first messages. */
+  create(type: string, options?: Payload): Promise<Room>;
+  /** v2: join a game room of `type` that the server picks by `options` (the type's
+   * `filter_by` and `sort_by`), or create one: as `create()`. */
+  joinOrCreate(type: string, options?: Payload): Promise<Room>;
+  /** v2: watch the list of game rooms of `type`, those whose metadata hold every key of
+   * `options.filter` with its value: resolves once the first list came (RoomerError
+   * `no_such_room_type`, `too_many_watches`). A second watch of a type replaces the
+   * first. */
+  watchRooms(type: string, options?: { filter?: Record<string, unknown> }): Promise<RoomWatch>;
 
   /** v2: connect to namespace `name` (its `connect` ask): resolves with its root room,
    * rejects with a RoomerError (`no_such_namespace`; `namespace_denied`, whose
@@ -303,13 +373,17 @@ export interface Room {
    * only. While disconnected it waits in a queue (see `sendQueueLimit`); what cannot be
    * sent fires `dropped`. Reserved names (`join`, `leave`, `join_ack`, `leave_ack`,
    * `new_member`, `member_left`, `error`, `open`, `close`, `reconnecting`,
-   * `reconnected`, `dropped`; in v2 also `connect`, `disconnect`) throw a TypeError, and
-   * so does a payload that is none of Payload's kinds (a Map would arrive as `{}`). */
+   * `reconnected`, `dropped`, the game rooms' `room.create`, `room.join_or_create`,
+   * `rooms.watch`, `rooms.unwatch`, `room.closed`, `rooms.changes`; in v2 also
+   * `connect`, `disconnect`) throw a TypeError, and so does a payload that is none of
+   * Payload's kinds (a Map would arrive as `{}`). */
   send(event: string, payload?: Payload, dst?: string): Room;
   /** `send(event, value as JSON text, dst)`; what JSON would lose without a word (a
    * function, a Map, a Set, nested or not) throws a TypeError. */
   sendJSON(event: string, value: unknown, dst?: string): Room;
 
+  /** A game room ended under its members (then `close` fires): why (v2, game rooms). */
+  on(event: "room.closed", fn: (info: RoomClosed) => void): Room;
   /** One of the room's own events (RoomEvents: `open`, `close`, `new_member`,
    * `member_left`, `error`, `reconnecting`, `reconnected`, `dropped`). */
   on<E extends keyof RoomEvents>(event: E, fn: RoomEvents[E]): Room;

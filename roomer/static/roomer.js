@@ -14,7 +14,9 @@
  * joined), automatic reconnection with rejoin, a bounded send queue, error events and
  * JSON helpers. With ``roomer(url, {protocol: "v2"})`` it speaks protocol v2
  * (docs/protocol.md): namespaces (``root.namespace(name)``) and asks both ways
- * (``room.ask(event, payload)``, ``room.onAsk(event, fn)``).
+ * (``room.ask(event, payload)``, ``room.onAsk(event, fn)``), and game rooms (§10):
+ * ``root.joinOrCreate(type, options)``, ``root.create(...)``, ``root.joined(id, options)``
+ * and live room lists (``root.watchRooms(type)``).
  */
 
 // ---- wire codec --------------------------------------------------------------------------
@@ -147,6 +149,9 @@ const SERVER_EVENTS = new Set([
   "close",
 ]);
 const NAMESPACE_EVENTS = new Set(["connect", "disconnect"]);
+/** Game rooms' asks and the events the server sends about them (docs/protocol.md §10). */
+const GAME_EVENTS = new Set(["room.create", "room.join_or_create", "rooms.watch",
+  "rooms.unwatch", "room.closed", "rooms.changes"]);
 /** Events this client emits on its own: not sent, and a peer's message so named is ignored. */
 const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped"]);
 
@@ -311,17 +316,17 @@ function readOptions(options = {}) {
 // is the namespace's root room, whose state is the namespace's: joining while its connect
 // is unanswered, open once connected.
 
-function newRecord(link, name, space) {
+function newRecord(link, name, space, options = EMPTY) {
   const rec = {
     link, name, space, state: "joining", everOpen: false, members: [], handlers: new Map(),
-    askHandlers: new Map(), waiters: [], room: null,
+    askHandlers: new Map(), waiters: [], room: null, options,
   };
   rec.room = new Room(rec);
   return rec;
 }
 
 function newSpace(link, name) {
-  const space = { name, rooms: new Map(), root: null };
+  const space = { name, rooms: new Map(), root: null, watches: new Map() };
   space.root = newRecord(link, ROOT, space);
   space.rooms.set(ROOT, space.root);
   return space;
@@ -391,16 +396,37 @@ class Room {
   get namespaceName() { return secret.get(this).space.name; }
 
   /** Join a room on this connection, in this room's namespace; returns its Room at once
-   * (queued until connected). */
-  join(name) {
+   * (queued until connected). ``options`` (JSON) go to a game room's on_join. */
+  join(name, options) {
     const rec = secret.get(this);
-    return rec.link.join(name, rec.space);
+    return rec.link.join(name, rec.space, options);
   }
 
   /** Join a room and wait: resolves with the Room on join_ack (v2: the join ask's reply),
    * rejects with a RoomerError whose ``code`` is the server's (join_denied,
-   * too_many_rooms...). */
-  joined(name) { return this.join(name).ready(); }
+   * too_many_rooms, and for game rooms room_full, room_locked, no_such_room...). */
+  joined(name, options) { return this.join(name, options).ready(); }
+
+  /** v2: create a game room of ``type`` (or with the id ``type:suffix``) and join it:
+   * a promise of its Room, named by its id (RoomerError: create_denied, room_exists...). */
+  create(type, options) {
+    const rec = secret.get(this);
+    return rec.link.findRoom(rec.space, "room.create", type, options);
+  }
+
+  /** v2: join a game room of ``type`` the server picks by ``options``, or create one: a
+   * promise of its Room, named by its id. */
+  joinOrCreate(type, options) {
+    const rec = secret.get(this);
+    return rec.link.findRoom(rec.space, "room.join_or_create", type, options);
+  }
+
+  /** v2: watch the list of game rooms of ``type`` (``options.filter``: metadata keys and
+   * values the rooms must hold): a promise of a RoomWatch once the first list came. */
+  watchRooms(type, options = {}) {
+    const rec = secret.get(this);
+    return rec.link.watchRooms(rec.space, type, options);
+  }
 
   /** v2: connect to namespace ``name``: a promise of its root room (join, send, ask
    * there), rejected with a RoomerError whose ``code`` is the server's
@@ -716,6 +742,24 @@ class Link {
       case "error":
         this.serverError(space, msg);
         break;
+      case "rooms.changes": {
+        const watch = space.watches.get(msg.room);
+        if (watch) watch.apply(JSON.parse(text(msg.payload)));
+        break;
+      }
+      case "room.closed": {
+        // A game room ended under its members: its handlers hear why, then it closes.
+        if (!rec || rec.state === "closed") return;
+        let info;
+        try {
+          info = JSON.parse(text(msg.payload));
+        } catch {
+          info = { code: "closed", message: "" };
+        }
+        emit(rec, "room.closed", info);
+        this.finish(rec, new RoomerError(info.code, info.message, "join", rec.name), true);
+        break;
+      }
       default:
         if (!rec || rec.state === "closed" || LOCAL_EVENTS.has(msg.event)) return;
         emit(rec, msg.event, msg.payload, msg.src);
@@ -761,6 +805,8 @@ class Link {
           this.sendJoin(rec);
         }
       }
+      // Room lists watched: the list again (what changed while away fires "change").
+      for (const watch of space.watches.values()) watch.start().catch(report);
     }
     this.tokens = this.options.flushRate;
     this.tokensAt = Date.now();
@@ -937,7 +983,7 @@ class Link {
     if (ws) ws.close(1000);
   }
 
-  join(name, space = this.space) {
+  join(name, space = this.space, options = undefined) {
     checkName("room", name);
     const existing = space.rooms.get(name);
     if (existing) return existing.room;
@@ -945,7 +991,8 @@ class Link {
     if (this.spaces.get(space.name) !== space) {
       throw new Error(`roomer: not connected to the namespace "${space.name}"`);
     }
-    const rec = newRecord(this, name, space);
+    const rec = newRecord(this, name, space, options === undefined ? EMPTY
+      : toBytes(options).slice());
     space.rooms.set(name, rec);
     if (this.state === "open") this.sendJoin(rec);
     // Otherwise it is joined with the others as soon as the connection is up.
@@ -954,7 +1001,7 @@ class Link {
 
   sendJoin(rec) {
     if (!this.v2) {
-      this.write("", rec.name, "join", EMPTY, "");
+      this.write("", rec.name, "join", rec.options, "");
       this.pendingJoins.push(rec);
       return;
     }
@@ -1032,7 +1079,7 @@ class Link {
 
   send(rec, event, payload, dst) {
     checkName("event", event);
-    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) ||
+    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || GAME_EVENTS.has(event) ||
         (this.v2 && NAMESPACE_EVENTS.has(event))) {
       throw new TypeError(`roomer: "${event}" is a reserved event name`);
     }
@@ -1163,16 +1210,64 @@ class Link {
   }
 
   /** An ask of this client's own (join, leave, connect, disconnect): sent at once on the
-   * open socket, answered by the server in order, or told LOST with the socket. */
+   * open socket, answered by the server in order, or told LOST with the socket. A join
+   * carries its options (a game room's). */
   internalAsk(namespace, room, event, apply) {
+    const rec = event === "join" ? this.spaces.get(namespace)?.rooms.get(room) : undefined;
     this.sendAsk({ internal: true, settle: apply, timer: null }, namespace, room, event,
-      EMPTY);
+      rec ? rec.options : EMPTY);
+  }
+
+  // ---- protocol v2: game rooms (docs/protocol.md §10) ----------------------------------
+
+  /** A create or join-or-create, once connected: its Room, put under its id when the
+   * answer comes (before any later message of the room is dispatched). */
+  async findRoom(space, event, type, options) {
+    this.needV2("game rooms");
+    checkName("room type", type);
+    const body = toBytes(options ?? {}).slice();
+    await space.root.room.ready();
+    const answer = await new Promise((resolve, reject) => {
+      if (!(this.state === "open" && this.sendable())) {
+        reject(new RoomerError("disconnected", "the connection was lost", event, type));
+        return;
+      }
+      this.sendAsk({
+        internal: false, timer: null, settle: (payload, err) => (err ? reject(err)
+          : resolve(payload)),
+      }, space.name, type, event, body);
+    });
+    const info = JSON.parse(text(answer));
+    let rec = space.rooms.get(info.room);
+    if (!rec) {
+      // Joined again after a reconnection with the same options, as a join by id.
+      rec = newRecord(this, info.room, space, body);
+      space.rooms.set(info.room, rec);
+    }
+    this.opened(rec, info.members);
+    return rec.room;
+  }
+
+  async watchRooms(space, type, options) {
+    this.needV2("room lists");
+    checkName("room type", type);
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("roomer: watchRooms options must be an object");
+    }
+    const old = space.watches.get(type);
+    const watch = new RoomWatch(this, space, type, options.filter ?? {});
+    space.watches.set(type, watch);
+    if (old) old.closed = true;
+    await space.root.room.ready();
+    await watch.start();
+    return watch;
   }
 
   ask(rec, event, payload, options) {
     this.needV2("asks");
     checkName("event", event);
-    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || NAMESPACE_EVENTS.has(event)) {
+    if (SERVER_EVENTS.has(event) || LOCAL_EVENTS.has(event) || NAMESPACE_EVENTS.has(event) ||
+        GAME_EVENTS.has(event)) {
       throw new TypeError(`roomer: "${event}" is a reserved event name`);
     }
     if (typeof options !== "object" || options === null) {
@@ -1301,6 +1396,88 @@ class Link {
       }
       answer(REPLY, body);
     }, failed);
+  }
+}
+
+/** A live list of the game rooms of one type (``room.watchRooms(type)``). */
+class RoomWatch {
+  constructor(link, space, type, filter) {
+    this.link = link;
+    this.space = space;
+    this.type = type;
+    this.filter = filter;
+    this.list = new Map();
+    this.handlers = [];
+    this.closed = false;
+  }
+
+  /** Ask for the list (again after a reconnection): it replaces what was known. */
+  start() {
+    return new Promise((resolve, reject) => {
+      const body = toBytes(this.filter);
+      this.link.sendAsk({
+        internal: false, timer: null, settle: (payload, err) => {
+          if (err) {
+            if (this.space.watches.get(this.type) === this) this.space.watches.delete(this.type);
+            reject(err);
+            return;
+          }
+          const fresh = new Map(JSON.parse(text(payload)).rooms.map((r) => [r.id, r]));
+          const removed = [...this.list.keys()].filter((id) => !fresh.has(id));
+          this.list = fresh;
+          this.tell([...fresh.values()], removed);
+          resolve(this);
+        },
+      }, this.space.name, this.type, "rooms.watch", body);
+    });
+  }
+
+  apply(info) {
+    if (this.closed) return;
+    for (const entry of info.changed ?? []) this.list.set(entry.id, entry);
+    for (const id of info.removed ?? []) this.list.delete(id);
+    this.tell(info.changed ?? [], info.removed ?? []);
+  }
+
+  tell(changed, removed) {
+    for (const fn of [...this.handlers]) {
+      try {
+        fn({ changed, removed });
+      } catch (err) {
+        report(err);
+      }
+    }
+  }
+
+  /** The rooms listed now: ``{id, type, clients, max_clients, locked, metadata}``. */
+  rooms() { return [...this.list.values()]; }
+
+  /** One listed room by id, or undefined. */
+  room(id) { return this.list.get(id); }
+
+  /** ``fn({changed, removed})`` after each update (the list holds it already). */
+  on(event, fn) {
+    if (event !== "change") throw new TypeError('roomer: a RoomWatch fires "change" only');
+    if (typeof fn !== "function") throw new TypeError("roomer: a handler must be a function");
+    this.handlers.push(fn);
+    return this;
+  }
+
+  off(event, fn) {
+    this.handlers = fn === undefined ? [] : this.handlers.filter((h) => h !== fn);
+    return this;
+  }
+
+  /** Stop watching. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.space.watches.get(this.type) === this) {
+      this.space.watches.delete(this.type);
+      if (this.link.state === "open" && this.link.sendable()) {
+        this.link.internalAsk(this.space.name, this.type, "rooms.unwatch", () => {});
+      }
+    }
   }
 }
 

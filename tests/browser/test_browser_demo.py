@@ -1,6 +1,10 @@
-"""The demo lobby (``roomer serve`` with no app) as people use it: three players, one
-on a phone-sized screen; names, live room counts, chat, and pointer dots on the shared
-field. Screenshots are saved (to ``ROOMER_SCREENSHOTS`` if set, else the test's tmp)."""
+"""The demo (``roomer serve`` with no app), a small game on game rooms, as people play it:
+six pages on two nodes sharing a Redis backplane, one on a phone-sized screen. Quick play
+seats them at 4-seat tables wherever they are connected, the live table list shows the
+seats, the tables' 20 Hz state moves the dots where their players steer, chat crosses
+nodes, a name taken at a table is refused, and a node that stops ends its tables for the
+players on the other node. Screenshots are saved (to ``ROOMER_SCREENSHOTS`` if set, else
+the test's tmp)."""
 
 from __future__ import annotations
 
@@ -11,108 +15,113 @@ from typing import Any
 import pytest
 from browserkit import Pages, until
 
-# The server is a roomer serve process (uvloop): one loop here is enough.
+# The servers are roomer serve processes (uvloop): one loop here is enough.
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 PHONE = {"width": 390, "height": 844, "mobile": True}
 
 
-def count_of(room: str) -> str:
-    return (f"document.querySelector(\"#rooms button[data-room='{room}'] .count\")"
-            "?.textContent")
-
-
 async def enter_lobby(page: Any, name: str) -> None:
     await page.fill("#name", name)
     await page.click("#name-form button")
-    await page.wait_for_selector("#rooms button[data-room='lobby']")
+    await page.wait_for_selector("#lobby:not([hidden])")
     await until(page, "document.getElementById('status').textContent === 'online'")
+    await until(page, "window.roomerDemo.watch !== null")
 
 
-async def join(page: Any, room: str) -> None:
-    await page.click(f"#rooms button[data-room='{room}']")
+async def quick_play(page: Any) -> str:
+    await page.click("#quick-play")
     await page.wait_for_selector("#room:not([hidden])")
+    return await page.evaluate("roomerDemo.table.name")  # type: ignore[no-any-return]
 
 
-async def members(page: Any) -> list[str]:
+async def seated(page: Any) -> list[str]:
     return await page.evaluate(  # type: ignore[no-any-return]
         "[...document.querySelectorAll('#members li')].map((li) => li.textContent)")
 
 
-async def point(page: Any, x: float, y: float) -> None:
-    """Move the pointer to (x, y), fractions of the shared field."""
+def listed(table: str, clients: int) -> str:
+    return (f"document.querySelector(\"#tables button[data-room='{table}']\")"
+            f"?.dataset.clients === '{clients}'")
+
+
+async def steer(page: Any, x: float, y: float) -> None:
+    """Point at (x, y), fractions of the field: where the page's dot should go."""
     box = await page.locator("#field").bounding_box()
     await page.mouse.move(box["x"] + box["width"] * x - 20, box["y"] + box["height"] * y)
     await page.mouse.move(box["x"] + box["width"] * x, box["y"] + box["height"] * y, steps=4)
 
 
-def near(page_id: str, x: float, y: float) -> str:
-    return (f"(() => {{ const d = roomerDemo.dots.get({page_id!r}); return !!d && "
-            f"Math.abs(d.x - {x}) < 0.02 && Math.abs(d.y - {y}) < 0.02; }})()")
+def at(player_id: str, x: float, y: float) -> str:
+    """The table's state has put ``player_id``'s dot at (x, y)."""
+    return (f"(() => {{ const p = roomerDemo.positions.get({player_id!r}); return !!p && "
+            f"Math.abs(p.x - {x}) < 0.02 && Math.abs(p.y - {y}) < 0.02; }})()")
 
 
-async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
-    server = serve()  # no app: the demo
-    alice = await pages.open(server.http + "/", width=1100, height=800)
-    bob = await pages.open(server.http + "/", **PHONE)
-    carol = await pages.open(server.http + "/")
-    for page, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+async def test_the_demo_game_on_two_nodes(pages: Pages, serve: Any, redis_url: str,
+                                          prefix: str, tmp_path: Path) -> None:
+    cluster = ("--backplane", redis_url, "--backplane-prefix", prefix)
+    node_a = serve(*cluster, "--node-id", "a")  # no app: the demo
+    node_b = serve(*cluster, "--node-id", "b")
+    alice = await pages.open(node_a.http + "/", width=1100, height=800)
+    bob = await pages.open(node_b.http + "/", **PHONE)
+    carol = await pages.open(node_a.http + "/")
+    dave = await pages.open(node_b.http + "/")
+    erin = await pages.open(node_a.http + "/")
+    frank = await pages.open(node_b.http + "/")
+    for page, name in ((alice, "alice"), (bob, "bob"), (carol, "carol"), (dave, "dave"),
+                       (erin, "erin"), (frank, "erin")):
         await enter_lobby(page, name)
-    assert await carol.evaluate(count_of("lobby")) == "0 here"
+    assert await carol.is_visible("#no-tables")
 
-    # Carol stays in the lobby view: its room list follows the joins live.
-    await join(alice, "lobby")
-    await until(carol, f"{count_of('lobby')} === '1 here'")
-    await join(bob, "lobby")
-    await until(carol, f"{count_of('lobby')} === '2 here'")
-    # Names, not ids, in both member lists; each marks itself.
-    await until(alice, "document.querySelectorAll('#members li').length === 2")
-    await until(bob, "document.querySelectorAll('#members li').length === 2")
-    assert await members(alice) == ["alice(you)", "bob"]
-    assert await members(bob) == ["alice", "bob(you)"]
+    # Quick play: alice opens a table on node a; bob, on node b, is seated at it.
+    table = await quick_play(alice)
+    await until(carol, listed(table, 1))  # the list follows, on both nodes
+    await until(dave, listed(table, 1))
+    assert await quick_play(bob) == table
+    for page in (alice, bob):
+        await until(page, "document.querySelectorAll('#members li').length === 2")
+    assert await seated(alice) == ["alice(you)", "bob"]
+    assert await seated(bob) == ["alice", "bob(you)"]
+    await until(dave, listed(table, 2))
+    assert await dave.evaluate(
+        f"document.querySelector(\"#tables button[data-room='{table}'] .seats\")"
+        ".textContent") == "●●○○"
 
-    # A room the server's join hook refuses.
-    await carol.fill("#room-name", "staff-room")
-    await carol.click("#new-room button")
-    await until(carol, "document.getElementById('lobby-error').textContent.includes('refused')")
-    assert await carol.is_visible("#lobby")
+    # Server-authoritative positions: each steers, the other page sees the dot arrive.
+    ids = {name: await page.evaluate("roomerDemo.table.id()")
+           for name, page in (("alice", alice), ("bob", bob))}
+    await steer(alice, 0.2, 0.3)
+    await steer(bob, 0.75, 0.65)
+    await until(bob, at(ids["alice"], 0.2, 0.3))
+    await until(alice, at(ids["bob"], 0.75, 0.65))
+    ticks = await bob.evaluate("roomerDemo.tick")
+    await until(bob, f"roomerDemo.tick >= {ticks + 10}")  # the tick runs on
 
-    # Chat, both ways.
+    # Chat crosses nodes, through the table.
     await alice.fill("#say", "hi bob, ready?")
     await alice.click("#chat-form button")
-    await until(bob, "document.getElementById('log').textContent.includes('alice: hi bob, ready?')")
-    await bob.fill("#say", "ready when you are")
+    await until(bob, "document.getElementById('log').textContent.includes('alice: hi bob')")
+    await bob.fill("#say", "ready")
     await bob.click("#chat-form button")
-    await until(alice, "document.getElementById('log').textContent.includes("
-                       "'bob: ready when you are')")
+    await until(alice, "document.getElementById('log').textContent.includes('bob: ready')")
 
-    # Dots: each pointer reaches the other page.
-    ids = {name: await page.evaluate("roomerDemo.room.id()")
-           for name, page in (("alice", alice), ("bob", bob))}
-    await point(alice, 0.3, 0.45)
-    await point(bob, 0.7, 0.6)
-    await until(bob, near(ids["alice"], 0.3, 0.45))
-    await until(alice, near(ids["bob"], 0.7, 0.6))
+    # Two more fill the table; the fifth quick play opens a new one.
+    assert await quick_play(carol) == table
+    assert await quick_play(dave) == table
+    await until(erin, listed(table, 4))
+    assert "full" in await erin.evaluate(
+        f"document.querySelector(\"#tables button[data-room='{table}']\").textContent")
+    second = await quick_play(erin)
+    assert second != table
+    await until(frank, listed(second, 1))
+    # A name taken at a table is refused there, with the table's reason.
+    await frank.click(f"#tables button[data-room='{second}']")
+    await until(frank, "document.getElementById('lobby-error').textContent.includes("
+                       "'someone at this table is called erin already')")
+    assert await frank.is_visible("#lobby")
 
-    # A burst of pointer moves is sent at most every 50 ms, and its last position
-    # always arrives: 200 moves in one task give at most one send at once (none if the
-    # last send was under 50 ms ago) and one trailing send.
-    await alice.evaluate("""() => {
-        window.moves = 0;
-        roomerDemo.room.on('move', () => { window.moves += 1; });
-    }""")
-    await bob.evaluate("""() => {
-        const field = document.getElementById('field'), box = field.getBoundingClientRect();
-        for (let i = 0; i <= 200; i++) {
-            field.dispatchEvent(new PointerEvent('pointermove', {bubbles: true,
-                clientX: box.left + box.width * (0.2 + 0.6 * i / 200),
-                clientY: box.top + box.height * 0.35}));
-        }
-    }""")
-    await until(alice, near(ids["bob"], 0.8, 0.35))
-    assert await alice.evaluate("window.moves") in (1, 2)
-
-    # The phone-sized page fits its screen: nothing runs off to the side.
+    # The phone-sized page fits its screen.
     layout = await bob.evaluate("""() => {
         const width = document.documentElement.clientWidth;
         const right = (id) => document.getElementById(id).getBoundingClientRect().right;
@@ -121,21 +130,6 @@ async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
     }""")
     assert layout["scroll"] <= layout["width"], layout
     assert all(0 < r <= layout["width"] for r in layout["parts"]), layout
-
-    await join(carol, "lobby")
-    await until(alice, "document.querySelectorAll('#members li').length === 3")
-    await point(carol, 0.55, 0.25)
-    await until(alice, near(await carol.evaluate("roomerDemo.room.id()"), 0.55, 0.25))
-    await carol.fill("#say", "room for one more?")
-    await carol.click("#chat-form button")
-    await until(alice, "document.getElementById('log').textContent.includes('room for one')")
-    await point(bob, 0.72, 0.62)
-    await until(alice, near(ids["bob"], 0.72, 0.62))
-    await point(alice, 0.3, 0.45)
-
-    # The room list stays live beside the room.
-    await until(alice, "document.querySelector(\"#side-rooms button[data-room='lobby'] "
-                       ".count\").textContent === '3 here'")
 
     folder = Path(os.environ.get("ROOMER_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,15 +141,15 @@ async def test_demo_lobby(pages: Pages, serve: Any, tmp_path: Path) -> None:
     for name in ("demo-lobby.png", "demo-phone.png"):
         assert (folder / name).stat().st_size > 10_000
 
-    # Switching rooms from the side list leaves the last one; leaving goes back to the
-    # lobby. The others' lists and the counts follow.
-    await bob.click("#side-rooms button[data-room='arena']")
-    await until(bob, "document.getElementById('room-title').textContent === 'arena'")
-    await until(alice, "document.querySelectorAll('#members li').length === 2")
-    await until(alice, "document.getElementById('log').textContent.includes('bob left')")
-    await until(alice, "document.querySelector(\"#side-rooms button[data-room='arena'] "
-                       ".count\").textContent === '1 here'")
-    assert await members(bob) == ["bob(you)"]
-    await bob.click("#leave")
-    await bob.wait_for_selector("#lobby:not([hidden])")
-    await until(bob, f"{count_of('lobby')} === '2 here' && {count_of('arena')} === '0 here'")
+    # Leaving frees the seat for everyone's list.
+    await dave.click("#leave")
+    await dave.wait_for_selector("#lobby:not([hidden])")
+    await until(frank, listed(table, 3))
+    await until(alice, "document.querySelectorAll('#members li').length === 3")
+
+    # Node a stops: its tables end for the players on node b, back to the list.
+    node_a.stop()
+    await until(bob, "!document.getElementById('lobby').hidden")
+    assert "the table closed" in await bob.evaluate(
+        "document.getElementById('lobby-error').textContent")
+    await until(frank, "document.querySelectorAll('#tables li').length === 0")

@@ -11,6 +11,9 @@ import roomer, {
   type Payload,
   type ReconnectOptions,
   type Room,
+  type RoomClosed,
+  type RoomEntry,
+  type RoomWatch,
   type RoomerOptions,
   type ServerError,
   RoomerError,
@@ -137,4 +140,26 @@ export async function v2(): Promise<void> {
   const space: string = chat.namespaceName;
   await chat.disconnect();
   void [reply, counts, space];
+}
+
+export async function gameRooms(): Promise<void> {
+  const root = roomer("wss://example.test/ws", { protocol: "v2", WebSocket });
+  const table: Room = await root.joinOrCreate("table", { mode: "duel" });
+  const made: Room = await root.create("table:friends-42");
+  const byId: Room = await root.joined(table.name, { name: "ada" });
+  root.join(table.name, { name: "ada" });
+  table.on("room.closed", (info: RoomClosed) => {
+    const why: string[] = [info.code, info.message];
+    void why;
+  });
+  const list: RoomWatch = await root.watchRooms("table", { filter: { mode: "duel" } });
+  list.on("change", ({ changed, removed }) => {
+    const entries: RoomEntry[] = changed;
+    const gone: string[] = removed;
+    void [entries, gone];
+  });
+  const first: RoomEntry | undefined = list.room(table.name);
+  const seats: (number | null)[] = list.rooms().map((r) => r.max_clients);
+  list.close();
+  void [made, byId, first, seats, list.type];
 }
