@@ -135,8 +135,9 @@ async def test_namespaces_connect_isolate_and_refuse(pages: Pages, serve: Any) -
 
 
 async def test_asks_both_ways(pages: Pages, serve: Any) -> None:
-    # 1,000 asks at once on purpose: no rate limits.
-    server = serve(*v2_args("--rate-limit", "none", "--byte-limit", "none"))
+    # 1,000 asks at once on purpose, both ways: no rate limits, and room for the server's.
+    server = serve(*v2_args("--rate-limit", "none", "--byte-limit", "none",
+                            "--max-pending-asks", "1000"))
     page = await harness(pages, server)
     await joined(page, "match", options=V2)
     # the page asks the server
