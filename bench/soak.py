@@ -571,8 +571,10 @@ async def _run(args: argparse.Namespace, children: list[Proc]) -> dict[str, Any]
     # Every client is gone: the server's connections and fds go back to where they were.
     deadline = monotonic() + 30
     while True:
-        metrics = await _metrics(port)
+        # Read before asking /metrics: the server holds that request's socket until it
+        # sees the client's close, which is not an fd of the soak's clients.
         rss_end, fds_end = _proc_status(server.proc.pid)
+        metrics = await _metrics(port)
         if (fds_end <= fds0 and metrics.get("roomer_connections", 1) == 0) or \
                 monotonic() > deadline:
             break
