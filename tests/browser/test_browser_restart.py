@@ -78,6 +78,8 @@ async def test_a_queue_flushed_after_a_restart_stays_within_the_rate_limit(
     await until(a, "seen('root', 'reconnecting').length >= 1")
     await a.evaluate("for (let i = 0; i < 256; i++) room.send('seq', String(i))")
     server.start()
+    await until(a, "seen('root', 'reconnected').length === 1")
+    # 256 at 100/s: under 3 s once connected again.
     await until(b, "seen('match', 'seq').length === 256")
     assert await b.evaluate("seen('match', 'seq').map((e) => e.args[0].text)") == [
         str(i) for i in range(256)]
