@@ -164,7 +164,8 @@ def test_a_signal_while_workers_start_stops_them_all(monkeypatch: pytest.MonkeyP
     def popen(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         if len(started) == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # run_workers' handler runs here
-        child = real_popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        # A worker that runs until it is signalled.
+        child = real_popen([sys.executable, "-c", "import signal; signal.pause()"])
         started.append(child)
         return child
 

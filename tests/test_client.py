@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from waiting import suspend
 
 import roomer
 
@@ -145,7 +146,7 @@ async def test_async_handler_on_the_client(make_server: Any) -> None:
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def on_pong(payload: bytes, sender: str) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         got.set_result(payload)
 
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import suspend
 
 from roomer import _codec_py
 
@@ -68,7 +69,7 @@ def make_peers(impl: Any, engine: Any, n: int) -> tuple[dict[str, Any], list[Fak
 
 async def end_turn() -> None:
     """Let the loop run the flush scheduled with call_soon during this turn."""
-    await asyncio.sleep(0)
+    await suspend()
 
 
 # --------------------------------------------------------------------------- basics
@@ -605,7 +606,7 @@ async def test_sync_broadcast_loop_like_the_server(fanout_impl: Any) -> None:
             or not transports[2].writes
             or len(transports[2].data) < sum(map(len, frames))
         ):
-            await asyncio.sleep(0.001)
+            await suspend()  # a slow transport: writable for one turn at a time
             slow.resume_writing()
             slow.pause_writing()
 
@@ -885,7 +886,7 @@ def run_scenario(
                 over = engine.over_limit(members)
                 results.append(None if over is None else names[id(over)])
             elif op == "turn":
-                loop.run_until_complete(asyncio.sleep(0))
+                loop.run_until_complete(suspend())
             elif op == "flush":
                 peers[args[0]].flush()
             elif op == "break" and args[0] in transports:
@@ -893,7 +894,7 @@ def run_scenario(
             results.append({n: (p.pending, p.dropped, p.closing, p.overflowed, p.over_since > 0)
                             for n, p in peers.items()})
             results.append(getattr(engine, "turn_bytes", None))
-        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(suspend())
         return {
             "writes": {n: tr.writes for n, tr in transports.items()},
             "stats": engine.stats,

@@ -18,6 +18,7 @@ from typing import Any
 
 import picows
 import pytest
+from waiting import eventually, suspend
 
 from roomer import _codec_py
 
@@ -66,8 +67,7 @@ async def _setup(impl: Any, n: int, **engine_options: Any) -> tuple[Any, list[An
     for _ in range(n):
         _, client = await picows.ws_connect(Receiver, f"ws://127.0.0.1:{port}/")
         clients.append(client)
-    while len(peers) < n:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(peers) == n, what=f"{n} peers accepted")
     return engine, peers, clients, server
 
 
@@ -86,7 +86,7 @@ async def test_real_transports_get_every_frame_in_order(fanout_impl: Any) -> Non
             assert engine.broadcast(members, _codec_py.encode_frame(
                 "room", "ev", "", f"src{i:06d}", b"p" * (i % 300))) == 20
             if i % 50 == 49:
-                await asyncio.sleep(0)  # a few turns: corked writes in between
+                await suspend()  # a few turns: corked writes in between
         await asyncio.wait_for(asyncio.gather(*(c.arrived.wait() for c in clients)), 10)
         for client in clients:
             assert client.payloads == bodies
@@ -118,7 +118,7 @@ async def test_a_receiver_that_stops_reading_is_bounded_and_counted(fanout_impl:
         for i in range(3000):
             engine.broadcast(members, frame)
             if i % 20 == 0:
-                await asyncio.sleep(0)
+                await suspend()  # the healthy one's writes go out in between
         await asyncio.wait_for(healthy.arrived.wait(), 20)
         assert len(healthy.payloads) == 3000
         stuck_peer = next(p for p in peers if p.dropped)
@@ -160,10 +160,8 @@ async def test_compiled_peer_gives_back_a_grown_read_buffer(shape: str) -> None:
         else:
             for _ in range(4):
                 client.transport.send(picows.WSMsgType.BINARY, b"y" * 100_000)
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if engine.stats["read_buffer_trims"] and peer.read_buffer_capacity == base:
-                break
+        await eventually(lambda: engine.stats["read_buffer_trims"]
+                         and peer.read_buffer_capacity == base, what="the read buffer trimmed")
         assert engine.stats["read_buffer_trims"] >= 1
         assert peer.read_buffer_capacity == base
         # the connection still reads: the next message arrives whole

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from rawsocket import RawSocket, joined
+from waiting import eventually, suspend
 
 import roomer
 
@@ -70,7 +71,7 @@ async def test_every_kind_of_message_is_paced(make_server: Any, kind: str) -> No
 
     @server.on("slowpoke")
     async def slowpoke(conn: roomer.Connection, msg: roomer.Message) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         conn.send("poked-you", msg.payload, msg.room)
 
     port = server.address[1]
@@ -180,13 +181,15 @@ async def test_a_client_that_never_reads_its_replies_is_cut_off_not_grown(
     conn.transport.underlying_transport.get_extra_info("socket").setsockopt(
         socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     seen: list[int] = []
-    for _ in range(40):
+
+    async def push_until_cut() -> bool:
+        if server.connection_count == 0:
+            return True
         await stuck.send_bodies([b"\x00\x01"] * 200)  # 200 malformed errors, never read
         seen.append(conn.pending)
-        await asyncio.sleep(0.02)
-        if server.connection_count == 0:
-            break
-    assert server.connection_count == 0
+        return False
+
+    await eventually(push_until_cut, what="the client that never reads cut off")
     assert max(seen) <= 2 * limit
     assert server.counters["dropped_slow_disconnects"] == 1
     stuck.close()

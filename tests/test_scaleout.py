@@ -184,8 +184,7 @@ async def test_a_failed_listen_leaves_no_cluster_behind() -> None:
             await server.start("127.0.0.1", port)
     assert server.registry.cluster is None
     assert hub(name).subscribers == {}
-    await asyncio.sleep(0.05)
-    assert asyncio.all_tasks() == before
+    await eventually(lambda: asyncio.all_tasks() == before, what="start's tasks all ended")
     await server.start("127.0.0.1", 0)  # and it can be started again
     try:
         assert hub(name).subscribers

@@ -24,6 +24,7 @@ import pytest
 from rawclient import Msg, RawClient, connect, encode
 from serverproc import ServerProcess, _spawn
 from services import Broker, free_port
+from waiting import eventually, pace_until, scaled
 
 pytestmark = pytest.mark.server_process  # every server here is a child process
 
@@ -57,13 +58,9 @@ def node_options(url: str, prefix: str, node_id: str, **extra: Any) -> dict[str,
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll ``check`` until it is true; the seconds it took (AssertionError after timeout)."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
+    """Poll ``check`` until it is true; the seconds it took (AssertionError after timeout,
+    in seconds before scaling)."""
+    return await eventually(check, timeout, what)
 
 
 async def formed(servers: list[ServerProcess], timeout: float = FORM_TIMEOUT) -> None:
@@ -433,7 +430,7 @@ async def test_broker_restart_traffic_resumes_lists_heal_memory_stays_bounded(
     for client in (a1, a2):
         assert (await client.expect("member_left", "lobby")).text == a3.id
 
-    await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - down_at)))
+    await pace_until(down_at + scaled(1.5))  # the broker stays down this long: the outage
     private_broker.start()
     restarted_at = time.monotonic()
     for server in (node_a, node_b):

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 from rawclient import Msg, connect, connect_ws, decode, encode, eventually, pair_in, url_of
+from waiting import TIMEOUT, stall, suspend
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import roomer
@@ -53,7 +54,7 @@ async def test_async_handler_broadcasts(make_server) -> None:
 
     @server.on("announce")
     async def announce(conn, msg) -> None:
-        await asyncio.sleep(0.02)
+        await suspend()
         server.broadcast(msg.room, "announced", msg.payload)
 
     a, b = await pair_in(server, "r")
@@ -97,7 +98,7 @@ async def test_async_handler_keeps_message_order(make_server) -> None:
 
     @server.on("slow")
     async def slow(conn, msg) -> None:
-        await asyncio.sleep(0.05)
+        await stall(0.05)  # the fast messages behind it wait, in order
         conn.send("done", msg.payload)
 
     server.on("fast")(lambda conn, msg: conn.send("done", msg.payload))
@@ -118,7 +119,7 @@ async def test_handler_error_deny_message(make_server) -> None:
 
     @server.on("async_deny")
     async def async_deny(conn, msg) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         raise roomer.Deny("still not your turn")
 
     server.on("echo")(lambda conn, msg: conn.send("echo", msg.payload))
@@ -228,7 +229,7 @@ async def test_on_connect_deny_closes_1008(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_connect
         async def hook(conn) -> None:
-            await asyncio.sleep(0.01)
+            await suspend()
             seen.append(conn.id)
             raise roomer.Deny("banned")
     else:
@@ -272,7 +273,7 @@ async def test_on_connect_and_on_disconnect(make_server) -> None:
 
     @server.on_connect
     async def hello(conn) -> None:
-        await asyncio.sleep(0.02)  # the root join_ack waits for the hook
+        await stall(0.02)  # the root join_ack waits for the hook
         events.append(("connect", conn.id))
 
     @server.on_disconnect
@@ -298,7 +299,10 @@ async def test_messages_sent_during_async_on_connect_are_kept(make_server) -> No
 
     ws = await connect_ws(server)
     await ws.send(encode("r", "join"))
-    await asyncio.sleep(0.05)
+    # The anchor: the server answered a ping sent after the join, so it read the join
+    # while the hook was still running.
+    await asyncio.wait_for(await ws.ping(), TIMEOUT)
+    assert not gate.is_set()
     gate.set()
     first = decode(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[arg-type]
     assert (first.room, first.event) == ("root", "join_ack")
@@ -315,7 +319,7 @@ async def test_on_join_deny(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_join
         async def hook(conn, room) -> None:
-            await asyncio.sleep(0.01)
+            await suspend()
             calls.append((conn.id, room))
             if room.startswith("vip"):
                 raise roomer.Deny("members only")
@@ -362,7 +366,7 @@ async def test_on_leave_deny(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_leave
         async def hook(conn, room) -> None:
-            await asyncio.sleep(0)
+            await suspend()
             calls.append(room)
             if room == "jail":
                 raise roomer.Deny("you stay")
@@ -452,7 +456,7 @@ async def test_broadcast_from_a_timer_with_exclude(make_server) -> None:
     assert await c.recv() == ("r", "tick", "", "", b"1")
 
     async def later() -> int:
-        await asyncio.sleep(0.01)
+        await suspend()
         return await server.broadcast("r", "tock", "2", exclude=server.connection(a.id))
 
     assert await asyncio.wait_for(asyncio.create_task(later()), 5) == 2
@@ -484,7 +488,7 @@ async def test_send_to_do_and_broadcast_all(make_server) -> None:
     await c.leave("root")  # broadcast_all reaches every connection, in root or not
 
     async def later() -> None:
-        await asyncio.sleep(0.01)
+        await suspend()
         assert server.send_to(b.id, "private", b"p", room="dm")
         assert not server.send_to("no-such-id", "private")
 
@@ -638,7 +642,7 @@ async def test_shutdown_closes_clients_still_in_on_connect(make_server) -> None:
     @server.on_connect
     async def hook(conn) -> None:
         entered.set()
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never returns: the shutdown must not wait for it
 
     ws = await connect_ws(server)
     await asyncio.wait_for(entered.wait(), 5)
