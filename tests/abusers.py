@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import socket
@@ -112,11 +111,11 @@ class WS:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), scaled(10))
             await loop.sock_sendall(sock, upgrade_request(port))
             buf = b""
             while b"\r\n\r\n" not in buf:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), scaled(10))
                 if not data:
                     raise Closed("closed during the upgrade")
                 buf += data
@@ -326,13 +325,20 @@ class Flood:
         self.sent += sent
         if reader is not None:
             # Stopped by the test: the replies still on their way are read up to the
-            # anchor's reply, or the server's close.
-            if not ws.eof and not partial:
-                with contextlib.suppress(OSError, TimeoutError):
+            # anchor's reply, or the server's close. A rate limit may drop the anchor:
+            # it is sent again each half second (its bucket refills meanwhile).
+            anchored = loop.create_task(tally.anchored.wait())
+            deadline = monotonic() + DRAIN
+            while not partial and not reader.done() and not anchored.done() \
+                    and monotonic() < deadline:
+                try:
                     await asyncio.wait_for(ws.send(frame(message(ANCHOR_ROOM, "join"))),
                                            TIMEOUT)
-            anchored = loop.create_task(tally.anchored.wait())
-            await asyncio.wait({reader, anchored}, timeout=DRAIN,
+                except (OSError, TimeoutError):
+                    break
+                await asyncio.wait({reader, anchored}, timeout=scaled(0.5),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, anchored}, timeout=max(0.0, deadline - monotonic()),
                                return_when=asyncio.FIRST_COMPLETED)
             anchored.cancel()
             reader.cancel()

@@ -77,7 +77,7 @@ class RawSocket:
         """The HTTP response head (status line and headers); the rest stays buffered."""
         loop = asyncio.get_running_loop()
         while b"\r\n\r\n" not in self.buf:
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 5)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), scaled(5))
             if not data:
                 raise ConnectionError(f"closed before a full response: {bytes(self.buf)!r}")
             self.buf += data
@@ -118,7 +118,7 @@ class RawSocket:
             frame = self._parse()
             if frame is not None:
                 return frame
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), 10)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), scaled(10))
             if not data:
                 raise ConnectionError("closed")
             self.buf += data

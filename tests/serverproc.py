@@ -155,7 +155,7 @@ class ServerProcess(_Process):
             return float("inf")
         elapsed = time.monotonic() - t0
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.ws.close(), 1.0)
+            await asyncio.wait_for(client.ws.close(), scaled(1.0))
         return elapsed
 
     # the end ----------------------------------------------------------------------------

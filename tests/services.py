@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from waiting import eventually_blocking
+from waiting import eventually_blocking, scaled
 
 __all__ = [
     "Broker", "all_threads_stopped", "find_binary", "free_port", "nats_url", "need", "prefix",
@@ -110,7 +110,7 @@ class Broker:
         """Kill the broker (every client connection drops at once)."""
         if self.proc is not None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=scaled(10))
             self.proc = None
 
 

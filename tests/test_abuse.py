@@ -311,6 +311,8 @@ async def _books(checks: Checks, server: ServerProcess, sc: Scenario,
     server's books are: every crowd member is still connected, or was cut off and
     counted (roomer_slow_disconnects_total), as is every abuser connection the server
     ended (as slow, or roomer_abuse_closes_total)."""
+    if not sc.crowd:
+        return await server.metrics(timeout=METRICS_WITHIN)
     ended = report.get("closed_by_server", 0)
     seen: dict[str, float] = {}
 
@@ -327,12 +329,11 @@ async def _books(checks: Checks, server: ServerProcess, sc: Scenario,
         ok = True
     except AssertionError:
         ok = False
-    if sc.crowd:
-        checks("every disconnect counted", ok,
-               f"{seen.get('roomer_connections', 0) - 2:.0f} of {sc.crowd} crowd members "
-               f"connected; {seen.get('roomer_slow_disconnects_total', 0):.0f} cut off as "
-               f"slow, {seen.get('roomer_abuse_closes_total', 0):.0f} closed for abuse; "
-               f"{ended} abuser connection(s) ended by the server")
+    checks("every disconnect counted", ok,
+           f"{seen.get('roomer_connections', 0) - 2:.0f} of {sc.crowd} crowd members "
+           f"connected; {seen.get('roomer_slow_disconnects_total', 0):.0f} cut off as "
+           f"slow, {seen.get('roomer_abuse_closes_total', 0):.0f} closed for abuse; "
+           f"{ended} abuser connection(s) ended by the server")
     return seen
 
 

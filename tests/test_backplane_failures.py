@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from clusterkit import Proxy, Recorder, eventually, nodes
 from services import Broker, all_threads_stopped
-from waiting import TIMEOUT, pace
+from waiting import TIMEOUT, pace, scaled
 
 import roomer
 from roomer.backplane import Cluster, create
@@ -49,13 +49,13 @@ async def test_sigkilled_node_leaves_within_ten_seconds(
         try:
             assert proc.stdout is not None
             line = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 20)
+                asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), scaled(20))
             assert line == b"ready\n"
             await eventually(lambda: sorted(a.remote_members("r")) == ["k1", "k2"])
             assert ra.joined == [("r", "k1"), ("r", "k2")]
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            proc.wait(timeout=scaled(10))
         took = await eventually(lambda: {("r", "k1"), ("r", "k2")} <= set(ra.left),
                                 timeout=12, what="the killed node's members left")
         print(f"{kind}: SIGKILLed node's members reported left after {took:.2f} s")
@@ -247,7 +247,7 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
         await eventually(lambda: all_threads_stopped(broker.proc.pid), what="broker stopped")
         a.publish_room("r", b"x")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(a.close(), 0.3)
+            await asyncio.wait_for(a.close(), scaled(0.3))
         transport: Any = a.transport
         assert not transport.connected
         assert transport._writer_task is None and transport._reconnect_task is None

@@ -14,6 +14,7 @@ import uuid
 import pytest
 from clusterkit import eventually
 from services import Broker, all_threads_stopped
+from waiting import scaled
 
 from roomer.backplane import MissingExtra, create
 from roomer.backplane.transport import Transport, backoff_delay, redact
@@ -185,7 +186,7 @@ async def test_outage_drops_counts_logs_once_and_recovers(
 async def test_unreachable_broker_at_connect(url: str) -> None:
     transport = create(url, timeout=1.0)
     with pytest.raises(ConnectionError, match="cannot reach the broker"):
-        await asyncio.wait_for(transport.connect(lambda up: None), 5)
+        await asyncio.wait_for(transport.connect(lambda up: None), scaled(5))
 
 
 def test_create_and_redact() -> None:
@@ -271,7 +272,7 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
                          what="broker stopped")
         waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
         await eventually(lambda: a._inflight_bytes > 0, what="the request is out")
-        await asyncio.wait_for(a.close(), 2.0)
+        await asyncio.wait_for(a.close(), scaled(2.0))
         assert waiting.done() and waiting.result() is False
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from waiting import scaled
 
 
 def _free_port() -> int:
@@ -66,9 +67,9 @@ def test_serve_prints_address_and_mode(served: Served) -> None:
 
 def test_healthz_and_demo_page(served: Served) -> None:
     _, port, _ = served
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=scaled(5)) as resp:
         assert resp.status == 200
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=scaled(5)) as resp:
         assert b"roomer demo lobby" in resp.read()
 
 
@@ -84,7 +85,7 @@ def test_stops_cleanly_on_signal(
 
 def test_bad_app_is_a_clear_error() -> None:
     proc = _spawn("serve", "no_such_module_xyz:app", "--port", str(_free_port()))
-    _, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=scaled(15))
     assert proc.returncode != 0
     assert "cannot import 'no_such_module_xyz'" in err
 
@@ -104,7 +105,7 @@ def test_flags_reach_the_server() -> None:
 
 def test_bench_help_reaches_the_harness() -> None:
     proc = subprocess.run([sys.executable, "-m", "roomer", "bench", "--help"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=scaled(30))
     assert proc.returncode == 0
     assert "usage: roomer bench" in proc.stdout and "--peers" in proc.stdout
 
@@ -124,7 +125,7 @@ def test_workers_are_refused_with_a_reason(flags: list[str], why: str) -> None:
     if "--port" not in flags:
         args += ["--port", str(_free_port())]
     proc = _spawn(*args)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
     assert proc.returncode != 0
     assert why in err, err
 
@@ -141,13 +142,13 @@ def test_workers_auto_is_one_per_core_and_node_ids_stay_unique() -> None:
         "serve", "--node-id=edge-1", "--workers", "1", "--reuse-port"]
     if (os.cpu_count() or 1) > 1:  # auto means several workers: the backplane is required
         proc = _spawn("serve", "--workers", "auto", "--port", str(_free_port()))
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=scaled(30))
         assert proc.returncode != 0 and f"--workers {os.cpu_count()} needs" in err, err
 
 
 def test_an_unreachable_broker_is_a_clear_error_at_start() -> None:
     proc = _spawn("serve", "--port", str(_free_port()), "--backplane", "redis://127.0.0.1:1/0")
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode != 0
     assert "cannot reach the broker" in err and "redis://127.0.0.1:1/0" in err, err
     assert "Traceback" not in err and "listening on" not in out

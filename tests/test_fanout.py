@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from waiting import suspend
+from waiting import scaled, suspend
 
 from roomer import _codec_py
 
@@ -564,7 +564,7 @@ async def test_sync_mode_never_drops_and_reports_the_slow_peer(fanout_impl: Any)
     assert not waiter.done()
     assert transports[1].writes == []
     slow.resume_writing()
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(waiter, scaled(1))
     assert slow.over_since == 0
     assert engine.over_limit(members) is None
     for tr in transports:
@@ -580,7 +580,7 @@ async def test_sync_wait_drain_resolves_on_flush(fanout_impl: Any) -> None:
         engine.broadcast(members, frame(i, 20))
     assert engine.over_limit(members) is members["c0"]
     waiters = [engine.wait_drain(), engine.wait_drain()]
-    await asyncio.wait_for(asyncio.gather(*waiters), 1)  # the end-of-turn flush drains
+    await asyncio.wait_for(asyncio.gather(*waiters), scaled(1))  # the end-of-turn flush drains
     assert engine.over_limit(members) is None
     assert transports[0].data == b"".join(frame(i, 20) for i in range(10))
 
@@ -610,7 +610,7 @@ async def test_sync_broadcast_loop_like_the_server(fanout_impl: Any) -> None:
             slow.resume_writing()
             slow.pause_writing()
 
-    await asyncio.wait_for(asyncio.gather(producer(), consumer()), 5)
+    await asyncio.wait_for(asyncio.gather(producer(), consumer()), scaled(5))
     await end_turn()
     for tr in transports:
         assert tr.data == b"".join(frames)
@@ -626,7 +626,7 @@ async def test_sync_close_outbox_wakes_waiters(fanout_impl: Any) -> None:
     assert peer.over_since > 0
     waiter = engine.wait_drain()
     peer.close_outbox()
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(waiter, scaled(1))
     assert peer.over_since == 0
     assert transports[0].writes == [frame(1, 100)]
 

@@ -123,7 +123,7 @@ async def test_a_closed_clients_queued_messages_are_not_relayed(make_server: Any
     assert await talker.close_frame() == (4000, b"bye")
     await talker.send_frame(0x8, struct.pack(">H", 4000))
     while True:
-        _room, event, *_ = await asyncio.wait_for(listener.recv(), 5)
+        _room, event, *_ = await asyncio.wait_for(listener.recv(), scaled(5))
         assert event != "chat"
         if event == "member_left":
             break
@@ -273,7 +273,7 @@ async def test_loop_only_methods_refuse_other_threads_and_leave_no_zombie(
     await asyncio.to_thread(server.call_threadsafe, server.kick, a.id, "from a thread")
     assert await a.closed() == (1008, "from a thread")
     fut = await asyncio.to_thread(server.broadcast, "r", "x")
-    assert await asyncio.wait_for(asyncio.wrap_future(fut), 5) == 0
+    assert await asyncio.wait_for(asyncio.wrap_future(fut), scaled(5)) == 0
 
 
 # pings ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from rawsocket import RawSocket, joined
-from waiting import eventually, suspend
+from waiting import eventually, scaled, suspend
 
 import roomer
 
@@ -159,7 +159,7 @@ async def test_a_re_join_spray_never_loses_an_ack(make_server: Any) -> None:
     others = [(await joined(port, "busy"))[0] for _ in range(30)]
     sprayer, sprayer_id = await joined(port, "busy")
     await sprayer.send_bodies([_body(b"busy", b"join")] * 3000)
-    got = await _drain(sprayer, 3000, timeout=30)
+    got = await _drain(sprayer, 3000, timeout=scaled(30))
     assert all(m[1] == "join_ack" and m[3] == sprayer_id for m in got)
     assert len(json.loads(got[-1][4])) == 31
     assert server.stats()["dropped"] == 0

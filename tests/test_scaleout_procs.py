@@ -146,7 +146,7 @@ def _relay(room: str, event: str, payload: str) -> bytes:
 async def close_all(*clients: RawClient) -> None:
     for client in clients:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.ws.close(), 2)
+            await asyncio.wait_for(client.ws.close(), scaled(2))
 
 
 # two nodes -----------------------------------------------------------------------------
@@ -442,7 +442,7 @@ async def test_broker_restart_traffic_resumes_lists_heal_memory_stays_bounded(
                            (a2, ("new_member", "lobby", b2.id)),
                            (b1, ("member_left", "lobby", a3.id)),
                            (b2, ("member_left", "lobby", a3.id))):
-        await events(client, {change}, timeout=10)
+        await events(client, {change}, timeout=scaled(10))
         healed.append(time.monotonic() - restarted_at)
     for client in (a1, b1):
         assert sorted(await members(client, "lobby")) == sorted([a1.id, a2.id, b1.id, b2.id])
@@ -535,9 +535,9 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
 
         os.kill(parent.pid, signal.SIGTERM)
         for client in (x, y):
-            code, reason = await client.closed(timeout=10)
+            code, reason = await client.closed(timeout=scaled(10))
             assert (code, reason) == (1001, "server shutdown")
-        assert await asyncio.wait_for(parent.proc.wait(), 20) == 0
+        assert await asyncio.wait_for(parent.proc.wait(), scaled(20)) == 0
         assert parent.proc.stdout is not None
         rest = (await parent.proc.stdout.read()).decode()
         assert rest.count("roomer stopped") == 2, rest
@@ -565,7 +565,7 @@ async def test_a_dead_worker_stops_the_others(redis_url: str, prefix: str) -> No
             while "listening on" not in await parent.readline(30):
                 pass
         os.kill(pids[0], signal.SIGKILL)
-        code = await asyncio.wait_for(parent.proc.wait(), 20)
+        code = await asyncio.wait_for(parent.proc.wait(), scaled(20))
         assert code != 0  # the worker's death is the parent's status
         with pytest.raises(ProcessLookupError):
             os.kill(pids[1], 0)  # the other worker was stopped, and reaped

@@ -7,6 +7,7 @@ import re
 import urllib.request
 
 from rawclient import connect, http_get, pair_in
+from waiting import scaled
 
 
 async def test_healthz(make_server) -> None:
@@ -23,10 +24,10 @@ async def test_healthz_with_urllib_in_a_thread(make_server) -> None:
     host, port = server.address
 
     def get() -> tuple[int, bytes]:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=scaled(5)) as resp:
             return resp.status, resp.read()
 
-    status, body = await asyncio.wait_for(asyncio.to_thread(get), 10)
+    status, body = await asyncio.wait_for(asyncio.to_thread(get), scaled(10))
     assert status == 200 and body.strip() == b"ok"
 
 

@@ -41,7 +41,7 @@ async def test_sync_global_order_across_50_receivers(make_server: Any) -> None:
     total = per_sender * len(senders) + from_server
     collecting = [asyncio.ensure_future(_collect(r, total)) for r in receivers]
     await asyncio.gather(server_side(), *(send_all(i, s) for i, s in enumerate(senders)))
-    orders = await asyncio.wait_for(asyncio.gather(*collecting), 30)
+    orders = await asyncio.wait_for(asyncio.gather(*collecting), scaled(30))
     first = orders[0]
     assert len(first) == total and len(set(first)) == total
     for order in orders[1:]:
@@ -80,8 +80,8 @@ async def test_sync_slow_reader_gets_everything(make_server: Any) -> None:
 
     slow_task = asyncio.ensure_future(read_slowly())
     fast_task = asyncio.ensure_future(_collect(fast, count))
-    await asyncio.wait_for(flood(), 60)
-    slow_got, fast_got = await asyncio.wait_for(asyncio.gather(slow_task, fast_task), 60)
+    await asyncio.wait_for(flood(), scaled(60))
+    slow_got, fast_got = await asyncio.wait_for(asyncio.gather(slow_task, fast_task), scaled(60))
     expected = [payload + str(n).encode() for n in range(count)]
     assert slow_got == expected
     assert fast_got == expected
@@ -102,7 +102,7 @@ async def test_sync_stuck_reader_is_disconnected_others_go_on(make_server: Any) 
     for _ in range(800):  # ~13 MB: enough to fill the kernel buffers in front of `stuck`
         await server.broadcast("r", "m", payload)
         sent += 1
-    got = await asyncio.wait_for(fast_task, 60)
+    got = await asyncio.wait_for(fast_task, scaled(60))
     assert len(got) == sent
     assert stuck_id not in server.members("r")
     assert server.counters["dropped_slow_disconnects"] == 1
@@ -146,7 +146,7 @@ async def test_disconnect_policy_closes_the_slow_receiver(make_server: Any) -> N
     for _ in range(600):  # ~10 MB, paced so that a reader that reads keeps up
         server.broadcast("r", "m", b"w" * 16384)
         await pace(0.001)
-    await asyncio.wait_for(fast_task, 60)
+    await asyncio.wait_for(fast_task, scaled(60))
     await eventually(lambda: stuck_id not in server.members("r"), what="the stuck one cut")
     assert server.counters["dropped_slow_disconnects"] == 1
     stuck.close()
@@ -182,7 +182,7 @@ async def test_turn_budget_caps_a_turn_without_losing_or_reordering(
     messages = [("r", "slow" if n == 150 else "m", p) for n, p in enumerate(payloads)]
     collecting = [asyncio.ensure_future(_collect(r, count)) for r in receivers]
     await sender.send_many(messages)
-    orders = await asyncio.wait_for(asyncio.gather(*collecting), 30)
+    orders = await asyncio.wait_for(asyncio.gather(*collecting), scaled(30))
     assert all(order == payloads for order in orders)
     assert held and {conn_id for conn_id, _ in held} == {sender_id}
     one_relay = len(payloads[0]) + 70  # per receiver, frame overhead included

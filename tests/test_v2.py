@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rawclient import TIMEOUT, connect, url_of
 from v2client import ASK, ERROR_REPLY, EVENT, REPLY, Client2, connect2, encode
-from waiting import eventually, suspend
+from waiting import eventually, scaled, suspend
 from websockets.asyncio.client import connect as ws_connect
 
 import roomer
@@ -435,7 +435,7 @@ async def test_an_ask_fails_when_the_client_goes_and_v1_cannot_be_asked(
     await c.recv()
     await c.close()
     with pytest.raises(ConnectionError):
-        await asyncio.wait_for(pending, 5)
+        await asyncio.wait_for(pending, scaled(5))
 
 
 async def test_namespaces_across_nodes(prefix: str) -> None:
