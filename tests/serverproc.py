@@ -145,6 +145,21 @@ class ServerProcess(_Process):
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def cpu_ns(self) -> tuple[int, int]:
+        """(nanoseconds on a CPU, nanoseconds runnable but waiting for one) of all the
+        server's threads so far (/proc schedstat): how much the machine's load holds
+        the server back, measured on the server itself."""
+        running = waiting = 0
+        for task in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                with open(f"/proc/{self.pid}/task/{task}/schedstat") as stat:
+                    on_cpu, queued, _ = stat.read().split()
+            except (OSError, ValueError):
+                continue  # a thread that ended meanwhile
+            running += int(on_cpu)
+            waiting += int(queued)
+        return running, waiting
+
     async def probe(self, timeout: float = 5.0) -> float:
         """Seconds for a fresh client to connect and get its root join_ack; inf if it
         did not within ``timeout`` scaled (or failed)."""
