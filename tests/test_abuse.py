@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.server_process, pytest.mark.slow]
 
 OBS_INTERVAL = scaled(0.030)  # seconds between two observer messages
 ABUSE_SECONDS = scaled(3.0)  # observed while the abuser runs
-LATENCY_P95 = scaled(0.100)  # plus twice the loop lag of this process (the noise floor)
+LATENCY_P95 = scaled(0.100)  # over the server's CPU share, plus loop lag (check_observation)
 LAG_EVERY = 0.010  # how often this process's own loop lag is sampled
 CONNECT_WITHIN = scaled(1.0)
 METRICS_WITHIN = 5.0  # before scaling (ServerProcess.metrics scales it)
@@ -506,9 +506,10 @@ async def test_presence_flood_in_a_crowded_room(run_scenario, rate_limit) -> Non
         checks("the crowd stayed", slow == 0 and out.crowd.get("disconnected", 0) == 0, seen)
     else:
         # Unlimited, the flood can outrun readers; presence is never dropped silently, so
-        # a member that falls twice its outbox limit behind is disconnected, and counted:
-        # the fixture's "every disconnect counted" holds the server to it.
-        checks("no presence lost silently", True, seen)
+        # a member that falls twice its outbox limit behind is disconnected, and counted
+        # (the fixture's "every disconnect counted" holds the server's books to it): the
+        # crowd cannot have seen more disconnects than the server counted.
+        checks("no presence lost silently", out.crowd.get("disconnected", 0) <= slow, seen)
     checks.verify()
 
 
