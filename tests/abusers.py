@@ -31,11 +31,18 @@ from typing import Any
 
 import picows
 import uvloop
+from waiting import TIMEOUT, pace, scaled
 
 U32 = struct.Struct(">I")
 SEQ = struct.Struct(">Q")
 monotonic = time.monotonic
 BATCH = 256  # messages per write of a flood
+# A room of the abuser's own, joined once the test says stop: the reply (join_ack, or an
+# error naming the room) comes after the reply to every message sent before it.
+ANCHOR_ROOM = "abuser-anchor"
+# How long the replies still on their way after the stop are waited for (the kernel's
+# share of the flood is handled first: seconds of it with the slower pure-Python twin).
+DRAIN = scaled(60.0)
 
 
 # wire -------------------------------------------------------------------------------------
@@ -104,11 +111,11 @@ class WS:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), scaled(10))
             await loop.sock_sendall(sock, upgrade_request(port))
             buf = b""
             while b"\r\n\r\n" not in buf:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), scaled(10))
                 if not data:
                     raise Closed("closed during the upgrade")
                 buf += data
@@ -169,6 +176,18 @@ class WS:
         if not self.closed_at:
             self.closed_at = monotonic()
 
+    async def expect(self, room: str, event: str) -> None:
+        """Read until the server's ``event`` in ``room`` (what comes before is dropped)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for opcode, body in self.frames():
+                if opcode == 0x2 and decode(body)[:2] == (room, event):
+                    return
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), TIMEOUT)
+            if not data:
+                raise Closed(f"closed before {event} in {room}")
+            self.buf += data
+
     def drain_after_reset(self) -> None:
         """A write failed (the server closed): find its close frame in what is left."""
         try:
@@ -198,6 +217,7 @@ class Tally:
     def __init__(self) -> None:
         self.events: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.anchored = asyncio.Event()
         self.error_times: list[float] = []  # rate_limited replies, seconds after open
         self.opened = monotonic()
         self.last_rx = 0.0
@@ -207,6 +227,9 @@ class Tally:
         self.last_rx = monotonic()
         self.bytes += len(body)
         room, event, _dst, _src, payload = decode(body)
+        if room == ANCHOR_ROOM:
+            self.anchored.set()
+            return
         # The root join_ack every connection gets is told apart from the abuse's acks.
         self.events[f"{event}@root" if room == "root" and event == "join_ack" else event] += 1
         if event == "error":
@@ -224,16 +247,19 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def watch_stdin(stop: asyncio.Event) -> None:
-    """Set ``stop`` when the test writes ``stop`` (or its end of stdin closes)."""
+async def watch_stdin(stop: asyncio.Event, eof: asyncio.Event) -> None:
+    """Set ``stop`` when the test writes ``stop``, and both when its end of stdin closes."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
         line = await reader.readline()
-        if not line or line.strip() == b"stop":
+        if not line:
             stop.set()
+            eof.set()
             return
+        if line.strip() == b"stop":
+            stop.set()
 
 
 # floods -----------------------------------------------------------------------------------
@@ -262,7 +288,7 @@ class Flood:
                 ws = await WS.open(self.args.port)
             except (OSError, Closed, TimeoutError):
                 self.connect_failures += 1
-                await asyncio.sleep(0.05)
+                await pace(0.05)  # a reconnecting abuser's pace
                 continue
             await self._one_life(ws)
 
@@ -288,23 +314,33 @@ class Flood:
         await asyncio.wait({sender, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         # Stopped by the test: the batch being written ends first, so the count of sent
-        # messages is exact, unless the server does not read it within 5 s (a server
+        # messages is exact, unless the server does not read it within TIMEOUT (a server
         # that stopped reading this client must not hang the test).
         partial = False
         try:
-            await asyncio.wait_for(sender, 5.0)
+            await asyncio.wait_for(sender, TIMEOUT)
         except TimeoutError:
             partial = True
         sent = progress["sent"]
         self.sent += sent
         if reader is not None:
-            # Stopped by the test: the replies still on their way, until 2 s of quiet
-            # (what the kernel still held of the flood is handled first: seconds of it
-            # with the slower pure-Python twin).
-            deadline = monotonic() + 15.0
-            while not ws.eof and monotonic() < deadline and (
-                    monotonic() - max(tally.last_rx, tally.opened) < 2.0 or not tally.last_rx):
-                await asyncio.sleep(0.05)
+            # Stopped by the test: the replies still on their way are read up to the
+            # anchor's reply, or the server's close. A rate limit may drop the anchor:
+            # it is sent again each half second (its bucket refills meanwhile).
+            anchored = loop.create_task(tally.anchored.wait())
+            deadline = monotonic() + DRAIN
+            while not partial and not reader.done() and not anchored.done() \
+                    and monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(ws.send(frame(message(ANCHOR_ROOM, "join"))),
+                                           TIMEOUT)
+                except (OSError, TimeoutError):
+                    break
+                await asyncio.wait({reader, anchored}, timeout=scaled(0.5),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, anchored}, timeout=max(0.0, deadline - monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            anchored.cancel()
             reader.cancel()
         ws.close()
         # Ended before the test said stop, or the server's close was seen.
@@ -325,7 +361,8 @@ class Flood:
 
     def report(self) -> dict[str, Any]:
         return {"sent": self.sent, "connect_failures": self.connect_failures,
-                "connections": len(self.lives), "lives": self.lives[:40]}
+                "connections": len(self.lives), "lives": self.lives[:40],
+                "closed_by_server": sum(life["closed_by_server"] for life in self.lives)}
 
 
 def _cycle(batches: list[bytes]) -> Callable[[], bytes]:
@@ -424,7 +461,7 @@ async def run_nonreader(args: argparse.Namespace, stop: asyncio.Event) -> dict[s
     flood = Flood(args, stop, _cycle([frame(message(args.room, "spam", payload=b"s" * 1000))
                                       * 64]), 64, read=False,
                   setup=[message(args.room, "join")])
-    await asyncio.sleep(0.2)  # the sleeper's join first
+    await sleeper.expect(args.room, "join_ack")  # the sleeper's join first; then no reads
     emit({"ready": True})
     await flood.run()
     # Still connected? A zero-length read would be EOF; EAGAIN means open and quiet.
@@ -524,7 +561,7 @@ class Holder:
             # Replace what the server closed.
             while not self.stop.is_set():
                 await asyncio.gather(*(guarded() for _ in range(args.count - len(self.open))))
-                await asyncio.sleep(args.interval)
+                await pace(args.interval)  # the abuser's pace
 
         async def trickle() -> None:
             # Slowloris: one more byte of the request on each socket per interval.
@@ -535,7 +572,7 @@ class Holder:
                         assert conn.transport is not None
                         conn.transport.write(request[at:at + 1])
                         sent[conn] = at + 1
-                await asyncio.sleep(args.interval)
+                await pace(args.interval)  # the trickle's pace is the abuse
 
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(top_up())]
@@ -543,7 +580,7 @@ class Holder:
             tasks.append(loop.create_task(trickle()))
         while not self.stop.is_set():
             held.append(len(self.open))
-            await asyncio.sleep(0.1)
+            await pace(0.1)  # how often the number held is sampled
         for task in tasks:
             task.cancel()
         for conn in list(self.open):
@@ -585,6 +622,12 @@ class Member(picows.WSListener):
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         if frame.msg_type != picows.WSMsgType.BINARY:
+            if frame.msg_type == picows.WSMsgType.CLOSE:
+                # Why the server closed it, when the close frame got through (a receiver
+                # cut off as slow is aborted: its close frame is usually lost).
+                code = frame.get_close_code()
+                why = (frame.get_close_message() or b"").decode(errors="replace")
+                self.stats[f"close {int(code)} {why}"] += 1
             return
         stats = self.stats
         stats["frames"] += 1
@@ -611,7 +654,13 @@ class Member(picows.WSListener):
         self.stats["disconnected"] += 1
 
 
-async def run_crowd(args: argparse.Namespace, stop: asyncio.Event) -> dict[str, Any]:
+async def run_crowd(args: argparse.Namespace, stop: asyncio.Event,
+                    eof: asyncio.Event) -> None:
+    """Report what the members saw so far on ``stop``; they stay connected, reading,
+    until stdin closes (the test reads what the server counted meanwhile). What a
+    member saw is no account of the server's: a crowd of 100 in one process reads a
+    flood far slower than the server writes it, so it learns of a disconnect only
+    after the megabytes before it, seconds later."""
     loop = asyncio.get_running_loop()
     stats: Counter[str] = Counter()
     transports = []
@@ -621,15 +670,15 @@ async def run_crowd(args: argparse.Namespace, stop: asyncio.Event) -> dict[str, 
         transport, _ = await picows.ws_connect(
             lambda j=joined: Member(args.room, j, stats), f"ws://127.0.0.1:{args.port}/ws")
         transports.append(transport)
-        ids.append(await asyncio.wait_for(joined, 10))
+        ids.append(await asyncio.wait_for(joined, TIMEOUT))
     emit({"ready": True, "ids": ids})
     await stop.wait()
-    report = dict(stats)
-    emit(report)  # before the disconnects: the test is waiting
+    emit(dict(stats))
+    await eof.wait()
     for transport in transports:
         transport.disconnect()
-    await asyncio.sleep(0.1)
-    return report
+    await asyncio.wait_for(asyncio.gather(*(t.wait_disconnected() for t in transports)),
+                           TIMEOUT)
 
 
 # main ---------------------------------------------------------------------------------------
@@ -640,7 +689,8 @@ FLOODS = ("malformed", "invalid_names", "dm_unknown", "dm_real", "rejoin", "pres
 
 async def main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
-    watcher = asyncio.get_running_loop().create_task(watch_stdin(stop))
+    eof = asyncio.Event()
+    watcher = asyncio.get_running_loop().create_task(watch_stdin(stop, eof))
     if args.role in FLOODS:
         report = await run_flood(args, stop)
     elif args.role == "nonreader":
@@ -649,7 +699,7 @@ async def main(args: argparse.Namespace) -> None:
         args.mode = args.role
         report = await Holder(args, stop).run()
     elif args.role == "crowd":
-        await run_crowd(args, stop)
+        await run_crowd(args, stop, eof)
         return
     else:
         raise SystemExit(f"unknown role {args.role}")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
+
+from waiting import eventually
 
 from roomer.backplane import Cluster, create
 
@@ -58,22 +58,6 @@ class Recorder:
             elif entry[0] == "left" and entry[1] == room:
                 members.discard(entry[2])
         return members
-
-
-async def eventually(check: Callable[[], object], timeout: float = 5.0,
-                     what: str = "condition") -> float:
-    """Poll ``check`` (a function, or one returning an awaitable) until it is true; return
-    the seconds it took (AssertionError after ``timeout``)."""
-    start = time.monotonic()
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not true after {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

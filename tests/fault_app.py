@@ -3,7 +3,7 @@ written handler, or one doing blocking I/O), as production sometimes has."""
 
 from __future__ import annotations
 
-import time
+from waiting import pace_blocking
 
 import roomer
 
@@ -11,5 +11,5 @@ import roomer
 def setup(server: roomer.Server) -> None:
     @server.on("block")
     def block(conn: roomer.Connection, msg: roomer.Message) -> None:
-        time.sleep(float(msg.payload))  # blocks the whole server: the fault under test
+        pace_blocking(float(msg.payload))  # blocks the whole server: the fault under test
         conn.send("blocked", msg.payload, msg.room)

@@ -18,9 +18,10 @@ namespace.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
+
+from waiting import suspend
 
 import roomer
 
@@ -59,7 +60,7 @@ class Table(roomer.GameRoom):
     @roomer.on_message("slow")
     async def slow(self, player: roomer.Player, msg: roomer.Message) -> str:
         for _ in range(int(msg.payload or b"1")):
-            await asyncio.sleep(0)
+            await suspend()
         self.seen.append((player.id, msg.payload.decode()))
         return msg.payload.decode()
 

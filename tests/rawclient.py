@@ -14,12 +14,15 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from waiting import TIMEOUT, eventually, scaled
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-TIMEOUT = 5.0  # every wait for something that should arrive
-QUIET = 0.2  # how long "nothing arrives" is watched
+__all__ = ["TIMEOUT", "Msg", "RawClient", "connect", "connect_ws", "decode", "encode",
+           "eventually", "http_get", "pair_in", "url_of"]
+
+QUIET = 0.2  # how long "nothing arrives" is watched once the anchor is in (scaled)
 
 Field = str | bytes
 
@@ -123,8 +126,15 @@ class RawClient:
         return body  # type: ignore[no-any-return]
 
     async def expect_nothing(self, seconds: float = QUIET) -> None:
+        """Nothing is waiting for this client. The anchor: a WebSocket ping, which roomer
+        answers through the connection's outbox, so whatever the server had queued for
+        this client before it read the ping arrives before the pong. Then ``seconds``
+        (before scaling) of watching for anything later. A test whose unwanted message would come
+        from another client anchors on that client too (a marker sent after it)."""
+        pong = await asyncio.wait_for(self.ws.ping(), TIMEOUT)
+        await asyncio.wait_for(pong, TIMEOUT)
         try:
-            data = await asyncio.wait_for(self.ws.recv(), seconds)
+            data = await asyncio.wait_for(self.ws.recv(), scaled(seconds))
         except TimeoutError:
             return
         raise AssertionError(f"unexpected message: {decode(data)}")  # type: ignore[arg-type]
@@ -191,16 +201,6 @@ async def connect_ws(target: Any, **kwargs: Any) -> ClientConnection:
     """A bare websockets connection (no root join_ack read)."""
     url = target if isinstance(target, str) else url_of(target)
     return await asyncio.wait_for(ws_connect(url, open_timeout=TIMEOUT, **kwargs), TIMEOUT)
-
-
-async def eventually(predicate: Any, timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate()`` until true (server-side state after a disconnect)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def http_get(server: Any, path: str, headers: dict[str, str] | None = None,

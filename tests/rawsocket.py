@@ -9,6 +9,8 @@ import os
 import socket
 import struct
 
+from waiting import scaled
+
 import roomer
 
 
@@ -75,7 +77,7 @@ class RawSocket:
         """The HTTP response head (status line and headers); the rest stays buffered."""
         loop = asyncio.get_running_loop()
         while b"\r\n\r\n" not in self.buf:
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 5)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), scaled(5))
             if not data:
                 raise ConnectionError(f"closed before a full response: {bytes(self.buf)!r}")
             self.buf += data
@@ -116,7 +118,7 @@ class RawSocket:
             frame = self._parse()
             if frame is not None:
                 return frame
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), 10)
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, chunk), scaled(10))
             if not data:
                 raise ConnectionError("closed")
             self.buf += data
@@ -141,7 +143,8 @@ class RawSocket:
         return opcode, body
 
     async def close_frame(self, timeout: float = 10) -> tuple[int | None, bytes]:
-        """Read until the server's close frame: (its status code or None, its reason)."""
+        """Read until the server's close frame: (its status code or None, its reason);
+        ``timeout`` in seconds before scaling."""
         async def wait() -> tuple[int | None, bytes]:
             while True:
                 opcode, body = await self.recv_frame()
@@ -150,7 +153,7 @@ class RawSocket:
                         return None, b""
                     return struct.unpack(">H", body[:2])[0], body[2:]
 
-        return await asyncio.wait_for(wait(), timeout)
+        return await asyncio.wait_for(wait(), scaled(timeout))
 
     async def recv(self) -> tuple[str, str, str, str, bytes]:
         opcode, body = await self.recv_frame()

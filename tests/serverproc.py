@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from rawclient import connect
 from serverapp import ENV
+from waiting import scaled
 
 import roomer
 from roomer.benchmark.procs import read_metrics
@@ -33,8 +34,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 # The directory holding the roomer package this test imported, so every child process
 # runs the same roomer (a source checkout with its in-place build, or an installed wheel).
 ROOMER_ROOT = Path(roomer.__file__).resolve().parents[1]
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
+START_TIMEOUT = scaled(20.0)
+STOP_TIMEOUT = scaled(10.0)
 
 _LISTENING = re.compile(r"listening on ws://([\d.]+):(\d+)/ws")
 
@@ -130,8 +131,9 @@ class ServerProcess(_Process):
     # what the server says about itself ------------------------------------------------
 
     async def metrics(self, timeout: float = 5.0) -> dict[str, float]:
-        """GET /metrics: ``{"roomer_rooms": 3, "roomer_errors_total.malformed": 12, ...}``."""
-        return await read_metrics(self.port, timeout=timeout)
+        """GET /metrics: ``{"roomer_rooms": 3, "roomer_errors_total.malformed": 12, ...}``
+        (``timeout`` in seconds before scaling)."""
+        return await read_metrics(self.port, timeout=scaled(timeout))
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
@@ -143,17 +145,32 @@ class ServerProcess(_Process):
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def cpu_ns(self) -> tuple[int, int]:
+        """(nanoseconds on a CPU, nanoseconds runnable but waiting for one) of all the
+        server's threads so far (/proc schedstat): how much the machine's load holds
+        the server back, measured on the server itself."""
+        running = waiting = 0
+        for task in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                with open(f"/proc/{self.pid}/task/{task}/schedstat") as stat:
+                    on_cpu, queued, _ = stat.read().split()
+            except (OSError, ValueError):
+                continue  # a thread that ended meanwhile
+            running += int(on_cpu)
+            waiting += int(queued)
+        return running, waiting
+
     async def probe(self, timeout: float = 5.0) -> float:
         """Seconds for a fresh client to connect and get its root join_ack; inf if it
-        did not within ``timeout`` (or failed)."""
+        did not within ``timeout`` scaled (or failed)."""
         t0 = time.monotonic()
         try:
-            client = await asyncio.wait_for(connect(self.url), timeout)
+            client = await asyncio.wait_for(connect(self.url), scaled(timeout))
         except Exception:
             return float("inf")
         elapsed = time.monotonic() - t0
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.ws.close(), 1.0)
+            await asyncio.wait_for(client.ws.close(), scaled(1.0))
         return elapsed
 
     # the end ----------------------------------------------------------------------------
@@ -180,11 +197,14 @@ class ServerProcess(_Process):
 
 class ChildProgram(_Process):
     """``python tests/<script> args``: prints one JSON line when ready, then runs until it
-    reads ``stop`` on stdin, prints one JSON report line and exits."""
+    reads ``stop`` on stdin, prints one JSON report line, and exits (at the latest when
+    its stdin closes)."""
+
+    _report: dict[str, Any] | None = None
 
     @classmethod
     async def start(cls, script: str, args: list[str], label: str,
-                    ready_timeout: float = 60.0) -> tuple[ChildProgram, dict[str, Any]]:
+                    ready_timeout: float = scaled(60.0)) -> tuple[ChildProgram, dict[str, Any]]:
         base = await _spawn([str(TESTS_DIR / script), *args], label)
         self = cls(base.proc, base._stderr, label)
         try:
@@ -194,14 +214,22 @@ class ChildProgram(_Process):
             raise
         return self, ready
 
+    async def report(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Tell it to stop; its report (``timeout`` in seconds before scaling)."""
+        if self._report is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(b"stop\n")
+                await self.proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self._report = json.loads(await self.readline(scaled(timeout)))
+        return self._report
+
     async def finish(self, timeout: float = 20.0) -> dict[str, Any]:
-        """Tell it to stop; its report."""
+        """Its report (asked for if it was not yet), then its exit: stdin is closed."""
+        report = await self.report(timeout)
         assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(b"stop\n")
-            await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        report: dict[str, Any] = json.loads(await self.readline(timeout))
-        await asyncio.wait_for(self.proc.wait(), timeout)
+        self.proc.stdin.close()
+        await asyncio.wait_for(self.proc.wait(), scaled(timeout))
         return report

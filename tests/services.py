@@ -15,16 +15,16 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import eventually_blocking, scaled
 
 __all__ = [
-    "Broker", "find_binary", "free_port", "nats_url", "need", "prefix", "private_nats",
-    "private_redis", "reachable", "redis_url",
+    "Broker", "all_threads_stopped", "find_binary", "free_port", "nats_url", "need", "prefix",
+    "private_nats", "private_redis", "reachable", "redis_url",
 ]
 
 IN_CI = os.environ.get("CI") == "true"
@@ -97,18 +97,30 @@ class Broker:
         assert self.proc is None
         self.proc = subprocess.Popen(self._argv() + self.extra, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not reachable(("127.0.0.1", self.port), timeout=0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.kind} on port {self.port} did not start")
-            time.sleep(0.02)
+        proc = self.proc
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} on port {self.port} exited at start")
+            return reachable(("127.0.0.1", self.port), timeout=0.2)
+
+        eventually_blocking(up, timeout=10, what=f"{self.kind} on port {self.port} up")
 
     def stop(self) -> None:
         """Kill the broker (every client connection drops at once)."""
         if self.proc is not None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=scaled(10))
             self.proc = None
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (after SIGSTOP): state T in /proc."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+    return True
 
 
 def find_binary(name: str) -> str | None:

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 from rawclient import connect, connect_ws, encode
+from waiting import suspend
 
 import roomer
 
@@ -17,7 +18,7 @@ async def test_an_async_authorize_gives_the_connection_its_claims(make_server: A
     checked = asyncio.Event()
 
     async def authorize(request: Any) -> dict[str, str]:
-        await asyncio.sleep(0)  # an await, as a database lookup would
+        await suspend()  # an await, as a database lookup would
         checked.set()
         token = request.path.decode().partition("token=")[2]
         if token != "good":

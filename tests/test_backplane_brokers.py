@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from clusterkit import eventually, nodes
 from services import Broker, find_binary, free_port, need
+from waiting import pace_blocking, scaled
 
 from roomer.backplane import Cluster, create
 from roomer.backplane import envelope as env
@@ -110,8 +110,8 @@ async def test_broker_cuts_off_a_stalled_node_which_comes_back(
             flood.start()
             # This loop (both nodes) reads nothing while the whole flood goes out, and a
             # while after: past the broker's limit for a client that does not read.
-            flood.join(timeout=30)
-            time.sleep(1.5)
+            flood.join(timeout=scaled(30))
+            pace_blocking(1.5)  # the loop stalled on purpose: the broker cuts b off
             await eventually(lambda: b.state()["reconnects"] >= 1 and
                              a.state()["connected"] and b.state()["connected"],
                              timeout=15, what="b cut off and back")

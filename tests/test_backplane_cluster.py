@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 
 import pytest
 from clusterkit import Recorder, eventually, nodes
+from waiting import scaled, suspend
 
 from roomer.backplane import Cluster, create
 from roomer.backplane import envelope as env
@@ -60,31 +61,37 @@ async def test_room_frames_reach_only_nodes_with_members(url: str, prefix: str) 
         await join(a, ODD_ROOM, "a1")
         await join(b, ODD_ROOM, "b1")
         await join(c, "elsewhere", "c1")
-        received_by_c = c.transport.received
         a.publish_room(ODD_ROOM, b"frame-1")
         a.publish_room(ODD_ROOM, b"frame-2", exclude="b1")
         b.publish_room(ODD_ROOM, b"from-b")
         await eventually(lambda: len(rb.frames) == 2 and len(ra.frames) == 1)
         assert rb.frames == [(ODD_ROOM, b"frame-1", None), (ODD_ROOM, b"frame-2", "b1")]
         assert ra.frames == [(ODD_ROOM, b"from-b", None)]  # nobody gets its own back
-        await a.transport.flush()
-        await b.transport.flush()
-        await asyncio.sleep(0.1)
-        # No firehose: the node without members there received nothing at all.
-        assert rc.frames == [] and c.transport.received == received_by_c
+        # The anchors: a and b each publish to all after their room frames; a publisher's
+        # messages reach a node in order, so c has had every room frame it would get.
+        a.publish_all(b"after a's frames")
+        b.publish_all(b"after b's frames")
+        await eventually(lambda: len(rc.all) == 2, what="both anchors at c")
+        # No firehose: the node without members there got no room frame, and (Redis, the
+        # hub) is not even subscribed. Its transport's count of messages is no witness:
+        # its own join's echoes may still come in after the joins return.
+        assert rc.frames == []
         if not url.startswith("nats"):
             assert await subscribers(url, a.names.room(ODD_ROOM)) == 2  # a and b, not c
-        assert a.state()["frames_out"] == 2 and b.state()["frames_in"] == 2
+        # Two room frames and the anchor each.
+        assert a.state()["frames_out"] == 3 and b.state()["frames_in"] == 3
 
 
 async def test_publish_all_reaches_every_other_node(url: str, prefix: str) -> None:
-    async with nodes(url, prefix, 3, **QUIET) as [(a, ra), (_, rb), (_, rc)]:
+    async with nodes(url, prefix, 3, **QUIET) as [(a, ra), (b, rb), (_, rc)]:
         a.publish_all(b"to-all", exclude="x1")
         a.publish_all(b"to-all-2")
         await eventually(lambda: len(rb.all) == 2 and len(rc.all) == 2)
         assert rb.all == rc.all == [(b"to-all", "x1"), (b"to-all-2", None)]
-        await asyncio.sleep(0.05)
-        assert ra.all == []
+        # The anchor: b publishes after a's messages reached it, so an echo of a's own
+        # would reach a before b's.
+        b.publish_all(b"from b")
+        await eventually(lambda: ra.all == [(b"from b", None)], what="b's message at a")
 
 
 async def test_direct_message_reaches_only_the_holder(url: str, prefix: str) -> None:
@@ -97,18 +104,22 @@ async def test_direct_message_reaches_only_the_holder(url: str, prefix: str) -> 
         # b's loop reads it a moment later.
         await eventually(lambda: rb.direct == [("b1", b"psst")])
         assert await a.send_direct("nobody", b"psst") is False
-        await asyncio.sleep(0.05)
-        # c got nothing on any client channel (heartbeats and other control traffic may
-        # still reach it meanwhile; they are not direct messages)
-        assert rc.direct == [] and c.direct_in == 0
+        # The anchor: a direct message from a to a client of c, sent after the others.
+        c.local_connected("c1")
+        rc.holding.add("c1")
+        await c.transport.flush()
+        assert await a.send_direct("c1", b"anchor") is True
+        await eventually(lambda: rc.direct == [("c1", b"anchor")], what="the anchor at c")
+        # c got nothing else on any client channel (heartbeats and other control traffic
+        # may still reach it meanwhile; they are not direct messages)
+        assert c.direct_in == 1
         b.local_disconnected("b1")
         await b.transport.flush()
-        for _ in range(100):  # the UNSUBSCRIBE reaches the broker: then unknown
-            if await a.send_direct("b1", b"late") is False:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("a disconnected client still takes direct messages")
+
+        async def unknown() -> bool:  # the UNSUBSCRIBE reaches the broker: then unknown
+            return await a.send_direct("b1", b"late") is False
+
+        await eventually(unknown, what="a disconnected client unknown to direct messages")
 
 
 async def test_member_lists_and_presence_span_nodes(url: str, prefix: str) -> None:
@@ -144,12 +155,11 @@ async def test_last_leave_unsubscribes(url: str, prefix: str) -> None:
         await a.transport.flush()
         if not url.startswith("nats"):
             await eventually(lambda: _is(subscribers(url, channel), 1), what="one subscriber")
-        await asyncio.sleep(0.05)
         received = a.transport.received
         b.publish_room("r", b"gone")
-        await b.transport.flush()
-        await asyncio.sleep(0.1)
-        assert ra.frames == [("r", b"still", None)] and a.transport.received == received
+        b.publish_all(b"after gone")  # the anchor: it reaches a after "gone" would have
+        await eventually(lambda: ra.all == [(b"after gone", None)], what="the anchor at a")
+        assert ra.frames == [("r", b"still", None)] and a.transport.received == received + 1
         assert a.state()["rooms"] == 0
 
 
@@ -185,7 +195,7 @@ async def test_every_frame_after_a_remote_join_is_delivered(url: str, prefix: st
             while running:
                 sent += 1
                 a.publish_room("r", b"%d" % sent)
-                await asyncio.sleep(0)
+                await suspend()  # one frame per loop turn
 
         task = asyncio.get_running_loop().create_task(publisher())
         try:
@@ -193,7 +203,7 @@ async def test_every_frame_after_a_remote_join_is_delivered(url: str, prefix: st
                 rb.frames.clear()
                 await join(b, "r", "b1")
                 first = sent + 1  # published after b's room_ready returned
-                await asyncio.sleep(0.05)
+                await eventually(lambda lo=first: sent >= lo + 20, what="20 frames published")
                 last = sent
                 await eventually(lambda lo=first, hi=last: {f for _, f, _ in rb.frames}
                                  >= {b"%d" % n for n in range(lo, hi + 1)},
@@ -225,8 +235,8 @@ async def test_quiet_rooms_carry_frames_without_presence(url: str, prefix: str) 
                          and ra.frames == [("root", b"back", None)])
         assert a.remote_members("root") == [] and ra.joined == [] and rb.joined == []
         b.local_left("root", "b1")
-        await b.transport.flush()
-        await asyncio.sleep(0.05)
+        b.publish_all(b"after the leave")  # the anchor: a leave would reach a before it
+        await eventually(lambda: ra.all == [(b"after the leave", None)], what="the anchor")
         assert ra.left == [] and b.state()["rooms"] == 0
 
 
@@ -258,7 +268,7 @@ async def test_order_per_room_per_publishing_node(url: str, prefix: str) -> None
             a.local_connected(f"a-new{turn}")
             a.local_joined("r", f"a-new{turn}")
             a.publish_room("r", b"a:after-join-%d" % turn)
-            await asyncio.sleep(0)
+            await suspend()  # the two publishers interleave
         await eventually(lambda: len(rc.frames) == 610, what="610 frames")
         from_a = [f for _, f, _ in rc.frames if f.startswith(b"a:")]
         from_b = [f for _, f, _ in rc.frames if f.startswith(b"b:")]
@@ -298,7 +308,7 @@ async def test_restart_with_same_node_id_drops_the_old_members(url: str, prefix:
         await again.start(Recorder())
         try:
             await eventually(lambda: ("r", "b1") in ra.left, timeout=5, what="old b1 left")
-            assert time.monotonic() - start < 5  # not the 90 s node_timeout
+            assert time.monotonic() - start < scaled(5)  # not the 90 s node_timeout
             await join(again, "r", "b9")
             await eventually(lambda: ("r", "b9") in ra.joined)
             assert a.remote_members("r") == ["b9"]
@@ -308,13 +318,16 @@ async def test_restart_with_same_node_id_drops_the_old_members(url: str, prefix:
 
 
 async def test_room_ready_is_bounded_by_sync_timeout(url: str, prefix: str) -> None:
-    async with nodes(url, prefix, 3, sync_timeout=0.3, **QUIET) as [(a, _), (b, _), (c, _)]:
+    sync_timeout = scaled(0.3)
+    async with nodes(url, prefix, 3, sync_timeout=sync_timeout, **QUIET) as [
+            (a, _), (b, _), (c, _)]:
         await join(a, "r", "a1")
         await b.transport.close()  # alive for the others (no goodbye) but never answers
         start = time.monotonic()
         await join(c, "r", "c1")
         waited = time.monotonic() - start
-        assert waited < 0.3 + 1.0, waited  # sync_timeout, not node_timeout (90 s) or forever
+        # sync_timeout, not node_timeout (90 s) or forever
+        assert waited < sync_timeout + scaled(1.0), waited
         assert c.remote_members("r") == ["a1"]  # a answered; b's silence was waited out
 
 
@@ -344,7 +357,7 @@ async def test_churn_leaves_no_ghosts(url: str, prefix: str) -> None:
                 c.local_left("r", "c1")
                 c.local_joined("r", "c1")
             if step % 3 == 0:
-                await asyncio.sleep(0)
+                await suspend()  # the nodes' messages interleave with the churn
         await c.room_ready("r")
         expect = {
             a: local[b] | {"c1", "d1"},
@@ -357,7 +370,15 @@ async def test_churn_leaves_no_ghosts(url: str, prefix: str) -> None:
                 continue  # no local member left there: that node no longer follows the room
             await eventually(lambda cl=cluster, m=members: set(cl.remote_members("r")) == m,
                              what=f"{cluster.node_id}'s list")
-        await asyncio.sleep(0.3)  # and it stays so: no late ghost
+        # And it stays so, no late ghost: each node publishes an anchor after all its
+        # presence, and once every node has every other's, their lists are final.
+        anchors = {cluster: cluster.transport.received for cluster in expect}
+        for cluster in expect:
+            cluster.publish_all(b"settled")
+        await eventually(lambda: rd.all.count((b"settled", None)) == 3, what="anchors at d")
+        for cluster in (a, b, c):
+            await eventually(lambda cl=cluster: cl.transport.received >= anchors[cl] + 3,
+                             what=f"anchors at {cluster.node_id}")
         for cluster, members in expect.items():
             if cluster not in local or local[cluster]:
                 listed = cluster.remote_members("r")
@@ -402,7 +423,8 @@ async def test_heartbeats_outlive_a_failing_callback(prefix: str) -> None:
     """A remote_left raising while the heartbeat round drops a silent node must not end
     the heartbeats: the others would declare this node gone too."""
     url = f"memory://{uuid.uuid4().hex}"
-    options = {"heartbeat_interval": 0.05, "node_timeout": 0.3, "sync_timeout": 0.1}
+    options = {"heartbeat_interval": scaled(0.05), "node_timeout": scaled(0.3),
+               "sync_timeout": scaled(0.1)}
     a = Cluster(create(url), node_id="a", prefix=prefix, **options)
     b = Cluster(create(url), node_id="b", prefix=prefix, **options)
     c = Cluster(create(url), node_id="c", prefix=prefix, **options)
@@ -417,7 +439,10 @@ async def test_heartbeats_outlive_a_failing_callback(prefix: str) -> None:
         assert b._ticker is not None
         b._ticker.cancel()  # b goes silent without a goodbye
         await eventually(lambda: ("r", "b1") in ra.left, what="b declared gone")
-        await asyncio.sleep(1.0)  # three node_timeouts: a must still be heard by c
+        # a must still be heard by c: c keeps getting a's heartbeats (b is silent) for
+        # over three node_timeouts after the failing round.
+        heard = c.transport.received
+        await eventually(lambda: c.transport.received >= heard + 20, what="a heard by c")
         assert a._ticker is not None and not a._ticker.done()
         assert "a" in c.state()["nodes"]
     finally:
@@ -435,10 +460,11 @@ async def test_no_member_list_request_for_a_room_left_meanwhile(prefix: str) -> 
         await join(b, "r", "b1")
         a.local_connected("a1")
         a.local_joined("r", "a1")
-        while not a._rooms["r"].subscribed:  # the request is queued for the next turn
-            await asyncio.sleep(0)
+        # The request is queued for the next turn: the leave must come within this one.
+        await eventually(lambda: a._rooms["r"].subscribed, every_turn=True, what="subscribed")
         a.local_left("r", "a1")
-        await asyncio.sleep(0.05)
+        # The anchor: a's LEFT, which comes after a request it would have sent.
+        await eventually(lambda: any(data[0] == env.LEFT for data in heard), what="a's LEFT")
         assert [data[0] for data in heard if data[2:].startswith(a.key.encode())] == [
             env.JOINED, env.LEFT]  # no member-list request
         await spy.close()
@@ -448,7 +474,7 @@ async def test_no_member_list_request_for_a_room_left_meanwhile(prefix: str) -> 
 async def test_cancelling_start_is_a_cancel_not_a_connection_error(prefix: str) -> None:
     cluster = Cluster(create(f"memory://{uuid.uuid4().hex}"), node_id="a", prefix=prefix)
     starting = asyncio.get_running_loop().create_task(cluster.start(Recorder()))
-    await asyncio.sleep(0)
+    await suspend()  # the start runs up to its first wait
     assert cluster.transport.connected and not cluster._started  # awaiting subscriptions
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from clusterkit import Proxy, Recorder, eventually, nodes
-from services import Broker
+from services import Broker, all_threads_stopped
+from waiting import TIMEOUT, pace, scaled
 
 import roomer
 from roomer.backplane import Cluster, create
@@ -48,13 +49,13 @@ async def test_sigkilled_node_leaves_within_ten_seconds(
         try:
             assert proc.stdout is not None
             line = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 20)
+                asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), scaled(20))
             assert line == b"ready\n"
             await eventually(lambda: sorted(a.remote_members("r")) == ["k1", "k2"])
             assert ra.joined == [("r", "k1"), ("r", "k2")]
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            proc.wait(timeout=scaled(10))
         took = await eventually(lambda: {("r", "k1"), ("r", "k2")} <= set(ra.left),
                                 timeout=12, what="the killed node's members left")
         print(f"{kind}: SIGKILLed node's members reported left after {took:.2f} s")
@@ -86,7 +87,7 @@ async def test_broker_restart_heals_traffic_and_lists(
         for _ in range(10_000):
             a.publish_room("r", b"lost" * 16)
         assert a.state()["dropped"] >= 10_000 and a.state()["buffered"] == 0
-        await asyncio.sleep(1.5)  # past node_timeout: still nobody is declared dead
+        await pace(1.5)  # the outage lasts past node_timeout: still nobody declared dead
         broker.start()
         await eventually(lambda: a.transport.connected and b.transport.connected, timeout=10,
                          what="both reconnected")
@@ -146,13 +147,17 @@ async def test_many_rooms_left_while_connected_keep_the_incarnation(
         for i in range(5):
             a.local_left(f"r{i}", f"a{i}")
         await a.transport.flush()
-        await asyncio.sleep(3 * a.heartbeat_interval)  # heartbeat rounds prune what is known
+        # Heartbeat rounds prune what the broker confirmed.
+        await eventually(lambda: not a._uncertain, what="the leaves confirmed and pruned")
         old_key = a.key
         private_redis.stop()
         await eventually(lambda: not a.transport.connected and not b.transport.connected)
         private_redis.start()
         await eventually(lambda: a.transport.connected and b.transport.connected, timeout=10)
-        await asyncio.sleep(0.5)
+        # The anchor: a frame a publishes after its reconnect reaches b after whatever a
+        # announced at the reconnect (a new incarnation's goodbye, leaves).
+        a.publish_room("kept", b"after")
+        await eventually(lambda: ("kept", b"after", None) in rb.frames, what="the anchor")
         assert a.key == old_key
         assert b.remote_members("kept") == ["k1"] and ("kept", "k1") not in rb.left
 
@@ -210,7 +215,9 @@ async def test_a_node_back_before_another_keeps_that_ones_members(
         await eventually(lambda: not a.transport.connected and not b.transport.connected)
         broker.start()
         await eventually(lambda: a.transport.connected, timeout=10, what="a reconnected")
-        await asyncio.sleep(4 * a.sync_timeout)  # a's request to b has long timed out
+        # a asked the others for their lists at the reconnect: ready once b's silence
+        # was waited out (sync_timeout).
+        await asyncio.wait_for(a.room_ready("r"), TIMEOUT)
         assert ra.left == [] and a.remote_members("r") == ["b1"]
         await proxy.restore()
         await eventually(lambda: b.transport.connected, timeout=10, what="b reconnected")
@@ -237,10 +244,10 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
     me = asyncio.current_task()
     os.kill(broker.proc.pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        await eventually(lambda: all_threads_stopped(broker.proc.pid), what="broker stopped")
         a.publish_room("r", b"x")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(a.close(), 0.3)
+            await asyncio.wait_for(a.close(), scaled(0.3))
         transport: Any = a.transport
         assert not transport.connected
         assert transport._writer_task is None and transport._reconnect_task is None

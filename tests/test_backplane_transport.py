@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 from clusterkit import eventually
-from services import Broker
+from services import Broker, all_threads_stopped
+from waiting import scaled
 
 from roomer.backplane import MissingExtra, create
 from roomer.backplane.transport import Transport, backoff_delay, redact
@@ -77,9 +78,11 @@ async def test_subscribe_unsubscribe_and_direct(url: str, prefix: str) -> None:
     await b.flush()
     await eventually(lambda: not hub_has(url, channel) if url.startswith("memory") else True)
     assert await eventually_false(lambda: a.publish_direct(channel, b"again"))
+    anchors: list[bytes] = []
+    await b.subscribe(f"{prefix}.anchor", anchors.append)
     a.publish(channel, b"lost")
-    await a.flush()
-    await asyncio.sleep(0.05)
+    a.publish(f"{prefix}.anchor", b"after")  # the anchor: "lost" would come before it
+    await eventually(lambda: anchors == [b"after"], what="the anchor")
     assert got == [b"hi"]
     await a.close()
     await b.close()
@@ -90,12 +93,13 @@ def hub_has(url: str, channel: str) -> bool:
 
 
 async def eventually_false(send: object) -> bool:
-    # An UNSUBSCRIBE takes effect when the broker gets it: retry briefly.
-    for _ in range(100):
-        if await send() is False:  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.01)
-    return False
+    # An UNSUBSCRIBE takes effect when the broker gets it: retry until it did.
+    async def refused() -> bool:
+        return await send() is False  # type: ignore[operator,no-any-return]
+
+    await eventually(refused, what="refused once unsubscribed")
+    return True
+
 
 
 async def test_buffer_bound_drops_frames_not_control(redis_url: str, prefix: str) -> None:
@@ -144,7 +148,7 @@ async def test_outage_drops_counts_logs_once_and_recovers(
         kind: str, request: pytest.FixtureRequest, prefix: str,
         caplog: pytest.LogCaptureFixture) -> None:
     broker: Broker = request.getfixturevalue(f"private_{kind}")
-    caplog.set_level(logging.WARNING, logger="roomer.backplane")
+    caplog.set_level(logging.DEBUG, logger="roomer.backplane")
     states: list[bool] = []
     a = create(broker.url, reconnect_max=0.3, timeout=1.0)
     b = create(broker.url, reconnect_max=0.3, timeout=1.0)
@@ -162,7 +166,9 @@ async def test_outage_drops_counts_logs_once_and_recovers(
         a.publish(f"{prefix}.x", b"x" * 100)
     assert await a.publish_direct(f"{prefix}.x", b"d") is False
     assert a.dropped == dropped + 1001 and a.state()["buffered"] == 0
-    await asyncio.sleep(0.5)  # several failed reconnect attempts: still logged once
+    # Several failed reconnect attempts (logged at debug level): still logged once.
+    await eventually(lambda: sum("reconnect attempt" in r.getMessage()
+                                 for r in caplog.records) >= 4, what="failed reconnects")
     broker.start()
     await eventually(lambda: a.connected and b.connected, timeout=10, what="reconnected")
     assert states == [False, True]
@@ -180,7 +186,7 @@ async def test_outage_drops_counts_logs_once_and_recovers(
 async def test_unreachable_broker_at_connect(url: str) -> None:
     transport = create(url, timeout=1.0)
     with pytest.raises(ConnectionError, match="cannot reach the broker"):
-        await asyncio.wait_for(transport.connect(lambda up: None), 5)
+        await asyncio.wait_for(transport.connect(lambda up: None), scaled(5))
 
 
 def test_create_and_redact() -> None:
@@ -239,10 +245,11 @@ async def test_a_batch_in_flight_counts_against_the_buffer(
     assert broker.proc is not None
     os.kill(broker.proc.pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        await eventually(lambda: all_threads_stopped(broker.proc.pid), what="broker stopped")
         for _ in range(64):
             a.publish(f"{prefix}.big", b"x" * 1024)
-        await asyncio.sleep(0.1)  # the writer took the batch; the broker does not answer
+        # The writer took the batch; the broker does not answer.
+        await eventually(lambda: a._inflight_bytes == 64 * 1024, what="the batch in flight")
         assert a.state()["buffered"] == 64 * 1024
         for _ in range(10):
             a.publish(f"{prefix}.big", b"x" * 1024)
@@ -261,10 +268,11 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
     assert private_nats.proc is not None
     os.kill(private_nats.proc.pid, signal.SIGSTOP)  # no answer, no "no responders"
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
+        await eventually(lambda: all_threads_stopped(private_nats.proc.pid),
+                         what="broker stopped")
         waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
-        await asyncio.sleep(0.1)  # the request is out
-        await asyncio.wait_for(a.close(), 2.0)
+        await eventually(lambda: a._inflight_bytes > 0, what="the request is out")
+        await asyncio.wait_for(a.close(), scaled(2.0))
         assert waiting.done() and waiting.result() is False
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:
@@ -328,6 +336,6 @@ async def test_unsubscribed_in_the_same_turn_cancels_the_future(url: str, prefix
     a.unsubscribe(f"{prefix}.x")
     a.publish(f"{prefix}.y", b"after")  # flush waits for this turn's batch
     await a.flush()
-    await asyncio.sleep(0)
-    assert confirmed.cancelled() and not a._sub_waiters
+    await eventually(lambda: confirmed.cancelled() and not a._sub_waiters, every_turn=True,
+                     what="the confirmation cancelled")
     await a.close()

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import eventually_blocking
 
 psutil = pytest.importorskip("psutil")
 
@@ -25,11 +25,7 @@ BENCH_CHILDREN = 3  # the server and two load generator processes
 
 
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout} s")
-        time.sleep(0.05)
+    eventually_blocking(check, timeout, what)
 
 
 def _gone(proc: psutil.Process) -> bool:

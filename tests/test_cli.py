@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from waiting import scaled
 
 from roomer import Server
 
@@ -71,9 +72,9 @@ def test_serve_prints_address_and_mode(served: Served) -> None:
 
 def test_healthz_and_demo_page(served: Served) -> None:
     _, port, _ = served
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=scaled(5)) as resp:
         assert resp.status == 200
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=scaled(5)) as resp:
         assert b"roomer demo lobby" in resp.read()
 
 
@@ -89,7 +90,7 @@ def test_stops_cleanly_on_signal(
 
 def test_bad_app_is_a_clear_error() -> None:
     proc = _spawn("serve", "no_such_module_xyz:app", "--port", str(_free_port()))
-    _, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=scaled(15))
     assert proc.returncode != 0
     assert "cannot import 'no_such_module_xyz'" in err
 
@@ -109,7 +110,7 @@ def test_flags_reach_the_server() -> None:
 
 def test_bench_help_reaches_the_harness() -> None:
     proc = subprocess.run([sys.executable, "-m", "roomer", "bench", "--help"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=scaled(30))
     assert proc.returncode == 0
     assert "usage: roomer bench" in proc.stdout and "--peers" in proc.stdout
 
@@ -129,7 +130,7 @@ def test_workers_are_refused_with_a_reason(flags: list[str], why: str) -> None:
     if "--port" not in flags:
         args += ["--port", str(_free_port())]
     proc = _spawn(*args)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
     assert proc.returncode != 0
     assert why in err, err
 
@@ -146,13 +147,13 @@ def test_workers_auto_is_one_per_core_and_node_ids_stay_unique() -> None:
         "serve", "--node-id=edge-1", "--workers", "1", "--reuse-port"]
     if (os.cpu_count() or 1) > 1:  # auto means several workers: the backplane is required
         proc = _spawn("serve", "--workers", "auto", "--port", str(_free_port()))
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=scaled(30))
         assert proc.returncode != 0 and f"--workers {os.cpu_count()} needs" in err, err
 
 
 def test_an_unreachable_broker_is_a_clear_error_at_start() -> None:
     proc = _spawn("serve", "--port", str(_free_port()), "--backplane", "redis://127.0.0.1:1/0")
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode != 0
     assert "cannot reach the broker" in err and "redis://127.0.0.1:1/0" in err, err
     assert "Traceback" not in err and "listening on" not in out
@@ -170,7 +171,8 @@ def test_a_signal_while_workers_start_stops_them_all(monkeypatch: pytest.MonkeyP
     def popen(command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         if len(started) == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # run_workers' handler runs here
-        child = real_popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        # A worker that runs until it is signalled.
+        child = real_popen([sys.executable, "-c", "import signal; signal.pause()"])
         started.append(child)
         return child
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from waiting import scaled, suspend
 
 import roomer
 
@@ -87,13 +88,13 @@ async def test_a_join_of_an_invalid_name_is_refused_not_left_waiting(
         bad = root.join("x" * 200)
         last = root.join("last")
         with pytest.raises(roomer.ClientError) as info:
-            await asyncio.wait_for(bad, 5)
+            await asyncio.wait_for(bad, scaled(5))
         assert info.value.code == "invalid_name" and info.value.event == "join"
-        assert (await asyncio.wait_for(first, 5)).open()
-        assert (await asyncio.wait_for(last, 5)).open()
+        assert (await asyncio.wait_for(first, scaled(5))).open()
+        assert (await asyncio.wait_for(last, scaled(5))).open()
         with pytest.raises(roomer.ClientError):
-            await asyncio.wait_for(root.join(""), 5)
-        assert (await asyncio.wait_for(root.join("again"), 5)).open()
+            await asyncio.wait_for(root.join(""), scaled(5))
+        assert (await asyncio.wait_for(root.join("again"), scaled(5))).open()
         for name in ("again", "first", "last"):
             assert root.id() in server.members(name)
         assert sorted(root._client.rooms) == ["again", "first", "last", "root"]
@@ -113,7 +114,7 @@ async def test_a_denied_leave_raises_client_error(make_server: Any, protocol: st
     try:
         lobby = await root.join("lobby")
         with pytest.raises(roomer.ClientError) as info:
-            await asyncio.wait_for(lobby.leave(), 5)
+            await asyncio.wait_for(lobby.leave(), scaled(5))
         assert info.value.code == "leave_denied"
         assert lobby.open()
     finally:
@@ -145,13 +146,13 @@ async def test_async_handler_on_the_client(make_server: Any) -> None:
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def on_pong(payload: bytes, sender: str) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         got.set_result(payload)
 
     try:
         root.on("pong", on_pong)
         root.send("ping", b"42")
-        assert await asyncio.wait_for(got, 5) == b"42"
+        assert await asyncio.wait_for(got, scaled(5)) == b"42"
     finally:
         await root.close()
 

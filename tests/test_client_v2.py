@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import waiting
 from v2client import EVENT, REPLY
 from v2client import encode as encode_v2
 from websockets.asyncio.server import ServerConnection, serve
 
 import roomer
 
-TIMEOUT = 5.0
+TIMEOUT = waiting.TIMEOUT
 
 
 def url(server: roomer.Server, path: str = "/ws") -> str:
@@ -38,11 +39,7 @@ async def serving(setup: Callable[[roomer.Server], Any] | None = None,
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(250):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never true: {what}")
+    await waiting.eventually(condition, what=what)
 
 
 # negotiation ------------------------------------------------------------------------------
@@ -98,7 +95,7 @@ async def test_unknown_replies_are_counted_and_ignored() -> None:
         try:
             assert root.id() == "me"
             after = asyncio.ensure_future(root.wait_for("after", TIMEOUT))
-            await asyncio.sleep(0)
+            await waiting.suspend()  # the waiter is registered before anything can come
             root.send("go")
             assert await after == (b"still here", "")
             assert root.unknown_replies() == 2 and root.pending_asks() == 0
@@ -392,7 +389,7 @@ def _ask_app(server: roomer.Server) -> None:
 
     @server.on("slow")
     async def slow(conn: roomer.Connection, msg: roomer.Message) -> str:
-        await asyncio.sleep(0.01)
+        await waiting.suspend()
         return f"done in {msg.room}"
 
     @server.on("refuse")
@@ -549,7 +546,7 @@ async def test_the_server_asks_the_client(make_server: Any) -> None:
             return answers[payload]
 
         async def later(payload: bytes, sender: str) -> str:
-            await asyncio.sleep(0.01)
+            await waiting.suspend()
             if payload == b"fail":
                 raise roomer.Deny("async no")
             return payload.decode().upper()
@@ -613,7 +610,7 @@ async def test_a_slow_client_answer_times_out_on_the_server(make_server: Any) ->
         assert conn is not None
 
         async def slow(payload: bytes, sender: str) -> bytes:
-            await asyncio.sleep(0.3)
+            await waiting.stall(0.3)  # answers long after the asks' timeout
             return b"too late"
 
         root.on("slow", slow)
@@ -725,11 +722,11 @@ async def test_joins_and_namespace_connects_are_bounded_by_the_connect_timeout()
         @server.on_join
         async def slow_join(conn: roomer.Connection, room: str) -> None:
             if room == "slow":
-                await asyncio.sleep(0.5)
+                await waiting.stall(0.5)  # past the client's connect timeout
 
         @server.namespace("slow").on_connect
         async def slow_connect(view: roomer.NamespaceConnection) -> None:
-            await asyncio.sleep(0.5)
+            await waiting.stall(0.5)
 
     async with serving(setup) as server:
         root = await roomer.connect(url(server), protocol="v2", timeout=0.2)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import scaled
 
 import roomer
 from roomer import Message, ProtocolError
@@ -536,7 +537,7 @@ def test_no_extensions_env_selects_pure() -> None:
     env = dict(os.environ, ROOMER_NO_EXTENSIONS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=scaled(60)
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pure-ok"

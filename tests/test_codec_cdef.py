@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import scaled
 
 from roomer import ProtocolError
 from roomer import _codec_py as pure
@@ -85,7 +86,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (work / "setup.py").write_text(setup)
     result = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-        cwd=work, capture_output=True, text=True, timeout=300,
+        cwd=work, capture_output=True, text=True, timeout=scaled(300),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     built = next(work.glob("codec_caller*.so"), None) or next(work.glob("codec_caller*.pyd"))

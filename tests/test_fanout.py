@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import scaled, suspend
 
 from roomer import _codec_py
 
@@ -68,7 +69,7 @@ def make_peers(impl: Any, engine: Any, n: int) -> tuple[dict[str, Any], list[Fak
 
 async def end_turn() -> None:
     """Let the loop run the flush scheduled with call_soon during this turn."""
-    await asyncio.sleep(0)
+    await suspend()
 
 
 # --------------------------------------------------------------------------- basics
@@ -563,7 +564,7 @@ async def test_sync_mode_never_drops_and_reports_the_slow_peer(fanout_impl: Any)
     assert not waiter.done()
     assert transports[1].writes == []
     slow.resume_writing()
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(waiter, scaled(1))
     assert slow.over_since == 0
     assert engine.over_limit(members) is None
     for tr in transports:
@@ -579,7 +580,7 @@ async def test_sync_wait_drain_resolves_on_flush(fanout_impl: Any) -> None:
         engine.broadcast(members, frame(i, 20))
     assert engine.over_limit(members) is members["c0"]
     waiters = [engine.wait_drain(), engine.wait_drain()]
-    await asyncio.wait_for(asyncio.gather(*waiters), 1)  # the end-of-turn flush drains
+    await asyncio.wait_for(asyncio.gather(*waiters), scaled(1))  # the end-of-turn flush drains
     assert engine.over_limit(members) is None
     assert transports[0].data == b"".join(frame(i, 20) for i in range(10))
 
@@ -605,11 +606,11 @@ async def test_sync_broadcast_loop_like_the_server(fanout_impl: Any) -> None:
             or not transports[2].writes
             or len(transports[2].data) < sum(map(len, frames))
         ):
-            await asyncio.sleep(0.001)
+            await suspend()  # a slow transport: writable for one turn at a time
             slow.resume_writing()
             slow.pause_writing()
 
-    await asyncio.wait_for(asyncio.gather(producer(), consumer()), 5)
+    await asyncio.wait_for(asyncio.gather(producer(), consumer()), scaled(5))
     await end_turn()
     for tr in transports:
         assert tr.data == b"".join(frames)
@@ -625,7 +626,7 @@ async def test_sync_close_outbox_wakes_waiters(fanout_impl: Any) -> None:
     assert peer.over_since > 0
     waiter = engine.wait_drain()
     peer.close_outbox()
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(waiter, scaled(1))
     assert peer.over_since == 0
     assert transports[0].writes == [frame(1, 100)]
 
@@ -885,7 +886,7 @@ def run_scenario(
                 over = engine.over_limit(members)
                 results.append(None if over is None else names[id(over)])
             elif op == "turn":
-                loop.run_until_complete(asyncio.sleep(0))
+                loop.run_until_complete(suspend())
             elif op == "flush":
                 peers[args[0]].flush()
             elif op == "break" and args[0] in transports:
@@ -893,7 +894,7 @@ def run_scenario(
             results.append({n: (p.pending, p.dropped, p.closing, p.overflowed, p.over_since > 0)
                             for n, p in peers.items()})
             results.append(getattr(engine, "turn_bytes", None))
-        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(suspend())
         return {
             "writes": {n: tr.writes for n, tr in transports.items()},
             "stats": engine.stats,

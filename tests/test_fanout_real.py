@@ -18,6 +18,7 @@ from typing import Any
 
 import picows
 import pytest
+from waiting import eventually, scaled, suspend
 
 from roomer import _codec_py
 
@@ -66,8 +67,7 @@ async def _setup(impl: Any, n: int, **engine_options: Any) -> tuple[Any, list[An
     for _ in range(n):
         _, client = await picows.ws_connect(Receiver, f"ws://127.0.0.1:{port}/")
         clients.append(client)
-    while len(peers) < n:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(peers) == n, what=f"{n} peers accepted")
     return engine, peers, clients, server
 
 
@@ -86,8 +86,8 @@ async def test_real_transports_get_every_frame_in_order(fanout_impl: Any) -> Non
             assert engine.broadcast(members, _codec_py.encode_frame(
                 "room", "ev", "", f"src{i:06d}", b"p" * (i % 300))) == 20
             if i % 50 == 49:
-                await asyncio.sleep(0)  # a few turns: corked writes in between
-        await asyncio.wait_for(asyncio.gather(*(c.arrived.wait() for c in clients)), 10)
+                await suspend()  # a few turns: corked writes in between
+        await asyncio.wait_for(asyncio.gather(*(c.arrived.wait() for c in clients)), scaled(10))
         for client in clients:
             assert client.payloads == bodies
         stats = engine.stats
@@ -118,8 +118,8 @@ async def test_a_receiver_that_stops_reading_is_bounded_and_counted(fanout_impl:
         for i in range(3000):
             engine.broadcast(members, frame)
             if i % 20 == 0:
-                await asyncio.sleep(0)
-        await asyncio.wait_for(healthy.arrived.wait(), 20)
+                await suspend()  # the healthy one's writes go out in between
+        await asyncio.wait_for(healthy.arrived.wait(), scaled(20))
         assert len(healthy.payloads) == 3000
         stuck_peer = next(p for p in peers if p.dropped)
         assert stuck_peer.writing_paused  # picows told it the socket is full
@@ -140,7 +140,7 @@ async def test_compiled_peer_writes_through_picows_fast_write() -> None:
         assert peers[0].read_buffer_capacity >= 2048  # found picows' read buffer
         clients[0].want = 1
         peers[0].send_frame(_codec_py.encode_frame("r", "e", "", "", b"hi"))
-        await asyncio.wait_for(clients[0].arrived.wait(), 5)
+        await asyncio.wait_for(clients[0].arrived.wait(), scaled(5))
         assert clients[0].payloads == [_codec_py.encode("r", "e", "", "", b"hi")]
     finally:
         server.close()
@@ -160,16 +160,14 @@ async def test_compiled_peer_gives_back_a_grown_read_buffer(shape: str) -> None:
         else:
             for _ in range(4):
                 client.transport.send(picows.WSMsgType.BINARY, b"y" * 100_000)
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if engine.stats["read_buffer_trims"] and peer.read_buffer_capacity == base:
-                break
+        await eventually(lambda: engine.stats["read_buffer_trims"]
+                         and peer.read_buffer_capacity == base, what="the read buffer trimmed")
         assert engine.stats["read_buffer_trims"] >= 1
         assert peer.read_buffer_capacity == base
         # the connection still reads: the next message arrives whole
         peer.send_frame(_codec_py.encode_frame("r", "e", "", "", b"ok"))
         client.want = 1
-        await asyncio.wait_for(client.arrived.wait(), 5)
+        await asyncio.wait_for(client.arrived.wait(), scaled(5))
     finally:
         server.close()
         for c in clients:
@@ -182,11 +180,11 @@ def test_compiled_fanout_refuses_another_picows_version() -> None:
             "try:\n    import roomer._fanout\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+                         timeout=scaled(60), check=True).stdout
     assert out.startswith("ExtensionMismatch ")
     assert "compiled against picows 2.3.1" in out and "0.0.1 is installed" in out
     # and roomer.fanout does not hide it behind the pure twin
     code = code.replace("import roomer._fanout", "import roomer.fanout")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+                         timeout=scaled(60), check=True).stdout
     assert out.startswith("ExtensionMismatch ")

@@ -18,6 +18,7 @@ import pytest
 from serverproc import ServerProcess
 from test_scaleout_procs import formed, node_options
 from v2client import REPLY, Client2, connect2
+from waiting import eventually
 
 pytestmark = pytest.mark.server_process
 
@@ -100,13 +101,13 @@ async def test_an_owner_paused_past_node_timeout_loses_its_remote_players(
         assert json.loads(closed.payload)["code"] == "owner_lost"
     finally:
         os.killpg(owner_node.pid, signal.SIGCONT)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while True:  # the owner heals: bob's seat is gone, ada's stays
-        state = json.loads((await ada.ask("", room, "state")).payload)
-        if state["players"] == [ada.id] or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    state: dict[str, Any] = {}
+
+    async def healed() -> bool:  # the owner heals: bob's seat is gone, ada's stays
+        state.update(json.loads((await ada.ask("", room, "state")).payload))
+        return bool(state["players"] == [ada.id])
+
+    await eventually(healed, 15, "the owner's seats healed")
     assert state["players"] == [ada.id] and state["clients"] == 1, state
     for client in (ada, bob):
         await client.close()

@@ -98,12 +98,7 @@ async def test_clients_that_do_not_read_a_big_file_hold_little_memory(tmp_path: 
 
 
 async def eventually_async(check: Any, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
+    await eventually(check, timeout, what)
 
 
 async def test_a_client_that_does_not_read_is_cut_at_http_timeout(make_server: Any) -> None:

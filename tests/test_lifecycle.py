@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 import pytest
-from rawclient import connect, eventually, http_get
+from rawclient import TIMEOUT, connect, eventually, http_get
 from rawsocket import RawSocket, joined
+from waiting import scaled, stall, suspend
 
 import roomer
 
@@ -49,7 +50,7 @@ async def test_on_connect_join_comes_after_the_root_join_ack(make_server: Any) -
 
     @server.on_connect
     async def auto_join(conn: roomer.Connection) -> None:
-        await asyncio.sleep(0.01)
+        await suspend()  # the hook really is async: the join comes after a suspension
         conn.join("lobby")
 
     a = await connect(server)  # connect() asserts the first message is root's join_ack
@@ -82,19 +83,26 @@ async def test_an_async_handler_joining_after_its_client_left_leaves_no_ghost(
 async def test_an_async_join_hook_finishing_after_the_client_left(make_server: Any) -> None:
     server = await make_server()
     release = asyncio.Event()
+    entered = asyncio.Event()
+    finished: list[str] = []
 
     @server.on_join
     async def slow_gate(conn: roomer.Connection, room: str) -> None:
+        entered.set()
         await release.wait()
+        finished.append(conn.id)
 
     a = await connect(server)
     await a.send("haunted", "join")
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(entered.wait(), TIMEOUT)  # the join is in the hook
     await a.close()
     await eventually(lambda: server.connection_count == 0)
     release.set()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: finished == [a.id], what="a's join hook returned")
     assert "haunted" not in server.rooms()
+    # A later join through the same hook lists no ghost of a.
+    b = await connect(server)
+    assert await b.join("haunted") == [b.id]
 
 
 # closed clients ---------------------------------------------------------------------------
@@ -115,7 +123,7 @@ async def test_a_closed_clients_queued_messages_are_not_relayed(make_server: Any
     assert await talker.close_frame() == (4000, b"bye")
     await talker.send_frame(0x8, struct.pack(">H", 4000))
     while True:
-        _room, event, *_ = await asyncio.wait_for(listener.recv(), 5)
+        _room, event, *_ = await asyncio.wait_for(listener.recv(), scaled(5))
         assert event != "chat"
         if event == "member_left":
             break
@@ -139,7 +147,13 @@ async def test_kick_stops_what_the_kicked_client_sent_after(make_server: Any) ->
                              + [_body(b"r", b"chat", b"after")] * 30)
     assert await talker.close_frame() == (1008, b"out")
     assert (await listener.recv())[4] == b"before"
-    await asyncio.sleep(0.2)
+    # The anchor: the talker's disconnect, read by the server after every frame it sent.
+    talker.close()
+    while True:
+        _room, event, _dst, _src, payload = await asyncio.wait_for(listener.recv(), TIMEOUT)
+        assert payload != b"after"
+        if event == "member_left":
+            break
     assert server.counters["relayed"] == 1
     listener.close()
     talker.close()
@@ -154,17 +168,17 @@ async def test_shutdown_lets_the_disconnect_hooks_it_starts_finish(make_server: 
 
     @server.on_leave
     async def left(conn: roomer.Connection, room: str) -> None:
-        await asyncio.sleep(0.2)
+        await stall(0.2)
         done.append(f"leave {room}")
 
     @server.on_disconnect
     async def gone(conn: roomer.Connection) -> None:
-        await asyncio.sleep(0.3)
+        await stall(0.3)
         done.append("disconnect")
 
     port = server.address[1]
     clients = [(await joined(port, "r"))[0] for _ in range(5)]
-    await asyncio.wait_for(server.shutdown(timeout=3), 5)
+    await asyncio.wait_for(server.shutdown(timeout=scaled(3)), scaled(5))
     assert sorted(done) == sorted(["disconnect"] * 5 + ["leave root"] * 5 + ["leave r"] * 5)
     for client in clients:
         client.close()
@@ -193,15 +207,26 @@ async def test_shutdown_has_one_deadline_for_every_transport(make_server: Any) -
     await loop.sock_connect(reader, (host, port))
     await loop.sock_sendall(reader, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
     stuck = await RawSocket.open(port, rcvbuf=4096)  # a WebSocket client that never reads
-    await asyncio.sleep(0.3)
+    # Every transport is there before the shutdown: the page is being written to the
+    # reader, and the WebSocket client was accepted (after the sockets connected first).
+    await eventually(lambda: _waiting_bytes(reader) > 0, what="the big page on its way")
+    await eventually(lambda: server.connection_count == 1, what="the WebSocket accepted")
     started = time.monotonic()
-    await asyncio.wait_for(server.shutdown(timeout=1.0), 10)
+    await asyncio.wait_for(server.shutdown(timeout=scaled(1.0)), scaled(10))
     took = time.monotonic() - started
-    assert took < 3.0, f"shutdown took {took:.1f}s"
+    # A bound on a deadline (one for all, not one each), not a speed measurement.
+    assert took < scaled(3.0), f"shutdown took {took:.1f}s"
     assert server.connection_count == 0
     for sock in [*socks, slow, reader]:
         sock.close()
     stuck.close()
+
+
+def _waiting_bytes(sock: socket.socket) -> int:
+    try:
+        return len(sock.recv(1024, socket.MSG_PEEK))
+    except BlockingIOError:
+        return 0
 
 
 # threads ----------------------------------------------------------------------------------
@@ -248,7 +273,7 @@ async def test_loop_only_methods_refuse_other_threads_and_leave_no_zombie(
     await asyncio.to_thread(server.call_threadsafe, server.kick, a.id, "from a thread")
     assert await a.closed() == (1008, "from a thread")
     fut = await asyncio.to_thread(server.broadcast, "r", "x")
-    assert await asyncio.wait_for(asyncio.wrap_future(fut), 5) == 0
+    assert await asyncio.wait_for(asyncio.wrap_future(fut), scaled(5)) == 0
 
 
 # pings ------------------------------------------------------------------------------------
@@ -258,8 +283,8 @@ async def test_a_client_roomer_stopped_reading_is_not_closed_for_silence(
         make_server: Any) -> None:
     """An async handler runs for longer than the ping timeout while 64+ messages queue
     behind it, so roomer pauses reading: the pongs it cannot read are not silence."""
-    server = await make_server(ping_interval=0.2, ping_timeout=0.2, rate_limit=None,
-                               byte_limit=None)
+    server = await make_server(ping_interval=scaled(0.2), ping_timeout=scaled(0.2),
+                               rate_limit=None, byte_limit=None)
     release = asyncio.Event()
 
     @server.on("slow")
@@ -269,21 +294,28 @@ async def test_a_client_roomer_stopped_reading_is_not_closed_for_silence(
     port = server.address[1]
     client, _ = await joined(port, "r")
     await client.send_bodies([_body(b"r", b"slow")] + [_body(b"r", b"ping")] * 200)
+    # The anchor: a silent client beside it, joined after, is pinged and closed for
+    # silence, so ping rounds ran past the timeout while roomer held the read.
+    silent, _ = await joined(port, "r")
+    pongs = {"n": 0}
 
     async def answer_pings() -> None:
         while True:
             opcode, body = await client.recv_frame()
             if opcode == 0x9:
                 await client.pong(body)
+                pongs["n"] += 1
 
     answering = asyncio.ensure_future(answer_pings())
-    await asyncio.sleep(1.5)  # several ping periods with reading paused
+    assert await silent.close_frame() == (1011, b"ping timeout")
     assert server.connection_count == 1
     release.set()
-    await asyncio.sleep(0.3)
+    # Read again, quiet, pinged, answering: still there two pings later.
+    await eventually(lambda: pongs["n"] >= 2, what="two pings answered after the release")
     assert server.connection_count == 1
     answering.cancel()
     client.close()
+    silent.close()
 
 
 async def test_a_background_round_that_fails_does_not_end_the_pings(
@@ -324,11 +356,14 @@ async def test_slow_disconnects_are_counted_once_each(make_server: Any) -> None:
         conn.transport.underlying_transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sender, _ = await joined(port, "r")
-    for _ in range(20):
+
+    async def flood_until_cut() -> bool:
         await sender.send_many([("r", "m", b"z" * 1000)] * 50)
-        await asyncio.sleep(0.01)
-    await eventually(lambda: server.connection_count == 1)
-    await asyncio.sleep(0.2)
+        return server.connection_count == 1
+
+    await eventually(flood_until_cut, what="the three stuck receivers cut off")
+    # Each was counted before it was cut, and a gone connection is in nothing a later
+    # round looks at: the count is final once they are gone.
     assert server.counters["dropped_slow_disconnects"] == 3
     for client in [*stuck, sender]:
         client.close()

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rawsocket import RawSocket, joined
+from waiting import TIMEOUT, pace, scaled
 
 import roomer
 
@@ -32,7 +33,7 @@ async def _messages_until_close(client: RawSocket, timeout: float = 10) -> tuple
             if opcode == 0x2:
                 got.append(roomer.Message.decode(body))
 
-    code, reason = await asyncio.wait_for(read(), timeout)
+    code, reason = await asyncio.wait_for(read(), scaled(timeout))
     return got, code, reason
 
 
@@ -67,34 +68,32 @@ async def test_rate_limit_sees_malformed_and_invalid_frames(make_server: Any) ->
 
 async def test_one_rate_limited_error_per_window_and_no_close_below_twice_the_rate(
         make_server: Any) -> None:
-    server = await make_server(rate_limit=(10, 0.5), error_limit=None)
+    window = scaled(0.5)
+    server = await make_server(rate_limit=(10, window), error_limit=None)
     port = server.address[1]
     a, _ = await joined(port, "r")
     b, _ = await joined(port, "r")
     await a.recv()  # b's new_member
     start = time.monotonic()
     sent = 0
-    while time.monotonic() - start < 2.0:  # 15 messages per 0.5 s: 1.5x the rate
+    while time.monotonic() - start < 4 * window:  # 15 messages per window: 1.5x the rate
         await b.send_many([("r", "chat", b"%d" % (sent + i)) for i in range(15)])
         sent += 15
-        await asyncio.sleep(0.5)
+        await pace(0.5)  # the client's rate is the test (and the bucket refills)
+    # The anchors, sent after a full window: a last relay, and a re-join's join_ack.
+    await b.send("r", "chat", b"end")
+    await b.send("r", "join")
     relayed: list[bytes] = []
     limited = 0
-    while True:
-        try:
-            msg = await asyncio.wait_for(a.recv(), 0.5)
-        except TimeoutError:
-            break
+    while (msg := await asyncio.wait_for(a.recv(), TIMEOUT))[4] != b"end":
         relayed.append(msg[4])
-    while True:
-        try:
-            msg = await asyncio.wait_for(b.recv(), 0.3)
-        except TimeoutError:
-            break
+    while (msg := await asyncio.wait_for(b.recv(), TIMEOUT))[1] != "join_ack":
         if msg[1] == "error":
             assert json.loads(msg[4])["code"] == "rate_limited"
             assert (msg[0], json.loads(msg[4])["event"]) == ("r", "chat")  # it names them
             limited += 1
+        else:
+            raise AssertionError(f"unexpected {msg}")
     assert server.connection_count == 2  # not closed: below twice its rate
     assert 1 <= limited <= 5  # at most one per window (2 s of 0.5 s windows)
     assert relayed == sorted(relayed, key=int) and len(set(relayed)) == len(relayed)

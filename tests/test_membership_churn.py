@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from rawsocket import RawSocket, joined
+from waiting import scaled
 
 import roomer
 
@@ -41,12 +42,12 @@ async def test_receivers_leaving_and_dropping_mid_flood(make_server: Any) -> Non
     reading = [asyncio.ensure_future(_events(c, "end")) for c, _ in stayers]
     leaving = [asyncio.ensure_future(_events(c, "leave_ack")) for c, _ in leavers]
     await flood()
-    for got in await asyncio.wait_for(asyncio.gather(*reading), 30):
+    for got in await asyncio.wait_for(asyncio.gather(*reading), scaled(30)):
         relayed = [p for room, event, p in got if event == "m"]
         assert relayed == [b"%d" % n for n in range(count)]
         left = {p.decode() for room, event, p in got if event == "member_left"}
         assert left == {cid for _, cid in leavers + droppers}
-    for got in await asyncio.wait_for(asyncio.gather(*leaving), 30):
+    for got in await asyncio.wait_for(asyncio.gather(*leaving), scaled(30)):
         relayed = [int(p) for room, event, p in got if event == "m"]
         assert relayed == list(range(len(relayed)))  # a prefix, in order
         assert got[-1][1] == "leave_ack"
@@ -77,12 +78,12 @@ async def test_handler_moves_rooms_while_broadcasting(make_server: Any) -> None:
     in_b, _ = await joined(port, "b")
     mover, mover_id = await joined(port, "a")
     await mover.send("a", "move")
-    got_a = await asyncio.wait_for(_events(in_a, "member_left"), 5)
+    got_a = await asyncio.wait_for(_events(in_a, "member_left"), scaled(5))
     assert [(e, p) for _, e, p in got_a] == [
         ("new_member", mover_id.encode()), ("bye", b""), ("member_left", mover_id.encode())]
-    got_b = await asyncio.wait_for(_events(in_b, "hello"), 5)
+    got_b = await asyncio.wait_for(_events(in_b, "hello"), scaled(5))
     assert [(e, p) for _, e, p in got_b] == [("new_member", mover_id.encode()), ("hello", b"")]
-    got_mover = await asyncio.wait_for(_events(mover, "join_ack"), 5)
+    got_mover = await asyncio.wait_for(_events(mover, "join_ack"), scaled(5))
     assert [(r, e) for r, e, _ in got_mover] == [("a", "leave_ack"), ("b", "join_ack")]
     assert server.members("b")[-1] == mover_id
     assert mover_id not in server.members("a")

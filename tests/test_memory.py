@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from rawsocket import RawSocket
+from waiting import TIMEOUT, eventually
 
 from roomer.benchmark.procs import read_metrics
 
@@ -46,8 +47,18 @@ def _body(room: bytes, payload: bytes) -> bytes:
     return b"".join(struct.pack(">I", len(f)) + f for f in (room, b"x", b"", b"", payload))
 
 
-async def _settled_rss(pid: int) -> int:
-    await asyncio.sleep(1.0)  # a few ping rounds: quiet connections are trimmed
+async def _settled_rss(pid: int, clients: list[RawSocket]) -> int:
+    """The RSS once the ping scan gave back what the quiet connections held: it trims a
+    quiet connection's buffers and then pings it, and asks the allocator to return
+    memory at the end of that scan; a second ping (after the pong) proves it ended."""
+
+    async def pinged_twice(client: RawSocket) -> None:
+        for _ in range(2):
+            opcode, body = await client.recv_frame()
+            assert opcode == 0x9, (opcode, body)  # nothing else comes to a quiet client
+            await client.pong(body)
+
+    await asyncio.wait_for(asyncio.gather(*(pinged_twice(c) for c in clients)), TIMEOUT)
     return _rss(pid)
 
 
@@ -64,7 +75,7 @@ async def test_rss_after_a_burst_returns_near_idle(burst: str) -> None:
             await client.send(f"own{i}", "join")  # a room of its own: nothing to relay
             await client.recv()
             clients.append(client)
-        idle = await _settled_rss(proc.pid)
+        idle = await _settled_rss(proc.pid, clients)
 
         async def burst_from(i: int, client: RawSocket) -> None:
             if burst.startswith("one big"):
@@ -75,7 +86,7 @@ async def test_rss_after_a_burst_returns_near_idle(burst: str) -> None:
         await asyncio.gather(*(burst_from(i, c) for i, c in enumerate(clients)))
         total = CONNECTIONS * (1 if burst.startswith("one big") else 2_000) + CONNECTIONS
         await _wait_handled(port, total)
-        after = await _settled_rss(proc.pid)
+        after = await _settled_rss(proc.pid, clients)
         grown = after - idle
         assert grown < CONNECTIONS * SLACK_PER_CONNECTION + SLACK, (
             f"RSS {idle / 2**20:.1f} MiB idle -> {after / 2**20:.1f} MiB after the burst "
@@ -89,10 +100,8 @@ async def test_rss_after_a_burst_returns_near_idle(burst: str) -> None:
 
 async def _wait_handled(port: int, count: int) -> None:
     """Poll /metrics until the server has handled ``count`` messages."""
-    handled = 0.0
-    for _ in range(600):
-        handled = (await read_metrics(port))["roomer_messages_in_total"]
-        if handled >= count:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the server handled {handled} of {count} messages")
+
+    async def handled() -> bool:
+        return (await read_metrics(port))["roomer_messages_in_total"] >= count
+
+    await eventually(handled, timeout=60, what=f"the server handled {count} messages")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from rawsocket import RawSocket, joined
+from waiting import eventually, scaled, suspend
 
 import roomer
 
@@ -71,7 +72,7 @@ async def test_every_kind_of_message_is_paced(make_server: Any, kind: str) -> No
 
     @server.on("slowpoke")
     async def slowpoke(conn: roomer.Connection, msg: roomer.Message) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         conn.send("poked-you", msg.payload, msg.room)
 
     port = server.address[1]
@@ -160,7 +161,7 @@ async def test_a_re_join_spray_never_loses_an_ack(make_server: Any) -> None:
     others = [(await joined(port, "busy"))[0] for _ in range(30)]
     sprayer, sprayer_id = await joined(port, "busy")
     await sprayer.send_bodies([_body(b"busy", b"join")] * 3000)
-    got = await _drain(sprayer, 3000, timeout=30)
+    got = await _drain(sprayer, 3000, timeout=scaled(30))
     assert all(m[1] == "join_ack" and m[3] == sprayer_id for m in got)
     assert len(json.loads(got[-1][4])) == 31
     assert server.stats()["dropped"] == 0
@@ -183,13 +184,15 @@ async def test_a_client_that_never_reads_its_replies_is_cut_off_not_grown(
     conn.transport.underlying_transport.get_extra_info("socket").setsockopt(
         socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     seen: list[int] = []
-    for _ in range(40):
+
+    async def push_until_cut() -> bool:
+        if server.connection_count == 0:
+            return True
         await stuck.send_bodies([b"\x00\x01"] * 200)  # 200 malformed errors, never read
         seen.append(conn.pending)
-        await asyncio.sleep(0.02)
-        if server.connection_count == 0:
-            break
-    assert server.connection_count == 0
+        return False
+
+    await eventually(push_until_cut, what="the client that never reads cut off")
     assert max(seen) <= 2 * limit
     assert server.counters["dropped_slow_disconnects"] == 1
     stuck.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from rawclient import connect, eventually, http_get
+from waiting import scaled
 
 import roomer
 
@@ -108,7 +109,7 @@ async def test_a_node_that_shuts_down_takes_its_members_out(nodes: Nodes) -> Non
     await b.join("r")
     await a.expect("new_member", "r")
     await b_node.shutdown(timeout=2.0)
-    assert (await a.expect("member_left", "r", timeout=5)).text == b.id
+    assert (await a.expect("member_left", "r", timeout=scaled(5))).text == b.id
     await eventually(lambda: a_node.members("r") == [a.id])
 
 
@@ -142,7 +143,7 @@ def test_backplane_options_are_validated() -> None:
 async def test_a_missing_broker_is_a_clear_error_at_start() -> None:
     server = roomer.Server(backplane="redis://127.0.0.1:1/0")
     with pytest.raises(ConnectionError):
-        await asyncio.wait_for(server.start("127.0.0.1", 0), 30)
+        await asyncio.wait_for(server.start("127.0.0.1", 0), scaled(30))
 
 
 async def test_a_leave_while_the_join_waits_for_the_backplane_wins(make_server) -> None:
@@ -184,8 +185,7 @@ async def test_a_failed_listen_leaves_no_cluster_behind() -> None:
             await server.start("127.0.0.1", port)
     assert server.registry.cluster is None
     assert hub(name).subscribers == {}
-    await asyncio.sleep(0.05)
-    assert asyncio.all_tasks() == before
+    await eventually(lambda: asyncio.all_tasks() == before, what="start's tasks all ended")
     await server.start("127.0.0.1", 0)  # and it can be started again
     try:
         assert hub(name).subscribers

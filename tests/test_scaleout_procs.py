@@ -25,6 +25,7 @@ import pytest
 from rawclient import Msg, RawClient, connect, encode
 from serverproc import ServerProcess, _spawn
 from services import Broker, free_port
+from waiting import eventually, pace_until, scaled
 
 pytestmark = pytest.mark.server_process  # every server here is a child process
 
@@ -58,13 +59,9 @@ def node_options(url: str, prefix: str, node_id: str, **extra: Any) -> dict[str,
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll ``check`` until it is true; the seconds it took (AssertionError after timeout)."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
+    """Poll ``check`` until it is true; the seconds it took (AssertionError after timeout,
+    in seconds before scaling)."""
+    return await eventually(check, timeout, what)
 
 
 async def formed(servers: list[ServerProcess], timeout: float = FORM_TIMEOUT) -> None:
@@ -150,7 +147,7 @@ def _relay(room: str, event: str, payload: str) -> bytes:
 async def close_all(*clients: RawClient) -> None:
     for client in clients:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.ws.close(), 2)
+            await asyncio.wait_for(client.ws.close(), scaled(2))
 
 
 # two nodes -----------------------------------------------------------------------------
@@ -435,7 +432,7 @@ async def test_broker_restart_traffic_resumes_lists_heal_memory_stays_bounded(
     for client in (a1, a2):
         assert (await client.expect("member_left", "lobby")).text == a3.id
 
-    await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - down_at)))
+    await pace_until(down_at + scaled(1.5))  # the broker stays down this long: the outage
     private_broker.start()
     restarted_at = time.monotonic()
     for server in (node_a, node_b):
@@ -447,7 +444,7 @@ async def test_broker_restart_traffic_resumes_lists_heal_memory_stays_bounded(
                            (a2, ("new_member", "lobby", b2.id)),
                            (b1, ("member_left", "lobby", a3.id)),
                            (b2, ("member_left", "lobby", a3.id))):
-        await events(client, {change}, timeout=10)
+        await events(client, {change}, timeout=scaled(10))
         healed.append(time.monotonic() - restarted_at)
     for client in (a1, b1):
         assert sorted(await members(client, "lobby")) == sorted([a1.id, a2.id, b1.id, b2.id])
@@ -540,9 +537,9 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
 
         os.kill(parent.pid, signal.SIGTERM)
         for client in (x, y):
-            code, reason = await client.closed(timeout=10)
+            code, reason = await client.closed(timeout=scaled(10))
             assert (code, reason) == (1001, "server shutdown")
-        assert await asyncio.wait_for(parent.proc.wait(), 20) == 0
+        assert await asyncio.wait_for(parent.proc.wait(), scaled(20)) == 0
         assert parent.proc.stdout is not None
         rest = (await parent.proc.stdout.read()).decode()
         assert rest.count("roomer stopped") == 2, rest

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 from rawclient import Msg, connect, connect_ws, decode, encode, eventually, pair_in, url_of
+from waiting import TIMEOUT, pace, scaled, stall, suspend
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import roomer
@@ -53,7 +54,7 @@ async def test_async_handler_broadcasts(make_server) -> None:
 
     @server.on("announce")
     async def announce(conn, msg) -> None:
-        await asyncio.sleep(0.02)
+        await suspend()
         server.broadcast(msg.room, "announced", msg.payload)
 
     a, b = await pair_in(server, "r")
@@ -97,7 +98,7 @@ async def test_async_handler_keeps_message_order(make_server) -> None:
 
     @server.on("slow")
     async def slow(conn, msg) -> None:
-        await asyncio.sleep(0.05)
+        await stall(0.05)  # the fast messages behind it wait, in order
         conn.send("done", msg.payload)
 
     server.on("fast")(lambda conn, msg: conn.send("done", msg.payload))
@@ -118,7 +119,7 @@ async def test_handler_error_deny_message(make_server) -> None:
 
     @server.on("async_deny")
     async def async_deny(conn, msg) -> None:
-        await asyncio.sleep(0)
+        await suspend()
         raise roomer.Deny("still not your turn")
 
     server.on("echo")(lambda conn, msg: conn.send("echo", msg.payload))
@@ -228,7 +229,7 @@ async def test_on_connect_deny_closes_1008(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_connect
         async def hook(conn) -> None:
-            await asyncio.sleep(0.01)
+            await suspend()
             seen.append(conn.id)
             raise roomer.Deny("banned")
     else:
@@ -239,7 +240,7 @@ async def test_on_connect_deny_closes_1008(make_server, is_async: bool) -> None:
 
     ws = await connect_ws(server)
     with pytest.raises(ConnectionClosed):
-        data = await asyncio.wait_for(ws.recv(), 5)
+        data = await asyncio.wait_for(ws.recv(), scaled(5))
         raise AssertionError(f"got a message: {decode(data)}")  # type: ignore[arg-type]
     assert ws.protocol.close_rcvd is not None
     assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1008, "banned")
@@ -260,7 +261,7 @@ async def test_a_long_close_reason_is_cut_on_a_character_boundary(make_server) -
 
     ws = await connect_ws(server)
     with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(ws.recv(), scaled(5))
     rcvd = ws.protocol.close_rcvd
     assert rcvd is not None and rcvd.code == 1008
     assert reason.startswith(rcvd.reason) and 121 <= len(rcvd.reason.encode()) <= 123
@@ -272,7 +273,7 @@ async def test_on_connect_and_on_disconnect(make_server) -> None:
 
     @server.on_connect
     async def hello(conn) -> None:
-        await asyncio.sleep(0.02)  # the root join_ack waits for the hook
+        await stall(0.02)  # the root join_ack waits for the hook
         events.append(("connect", conn.id))
 
     @server.on_disconnect
@@ -294,15 +295,18 @@ async def test_messages_sent_during_async_on_connect_are_kept(make_server) -> No
 
     @server.on_connect
     async def hook(conn) -> None:
-        await asyncio.wait_for(gate.wait(), 5)
+        await asyncio.wait_for(gate.wait(), scaled(5))
 
     ws = await connect_ws(server)
     await ws.send(encode("r", "join"))
-    await asyncio.sleep(0.05)
+    # The anchor: the server answered a ping sent after the join, so it read the join
+    # while the hook was still running.
+    await asyncio.wait_for(await ws.ping(), TIMEOUT)
+    assert not gate.is_set()
     gate.set()
-    first = decode(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[arg-type]
+    first = decode(await asyncio.wait_for(ws.recv(), scaled(5)))  # type: ignore[arg-type]
     assert (first.room, first.event) == ("root", "join_ack")
-    second = decode(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[arg-type]
+    second = decode(await asyncio.wait_for(ws.recv(), scaled(5)))  # type: ignore[arg-type]
     assert (second.room, second.event, second.src) == ("r", "join_ack", first.src)
     await ws.close()
 
@@ -315,7 +319,7 @@ async def test_on_join_deny(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_join
         async def hook(conn, room) -> None:
-            await asyncio.sleep(0.01)
+            await suspend()
             calls.append((conn.id, room))
             if room.startswith("vip"):
                 raise roomer.Deny("members only")
@@ -362,7 +366,7 @@ async def test_on_leave_deny(make_server, is_async: bool) -> None:
     if is_async:
         @server.on_leave
         async def hook(conn, room) -> None:
-            await asyncio.sleep(0)
+            await suspend()
             calls.append(room)
             if room == "jail":
                 raise roomer.Deny("you stay")
@@ -452,11 +456,11 @@ async def test_broadcast_from_a_timer_with_exclude(make_server) -> None:
     assert await c.recv() == ("r", "tick", "", "", b"1")
 
     async def later() -> int:
-        await asyncio.sleep(0.01)
+        await suspend()
         return await server.broadcast("r", "tock", "2", exclude=server.connection(a.id))
 
-    assert await asyncio.wait_for(asyncio.create_task(later()), 5) == 2
-    await asyncio.wait_for(server.broadcast("r", "tack", b"3", exclude=b.id), 5)
+    assert await asyncio.wait_for(asyncio.create_task(later()), scaled(5)) == 2
+    await asyncio.wait_for(server.broadcast("r", "tack", b"3", exclude=b.id), scaled(5))
     assert await b.recv() == ("r", "tock", "", "", b"2")
     assert await c.recv() == ("r", "tock", "", "", b"2")
     assert await a.recv() == ("r", "tack", "", "", b"3")
@@ -484,18 +488,18 @@ async def test_send_to_do_and_broadcast_all(make_server) -> None:
     await c.leave("root")  # broadcast_all reaches every connection, in root or not
 
     async def later() -> None:
-        await asyncio.sleep(0.01)
+        await suspend()
         assert server.send_to(b.id, "private", b"p", room="dm")
         assert not server.send_to("no-such-id", "private")
 
-    await asyncio.wait_for(later(), 5)
+    await asyncio.wait_for(later(), scaled(5))
     assert await b.recv() == ("dm", "private", "", "", b"p")
     await a.expect_nothing(0.05)
     sent = server.broadcast_all("all", b"*", exclude=server.connection(a.id))
-    assert await asyncio.wait_for(sent, 5) == 2
+    assert await asyncio.wait_for(sent, scaled(5)) == 2
     assert await b.recv() == ("root", "all", "", "", b"*")
     assert await c.recv() == ("root", "all", "", "", b"*")
-    await asyncio.wait_for(server.broadcast_all("all2", room="news", exclude=c.id), 5)
+    await asyncio.wait_for(server.broadcast_all("all2", room="news", exclude=c.id), scaled(5))
     assert (await a.recv())[:2] == ("news", "all2")
     assert (await b.recv())[:2] == ("news", "all2")
     seen: list[str] = []
@@ -583,7 +587,7 @@ async def test_graceful_shutdown(make_server) -> None:
         server.broadcast("r", "last", body(i))
     server.send_to(clients[0].id, "bye", b"only you")
     url = url_of(server)
-    await asyncio.wait_for(server.shutdown(timeout=3), 5)
+    await asyncio.wait_for(server.shutdown(timeout=3), scaled(5))
     for n, c in enumerate(clients):
         got = []
         try:
@@ -615,7 +619,7 @@ async def test_on_connect_plain_exception_closes_1011(make_server, is_async: boo
 
     ws = await connect_ws(server)
     with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(ws.recv(), scaled(5))
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1011
     assert "oops" not in ws.protocol.close_rcvd.reason
     assert server.connection_count == 0
@@ -626,7 +630,7 @@ async def test_sync_broadcaster_basics(make_server) -> None:
     a, b = await pair_in(server, "r")
     await a.send("r", "chat", payload=b"relayed")
     assert await b.recv() == ("r", "chat", "", a.id, b"relayed")
-    assert await asyncio.wait_for(server.broadcast("r", "tick", b"t", exclude=a.id), 5) == 1
+    assert await asyncio.wait_for(server.broadcast("r", "tick", b"t", exclude=a.id), scaled(5)) == 1
     assert await b.recv() == ("r", "tick", "", "", b"t")
     await a.expect_nothing()
 
@@ -638,13 +642,13 @@ async def test_shutdown_closes_clients_still_in_on_connect(make_server) -> None:
     @server.on_connect
     async def hook(conn) -> None:
         entered.set()
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never returns: the shutdown must not wait for it
 
     ws = await connect_ws(server)
-    await asyncio.wait_for(entered.wait(), 5)
-    await asyncio.wait_for(server.shutdown(timeout=1), 3)  # must not wait for the hook
+    await asyncio.wait_for(entered.wait(), scaled(5))
+    await asyncio.wait_for(server.shutdown(timeout=1), scaled(3))  # must not wait for the hook
     with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(ws.recv(), scaled(5))
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001
 
 
@@ -701,7 +705,7 @@ async def test_on_started_and_on_stopping_hooks() -> None:
     async def tick(srv: roomer.Server) -> None:  # an app's own loop
         while True:
             srv.broadcast("r", "tick", b"t")
-            await asyncio.sleep(0.01)
+            await pace(0.01)
 
     @server.on_started
     async def begin(srv: roomer.Server) -> None:

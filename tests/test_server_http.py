@@ -10,6 +10,7 @@ import uuid
 import pytest
 from rawclient import connect, http_get, pair_in
 from rawhttp import exchange, get
+from waiting import scaled
 
 import roomer
 from roomer.cli import _parser, build_server
@@ -31,10 +32,10 @@ async def test_healthz_with_urllib_in_a_thread(make_server) -> None:
     host, port = server.address
 
     def get() -> tuple[int, bytes]:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=scaled(5)) as resp:
             return resp.status, resp.read()
 
-    status, body = await asyncio.wait_for(asyncio.to_thread(get), 10)
+    status, body = await asyncio.wait_for(asyncio.to_thread(get), scaled(10))
     assert status == 200 and body.strip() == b"ok"
 
 

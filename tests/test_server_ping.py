@@ -3,45 +3,57 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from rawsocket import RawSocket
+from waiting import TIMEOUT, eventually, scaled
 
 
-async def _read_until_closed(client: RawSocket, answer_pings: bool, seconds: float) -> str:
-    """Read for up to ``seconds``: 'open' if still connected then, else how it ended."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            return "open"
-        try:
-            opcode, body = await asyncio.wait_for(client.recv_frame(), left)
-        except TimeoutError:
-            return "open"
-        except ConnectionError:
-            return "disconnected"
-        if opcode == 0x9 and answer_pings:
-            await client.pong(body)
-        elif opcode == 0x8:
-            return "close frame"
+async def _read(client: RawSocket, answer_pings: bool,
+                enough: Callable[[int], bool] = lambda pings: False) -> str:
+    """Read until the server closes the connection ("disconnected", "close frame"), or
+    until ``enough(pings seen)`` after a ping ("open")."""
+    pings = 0
+
+    async def read() -> str:
+        nonlocal pings
+        while True:
+            try:
+                opcode, body = await client.recv_frame()
+            except ConnectionError:
+                return "disconnected"
+            if opcode == 0x9:
+                pings += 1
+                if answer_pings:
+                    await client.pong(body)
+                if enough(pings):
+                    return "open"
+            elif opcode == 0x8:
+                return "close frame"
+
+    return await asyncio.wait_for(read(), TIMEOUT)
 
 
 async def test_silent_client_is_dropped_answering_client_stays(make_server: Any) -> None:
-    server = await make_server(ping_interval=0.2, ping_timeout=0.2)
+    server = await make_server(ping_interval=scaled(0.2), ping_timeout=scaled(0.2))
     port = server.address[1]
     silent = await RawSocket.open(port)
     polite = await RawSocket.open(port)
     try:
         await silent.recv()
         await polite.recv()
-        outcomes = await asyncio.gather(
-            _read_until_closed(silent, answer_pings=False, seconds=3),
-            _read_until_closed(polite, answer_pings=True, seconds=1.5),
-        )
-        assert outcomes[0] in ("disconnected", "close frame")
-        assert outcomes[1] == "open"
+        # The silent one is closed; the polite one, pinged twice more after that, stays.
+        silent_gone = asyncio.ensure_future(_read(silent, answer_pings=False))
+        since: list[int] = []
+
+        def twice_after_the_close(pings: int) -> bool:
+            if silent_gone.done() and not since:
+                since.append(pings)
+            return bool(since) and pings >= since[0] + 2
+
+        assert await _read(polite, True, twice_after_the_close) == "open"
+        assert await silent_gone in ("disconnected", "close frame")
         assert server.connection_count == 1
     finally:
         silent.close()
@@ -53,19 +65,15 @@ async def test_a_quiet_connection_gives_its_outbox_buffer_back(make_server: Any)
     the ping scan gives it back once the connection is quiet (README, Memory)."""
     import roomer
 
-    server = await make_server(ping_interval=0.2, ping_timeout=5)
+    server = await make_server(ping_interval=scaled(0.2), ping_timeout=scaled(5))
     root = await roomer.connect(f"ws://127.0.0.1:{server.address[1]}/ws")
     try:
         lobby = await root.join("lobby")
-        got = asyncio.ensure_future(lobby.wait_for("burst", 5))
+        got = asyncio.ensure_future(lobby.wait_for("burst", TIMEOUT))
         server.broadcast("lobby", "burst", b"b" * 10_000)
         assert (await got)[0] == b"b" * 10_000
         (conn,) = server.registry.conns.values()
-        for _ in range(100):
-            if conn.outbox_capacity == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert conn.outbox_capacity == 0
+        await eventually(lambda: conn.outbox_capacity == 0, what="the outbox buffer given back")
     finally:
         await root.close()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import uuid
 
 import pytest
 from rawclient import RawClient, connect, encode
+from waiting import eventually, pace, scaled
 
 RESERVED = ("join_ack", "leave_ack", "new_member", "member_left", "error", "open", "close")
 
@@ -354,12 +354,12 @@ async def test_rate_limited(make_server) -> None:
 
 
 async def test_rate_limit_refills(make_server) -> None:
-    server = await make_server(rate_limit=(2, 0.2))
+    server = await make_server(rate_limit=(2, scaled(0.2)))
     a, b = await pair(server)
     await a.send("r", "c1")
     await a.send("r", "c2")
     await a.expect_error("rate_limited", "r", "c2")
-    await asyncio.sleep(0.3)
+    await pace(0.3)  # the client waits out the window: the refill is the test
     await a.send("r", "c3")
     assert (await b.recv()).event == "c1"
     assert (await b.recv()).event == "c3"
@@ -387,10 +387,7 @@ async def test_default_max_message_size_is_1_mib(make_server) -> None:
     await a.send("root", "big", payload=b"x" * ((1 << 20) - overhead))
     await a.send("root", "big", payload=b"")
     # both handled, in order, and the connection is still up
-    for _ in range(500):
-        if len(seen) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(seen) == 2, what="both handled")
     assert seen == [(1 << 20) - overhead, 0]
     await a.send("root", "big", payload=b"x" * ((1 << 20) - overhead + 1))
     code, _ = await a.closed()

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rawsocket import RawSocket, joined
+from waiting import eventually, pace, scaled, stall
 
 import roomer
 
@@ -21,6 +24,23 @@ def _body(room: bytes, event: bytes, dst: bytes = b"", payload: bytes = b"") -> 
 def _small_send_buffer(conn: roomer.Connection) -> None:
     conn.transport.underlying_transport.get_extra_info("socket").setsockopt(
         socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+def _held(server: roomer.Server, receiver: roomer.Connection) -> bool:
+    """A sender is held: a turn budget hold happened, or the receiver is over its limit
+    (sync mode then waits for it)."""
+    return bool(server.counters["turn_holds"] or receiver.over_since)
+
+
+async def _peak_while_held(value: Callable[[], int], seconds: float = 1.0) -> int:
+    """The largest ``value()`` over ``seconds`` (scaled) while a client keeps pushing into
+    a hold: the bound must hold for as long as the push lasts, so the window is the test."""
+    peak = value()
+    end = time.monotonic() + scaled(seconds)
+    while time.monotonic() < end:
+        await pace(0.02)
+        peak = max(peak, value())
+    return peak
 
 
 async def test_direct_messages_to_a_stuck_receiver_hold_the_sender(make_server: Any) -> None:
@@ -37,20 +57,17 @@ async def test_direct_messages_to_a_stuck_receiver_hold_the_sender(make_server: 
     # 15 MB the server will not all read while the target is stuck: sent in the background
     sending = asyncio.ensure_future(
         sender.send_bodies([_body(b"root", b"dm", stuck_id.encode(), big)] * 150))
-    peak = 0
-    for _ in range(50):
-        peak = max(peak, target.pending)
-        await asyncio.sleep(0.02)
+    # The anchor: the sender is held (by its turn budget, or by the target over its
+    # limit), and stays so while it pushes: the window is watched from there.
+    await eventually(lambda: _held(server, target), what="the sender held")
+    peak = await _peak_while_held(lambda: target.pending)
     assert peak <= 2 * limit  # one DM past the limit at most: then the sender waits
     assert server.counters["direct"] <= 3
     assert server.connection_count == 2 and server.stats()["dropped"] == 0
     stuck.close()  # the target goes: the sender is read again and its DMs find nobody
-    for _ in range(200):
-        if server.errors["no_such_client"] >= 100:
-            break
-        await asyncio.sleep(0.02)
-    assert server.errors["no_such_client"] >= 100
-    await asyncio.wait_for(sending, 10)
+    await eventually(lambda: server.errors["no_such_client"] >= 100,
+                     what="the DMs find nobody")
+    await asyncio.wait_for(sending, scaled(10))
     sender.close()
 
 
@@ -71,10 +88,7 @@ async def test_a_handler_flooding_a_stuck_receiver_cuts_it_off(make_server: Any)
     _small_send_buffer(target)
     sender, _ = await joined(port, "r")
     await sender.send("root", "flood", stuck_id.encode())
-    for _ in range(200):
-        if server.connection_count == 1:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: server.connection_count == 1, what="the stuck one cut off")
     assert server.connection(stuck_id) is None  # cut off at the hard limit, loudly
     assert server.counters["dropped_slow_disconnects"] == 1
     stuck.close()
@@ -97,7 +111,7 @@ async def test_async_handlers_never_interleave_under_back_pressure(make_server: 
             overlaps.append((n, list(running)))
         running.append(n)
         order.append(n)
-        await asyncio.sleep(0.001)
+        await stall(0.001)
         conn.send_to_room("r", "m", b"w%d" % n)
         running.remove(n)
 
@@ -132,10 +146,13 @@ async def test_async_handlers_never_interleave_under_back_pressure(make_server: 
             if msg[1] == "m":
                 got.append(msg[4])
             if len(got) % 20 == 0:
-                await asyncio.sleep(0.01)
+                await pace(0.01)  # a slow reader is the test
         return got
 
-    got = await asyncio.wait_for(read_slowly(), 60)
+    # The reader starts once the sender has waited for it: with a reader that keeps up
+    # there would be no back-pressure to test.
+    await eventually(lambda: waits, what="the sender waited for the slow reader")
+    got = await asyncio.wait_for(read_slowly(), scaled(60))
     assert waits and server.counters["turn_holds"]  # both kinds of hold happened
     assert overlaps == []
     assert order == [i for i in range(300) if i % 10 == 5]
@@ -158,10 +175,8 @@ async def test_acks_to_a_client_that_does_not_read_make_it_wait(make_server: Any
     conn = next(c for c in server.connections() if "busy" not in c.rooms)
     _small_send_buffer(conn)
     await sprayer.send_bodies([_body(b"busy", b"join")] * 2000)
-    peak = 0
-    for _ in range(50):
-        peak = max(peak, conn.pending)
-        await asyncio.sleep(0.02)
+    await eventually(lambda: _held(server, conn), what="the sprayer held")
+    peak = await _peak_while_held(lambda: conn.pending)
     assert 0 < peak <= 2 * limit
     assert server.counters["messages_in"] < 2000  # held: the rest is not read
     for client in [*others, sprayer]:

@@ -9,8 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from rawclient import TIMEOUT, connect, eventually, url_of
+from rawclient import TIMEOUT, connect, url_of
 from v2client import ASK, ERROR_REPLY, EVENT, REPLY, Client2, connect2, encode
+from waiting import eventually, scaled, suspend
 from websockets.asyncio.client import connect as ws_connect
 
 import roomer
@@ -153,10 +154,7 @@ async def test_namespace_hooks_fire_once_each_in_order(make_server: Any) -> None
         await c.connect_to("game")
         await c.ask("game", "t", "join")
         await c.close()  # the socket goes: every room left, then disconnect
-        for _ in range(100):
-            if "disconnect" in seen:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: "disconnect" in seen, what="on_disconnect ran")
         assert seen == ["connect", "connected", "join:t", "joined:t", "leave:root",
                         "left:root", "leave:t", "left:t", "disconnect"]
     finally:
@@ -277,7 +275,7 @@ async def test_a_handlers_return_value_answers_an_ask(make_server: Any) -> None:
 
     @server.on("slow")
     async def slow(conn: roomer.Connection, msg: roomer.Message) -> str:
-        await asyncio.sleep(0.01)
+        await suspend()
         return "done"
 
     @server.on("refuse")
@@ -338,7 +336,7 @@ async def test_a_thousand_asks_in_flight_on_one_connection(make_server: Any) -> 
 
     @server.on("echo")
     async def echo(conn: roomer.Connection, msg: roomer.Message) -> bytes:
-        await asyncio.sleep(0)
+        await suspend()
         return msg.payload
 
     c = await connect2(server)
@@ -420,11 +418,7 @@ async def test_asks_that_time_out_leave_no_waiter(make_server: Any) -> None:
     late = await c.recv()
     await c.send("", "root", "silent", kind=REPLY, id=late.id)  # a late answer
     await c.send("", "root", "silent", kind=REPLY, id=123456)  # an id never used
-    for _ in range(50):
-        if server.counters["unknown_replies"] == 2:
-            break
-        await asyncio.sleep(0.02)
-    assert server.counters["unknown_replies"] == 2
+    await eventually(lambda: server.counters["unknown_replies"] == 2, what="both unknown")
 
 
 async def test_an_ask_fails_when_the_client_goes_and_v1_cannot_be_asked(
@@ -441,7 +435,7 @@ async def test_an_ask_fails_when_the_client_goes_and_v1_cannot_be_asked(
     await c.recv()
     await c.close()
     with pytest.raises(ConnectionError):
-        await asyncio.wait_for(pending, 5)
+        await asyncio.wait_for(pending, scaled(5))
 
 
 async def test_namespaces_across_nodes(prefix: str) -> None:

@@ -13,7 +13,8 @@ import json
 import struct
 from typing import Any, NamedTuple
 
-from rawclient import TIMEOUT, url_of
+from rawclient import QUIET, TIMEOUT, url_of
+from waiting import scaled
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -119,9 +120,12 @@ class Client2:
             assert msg.namespace == namespace, msg
         return msg
 
-    async def expect_nothing(self, seconds: float = 0.2) -> None:
+    async def expect_nothing(self, seconds: float = QUIET) -> None:
+        """As RawClient.expect_nothing: a ping's pong anchors it, then ``seconds``."""
+        pong = await asyncio.wait_for(self.ws.ping(), TIMEOUT)
+        await asyncio.wait_for(pong, TIMEOUT)
         try:
-            msg = await asyncio.wait_for(self.inbox.get(), seconds)
+            msg = await asyncio.wait_for(self.inbox.get(), scaled(seconds))
         except TimeoutError:
             return
         raise AssertionError(f"unexpected message: {msg}")

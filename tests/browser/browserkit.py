@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from waiting import scaled
+
 HERE = Path(__file__).parent
 #: The harness page (static/index.html) imports /roomer.js and exposes helpers.
 HARNESS = HERE / "static"
@@ -25,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 PURE = os.environ.get("ROOMER_NO_EXTENSIONS") == "1"
-WAIT_MS = 10_000  # the longest any page condition is waited for
+WAIT_MS = scaled(10.0) * 1000  # the longest any page condition is waited for
 
 
 def missing() -> str | None:

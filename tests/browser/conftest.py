@@ -1,10 +1,10 @@
 """Browser tests: headless Chromium (Debian's ``chromium``) driven by Playwright for
 Python, against a real ``roomer serve`` process.
 
-Without chromium or Playwright they skip with one reason; under CI (CI=true) they fail
-instead. Playwright's own browser download is never used: the system's Chromium is
-launched (``ROOMER_CHROMIUM`` overrides its path). One browser serves the whole run
-(session-scoped event loop); each test opens its own contexts.
+Without chromium or Playwright each one is reported skipped, with the reason; under CI
+(CI=true) they fail instead. Playwright's own browser download is never used: the
+system's Chromium is launched (``ROOMER_CHROMIUM`` overrides its path). One browser
+serves the whole run (session-scoped event loop); each test opens its own contexts.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from browserkit import CHROMIUM, CHROMIUM_ARGS, Pages, RoomerServe, missing
 
 _MISSING = missing()
 _SKIPPED = _MISSING is not None and os.environ.get("CI") != "true"
-if _SKIPPED:
-    # Not collected, and said once at the end; under CI the browser fixture fails
-    # every test instead.
-    collect_ignore_glob = ["test_*.py"]
+_BROWSER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _SKIPPED:
-        terminalreporter.write_line(f"SKIPPED browser tests (tests/browser): {_MISSING}",
-                                    yellow=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Collected and reported skipped, with the reason, in the summary's count; under CI
+    # the browser fixture fails every test instead.
+    if not _SKIPPED:
+        return
+    skip = pytest.mark.skip(reason=f"browser tests cannot run: {_MISSING}")
+    for item in items:
+        if str(item.path).startswith(_BROWSER_DIR + os.sep):
+            item.add_marker(skip)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from browserkit import Pages, harness, harness_args, joined, until
+from waiting import scaled
 
 # The server is a roomer serve process (uvloop): one loop here is enough.
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
@@ -341,13 +342,27 @@ async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -
     await joined(sender, "match")
     old = await joined(receiver, "match", options="{reconnect: {initialDelay: 100}}")
     await until(sender, "room.members().length === 2")
-    busy = asyncio.ensure_future(receiver.evaluate(
-        "() => { const end = Date.now() + 1200; while (Date.now() < end) {} }"))
+    # The receiver's main thread stays busy (it reads nothing) until the server says it
+    # cut a slow consumer off: its /metrics, read with a synchronous request meanwhile.
+    busy = asyncio.ensure_future(receiver.evaluate(f"""() => {{
+        const end = Date.now() + {scaled(10.0) * 1000};
+        while (Date.now() < end) {{
+            const metrics = new XMLHttpRequest();
+            metrics.open('GET', '/metrics', false);
+            metrics.send();
+            if (/^roomer_slow_disconnects_total [1-9]/m.test(metrics.responseText)) {{
+                return true;
+            }}
+            const pause = Date.now() + 50;
+            while (Date.now() < pause) {{}}
+        }}
+        return false;
+    }}"""))
     await sender.evaluate("""() => {
         const big = 'x'.repeat(16384);
         for (let i = 0; i < 600; i++) room.send('flood', big);
     }""")
-    await busy
+    assert await busy, "the server never cut the page that stopped reading"
     await until(receiver, "seen('match', 'reconnected').length === 1")
     closed = await receiver.evaluate("seen('root', 'reconnecting')[0].args[2]")
     assert closed["code"] == 1006 or (

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from browserkit import Pages, harness, harness_args, joined, until
+from waiting import scaled
 
 import roomer
 
@@ -30,7 +31,7 @@ async def test_python_client_and_browser_share_a_room(pages: Pages, serve: Any) 
         py_root.on("dm", lambda payload, sender: direct.put_nowait((payload, sender)))
 
         page_id = await joined(page, "mix")
-        assert await asyncio.wait_for(got.get(), 5) == ("new_member", page_id, "")
+        assert await asyncio.wait_for(got.get(), scaled(5)) == ("new_member", page_id, "")
         assert await page.evaluate("room.members()") == [py_root.id(), page_id]
 
         # Browser -> Python: text, bytes, and a direct message to the Python client.
@@ -39,11 +40,11 @@ async def test_python_client_and_browser_share_a_room(pages: Pages, serve: Any) 
             room.send('bin', new Uint8Array([0, 128, 255]));
             root.send('dm', 'just you', {py_root.id()!r});
         }}""")
-        assert await asyncio.wait_for(got.get(), 5) == (
+        assert await asyncio.wait_for(got.get(), scaled(5)) == (
             "chat", "from the browser ☃".encode(), page_id)
-        assert await asyncio.wait_for(got.get(), 5) == ("bin", b"\x00\x80\xff", page_id)
+        assert await asyncio.wait_for(got.get(), scaled(5)) == ("bin", b"\x00\x80\xff", page_id)
         # A direct message sent from root names root, where the Python client hears it.
-        assert await asyncio.wait_for(direct.get(), 5) == (b"just you", page_id)
+        assert await asyncio.wait_for(direct.get(), scaled(5)) == (b"just you", page_id)
 
         # Python -> browser: text, bytes, JSON, and a direct message.
         await page.evaluate("record(root, 'secret')")
