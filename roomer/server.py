@@ -752,6 +752,37 @@ HTTP_DISCARD = 1 << 20
 # connection is closed, if the client has not closed it first).
 HTTP_LINGER = 1.0
 HEAD_BUFFER = 2048
+# Connections cut per loop turn for passing the handshake deadline.
+EXPIRE_SLICE = 128
+
+
+class _Expiry:
+    """A listener's connections past their handshake deadline, cut EXPIRE_SLICE per loop
+    turn: the deadlines of sockets opened together (2,000 half-open ones, a connect storm
+    that never upgrades) fall in the same turn, and cutting them all at once stalled every
+    other client's messages for hundreds of milliseconds."""
+
+    __slots__ = ("_due", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[Any] = []
+        self._scheduled = False
+
+    def add(self, transport: Any) -> None:
+        self._due.append(transport)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._cut)
+
+    def _cut(self) -> None:
+        now, self._due = self._due[:EXPIRE_SLICE], self._due[EXPIRE_SLICE:]
+        for transport in now:
+            transport.abort()
+        if self._due:
+            self._loop.call_soon(self._cut)
+        else:
+            self._scheduled = False
 
 
 class HttpFront(asyncio.BufferedProtocol):
@@ -774,13 +805,15 @@ class HttpFront(asyncio.BufferedProtocol):
     (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
     """
 
-    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_http", "_lingering",
-                 "_loop", "_paused", "_pumping", "_timer", "_transport", "_ws_protocol")
+    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_expiry", "_http",
+                 "_lingering", "_loop", "_paused", "_pumping", "_timer", "_transport",
+                 "_ws_protocol")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
-                 ws_protocol: Callable[[], Any]) -> None:
+                 ws_protocol: Callable[[], Any], expiry: _Expiry) -> None:
         self._loop = loop
         self._http = http
+        self._expiry = expiry
         self._ws_protocol = ws_protocol
         self._transport: Any = None
         self._buf = bytearray(HEAD_BUFFER)
@@ -824,8 +857,9 @@ class HttpFront(asyncio.BufferedProtocol):
         except TypeError as exc:
             raise RuntimeError("this picows builds its server protocol differently from "
                                "picows 2.3.1, which roomer needs") from exc
+        expiry = _Expiry(loop)
         server: asyncio.Server = await aiofastnet.create_server(
-            loop, lambda: cls(loop, http, ws_protocol), host, port, **kwargs)
+            loop, lambda: cls(loop, http, ws_protocol, expiry), host, port, **kwargs)
         return server
 
     # reading ---------------------------------------------------------------------------
@@ -833,7 +867,7 @@ class HttpFront(asyncio.BufferedProtocol):
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
         self._timer = self._loop.call_later(self._http.config.handshake_timeout,
-                                            transport.abort)
+                                            self._expiry.add, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._buf
