@@ -52,6 +52,8 @@ COUNTERS = (
      "Clients closed for passing their rate or error limit."),
     ("turn_holds", "roomer_turn_holds_total",
      "Times a client was read again next turn because it used up its turn."),
+    ("ping_timeouts", "roomer_ping_timeouts_total",
+     "Clients closed (1011) for not answering a ping within ping_timeout."),
     ("stalls", "roomer_stalls_total",
      "Times the server itself did not run for a while (a blocking handler, a paused "
      "process): what clients sent meanwhile was not charged to their rate limits."),
@@ -110,6 +112,7 @@ class Metrics:
             "abuse_closes": 0,
             "turn_holds": 0,
             "stalls": 0,
+            "ping_timeouts": 0,
             "asks_in": 0,
             "asks_out": 0,
             "ask_timeouts": 0,

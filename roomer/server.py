@@ -719,6 +719,7 @@ class Server:
                 if verdict is Liveness.PING:
                     conn.ping()
                 elif verdict is Liveness.DEAD:
+                    self.metrics.counters["ping_timeouts"] += 1
                     conn.stop(1011, "ping timeout", flush=False, graceful=False)
             if count == SCAN_SLICE:
                 self._core.call_soon(lambda: self._scan_step(now, stalled))
