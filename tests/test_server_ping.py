@@ -55,6 +55,7 @@ async def test_silent_client_is_dropped_answering_client_stays(make_server: Any)
         assert await _read(polite, True, twice_after_the_close) == "open"
         assert await silent_gone in ("disconnected", "close frame")
         assert server.connection_count == 1
+        assert server.counters["ping_timeouts"] == 1  # every disconnect has its counter
     finally:
         silent.close()
         polite.close()
