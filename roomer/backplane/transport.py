@@ -91,6 +91,9 @@ class Transport:
         self.connected = False
         self.published = 0
         self.received = 0
+        # Bytes the broker confirmed taking from us, and bytes it delivered to us.
+        self.published_bytes = 0
+        self.received_bytes = 0
         self.dropped = 0
         self.reconnects = 0
         self.round_trips = 0
@@ -239,6 +242,8 @@ class Transport:
             "reconnects": self.reconnects,
             "published": self.published,
             "received": self.received,
+            "published_bytes": self.published_bytes,
+            "received_bytes": self.received_bytes,
             "dropped": self.dropped,
             "round_trips": self.round_trips,
             "buffered": self._pending_bytes + self._inflight_bytes,
@@ -276,6 +281,7 @@ class Transport:
 
     def _dispatch(self, channel: str, data: bytes) -> object:
         self.received += 1
+        self.received_bytes += len(data)
         handler = self._handlers.get(channel)
         if handler is None:  # unsubscribed while the message was on its way
             return None
@@ -350,15 +356,18 @@ class Transport:
             except Exception as exc:
                 self._failed(exc)
                 return
+            size = self._inflight_bytes
             self._inflight = []
             self._inflight_bytes = 0
-            self._batch_done(top, len(batch), refused)
+            self._batch_done(top, len(batch), refused, size)
 
-    def _batch_done(self, top: int, count: int, refused: int = 0) -> None:
-        """The broker confirmed every publish up to number ``top`` (``count`` in the batch,
-        ``refused`` of which it did not take: those are dropped, not published)."""
+    def _batch_done(self, top: int, count: int, refused: int = 0, size: int = 0) -> None:
+        """The broker confirmed every publish up to number ``top`` (``count`` in the batch
+        of ``size`` bytes, ``refused`` of which it did not take: those are dropped, not
+        published)."""
         if count:
             self.published += count - refused
+            self.published_bytes += size
             self.round_trips += 1
         self.confirmed = top
         if self._full_logged and not self._pending:
