@@ -38,7 +38,18 @@ skip publishing to it), and on ``ctl``, where the nodes with nothing there answe
 asker's node channel. The list of node X's members is
 built only from X's messages on the room channel, which the broker delivers in X's publish
 order, so a join, a leave and a full list from X can never be applied out of order; the
-out-of-band "nothing here" answer only ends the wait. What the protocol relies on: the
+out-of-band "nothing here" answer only ends the wait.
+
+What one client can make member lists cost is bounded. A node keeps following a room for
+``linger`` seconds after its last local member left (at most 1,024 rooms so), its lists
+kept current by the joins and leaves it still hears: a member joining again meanwhile
+costs its join and a "check" on the room channel that each node with members there
+answers "heard" on this node's channel (they handled the join before the joiner is told
+who is there), never a member list. A client looping join/leave against a room of 5,000
+members elsewhere thus costs about 90 broker bytes per cycle instead of 185 KB. And a node
+publishes its full list of a room at most once per ``sync_timeout / 4``: requests meanwhile
+share the next one (a list on the room channel answers every node subscribed to it). What
+the protocol relies on: the
 broker delivers messages from one publisher connection on one channel in publish order
 (Redis and NATS both do), each transport publishes on one connection in call order, and
 member ids are unique across nodes (UUIDs). It does not rely on any order across channels.
@@ -97,6 +108,8 @@ NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # a new incarnation instead (the others drop all our members and hear them again).
 _MAX_UNCERTAIN = 50_000
 _MAX_GONE = 4096
+# Rooms followed without local members (see Cluster.linger); past this, the oldest goes.
+_MAX_LINGERING = 1024
 # Seconds close() waits for the broker to confirm the goodbye.
 _GOODBYE_WAIT = 1.0
 
@@ -144,10 +157,11 @@ class _Pending:
 
 
 class _Room:
-    """A room this node has local members in (so is subscribed to)."""
+    """A room this node follows (is subscribed to): it has local members there, or had
+    until less than ``linger`` seconds ago."""
 
-    __slots__ = ("channel", "local", "name", "pending", "quiet", "ready", "subscribed",
-                 "syncing", "timer", "view")
+    __slots__ = ("announce_timer", "announced", "awaiting", "channel", "linger", "local",
+                 "name", "pending", "quiet", "ready", "subscribed", "syncing", "timer", "view")
 
     def __init__(self, name: str, channel: str, ready: asyncio.Future[None],
                  quiet: bool = False) -> None:
@@ -163,6 +177,13 @@ class _Room:
         self.subscribed = False  # the broker confirmed our subscription
         self.syncing = False
         self.timer: asyncio.TimerHandle | None = None
+        # Nodes whose "heard" answer to our check a re-joined lingering room waits for.
+        self.awaiting: set[str] = set()
+        # The last full list of ours on the room channel (loop time), and the one due.
+        self.announced = -math.inf
+        self.announce_timer: asyncio.TimerHandle | None = None
+        # While nobody is here: when the node stops following the room.
+        self.linger: asyncio.TimerHandle | None = None
 
 
 def _default_node_id() -> str:
@@ -175,13 +196,15 @@ class Cluster:
     :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid) must be
     unique among live nodes. ``prefix`` separates clusters sharing a broker. In
     ``quiet_rooms`` (the server's ``root`` without root presence) frames cross nodes but
-    joins and leaves do not: no presence, no member lists, nothing to wait for. See the
-    module documentation for what the timings bound."""
+    joins and leaves do not: no presence, no member lists, nothing to wait for. A room
+    stays followed ``linger`` seconds after its last local member left (0: unsubscribe at
+    once), so a member joining again meanwhile costs no member lists. See the module
+    documentation for what the timings bound."""
 
     def __init__(self, transport: Transport | str, *, node_id: str | None = None,
                  heartbeat_interval: float = 1.0, node_timeout: float = 6.0,
                  sync_timeout: float = 0.5, prefix: str = "roomer",
-                 quiet_rooms: Iterable[str] = ()) -> None:
+                 quiet_rooms: Iterable[str] = (), linger: float = 10.0) -> None:
         if isinstance(transport, str):
             transport = create(transport)
         if not isinstance(transport, Transport):
@@ -193,11 +216,17 @@ class Cluster:
             raise ValueError("heartbeat_interval and sync_timeout must be positive")
         if not node_timeout >= 2 * heartbeat_interval:
             raise ValueError("node_timeout must be at least twice heartbeat_interval")
+        if not 0 <= linger < math.inf:
+            raise ValueError("linger must be a finite number of seconds, 0 or more")
         self.transport = transport
         self.node_id = node_id
         self.heartbeat_interval = float(heartbeat_interval)
         self.node_timeout = float(node_timeout)
         self.sync_timeout = float(sync_timeout)
+        self.linger = float(linger)
+        # One full member list per room on its channel per this many seconds: requests
+        # within it share the next one (due well within the askers' sync_timeout).
+        self.answer_gap = self.sync_timeout / 4
         self.names = Names(prefix)
         self.quiet_rooms = frozenset(quiet_rooms)
         self.frames_out = 0
@@ -206,9 +235,12 @@ class Cluster:
         self.direct_out = 0
         self.direct_in = 0
         self.nodes_lost = 0
+        self.lists_sent = 0
+        self.lists_coalesced = 0
         self._events: ClusterEvents | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rooms: dict[str, _Room] = {}
+        self._lingering: dict[str, None] = {}  # rooms followed without members, oldest first
         self._clients: dict[str, None] = {}
         self._nodes: dict[str, float] = {}      # node key -> when last heard (loop time)
         self._by_id: dict[str, str] = {}        # node id -> its current key
@@ -282,7 +314,11 @@ class Cluster:
             # transport's tasks, connections and reconnect loop outlive the node.
             rooms = list(self._rooms.values())
             self._rooms.clear()  # pending timers find their room gone and do nothing
+            self._lingering.clear()
             for st in rooms:
+                for timer in (st.linger, st.announce_timer):
+                    if timer is not None:
+                        timer.cancel()
                 self._set_ready(st)
             await self.transport.close()
 
@@ -309,9 +345,14 @@ class Cluster:
         st = self._rooms.get(room)
         if st is not None:
             if member not in st.local:
+                back = not st.local
                 st.local[member] = None
+                if back:
+                    self._stop_lingering(st)
                 if not st.quiet:
                     self._publish_presence(st.channel, env.JOINED, member)
+                    if back:
+                        self._check(st)
             return
         assert self._loop is not None
         quiet = room in self.quiet_rooms
@@ -332,7 +373,9 @@ class Cluster:
         confirmed.add_done_callback(partial(self._subscribed, st))
 
     def local_left(self, room: str, member: str) -> None:
-        """``member`` left ``room`` here; the last local member unsubscribes this node."""
+        """``member`` left ``room`` here. After the last local member this node follows
+        the room ``linger`` seconds more (a member joining again meanwhile needs no member
+        lists: this node kept them), then unsubscribes."""
         st = self._rooms.get(room)
         if st is None or member not in st.local or self._closed:
             return
@@ -341,6 +384,31 @@ class Cluster:
             self._publish_presence(st.channel, env.LEFT, member)
         if st.local:
             return
+        if st.quiet or not self.linger or not st.ready.done() or not self.transport.connected:
+            # Nothing to keep (frames only), or lists not learned yet: a later join asks.
+            self._unfollow(st)
+            return
+        assert self._loop is not None
+        st.linger = self._loop.call_later(self.linger, self._unfollow, st)
+        self._lingering[room] = None
+        if len(self._lingering) > _MAX_LINGERING:
+            self._unfollow(self._rooms[next(iter(self._lingering))])
+
+    def _stop_lingering(self, st: _Room) -> None:
+        if st.linger is not None:
+            st.linger.cancel()
+            st.linger = None
+        self._lingering.pop(st.name, None)
+
+    def _unfollow(self, st: _Room) -> None:
+        """Stop following a room without local members: unsubscribe, forget its lists."""
+        room = st.name
+        if self._rooms.get(room) is not st or st.local:
+            return
+        self._stop_lingering(st)
+        if st.announce_timer is not None:
+            st.announce_timer.cancel()
+            st.announce_timer = None
         del self._rooms[room]
         self.transport.unsubscribe(st.channel)
         self._set_ready(st)
@@ -372,8 +440,8 @@ class Cluster:
         """Members of ``room`` on other nodes (empty for a room without local members:
         this node does not follow rooms it has no members in)."""
         st = self._rooms.get(room)
-        if st is None:
-            return []
+        if st is None or not st.local:
+            return []  # not followed, or followed a while longer without members
         # Copied in C calls first: members() may be called from any thread.
         return [member for members in list(st.view.values()) for member in list(members)]
 
@@ -425,7 +493,8 @@ class Cluster:
             node_id=self.node_id,
             node=self.key,
             nodes=sorted(key.rpartition(":")[0] for key in list(self._nodes)),
-            rooms=len(self._rooms),
+            rooms=len(self._rooms) - len(self._lingering),
+            lingering=len(self._lingering),
             clients=len(self._clients),
             frames_out=self.frames_out,
             frames_local=self.frames_local,
@@ -433,6 +502,8 @@ class Cluster:
             direct_out=self.direct_out,
             direct_in=self.direct_in,
             nodes_lost=self.nodes_lost,
+            lists_sent=self.lists_sent,
+            lists_coalesced=self.lists_coalesced,
         )
         return out
 
@@ -470,7 +541,10 @@ class Cluster:
         elif kind == env.LEFT:
             self._left(st, origin, data[body:].decode())
         elif kind == env.REQUEST:
-            self._announce(st.channel, st.local)
+            self._answer_room(st)
+        elif kind == env.CHECK:
+            self.transport.publish(self.names.node(origin), b"".join(
+                (self._hdr[env.HEARD], *env.pack_names((st.name,)))), control=True)
         elif kind == env.MEMBERS or kind == env.MEMBERS_MORE:
             names = env.unpack_names(data, body)
             key = (st.name, origin)
@@ -536,6 +610,12 @@ class Cluster:
                         self._finish(st, origin, pending.members)
         elif kind == env.REQUEST:
             self._answer(origin, env.unpack_names(data, 2 + n))
+        elif kind == env.HEARD:
+            for room in env.unpack_names(data, 2 + n):
+                st = self._rooms.get(room)
+                if st is not None and origin in st.awaiting:
+                    st.awaiting.discard(origin)
+                    self._maybe_ready(st)
 
     # -- member lists -------------------------------------------------------------------------
 
@@ -591,11 +671,15 @@ class Cluster:
         """``origin`` answered (or ran out of time): its list is what its messages said."""
         st.pending.pop(origin, None)
         self._replace(st, origin, members)
-        if st.syncing and not st.pending:
+        self._maybe_ready(st)
+
+    def _maybe_ready(self, st: _Room) -> None:
+        if st.syncing and not st.pending and not st.awaiting:
             self._set_ready(st)
 
     def _set_ready(self, st: _Room) -> None:
         st.syncing = False
+        st.awaiting.clear()
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
@@ -614,8 +698,7 @@ class Cluster:
         for key in self._nodes:
             st.pending[key] = _Pending(until, st.view.get(key))
         self._queue_request(st.name)
-        if not st.pending:
-            self._set_ready(st)
+        self._maybe_ready(st)
 
     def _sync_deadline(self, st: _Room) -> None:
         st.timer = None
@@ -670,7 +753,7 @@ class Cluster:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
         # A room left since it was queued has no list to learn.
-        rooms = [room for room in rooms if room in self._rooms]
+        rooms = [room for room in rooms if room in self._rooms and self._rooms[room].local]
         if rooms and self._live():
             self._broadcast_request(rooms)
 
@@ -695,11 +778,58 @@ class Cluster:
             if st is None or st.quiet:
                 none.append(room)
             elif not (broadcast and st.subscribed):
-                self._announce(st.channel, st.local)
+                self._answer_room(st)
         if none:
             channel = self.names.node(origin)
             for chunk in env.pack_names(none):
                 self.transport.publish(channel, self._hdr[env.NONE_HERE] + chunk, control=True)
+
+    def _answer_room(self, st: _Room) -> None:
+        """A node asked for our list of ``st``: publish it on the room channel now, or, if
+        one went out less than ``answer_gap`` ago, once when the gap has passed for every
+        request meanwhile. A list on the channel answers every node subscribed to it (what
+        they hear after it from us keeps it current), so however many nodes ask, and
+        however often one client makes its node ask, the room's list crosses the broker at
+        most once per gap."""
+        if st.announce_timer is not None:
+            self.lists_coalesced += 1
+            return
+        assert self._loop is not None
+        wait = st.announced + self.answer_gap - self._loop.time()
+        if wait <= 0:
+            self._announce_room(st)
+        else:
+            self.lists_coalesced += 1
+            st.announce_timer = self._loop.call_later(wait, self._announce_due, st)
+
+    def _announce_due(self, st: _Room) -> None:
+        st.announce_timer = None
+        if self._rooms.get(st.name) is st and not self._closed:
+            self._announce_room(st)
+
+    def _announce_room(self, st: _Room) -> None:
+        assert self._loop is not None
+        st.announced = self._loop.time()
+        self.lists_sent += 1
+        self._announce(st.channel, st.local)
+
+    def _check(self, st: _Room) -> None:
+        """Members here again in a room followed meanwhile: its lists are current (every
+        join and leave on the channel reached us), so ask nobody for them. The nodes with
+        members there only need to have handled our join before our joiner is told who
+        is in the room (else they may skip publishing to us): the check goes on the room
+        channel after the join, and each of them says "heard" on our node channel."""
+        if not self.transport.connected:
+            return  # nobody hears anything; the lists heal on reconnect
+        keys = [key for key in st.view if key in self._nodes]
+        if not keys:
+            return
+        assert self._loop is not None
+        st.ready = self._loop.create_future()
+        st.syncing = True
+        st.awaiting.update(keys)
+        st.timer = self._loop.call_later(self.sync_timeout, self._sync_deadline, st)
+        self.transport.publish(st.channel, self._hdr[env.CHECK], control=True)
 
     def _announce(self, channel: str, members: dict[str, None] | tuple[()]) -> None:
         chunks = env.pack_names(members)
@@ -751,12 +881,12 @@ class Cluster:
         assert events is not None
         for st in list(self._rooms.values()):
             st.pending.pop(key, None)
+            st.awaiting.discard(key)
             members = st.view.pop(key, None)
             if members and st.ready.done():
                 for member in members:
                     events.remote_left(st.name, member)
-            if st.syncing and not st.pending:
-                self._set_ready(st)
+            self._maybe_ready(st)
 
     async def _tick(self) -> None:
         assert self._loop is not None
@@ -821,7 +951,7 @@ class Cluster:
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():
             if not st.quiet:
-                self._announce(st.channel, st.local)
+                self._announce_room(st)
         for room in self._uncertain:
             self._announce(self.names.room(room), ())
         self._uncertain.clear()
@@ -839,7 +969,8 @@ class Cluster:
         self._node_channel = self.names.node(self.key)
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
-            env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE)}
+            env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
+            env.CHECK, env.HEARD)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""

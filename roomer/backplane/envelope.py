@@ -20,6 +20,9 @@ B     goodbye              empty: the sender stops; its members left            
 Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
                            room)                                                 room
 E     no members there     a name list of rooms the sender has no members in     node
+C     check                empty: "I have members here again (my join is before   room
+                           this): say you heard it"; the asker kept the lists
+K     heard                a name list of rooms whose check the sender handled   node
 ====  ===================  ====================================================  ===========
 
 A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
@@ -34,9 +37,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHUNK", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
-    "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
-    "unpack_names",
+    "ALL", "BYE", "CHECK", "CHUNK", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED", "LEFT",
+    "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header",
+    "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -51,6 +54,8 @@ HELLO = ord("I")
 BYE = ord("B")
 REQUEST = ord("Q")
 NONE_HERE = ord("E")
+CHECK = ord("C")
+HEARD = ord("K")
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000
