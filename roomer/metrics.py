@@ -64,6 +64,10 @@ BACKPLANE_COUNTERS = (
      "Messages not published (broker away or message too large), counted, never queued."),
     ("nodes_lost", "roomer_backplane_nodes_lost_total",
      "Nodes declared dead (silent past node_timeout) or gone."),
+    ("incarnations", "roomer_backplane_incarnations_total",
+     "Times this node started over under a new key (it was declared dead after a stall)."),
+    ("stale_dropped", "roomer_backplane_stale_dropped_total",
+     "Messages dropped because the node that sent them was declared dead or gone."),
 )
 
 

@@ -185,6 +185,8 @@ async def test_node_cut_off_is_dropped_then_heard_again(
         assert ("r", "a2") in rb.joined
         b.publish_room("r", b"back")
         await eventually(lambda: ("r", b"back", None) in ra.frames)
+        # a had declared b dead: b heard it, and came back under a new key.
+        assert b.state()["incarnations"] == 1 and a.state()["stale_dropped"] >= 1
     await proxy.cut()
 
 

@@ -160,7 +160,8 @@ async def test_outage_drops_counts_logs_once_and_recovers(
     dropped = a.dropped
     for _ in range(1000):
         a.publish(f"{prefix}.x", b"x" * 100)
-    assert await a.publish_direct(f"{prefix}.x", b"d") is False
+    # Not known whether a node holds the client: cancelled, never "no such client".
+    assert a.publish_direct(f"{prefix}.x", b"d").cancelled()
     assert a.dropped == dropped + 1001 and a.state()["buffered"] == 0
     await asyncio.sleep(0.5)  # several failed reconnect attempts: still logged once
     broker.start()
@@ -221,7 +222,7 @@ async def test_direct_publishes_respect_the_buffer_bound(url: str, prefix: str) 
     for _ in range(64):
         a.publish(f"{prefix}.big", b"x" * 1024)
     refused = a.publish_direct(f"{prefix}.client.c1", b"x" * 1024)
-    assert refused.done() and refused.result() is False  # at once, not queued
+    assert refused.cancelled()  # at once, not queued; not "no such client" either
     assert a.dropped == 1 and a.state()["buffered"] == 64 * 1024
     await a.flush()
     assert a.state()["buffered"] == 0
@@ -265,7 +266,7 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
         waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
         await asyncio.sleep(0.1)  # the request is out
         await asyncio.wait_for(a.close(), 2.0)
-        assert waiting.done() and waiting.result() is False
+        assert waiting.cancelled()  # not known whether it arrived
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:
         os.kill(private_nats.proc.pid, signal.SIGCONT)

@@ -61,6 +61,17 @@ from the lists, so a node killed with SIGKILL is gone from the others within
 ``node_id`` has a new incarnation (its start time): the old one's members leave at once. A
 node that closes says goodbye, and its members leave at once.
 
+Incarnations. A key (``node id:incarnation``) declared dead stays dead: whatever still
+comes from it (frames, presence, answers) is dropped and counted (``stale_dropped``), and
+it is told so on its node channel (at most once per heartbeat interval). A node that was
+paused past ``node_timeout`` (SIGSTOP, a loop blocked) notices it itself before it
+publishes anything (its heartbeat task did not run), and a node cut off from the broker
+meanwhile learns it from that notice: either way it drops what it had queued for the
+broker, says goodbye under the old key and starts over under a new one, announcing every
+member again and asking for everyone's lists (``incarnations`` counts it). Its clients'
+rooms carry on; the others' clients see its members leave, then join again, and never a
+message of the dead incarnation in between.
+
 Outages. While the broker is away nothing is declared dead (this node cannot tell), local
 rooms go on and publishes are dropped and counted. When it is back the transport has
 subscribed again to everything; the node then announces its full member list of every
@@ -235,6 +246,8 @@ class Cluster:
         self.direct_out = 0
         self.direct_in = 0
         self.nodes_lost = 0
+        self.incarnations = 0
+        self.stale_dropped = 0
         self.lists_sent = 0
         self.lists_coalesced = 0
         self._events: ClusterEvents | None = None
@@ -244,7 +257,13 @@ class Cluster:
         self._clients: dict[str, None] = {}
         self._nodes: dict[str, float] = {}      # node key -> when last heard (loop time)
         self._by_id: dict[str, str] = {}        # node id -> its current key
-        self._gone: dict[str, None] = {}        # keys that said goodbye: ignored from now on
+        # Keys declared dead (silent, replaced) or gone (goodbye): whatever they still send
+        # is dropped. The value is when a node declared dead was last told so (inf: it
+        # said goodbye, never told); the raw keys serve the frame paths' check.
+        self._gone: dict[str, float] = {}
+        self._gone_raw: set[bytes] = set()
+        self._past_keys: dict[str, None] = {}  # this node's own earlier keys
+        self._tick_at = 0.0  # when the heartbeat task last ran (loop time)
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
         # The seq of the leave that overflowed _uncertain (inf: left while the broker was
@@ -289,6 +308,7 @@ class Cluster:
         transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._discovered), self.sync_timeout)
+        self._tick_at = self._loop.time()
         self._ticker = self._loop.create_task(self._tick())
 
     async def close(self) -> None:
@@ -328,6 +348,7 @@ class Cluster:
         """``member`` connected here: direct messages to it now reach this node."""
         if not self._live() or member in self._clients:
             return
+        self._awake()
         self._clients[member] = None
         self.transport.subscribe(self.names.client(member), partial(self._on_direct, member))
 
@@ -342,6 +363,7 @@ class Cluster:
         this node to the room; await :meth:`room_ready` before listing its members."""
         if not self._live():
             return
+        self._awake()
         st = self._rooms.get(room)
         if st is not None:
             if member not in st.local:
@@ -379,6 +401,7 @@ class Cluster:
         st = self._rooms.get(room)
         if st is None or member not in st.local or self._closed:
             return
+        self._awake()
         del st.local[member]
         if not st.quiet:
             self._publish_presence(st.channel, env.LEFT, member)
@@ -452,6 +475,7 @@ class Cluster:
         ``room`` but ``exclude``: one publish, whatever the number of nodes and members."""
         if self._closed:
             return
+        self._awake()
         st = self._rooms.get(room)
         if st is None:
             channel = self.names.room(room)
@@ -470,6 +494,7 @@ class Cluster:
         """Hand ``frame`` to every connection on the other nodes but ``exclude``."""
         if self._closed:
             return
+        self._awake()
         self.frames_out += 1
         self.transport.publish(self.names.all, self._framed(self._hdr[env.ALL], frame, exclude))
 
@@ -479,8 +504,9 @@ class Cluster:
         if self._closed:
             assert self._loop is not None
             done: asyncio.Future[bool] = self._loop.create_future()
-            done.set_result(False)
+            done.cancel()  # not known whether a node holds it: never "no such client"
             return done
+        self._awake()
         self.direct_out += 1
         return self.transport.publish_direct(self.names.client(member),
                                              self._hdr[env.DIRECT] + frame)
@@ -502,6 +528,8 @@ class Cluster:
             direct_out=self.direct_out,
             direct_in=self.direct_in,
             nodes_lost=self.nodes_lost,
+            incarnations=self.incarnations,
+            stale_dropped=self.stale_dropped,
             lists_sent=self.lists_sent,
             lists_coalesced=self.lists_coalesced,
         )
@@ -521,11 +549,23 @@ class Cluster:
         self.frames_in += 1
         return data[pos + size:], data[pos:pos + size].decode() if size else None
 
+    def _stale(self, data: bytes) -> bool:
+        """Whether ``data`` comes from a key declared dead or gone (then it is dropped,
+        counted, and a node declared dead is told so)."""
+        raw = data[2:2 + data[1]]
+        if raw not in self._gone_raw:
+            return False
+        self.stale_dropped += 1
+        self._tell_dead(raw.decode())
+        return True
+
     def _on_room(self, st: _Room, data: bytes) -> None:
         if self._own(data):
             return
         n = data[1]
         if data[0] == env.ROOM:
+            if self._gone_raw and self._stale(data):
+                return
             assert self._events is not None
             self._events.remote_frame(st.name, *self._frame(data))
             return
@@ -561,12 +601,14 @@ class Cluster:
                 self._replace(st, origin, members)
 
     def _on_all(self, data: bytes) -> None:
-        if self._own(data):
+        if self._own(data) or (self._gone_raw and self._stale(data)):
             return
         assert self._events is not None
         self._events.remote_frame_all(*self._frame(data))
 
     def _on_direct(self, member: str, data: bytes) -> bool:
+        if self._gone_raw and self._stale(data):
+            return True  # dropped, which is not "no such client"
         self.direct_in += 1
         assert self._events is not None
         return bool(self._events.remote_direct(member, data[2 + data[1]:]))
@@ -578,7 +620,7 @@ class Cluster:
         kind = data[0]
         origin = data[2:2 + n].decode()
         if kind == env.BYE:
-            self._node_gone(origin, "closed", gone=True)
+            self._node_gone(origin, "closed", said_bye=True)
             return
         if not self._heard(origin):
             return
@@ -610,6 +652,9 @@ class Cluster:
                         self._finish(st, origin, pending.members)
         elif kind == env.REQUEST:
             self._answer(origin, env.unpack_names(data, 2 + n))
+        elif kind == env.DEAD:
+            if data[2 + n:].decode() == self.key:  # not a late notice to an earlier key
+                self._restart(f"was declared dead by node {origin}")
         elif kind == env.HEARD:
             for room in env.unpack_names(data, 2 + n):
                 st = self._rooms.get(room)
@@ -842,6 +887,8 @@ class Cluster:
     def _heard(self, origin: str) -> bool:
         """Note that ``origin`` is alive; False if its messages are to be ignored."""
         if origin in self._gone:
+            self.stale_dropped += 1
+            self._tell_dead(origin)
             return False
         assert self._loop is not None
         now = self._loop.time()
@@ -861,20 +908,24 @@ class Cluster:
         self._request(list(self._rooms.values()), [origin], origin)
         return True
 
-    def _node_gone(self, key: str, why: str, *, gone: bool = False) -> None:
-        """``key`` is dead (or closed): its members leave every room here."""
-        if gone:
-            self._gone[key] = None
-            if len(self._gone) > _MAX_GONE:
-                del self._gone[next(iter(self._gone))]
+    def _node_gone(self, key: str, why: str, *, said_bye: bool = False) -> None:
+        """``key`` is dead (or closed): its members leave every room here, and whatever it
+        still sends is dropped (a node declared dead that still talks is told so, and
+        starts over under a new key)."""
+        self._gone[key] = math.inf if said_bye else -math.inf
+        self._gone_raw.add(key.encode())
+        while len(self._gone) > _MAX_GONE:
+            oldest = next(iter(self._gone))
+            del self._gone[oldest]
+            self._gone_raw.discard(oldest.encode())
         if self._nodes.pop(key, None) is None:
             return
         node_id = key.rpartition(":")[0]
         if self._by_id.get(node_id) == key:
             del self._by_id[node_id]
         self.nodes_lost += 1
-        log.log(logging.INFO if gone else logging.WARNING, "backplane %s: node %s %s; its "
-                "members left", self.transport.url, key, why)
+        log.log(logging.INFO if said_bye else logging.WARNING, "backplane %s: node %s %s; "
+                "its members left", self.transport.url, key, why)
         for partial_key in [k for k in self._partial if k[1] == key]:
             del self._partial[partial_key]
         events = self._events
@@ -888,15 +939,59 @@ class Cluster:
                     events.remote_left(st.name, member)
             self._maybe_ready(st)
 
+    def _tell_dead(self, key: str) -> None:
+        """``key``, declared dead here, still talks: tell it (at most once per heartbeat
+        interval), so that it starts over under a new key."""
+        told = self._gone.get(key)
+        assert self._loop is not None
+        now = self._loop.time()
+        if told is None or now - told < self.heartbeat_interval or self._closed:
+            return
+        self._gone[key] = now
+        self.transport.publish(self.names.node(key), self._hdr[env.DEAD] + key.encode(),
+                               control=True)
+
+    def _awake(self) -> None:
+        """Before this node publishes: if its loop was stalled (SIGSTOP, a blocking call)
+        past node_timeout, the others have declared it dead: start over first, so that
+        nothing goes out under the dead key."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._tick_at > self.node_timeout and self._ticker is not None:
+            self._restart(f"was stalled {now - self._tick_at:.1f} s (node_timeout "
+                          f"{self.node_timeout:g} s)")
+
+    def _restart(self, why: str) -> None:
+        """The others declared this node dead (or surely did): drop what waits for the
+        broker under the old key, say goodbye under it, and come back under a new one,
+        announcing every member again and asking for everyone's lists. The clients'
+        rooms carry on; the other nodes report our members left, then joined again."""
+        if self._closed:
+            return
+        assert self._loop is not None
+        log.warning("backplane %s: node %s %s: it starts over as a new incarnation (its "
+                    "members are announced again; %d messages waiting for the broker are "
+                    "dropped)", self.transport.url, self.key, why,
+                    self.transport.waiting())
+        self.incarnations += 1
+        self.transport.discard_pending()
+        self._new_incarnation()
+        now = self._loop.time()
+        self._tick_at = now
+        for key in self._nodes:
+            self._nodes[key] = now  # our stall is not their silence
+        if self.transport.connected:
+            self._reannounce()
+
     async def _tick(self) -> None:
         assert self._loop is not None
         loop = self._loop
-        last = loop.time()
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            self._awake()
             now = loop.time()
-            late = now - last - self.heartbeat_interval
-            last = now
+            late = now - self._tick_at - self.heartbeat_interval
+            self._tick_at = now
             try:
                 self._beat(now, late)
             except Exception:
@@ -948,6 +1043,12 @@ class Cluster:
         if self._overflow_at:
             self._overflow_at = 0.0
             self._new_incarnation()
+        self._reannounce()
+
+    def _reannounce(self) -> None:
+        """After a reconnect or a new incarnation: hello, every room's list (empty ones
+        for rooms the broker may not have heard us leave), and everyone's lists asked
+        for, so that every list heals within sync_timeout."""
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():
             if not st.quiet:
@@ -970,12 +1071,15 @@ class Cluster:
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
             env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
-            env.CHECK, env.HEARD)}
+            env.CHECK, env.HEARD, env.DEAD)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""
         self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
         self.transport.unsubscribe(self._node_channel)
+        self._past_keys[self.key] = None
+        if len(self._past_keys) > _MAX_GONE:
+            del self._past_keys[next(iter(self._past_keys))]
         self._set_identity()
         self.transport.subscribe(self._node_channel, self._on_node)
 

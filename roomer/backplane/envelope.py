@@ -23,6 +23,8 @@ E     no members there     a name list of rooms the sender has no members in    
 C     check                empty: "I have members here again (my join is before   room
                            this): say you heard it"; the asker kept the lists
 K     heard                a name list of rooms whose check the sender handled   node
+X     declared dead        the key the sender declared dead (it still talks):    node
+                           that node starts over under a new key
 ====  ===================  ====================================================  ===========
 
 A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
@@ -37,9 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHECK", "CHUNK", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED", "LEFT",
-    "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header",
-    "pack_names", "unpack_names",
+    "ALL", "BYE", "CHECK", "CHUNK", "DEAD", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED",
+    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM",
+    "header", "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -56,6 +58,7 @@ REQUEST = ord("Q")
 NONE_HERE = ord("E")
 CHECK = ord("C")
 HEARD = ord("K")
+DEAD = ord("X")
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000

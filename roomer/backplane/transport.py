@@ -175,11 +175,12 @@ class Transport:
 
     def publish_direct(self, channel: str, data: bytes) -> asyncio.Future[bool]:
         """Publish to a channel that at most one node subscribes to; the future says whether
-        one did (False at once while the broker is away)."""
+        one did, and is cancelled when that cannot be known: dropped (broker away, buffer
+        full) or lost on the way. False means only "no node holds it"."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[bool] = self._loop.create_future()
         if not self._admit(len(data), False):
-            fut.set_result(False)
+            fut.cancel()
             return fut
         self.seq += 1
         self._pending.append((channel, data, fut))
@@ -202,6 +203,21 @@ class Transport:
                             "until it catches up", self.url, waiting)
             return False
         return True
+
+    def waiting(self) -> int:
+        """How many publishes are queued and not yet written to the broker."""
+        return len(self._pending)
+
+    def discard_pending(self) -> None:
+        """Drop what is queued and not yet written (counted in ``dropped``; direct
+        publishes among it are cancelled). The batch the broker has already been sent
+        is not recalled."""
+        lost, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self.dropped += len(lost)
+        for _, _, fut in lost:
+            if fut is not None and not fut.done():
+                fut.cancel()
 
     async def flush(self) -> None:
         """Wait until the broker confirmed everything published so far (or the connection
@@ -383,12 +399,13 @@ class Transport:
             self._flush_waiters = waiting
 
     def _fail_queued(self) -> None:
-        """Everything queued or in flight is lost: count it, answer direct publishes False."""
+        """Everything queued or in flight is lost: count it, cancel direct publishes (not
+        known whether they arrived)."""
         lost = self._inflight + self._pending
         self.dropped += len(lost)
         for _, _, fut in lost:
             if fut is not None and not fut.done():
-                fut.set_result(False)
+                fut.cancel()
         self._inflight = []
         self._inflight_bytes = 0
         self._pending = []

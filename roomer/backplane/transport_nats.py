@@ -147,11 +147,13 @@ class NatsTransport(Transport):
 
     async def _request(self, nc: Any, channel: str, data: bytes,
                        fut: asyncio.Future[bool]) -> None:
-        result = False  # also when _shutdown cancels us: the connection is gone
+        # None: not known (the connection went, or the server refused the message): the
+        # future is cancelled, never "no such client".
+        result: bool | None = None
         try:
             reply = await nc.request(channel, data, timeout=self.timeout)
         except NoRespondersError:
-            pass
+            result = False
         except TimeoutError:
             # Someone subscribes (no "no responders") but did not answer in time: the
             # message was handed over; say delivered rather than "no such client".
@@ -162,7 +164,10 @@ class NatsTransport(Transport):
             result = reply.data != b"0"
         finally:
             if not fut.done():
-                fut.set_result(result)
+                if result is None:
+                    fut.cancel()
+                else:
+                    fut.set_result(result)
 
     async def _shutdown(self) -> None:
         nc, self._nc = self._nc, None

@@ -140,10 +140,11 @@ class RedisTransport(Transport):
                 if not self._error_logged:
                     self._error_logged = True
                     log.warning("backplane %s: PUBLISH refused: %s", self.url, exc)
-                receivers = 0
-            else:
-                if receivers is None:
-                    raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
+                if fut is not None and not fut.done():
+                    fut.cancel()  # not known whether a node holds the client
+                continue
+            if receivers is None:
+                raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
             if fut is not None and not fut.done():
                 fut.set_result(receivers > 0)
         return refused
