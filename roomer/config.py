@@ -106,7 +106,8 @@ class Config:
               "process); None: this process alone", "--backplane", metavar="URL")
     node_id: str | None = _opt(
         None, "this server's name among the cluster's nodes, unique among the live ones "
-              "(A-Z a-z 0-9 - _, at most 64; default host-pid)", "--node-id", metavar="NAME")
+              "(A-Z a-z 0-9 - _, at most 64; default host-pid-random): a node started with "
+              "a live node's id refuses to start", "--node-id", metavar="NAME")
     node_timeout: float = _opt(
         6.0, "seconds a node may go unheard (heartbeats every sixth of it) before the "
              "others announce its members as left", "--node-timeout", metavar="SECONDS")

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import re
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from rawclient import Msg, RawClient, connect, encode
-from serverproc import ServerProcess
+from clusterkit import Proxy, Recorder, eventually, nodes
+from rawclient import Msg, RawClient, connect, decode, encode
+from serverproc import ChildError, ServerProcess
+
+from roomer.backplane import Cluster, NodeIdInUse, create
 
 APP = ("scaleout_app:setup",)
 Start = Callable[..., Awaitable[ServerProcess]]
 NODE_TIMEOUT = 1.5
+QUIET = {"heartbeat_interval": 30.0, "node_timeout": 90.0}  # no heartbeats mid-test
 
 
 @pytest.fixture(params=["redis", "nats"])
@@ -63,7 +71,8 @@ class Log:
     async def _read(self) -> None:
         try:
             while True:
-                self.got.append((time.monotonic(), await self.client.recv(3600)))
+                data = await self.client.ws.recv()
+                self.got.append((time.monotonic(), decode(data)))  # type: ignore[arg-type]
         except Exception:
             self.closed = True
 
@@ -77,8 +86,7 @@ class Log:
 
     async def stop(self) -> None:
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await asyncio.wait([self.task], timeout=5)
 
 
 async def sender(client: RawClient, room: str, tag: str, every: float,
@@ -170,3 +178,126 @@ def _chats_after_back(log: Log, member: str) -> int:
     if not backs:
         return 0
     return sum(1 for _, m in log.got[backs[0]:] if m.event == "chat" and m.src == member)
+
+
+# duplicate node ids ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis", "nats"])
+def url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+async def join(cluster: Cluster, room: str, *members: str) -> None:
+    for member in members:
+        cluster.local_connected(member)
+        cluster.local_joined(room, member)
+    await cluster.room_ready(room)
+
+
+async def test_a_node_with_a_live_nodes_id_is_refused_at_start(url: str, prefix: str) -> None:
+    """The later starter fails with a clear error, and the others never notice it: the
+    live node's members are not reported left (regression: three nodes sharing an id saw
+    2 of 3 members, with 'restarted' churn)."""
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (c, rc)]:
+        await join(a, "r", "a1")
+        await join(c, "r", "c1")
+        twin = Cluster(create(url), node_id=a.node_id, prefix=prefix, **QUIET)
+        with pytest.raises(NodeIdInUse, match=f"node id '{a.node_id}' is already used"):
+            await twin.start(Recorder())
+        assert not twin.transport.connected
+        a.publish_room("r", b"still here")
+        await eventually(lambda: ("r", b"still here", None) in rc.frames)
+        assert rc.left == [] and c.remote_members("r") == ["a1"]
+        assert c.state()["nodes"] == [a.node_id] and c.state()["nodes_lost"] == 0
+
+
+async def test_a_node_restarted_with_its_id_takes_it_back(url: str, prefix: str) -> None:
+    """The previous incarnation is dead (it does not answer the probe): the id is free."""
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (c, rc)]:
+        await join(a, "r", "a1")
+        await join(c, "r", "c1")
+        await a.transport.close()  # dies without a goodbye
+        again = Cluster(create(url), node_id=a.node_id, prefix=prefix, **QUIET)
+        await again.start(Recorder())
+        try:
+            await eventually(lambda: ("r", "a1") in rc.left, what="the old a1 left")
+            await join(again, "r", "a9")
+            await eventually(lambda: c.remote_members("r") == ["a9"])
+        finally:
+            await again.close()
+
+
+def test_the_default_node_id_is_unique_even_as_pid_1_on_a_shared_hostname(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "app")
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    ids = {Cluster(f"memory://{uuid.uuid4().hex}").node_id for _ in range(50)}
+    assert len(ids) == 50
+    assert all(re.fullmatch(r"app-1-[0-9a-f]{6}", node_id) for node_id in ids), ids
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_a_collision_found_later_is_logged_counted_and_resolved(
+        kind: str, request: pytest.FixtureRequest, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Node x1 is cut off its broker when x2 starts with the same id (so nobody answers
+    x2's probe with that id); when x1 is back, two live nodes share the id. It is logged
+    as an error and counted, the newer takes a fresh id, and a third node ends up listing
+    both nodes' members."""
+    caplog.set_level(logging.WARNING, logger="roomer.backplane")
+    url = str(request.getfixturevalue(f"{kind}_url"))
+    scheme, _, rest = url.partition("://")
+    host_port, _, path = rest.partition("/")
+    proxy = Proxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    via_proxy = f"{scheme}://127.0.0.1:{proxy.port}" + (f"/{path}" if path else "")
+    options = {"heartbeat_interval": 0.2, "node_timeout": 3.0, "sync_timeout": 0.25}
+    x1 = Cluster(create(via_proxy, timeout=2.0, reconnect_max=0.3), node_id="dup",
+                 prefix=prefix, **options)
+    c = Cluster(create(url, timeout=2.0), node_id="c", prefix=prefix, **options)
+    x2 = Cluster(create(url, timeout=2.0), node_id="dup", prefix=prefix, **options)
+    rc = Recorder()
+    await x1.start(Recorder())
+    await c.start(rc)
+    try:
+        await join(x1, "r", "x1m")
+        await join(c, "r", "c1")
+        await eventually(lambda: c.remote_members("r") == ["x1m"])
+        await proxy.cut()
+        await x2.start(Recorder())  # x1 cannot answer: x2 takes the id
+        await join(x2, "r", "x2m")
+        await proxy.restore()
+        await eventually(lambda: x1.node_id != x2.node_id and sorted(c.remote_members("r"))
+                         == ["x1m", "x2m"] and sorted(c.state()["nodes"]) ==
+                         sorted([x1.node_id, x2.node_id]), timeout=15,
+                         what="two nodes, two ids, both members listed")
+        await eventually(lambda: sorted(x1.remote_members("r")) == ["c1", "x2m"]
+                         and sorted(x2.remote_members("r")) == ["c1", "x1m"])
+        assert x1.state()["id_collisions"] + x2.state()["id_collisions"] >= 1
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR
+                  and "is used by two live nodes" in r.getMessage()]
+        assert errors
+        renamed = x1 if x1.node_id != "dup" else x2
+        assert re.fullmatch(r"dup-[0-9a-f]{6}", renamed.node_id)
+    finally:
+        for node in (x1, x2, c):
+            await node.close()
+        await proxy.cut()
+
+
+@pytest.mark.server_process
+async def test_roomer_serve_with_a_live_nodes_id_exits_with_a_clear_error(
+        server_process: Start, broker_url: str, prefix: str) -> None:
+    options = {"backplane": broker_url, "backplane_prefix": prefix, "node_id": "dup"}
+    first = await server_process(options, APP)
+    with pytest.raises(ChildError) as refused:
+        second = await ServerProcess.start(options, APP)
+        await second.kill()  # not reached unless the id was taken twice
+    text = str(refused.value)
+    assert "exited with 1" in text
+    assert "roomer: node id 'dup' is already used by a live node of this cluster" in text
+    assert "Traceback" not in text
+    assert (await first.metrics())["roomer_backplane_nodes"] == 0  # it never joined

@@ -99,6 +99,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -106,6 +107,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from . import envelope as env
+from .errors import NodeIdInUse
 from .names import Names
 from .transport import Transport, create
 
@@ -121,6 +123,8 @@ _MAX_UNCERTAIN = 50_000
 _MAX_GONE = 4096
 # Rooms followed without local members (see Cluster.linger); past this, the oldest goes.
 _MAX_LINGERING = 1024
+# The answer to a hello (a heartbeat on the node channel starting with this letter).
+_HELLO_ANSWER = ord("i")
 # Seconds close() waits for the broker to confirm the goodbye.
 _GOODBYE_WAIT = 1.0
 
@@ -198,16 +202,23 @@ class _Room:
 
 
 def _default_node_id() -> str:
+    # host-pid alone is not unique: containers sharing a hostname all run as PID 1.
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "node"
-    return f"{host}-{os.getpid()}"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _renamed(node_id: str) -> str:
+    """A fresh id for a node that found its id used by another live node."""
+    return f"{node_id[:57]}-{secrets.token_hex(3)}"
 
 
 class Cluster:
     """One node of a cluster. ``transport`` is a :class:`Transport` or a URL for
-    :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid) must be
-    unique among live nodes. ``prefix`` separates clusters sharing a broker. In
-    ``quiet_rooms`` (the server's ``root`` without root presence) frames cross nodes but
-    joins and leaves do not: no presence, no member lists, nothing to wait for. A room
+    :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid-random)
+    must be unique among live nodes: :meth:`start` refuses one a live node has. ``prefix``
+    separates clusters sharing a broker. In ``quiet_rooms`` (the server's ``root`` without
+    root presence) frames cross nodes but joins and leaves do not: no presence, no member
+    lists, nothing to wait for. A room
     stays followed ``linger`` seconds after its last local member left (0: unsubscribe at
     once), so a member joining again meanwhile costs no member lists. See the module
     documentation for what the timings bound."""
@@ -248,6 +259,7 @@ class Cluster:
         self.nodes_lost = 0
         self.incarnations = 0
         self.stale_dropped = 0
+        self.id_collisions = 0
         self.lists_sent = 0
         self.lists_coalesced = 0
         self._events: ClusterEvents | None = None
@@ -263,6 +275,9 @@ class Cluster:
         self._gone: dict[str, float] = {}
         self._gone_raw: set[bytes] = set()
         self._past_keys: dict[str, None] = {}  # this node's own earlier keys
+        self._collided: dict[str, None] = {}   # other live keys seen with our node id
+        self._starting = False
+        self._conflict: str | None = None      # a live node with our id, seen at start
         self._tick_at = 0.0  # when the heartbeat task last ran (loop time)
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
@@ -273,6 +288,8 @@ class Cluster:
         self._requests_scheduled = False
         self._expect = 0
         self._discovered: asyncio.Future[None] | None = None
+        self._greeted: asyncio.Future[None] | None = None
+        self._unheard: set[str] = set()  # nodes that have not answered our hello yet
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -281,11 +298,17 @@ class Cluster:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, events: ClusterEvents) -> None:
-        """Connect (``ConnectionError`` if the broker cannot be reached), subscribe to the
-        control channels, learn which nodes are alive (waits at most ``sync_timeout``) and
-        start heartbeats."""
-        if self._started:
+        """Connect, subscribe to the control channels, learn which nodes are alive (waits
+        at most ``sync_timeout``), then say hello and start heartbeats.
+
+        Raises:
+            ConnectionError: the broker cannot be reached.
+            NodeIdInUse: a live node of this cluster has this ``node_id`` (it answered the
+                probe that comes before the hello, so the others never saw this node).
+        """
+        if self._started or self._starting:
             raise RuntimeError("a Cluster starts once")
+        self._starting = True
         self._loop = asyncio.get_running_loop()
         self._events = events
         transport = self.transport
@@ -303,11 +326,26 @@ class Cluster:
                 raise  # our caller cancels us; not a subscription cancelled by a drop
             raise ConnectionError(f"backplane {transport.url}: subscriptions not confirmed") \
                 from exc
-        self._started = True
         self._discovered = self._loop.create_future()
-        transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        # A probe first: answered by every live node, ours included if one has our id,
+        # but counting us as a node nowhere (a hello would make the others take us for
+        # that node restarted, and drop its members).
+        transport.publish(self.names.ctl, self._hdr[env.PROBE], control=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._discovered), self.sync_timeout)
+        self._starting = False
+        if self._conflict is not None:
+            await transport.close()
+            raise NodeIdInUse(self.node_id, self._conflict)
+        self._started = True
+        # Then the hello, and start() returns once every node known answered it (each
+        # then counts us as a node), or after sync_timeout.
+        self._unheard = set(self._nodes)
+        self._greeted = self._loop.create_future()
+        transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        if self._unheard:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._greeted), self.sync_timeout)
         self._tick_at = self._loop.time()
         self._ticker = self._loop.create_task(self._tick())
 
@@ -530,6 +568,7 @@ class Cluster:
             nodes_lost=self.nodes_lost,
             incarnations=self.incarnations,
             stale_dropped=self.stale_dropped,
+            id_collisions=self.id_collisions,
             lists_sent=self.lists_sent,
             lists_coalesced=self.lists_coalesced,
         )
@@ -622,12 +661,19 @@ class Cluster:
         if kind == env.BYE:
             self._node_gone(origin, "closed", said_bye=True)
             return
+        if kind == env.PROBE:
+            if origin.rpartition(":")[0] == self.node_id:
+                self._same_id(origin)
+            if self._started or self._starting:
+                self.transport.publish(self.names.node(origin), self._hdr[env.HEARTBEAT] + b"p"
+                                       + str(len(self._nodes)).encode(), control=True)
+            return
         if not self._heard(origin):
             return
         if kind == env.HELLO:
             others = len(self._nodes) - 1
-            self.transport.publish(self.names.node(origin),
-                                   self._hdr[env.HEARTBEAT] + str(others).encode(), control=True)
+            self.transport.publish(self.names.node(origin), self._hdr[env.HEARTBEAT] + b"i"
+                                   + str(others).encode(), control=True)
         elif kind == env.REQUEST:
             self._answer(origin, env.unpack_names(data, 2 + n), broadcast=True)
 
@@ -638,8 +684,13 @@ class Cluster:
         if not self._heard(origin):
             return
         if kind == env.HEARTBEAT:
-            if len(data) > 2 + n:  # an answer to our hello: how many others it knows
-                self._expect = max(self._expect, int(data[2 + n:]) + 1)
+            if len(data) > 3 + n:  # an answer to our probe or hello: how many others it knows
+                self._expect = max(self._expect, int(data[3 + n:]) + 1)
+                if data[2 + n] == _HELLO_ANSWER:
+                    self._unheard.discard(origin)
+                    if not self._unheard and self._greeted is not None \
+                            and not self._greeted.done():
+                        self._greeted.set_result(None)
             if (self._discovered is not None and not self._discovered.done()
                     and len(self._nodes) >= self._expect):
                 self._discovered.set_result(None)
@@ -896,6 +947,9 @@ class Cluster:
             self._nodes[origin] = now
             return True
         node_id, _, incarnation = origin.rpartition(":")
+        if node_id == self.node_id:
+            self._same_id(origin)
+            return False
         previous = self._by_id.get(node_id)
         if previous is not None:
             if previous.rpartition(":")[2] > incarnation:
@@ -907,6 +961,36 @@ class Cluster:
         # New to us, or back after we declared it dead: learn its members of our rooms.
         self._request(list(self._rooms.values()), [origin], origin)
         return True
+
+    def _same_id(self, other: str) -> None:
+        """``other`` has our node id and is not one of our own earlier keys: two live
+        nodes share an id (started with the same --node-id, or a node paused past
+        node_timeout came back while another took its id). Starting, we refuse to join
+        if ``other`` is the older; running, the newer of the two takes a fresh id."""
+        if other in self._past_keys or other in self._collided or self._closed:
+            return
+        if self._starting:
+            if other < self.key:  # the older one stays; a newer starter refuses itself
+                self._conflict = other
+                if self._discovered is not None and not self._discovered.done():
+                    self._discovered.set_result(None)
+            return
+        self._collided[other] = None
+        if len(self._collided) > _MAX_GONE:
+            del self._collided[next(iter(self._collided))]
+        self.id_collisions += 1
+        if other < self.key:
+            fresh = _renamed(self.node_id)
+            log.error("backplane %s: node id %r is used by two live nodes (this one, key %s, "
+                      "and key %s): this one, the newer, continues as %r; give every node "
+                      "its own node_id", self.transport.url, self.node_id, self.key, other,
+                      fresh)
+            self.node_id = fresh
+            self._restart("gave up its node id")
+        else:
+            log.error("backplane %s: node id %r is used by two live nodes (this one, key %s, "
+                      "and key %s): the newer takes a fresh id; give every node its own "
+                      "node_id", self.transport.url, self.node_id, self.key, other)
 
     def _node_gone(self, key: str, why: str, *, said_bye: bool = False) -> None:
         """``key`` is dead (or closed): its members leave every room here, and whatever it
@@ -1071,7 +1155,7 @@ class Cluster:
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
             env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
-            env.CHECK, env.HEARD, env.DEAD)}
+            env.CHECK, env.HEARD, env.DEAD, env.PROBE)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""

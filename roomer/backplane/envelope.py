@@ -14,7 +14,10 @@ L     member left          the member id                                        
 S     members (last part)  a name list: the sender's local members of the room   room
 s     members (more)       a name list; an ``S`` follows with the rest           room
 H     heartbeat            empty on ``ctl``; on a node channel (the answer to a  ctl, node
-                           hello) the count of other nodes the sender knows
+                           probe or a hello) ``p`` or ``i`` and the count of
+                           other nodes the sender knows (ASCII digits)
+P     probe                empty: "I am starting: who is alive?" (answered, but   ctl
+                           the sender is not counted as a node yet)
 I     hello                empty: "I (re)joined, tell me who is alive"           ctl
 B     goodbye              empty: the sender stops; its members left             ctl
 Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
@@ -40,8 +43,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "ALL", "BYE", "CHECK", "CHUNK", "DEAD", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED",
-    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM",
-    "header", "pack_names", "unpack_names",
+    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "PROBE", "REQUEST",
+    "ROOM", "header", "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -59,6 +62,7 @@ NONE_HERE = ord("E")
 CHECK = ord("C")
 HEARD = ord("K")
 DEAD = ord("X")
+PROBE = ord("P")
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000
