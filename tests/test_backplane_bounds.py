@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from clusterkit import eventually, nodes
+from rawclient import connect
 
-from roomer.backplane import Cluster
+from roomer.backplane import Cluster, create
 
 BACKENDS = ["memory", "redis", "nats"]
 QUIET = {"heartbeat_interval": 30.0, "node_timeout": 90.0}  # no heartbeats mid-test
@@ -110,3 +112,98 @@ async def test_member_list_answers_are_coalesced_per_room(url: str, prefix: str)
         print(f"{url.partition(':')[0]}: B published {answered / list_bytes:.2f} member "
               f"lists for {len(askers)} askers")
         assert answered < 2.5 * list_bytes
+
+
+# messages as large as max_message_size ---------------------------------------------------
+
+
+async def test_a_frame_past_the_brokers_payload_limit_crosses_in_pieces(
+        url: str, prefix: str) -> None:
+    """NATS refuses a message past its max_payload (1 MiB by default, from the INFO the
+    client got): a 1 MiB frame, once enveloped, is past it. Room frames, frames to all and
+    direct messages cross in pieces and arrive whole (regression: dropped silently, and a
+    direct message answered 'no such client')."""
+    async with nodes(url, prefix, 2, **QUIET) as [(a, _), (b, rb)]:
+        await join(a, "r", "a1")
+        await join(b, "r", "b1")
+        rb.holding.add("b1")
+        if url.startswith("nats"):
+            assert a.transport.max_payload == 1 << 20  # the server's, from its INFO
+        elif url.startswith("redis"):
+            assert a.transport.max_payload == 512 << 20  # proto-max-bulk-len
+        big = bytes(range(256)) * 4096  # 1 MiB
+        assert len(big) == 1 << 20
+        for frame in (big, big + b"!", b"small"):
+            assert a.publish_room("r", frame, exclude="a9")
+        a.publish_all(big)
+        delivered = a.send_direct("b1", big)
+        assert await delivered is True
+        await eventually(lambda: len(rb.frames) == 3 and len(rb.all) == 1 and rb.direct,
+                         what="all arrived")
+        assert rb.frames == [("r", big, "a9"), ("r", big + b"!", "a9"), ("r", b"small", "a9")]
+        assert rb.all == [(big, None)] and rb.direct == [("b1", big)]
+        assert a.state()["dropped"] == 0
+        # An id nobody holds is still "no such client", however large the message.
+        assert await a.send_direct("nobody", big) is False
+
+
+async def test_pieces_respect_a_small_payload_limit(prefix: str) -> None:
+    """The same over the in-process hub with a 4 KiB limit: many pieces per message,
+    interleaved with small ones, each arriving whole and in publish order."""
+    url = f"memory://{uuid.uuid4().hex}"
+    async with nodes(url, prefix, 2, transport_options={"max_payload": 4096},
+                     **QUIET) as [(a, _), (b, rb)]:
+        assert a.transport.max_payload == 4096
+        await join(a, "r", "a1")
+        await join(b, "r", "b1")
+        spy = create(url)
+        await spy.connect(lambda up: None)
+        raw: list[bytes] = []
+        await spy.subscribe(a.names.room("r"), raw.append)
+        frames = [bytes([i]) * (i * 1500) for i in range(1, 20)]
+        for frame in frames:
+            a.publish_room("r", frame)
+            a.publish_room("r", b"tiny")
+        await eventually(lambda: len(rb.frames) == 2 * len(frames))
+        expected = [f for frame in frames for f in (frame, b"tiny")]
+        assert [f for _, f, _ in rb.frames] == expected
+        assert max(len(data) for data in raw) <= 4096 and len(raw) > 4 * len(frames)
+        await spy.close()
+
+
+@pytest.mark.server_process
+async def test_messages_of_max_message_size_cross_nats_between_servers(
+        server_process: Any, nats_url: str, prefix: str) -> None:
+    """Two ``roomer serve`` nodes on NATS (max_payload 1 MiB) with the default
+    max_message_size (1 MiB): a relay of the largest message a client may send reaches
+    the room's member on the other node, and a direct message that large reaches its
+    client (regression: the relay vanished, the direct message was answered
+    no_such_client although the client exists)."""
+    options = {"backplane": nats_url, "backplane_prefix": prefix, "rate_limit": None}
+    node_a, node_b = await asyncio.gather(
+        server_process({**options, "node_id": "a"}, ("scaleout_app:setup",)),
+        server_process({**options, "node_id": "b"}, ("scaleout_app:setup",)))
+    a1 = await connect(node_a.url)
+    b1 = await connect(node_b.url, max_size=None)  # what it gets carries a src too
+    for _ in range(100):  # the nodes meet at their hellos
+        if (await node_a.metrics()).get("roomer_backplane_nodes") == 1:
+            break
+        await asyncio.sleep(0.1)
+    await a1.join("r")
+    await b1.join("r")
+    assert (await a1.expect("new_member", "r")).text == b1.id
+    room, event = "r", "big"
+    overhead = 20 + len(room) + len(event)  # five length fields, the names
+    payload = bytes(range(256)) * ((1 << 20) // 256)
+    payload = payload[:(1 << 20) - overhead]  # the whole message is exactly 1 MiB
+    await a1.send(room, event, payload=payload)
+    got = await b1.expect(event, room, timeout=10)
+    assert (got.src, got.payload) == (a1.id, payload)
+    await a1.send(room, event, dst=b1.id, payload=payload[:-len(b1.id)])
+    got = await b1.expect(event, room, timeout=10)
+    assert (got.src, got.dst, got.payload) == (a1.id, b1.id, payload[:-len(b1.id)])
+    await a1.expect_nothing()  # no error: no_such_client would be a lie
+    metrics = await node_a.metrics()
+    assert metrics["roomer_backplane_dropped_total"] == 0
+    for client in (a1, b1):
+        await client.close()

@@ -72,15 +72,26 @@ member again and asking for everyone's lists (``incarnations`` counts it). Its c
 rooms carry on; the others' clients see its members leave, then join again, and never a
 message of the dead incarnation in between.
 
-Outages. While the broker is away nothing is declared dead (this node cannot tell), local
-rooms go on and publishes are dropped and counted. When it is back the transport has
-subscribed again to everything; the node then announces its full member list of every
-room (and an empty one for rooms it left meanwhile, or whose last leave the broker may not
-have seen), asks every node for theirs, and reports the differences as joins and leaves:
-every list heals within ``sync_timeout`` and nothing was queued while away. A node that
-does not answer in time (not back yet itself) keeps the members known of it: it announces
-them when it is back, and only ``node_timeout`` takes them away. A node that
-others had declared dead is heard again and asked for its lists the same way.
+Outages. The transport probes the broker (a round trip every ``probe_interval``, 0.5 s):
+a broken connection, or a probe unanswered for ``probe_timeout`` (1.5 s: a stalled
+broker), takes the link down; the server hears ``link_down()``. While it is down nothing
+is declared dead (this node cannot tell: silence counts only up to the broker's last
+answer), local rooms go on and publishes are dropped and counted. The transport retries
+at least every second. When it is back it has subscribed again to everything; the node
+then announces its full member list of every room (and an empty one for rooms it left
+meanwhile, or whose last leave the broker may not have seen), asks every node for
+theirs, reports the differences as joins and leaves, and the server hears
+``link_up(down_for)``: messages between nodes may have been lost meanwhile. Every list
+heals within ``sync_timeout`` and nothing was queued while away. A node that does not
+answer in time (not back yet itself) keeps the members known of it: it announces them
+when it is back, and only ``node_timeout`` takes them away.
+
+Bounds. What one client sends to other nodes may hold at most ``sender_share`` of the
+transport's buffer (the ``sender`` of :meth:`Cluster.publish_room`): past it its frames
+are dropped and counted, not everyone's. A frame larger than the broker takes (NATS'
+max_payload, 1 MiB by default, which a 1 MiB message wrapped in its header passes)
+crosses in pieces that the receiving node joins; :attr:`Cluster.max_payload` is the
+largest frame the backplane carries at all.
 
 Order. Across nodes exactly this holds: the frames and presence one node publishes into one
 room reach every other node's members of that room in that node's publish order (one
@@ -146,6 +157,17 @@ class ClusterEvents(Protocol):
 
     def remote_left(self, room: str, member: str) -> None:
         """A member on another node left ``room`` (or its node died): ``member_left``."""
+
+    def link_down(self) -> None:
+        """The broker is unreachable or stalled (or this node was): frames to and from
+        the other nodes are dropped and counted until :meth:`link_up`; local rooms go on.
+        The server marks /healthz degraded and may tell its clients."""
+
+    def link_up(self, down_for: float) -> None:
+        """The link is back after ``down_for`` seconds (0 when not known): messages between
+        this node and the others may have been lost meanwhile, in both directions, and the
+        member lists heal within ``sync_timeout`` (differences arrive as
+        ``remote_joined``/``remote_left``). The server may tell its clients so."""
 
 
 class _Pending:
@@ -260,6 +282,8 @@ class Cluster:
         self.incarnations = 0
         self.stale_dropped = 0
         self.id_collisions = 0
+        self.oversize_dropped = 0
+        self.pieces_lost = 0
         self.lists_sent = 0
         self.lists_coalesced = 0
         self._events: ClusterEvents | None = None
@@ -279,6 +303,11 @@ class Cluster:
         self._starting = False
         self._conflict: str | None = None      # a live node with our id, seen at start
         self._tick_at = 0.0  # when the heartbeat task last ran (loop time)
+        # Messages larger than the broker takes cross in pieces (see _pieces): the next
+        # id, and the pieces received of each message, by (origin, id).
+        self._piece_id = 0
+        self._assembling: dict[tuple[bytes, bytes], list[bytes]] = {}
+        self._assembling_bytes = 0
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
         # The seq of the leave that overflowed _uncertain (inf: left while the broker was
@@ -508,11 +537,36 @@ class Cluster:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def publish_room(self, room: str, frame: bytes, exclude: str | None = None) -> None:
+    @property
+    def max_payload(self) -> int:
+        """The largest frame :meth:`publish_room`, :meth:`publish_all` and
+        :meth:`send_direct` carry to the other nodes (half the transport's ``max_buffer``:
+        8 MiB by default); larger ones are dropped and counted. Frames past the broker's
+        own limit (NATS' max_payload, 1 MiB by default) cross in pieces. A server may
+        refuse a larger message at the edge instead."""
+        # Pieces are numbered in two bytes; a piece's header is at most 265 bytes.
+        most_pieces = 0xFFFF * max(1, self.transport.max_payload - 265)
+        return min(self.transport.max_buffer // 2, most_pieces)
+
+    def publish_room(self, room: str, frame: bytes, exclude: str | None = None,
+                     sender: str | None = None) -> bool:
         """Hand ``frame`` (a finished WebSocket frame) to the other nodes' members of
-        ``room`` but ``exclude``: one publish, whatever the number of nodes and members."""
+        ``room`` but ``exclude``: one publish, whatever the number of nodes and members.
+
+        Args:
+            room: The room's name on the cluster.
+            frame: The finished WebSocket frame.
+            exclude: A member id not to deliver it to (on any node).
+            sender: The client that caused it (its id): its bytes waiting for the broker
+                count against its share of the buffer (see :class:`Transport`).
+
+        Returns:
+            False if it was dropped and counted (the broker is away, the buffer is full,
+            ``sender`` holds its share of it, or it is larger than :attr:`max_payload`);
+            True if it was handed to the broker, or nothing needed publishing.
+        """
         if self._closed:
-            return
+            return False
         self._awake()
         st = self._rooms.get(room)
         if st is None:
@@ -522,32 +576,100 @@ class Cluster:
             # for our list on the room channel after its join there, so we know it has
             # members before our answer lets its joiner in.
             self.frames_local += 1
-            return
+            return True
         else:
             channel = st.channel
+        if len(frame) > self.max_payload:
+            return self._oversize()
         self.frames_out += 1
-        self.transport.publish(channel, self._framed(self._hdr[env.ROOM], frame, exclude))
+        return self.transport.publish(
+            channel, self._pieces(self._framed(self._hdr[env.ROOM], frame, exclude)),
+            sender=sender)
 
-    def publish_all(self, frame: bytes, exclude: str | None = None) -> None:
-        """Hand ``frame`` to every connection on the other nodes but ``exclude``."""
+    def publish_all(self, frame: bytes, exclude: str | None = None,
+                    sender: str | None = None) -> bool:
+        """Hand ``frame`` to every connection on the other nodes but ``exclude``; as
+        :meth:`publish_room` for ``sender`` and what it returns."""
         if self._closed:
-            return
+            return False
         self._awake()
+        if len(frame) > self.max_payload:
+            return self._oversize()
         self.frames_out += 1
-        self.transport.publish(self.names.all, self._framed(self._hdr[env.ALL], frame, exclude))
+        return self.transport.publish(
+            self.names.all, self._pieces(self._framed(self._hdr[env.ALL], frame, exclude)),
+            sender=sender)
 
-    def send_direct(self, member: str, frame: bytes) -> asyncio.Future[bool]:
+    def send_direct(self, member: str, frame: bytes,
+                    sender: str | None = None) -> asyncio.Future[bool]:
         """Hand ``frame`` to the one node holding ``member`` (call it for ids not held here).
-        The future says whether a node had it (False: answer ``no_such_client``)."""
-        if self._closed:
+
+        Returns:
+            A future: True once a node took it, False if no node holds ``member`` (answer
+            ``no_such_client``); cancelled when that cannot be known (dropped as
+            :meth:`publish_room` says, or lost on the way): never a wrong "no such client".
+        """
+        if self._closed or len(frame) > self.max_payload:
+            if not self._closed:
+                self._oversize()
             assert self._loop is not None
             done: asyncio.Future[bool] = self._loop.create_future()
-            done.cancel()  # not known whether a node holds it: never "no such client"
+            done.cancel()
             return done
         self._awake()
         self.direct_out += 1
-        return self.transport.publish_direct(self.names.client(member),
-                                             self._hdr[env.DIRECT] + frame)
+        return self.transport.publish_direct(
+            self.names.client(member), self._pieces(self._hdr[env.DIRECT] + frame),
+            sender=sender)
+
+    def _oversize(self) -> bool:
+        self.oversize_dropped += 1
+        self.transport.dropped += 1
+        return False
+
+    def _pieces(self, message: bytes) -> bytes | list[bytes]:
+        """``message``, or its pieces if the broker takes less (in order, on one channel:
+        the broker keeps them so; the receiving node joins them)."""
+        limit = self.transport.max_payload
+        if len(message) <= limit:
+            return message
+        head = self._hdr[env.PIECE]
+        step = limit - len(head) - 8
+        count = -(-len(message) // step)
+        self._piece_id = (self._piece_id + 1) & 0xFFFFFFFF
+        ident = self._piece_id.to_bytes(4, "big")
+        total = count.to_bytes(2, "big")
+        view = memoryview(message)
+        return [b"".join((head, ident, i.to_bytes(2, "big"), total, view[i * step:(i + 1) * step]))
+                for i in range(count)]
+
+    def _assemble(self, data: bytes) -> bytes | None:
+        """A piece received: the whole message once its last piece is here, else None.
+        What is being joined is bounded (``max_buffer`` bytes: the oldest goes, counted in
+        ``pieces_lost``); a piece out of turn loses its message."""
+        pos = 2 + data[1]
+        key = (data[2:pos], data[pos:pos + 4])
+        index = int.from_bytes(data[pos + 4:pos + 6], "big")
+        count = int.from_bytes(data[pos + 6:pos + 8], "big")
+        part = data[pos + 8:]
+        parts = self._assembling.pop(key, None)
+        if parts is not None:
+            self._assembling_bytes -= sum(map(len, parts))
+        if index == 0:
+            parts = []
+        elif parts is None or len(parts) != index:
+            self.pieces_lost += 1
+            return None
+        parts.append(part)
+        if index + 1 == count:
+            return b"".join(parts)
+        self._assembling[key] = parts
+        self._assembling_bytes += sum(map(len, parts))
+        while self._assembling_bytes > self.transport.max_buffer and self._assembling:
+            oldest = next(iter(self._assembling))
+            self._assembling_bytes -= sum(map(len, self._assembling.pop(oldest)))
+            self.pieces_lost += 1
+        return None
 
     def state(self) -> dict[str, Any]:
         """For /healthz and /metrics: the transport's state and counters, this node's id
@@ -569,6 +691,8 @@ class Cluster:
             incarnations=self.incarnations,
             stale_dropped=self.stale_dropped,
             id_collisions=self.id_collisions,
+            oversize_dropped=self.oversize_dropped,
+            pieces_lost=self.pieces_lost,
             lists_sent=self.lists_sent,
             lists_coalesced=self.lists_coalesced,
         )
@@ -601,6 +725,13 @@ class Cluster:
     def _on_room(self, st: _Room, data: bytes) -> None:
         if self._own(data):
             return
+        if data[0] == env.PIECE:
+            if self._gone_raw and self._stale(data):
+                return
+            whole = self._assemble(data)
+            if whole is None:
+                return
+            data = whole
         n = data[1]
         if data[0] == env.ROOM:
             if self._gone_raw and self._stale(data):
@@ -642,12 +773,22 @@ class Cluster:
     def _on_all(self, data: bytes) -> None:
         if self._own(data) or (self._gone_raw and self._stale(data)):
             return
+        if data[0] == env.PIECE:
+            whole = self._assemble(data)
+            if whole is None:
+                return
+            data = whole
         assert self._events is not None
         self._events.remote_frame_all(*self._frame(data))
 
     def _on_direct(self, member: str, data: bytes) -> bool:
         if self._gone_raw and self._stale(data):
             return True  # dropped, which is not "no such client"
+        if data[0] == env.PIECE:
+            whole = self._assemble(data)
+            if whole is None:
+                return True  # not the last piece: nothing to answer yet
+            data = whole
         self.direct_in += 1
         assert self._events is not None
         return bool(self._events.remote_direct(member, data[2 + data[1]:]))
@@ -1012,6 +1153,9 @@ class Cluster:
                 "its members left", self.transport.url, key, why)
         for partial_key in [k for k in self._partial if k[1] == key]:
             del self._partial[partial_key]
+        raw = key.encode()
+        for piece_key in [k for k in self._assembling if k[0] == raw]:
+            self._assembling_bytes -= sum(map(len, self._assembling.pop(piece_key)))
         events = self._events
         assert events is not None
         for st in list(self._rooms.values()):
@@ -1061,11 +1205,15 @@ class Cluster:
         self.transport.discard_pending()
         self._new_incarnation()
         now = self._loop.time()
-        self._tick_at = now
+        stalled, self._tick_at = now - self._tick_at, now
         for key in self._nodes:
             self._nodes[key] = now  # our stall is not their silence
         if self.transport.connected:
             self._reannounce()
+            # Our clients missed what the others sent meanwhile; the others dropped ours.
+            # (While the broker is away the link is down already: its return says so.)
+            self._link(False)
+            self._link(True, stalled if stalled > self.node_timeout else 0.0)
 
     async def _tick(self) -> None:
         assert self._loop is not None
@@ -1093,7 +1241,10 @@ class Cluster:
             for key in self._nodes:
                 self._nodes[key] = now
             return
-        limit = now - self.node_timeout
+        # Silence counts only up to the broker's last answer to us: a stalled broker (or
+        # link) silences everyone, which is not everyone's death.
+        heard = min(now, self.transport.answered_at)
+        limit = heard - self.node_timeout
         for key, seen in list(self._nodes.items()):
             if seen < limit:
                 self._node_gone(key, f"silent for {now - seen:.1f} s")
@@ -1117,6 +1268,7 @@ class Cluster:
             for st in list(self._rooms.values()):
                 self._give_up(st)
                 self._set_ready(st)
+            self._link(False)
             return
         assert self._loop is not None
         now = self._loop.time()
@@ -1128,6 +1280,18 @@ class Cluster:
             self._overflow_at = 0.0
             self._new_incarnation()
         self._reannounce()
+        self._link(True, self.transport.last_outage)
+
+    def _link(self, up: bool, down_for: float = 0.0) -> None:
+        """Tell the server the link went down or came back (see ClusterEvents)."""
+        assert self._events is not None
+        try:
+            if up:
+                self._events.link_up(down_for)
+            else:
+                self._events.link_down()
+        except Exception:
+            log.exception("backplane %s: link callback raised", self.transport.url)
 
     def _reannounce(self) -> None:
         """After a reconnect or a new incarnation: hello, every room's list (empty ones
@@ -1155,7 +1319,7 @@ class Cluster:
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
             env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
-            env.CHECK, env.HEARD, env.DEAD, env.PROBE)}
+            env.CHECK, env.HEARD, env.DEAD, env.PROBE, env.PIECE)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""

@@ -28,6 +28,9 @@ C     check                empty: "I have members here again (my join is before 
 K     heard                a name list of rooms whose check the sender handled   node
 X     declared dead        the key the sender declared dead (it still talks):    node
                            that node starts over under a new key
+p     piece                ``id (4 bytes) | index (2) | count (2) | part``: one  room, all,
+                           of ``count`` parts of a message (any of the kinds      client
+                           above, header included) larger than the broker takes
 ====  ===================  ====================================================  ===========
 
 A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
@@ -43,8 +46,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "ALL", "BYE", "CHECK", "CHUNK", "DEAD", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED",
-    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "PROBE", "REQUEST",
-    "ROOM", "header", "pack_names", "unpack_names",
+    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "PIECE", "PROBE",
+    "REQUEST", "ROOM", "header", "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -63,6 +66,7 @@ CHECK = ord("C")
 HEARD = ord("K")
 DEAD = ord("X")
 PROBE = ord("P")
+PIECE = ord("p")
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000

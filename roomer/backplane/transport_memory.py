@@ -77,6 +77,8 @@ class MemoryTransport(Transport):
         batch: list[_Pub]
         batch, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
+        self._release(self._pending_senders)
+        self._pending_senders = {}
         top = self.seq
         for channel, data, fut in batch:
             receivers = self.hub.subscribers.get(channel)
