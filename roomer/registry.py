@@ -305,7 +305,10 @@ class Registry:
         """A room broadcast to the other nodes' members, beside the local fan-out (a
         relay publishes after it, a server broadcast before it)."""
         if self.cluster is not None:
-            self.cluster.publish_room(self.key(room), frame, exclude)
+            # The excluded client is the one that caused it (a relay, send_to_room, a
+            # handler's broadcast excluding its sender): its share of the backplane's
+            # buffer pays for it.
+            self.cluster.publish_room(self.key(room), frame, exclude, sender=exclude)
 
     def publish_all(self, frame: bytes, exclude: str | None) -> None:
         if self.cluster is None:
@@ -375,6 +378,16 @@ class Nodes:
         registry, name = self._split(room)
         if registry is not None:
             registry.remote_left(name, member)
+
+    # The link to the broker (Cluster.state()["link"] says the same). The seam where the
+    # server tells its v2 clients that cross-node messages are being dropped, and then
+    # that some may have been lost; nothing else here needs to react.
+
+    def link_down(self) -> None:
+        pass
+
+    def link_up(self, down_for: float) -> None:
+        pass
 
 
 def could_be_id(dst: str) -> bool:

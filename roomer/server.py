@@ -578,7 +578,7 @@ class Server(Namespace):
         )
 
     async def _join_cluster(self) -> None:
-        from .backplane import Cluster
+        from .backplane import Cluster, create
 
         config = self.config
         assert config.backplane is not None
@@ -587,8 +587,13 @@ class Server(Namespace):
         # is the default namespace's without root_presence.
         quiet = [registry.key(ROOT) for registry in registries.values()
                  if registry.quiet(ROOT)]
+        transport = create(
+            config.backplane, max_buffer=config.backplane_buffer,
+            sender_share=config.backplane_sender_share,
+            probe_interval=config.backplane_probe_timeout / 3,
+            probe_timeout=config.backplane_probe_timeout)
         cluster = Cluster(
-            config.backplane, node_id=config.node_id, prefix=config.backplane_prefix,
+            transport, node_id=config.node_id, prefix=config.backplane_prefix,
             node_timeout=config.node_timeout, heartbeat_interval=config.node_timeout / 6,
             quiet_rooms=quiet)
         await cluster.start(Nodes(registries))
