@@ -121,7 +121,10 @@ async def test_one_senders_flood_does_not_take_the_others_frames(
     innocent pair (a1 on node A, b1 on node B) exchanging ticks: the flood's excess is
     dropped and counted as the flooder's (publish_room says False), the pair loses
     nothing (regression: the shared 16 MiB buffer filled and the pair lost ticks)."""
-    async with nodes(url, prefix, 2, **FAST) as [(a, _), (b, rb)]:
+    # Both nodes share this loop, which the flood keeps busy: no heartbeats mid-test (a
+    # stall past node_timeout would make the nodes start over, dropping what waits).
+    quiet = {"heartbeat_interval": 30.0, "node_timeout": 90.0}
+    async with nodes(url, prefix, 2, **quiet) as [(a, _), (b, rb)]:
         await join(a, "flood", "heavy")
         await join(b, "flood", "sink")
         await join(a, "calm", "a1")

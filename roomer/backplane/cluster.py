@@ -9,22 +9,25 @@ touches a socket or imports the server. All calls run on the event loop's thread
 How the server drives it::
 
     cluster = Cluster(create("redis://127.0.0.1:6379/0"))
-    await cluster.start(events)                 # ConnectionError if the broker is down
+    await cluster.start(events)                 # ConnectionError: broker down, id in use
     cluster.local_connected(conn.id)            # at connect: direct messages find it here
     cluster.local_joined(room, conn.id)         # then, before its join_ack:
     await cluster.room_ready(room)              #   other nodes' members are known
     listed = local_ids + cluster.remote_members(room)
-    cluster.publish_room(room, frame, exclude)  # after the local fan-out of a broadcast
+    cluster.publish_room(room, frame, exclude, sender=conn.id)  # after the local fan-out;
+                                                # False: dropped (counted)
     cluster.publish_all(frame, exclude)         # broadcast_all
     ok = await cluster.send_direct(id, frame)   # an id not held here; False: no_such_client
+                                                # (cancelled: not known, say nothing)
     cluster.local_left(room, conn.id); cluster.local_disconnected(conn.id)
     await cluster.close()                       # at shutdown: the others drop our members
 
-Cost: a node subscribes to a room's channel only while it has local members there, so a
-room message crosses the broker once (one publish) and reaches only the nodes with members
-in the room; what crosses is a small header and the finished frame. A room whose members
-are all on one node costs nothing: that node publishes its frames only while it knows of
-members elsewhere (or is still learning who is there). Direct messages go to a
+Cost: a node subscribes to a room's channel only while it has local members there (and
+``linger`` seconds after, see below), so a room message crosses the broker once (one
+publish) and reaches only the nodes with members in the room; what crosses is a small
+header and the finished frame. A room whose members are all on one node costs nothing:
+that node publishes its frames only while it knows of members elsewhere (or is still
+learning who is there). Direct messages go to a
 channel per client that only the node holding it subscribes to: the broker's subscription
 table is the registry, and it dies with the node's connection (no TTL to wait out).
 
@@ -59,7 +62,11 @@ for ``node_timeout`` is dead: its members are reported left (``remote_left``) an
 from the lists, so a node killed with SIGKILL is gone from the others within
 ``node_timeout + heartbeat_interval`` (7 s by default). A node restarted with the same
 ``node_id`` has a new incarnation (its start time): the old one's members leave at once. A
-node that closes says goodbye, and its members leave at once.
+node that closes says goodbye, and its members leave at once. A starting node first
+probes (the others answer without counting it yet): if a live node has its id, it fails
+with :class:`~roomer.backplane.errors.NodeIdInUse` and nobody saw it; two live nodes found
+sharing an id later log an error, count it (``id_collisions``), and the newer takes a
+fresh id. The default id is host-pid plus 6 random hex digits.
 
 Incarnations. A key (``node id:incarnation``) declared dead stays dead: whatever still
 comes from it (frames, presence, answers) is dropped and counted (``stale_dropped``), and
@@ -313,6 +320,7 @@ class Cluster:
         # The seq of the leave that overflowed _uncertain (inf: left while the broker was
         # away; 0: no overflow): once the broker confirmed it, the lost rooms are safe.
         self._overflow_at = 0.0
+        self._rekey = False  # start a new incarnation on reconnect (stalled while away)
         self._requests: list[str] = []
         self._requests_scheduled = False
         self._expect = 0
@@ -1203,28 +1211,32 @@ class Cluster:
                     self.transport.waiting())
         self.incarnations += 1
         self.transport.discard_pending()
-        self._new_incarnation()
         now = self._loop.time()
         stalled, self._tick_at = now - self._tick_at, now
         for key in self._nodes:
             self._nodes[key] = now  # our stall is not their silence
-        if self.transport.connected:
-            self._reannounce()
-            # Our clients missed what the others sent meanwhile; the others dropped ours.
-            # (While the broker is away the link is down already: its return says so.)
-            self._link(False)
-            self._link(True, stalled if stalled > self.node_timeout else 0.0)
+        if not self.transport.connected:
+            # The goodbye would be lost, and the others, if they lost the broker too,
+            # still count our members under the old key: change keys on reconnect,
+            # goodbye first. (The link is down already: its return tells the server.)
+            self._rekey = True
+            return
+        self._new_incarnation()
+        self._reannounce()
+        # Our clients missed what the others sent meanwhile; the others dropped ours.
+        self._link(False)
+        self._link(True, stalled if stalled > self.node_timeout else 0.0)
 
     async def _tick(self) -> None:
         assert self._loop is not None
         loop = self._loop
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            self._awake()
             now = loop.time()
             late = now - self._tick_at - self.heartbeat_interval
-            self._tick_at = now
             try:
+                self._awake()
+                self._tick_at = now = loop.time()
                 self._beat(now, late)
             except Exception:
                 # One bad round (a server callback raising in remote_left) must not end
@@ -1276,8 +1288,9 @@ class Cluster:
             self._nodes[key] = now  # the outage is not their silence
         for st in self._rooms.values():
             st.subscribed = True  # the transport subscribed again to everything
-        if self._overflow_at:
+        if self._overflow_at or self._rekey:
             self._overflow_at = 0.0
+            self._rekey = False
             self._new_incarnation()
         self._reannounce()
         self._link(True, self.transport.last_outage)
