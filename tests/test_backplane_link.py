@@ -20,6 +20,7 @@ from clusterkit import eventually, nodes
 from rawclient import RawClient, connect, encode
 from services import Broker
 
+import roomer
 from roomer.backplane import Cluster, create
 
 FAST = {"heartbeat_interval": 0.2, "node_timeout": 1.0}
@@ -226,3 +227,36 @@ async def test_an_innocent_pair_loses_nothing_while_one_client_floods(
     for client in (heavy, sink, a1, b1):
         with contextlib.suppress(Exception):
             await client.close()
+
+
+def test_the_link_and_buffer_options_are_validated() -> None:
+    for options, error, text in (
+            ({"backplane_buffer": 1 << 20}, ValueError, "at least twice max_message_size"),
+            ({"backplane_buffer": 1000}, ValueError, "at least 65536"),
+            ({"backplane_buffer": "16M"}, TypeError, "must be an int"),
+            ({"backplane_sender_share": 0}, ValueError, "positive"),
+            ({"backplane_sender_share": 1.5}, ValueError, "at most 1"),
+            ({"backplane_probe_timeout": 0.05}, ValueError, "at least 0.1"),
+            ({"backplane_probe_timeout": "1"}, TypeError, "must be a number")):
+        with pytest.raises(error, match=text):
+            roomer.Server(backplane="memory://x", **options)
+    # Without a backplane the buffer is not tied to max_message_size.
+    roomer.Server(backplane_buffer=1 << 20)
+
+
+async def test_a_server_builds_its_transport_from_the_options(prefix: str) -> None:
+    server = roomer.Server(backplane=f"memory://{uuid.uuid4().hex}", backplane_prefix=prefix,
+                           backplane_buffer=4 << 20, backplane_sender_share=0.25,
+                           backplane_probe_timeout=0.9)
+    await server.start("127.0.0.1", 0)
+    try:
+        cluster = server.registry.cluster
+        assert cluster is not None
+        transport = cluster.transport
+        assert (transport.max_buffer, transport.sender_share) == (4 << 20, 0.25)
+        assert (transport.probe_interval, transport.probe_timeout) == (0.3, 0.9)
+        assert cluster.max_payload == 2 << 20
+        state = server.stats()["backplane"]
+        assert state["link"] == "up" and state["outages"] == 0
+    finally:
+        await server.shutdown(timeout=2.0)
