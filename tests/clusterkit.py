@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from roomer.backplane import Cluster, create
 
-__all__ = ["Proxy", "Recorder", "eventually", "nodes"]
+__all__ = ["Proxy", "Recorder", "eventually", "nodes", "pause"]
 
 
 class Recorder:
@@ -83,6 +86,24 @@ async def eventually(check: Callable[[], object], timeout: float = 5.0,
         if time.monotonic() - start > timeout:
             raise AssertionError(f"{what}: not true after {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def pause(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped (on a loaded machine
+    one may still finish what it was doing: answer a PING, write a reply)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+            except (FileNotFoundError, IndexError):
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    await eventually(stopped, timeout, what=f"process {pid} stopped")
 
 
 @contextlib.asynccontextmanager

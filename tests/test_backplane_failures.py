@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Proxy, Recorder, eventually, nodes
+from clusterkit import Proxy, Recorder, eventually, nodes, pause
 from services import Broker
 
 import roomer
@@ -237,9 +237,8 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
     await join(a, "r", "a1")
     assert broker.proc is not None
     me = asyncio.current_task()
-    os.kill(broker.proc.pid, signal.SIGSTOP)
+    await pause(broker.proc.pid)
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
         a.publish_room("r", b"x")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(a.close(), 0.3)

@@ -19,6 +19,7 @@ import signal
 import time
 
 import pytest
+from clusterkit import pause
 from faultkit import Run, link_events, run_fault
 from services import Broker
 
@@ -84,9 +85,9 @@ async def test_broker_paused_for_3_seconds(broker: Broker, prefix: str) -> None:
     assert broker.proc is not None
     pid = broker.proc.pid
 
-    async def pause(run: Run) -> None:
+    async def stall(run: Run) -> None:
         run.fault_start = time.monotonic()
-        os.kill(pid, signal.SIGSTOP)
+        await pause(pid)
         try:
             await asyncio.sleep(3)
         finally:
@@ -94,5 +95,5 @@ async def test_broker_paused_for_3_seconds(broker: Broker, prefix: str) -> None:
         run.fault_end = time.monotonic()
 
     with link_events():
-        run = await run_fault(broker.url, prefix, pause)
+        run = await run_fault(broker.url, prefix, stall)
     check(run, f"{broker.kind} paused 3 s")

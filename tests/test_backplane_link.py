@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 import pytest
-from clusterkit import eventually, nodes
+from clusterkit import eventually, nodes, pause
 from rawclient import RawClient, connect, encode
 from services import Broker
 
@@ -54,7 +54,7 @@ async def test_a_stalled_broker_is_noticed_and_the_server_told(broker: Broker,
         assert a.state()["link"] == "up" and a.state()["outages"] == 0
         assert broker.proc is not None
         stopped = time.monotonic()
-        os.kill(broker.proc.pid, signal.SIGSTOP)
+        await pause(broker.proc.pid)
         try:
             seen: list[str] = []
 

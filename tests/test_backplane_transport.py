@@ -12,7 +12,7 @@ import sys
 import uuid
 
 import pytest
-from clusterkit import eventually
+from clusterkit import eventually, pause
 from services import Broker
 
 from roomer.backplane import MissingExtra, create
@@ -238,9 +238,8 @@ async def test_a_batch_in_flight_counts_against_the_buffer(
     a = create(broker.url, max_buffer=64 * 1024, timeout=5.0)
     await a.connect(lambda up: None)
     assert broker.proc is not None
-    os.kill(broker.proc.pid, signal.SIGSTOP)
+    await pause(broker.proc.pid)
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
         for _ in range(64):
             a.publish(f"{prefix}.big", b"x" * 1024)
         await asyncio.sleep(0.1)  # the writer took the batch; the broker does not answer
@@ -260,9 +259,8 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
     a = create(private_nats.url, timeout=3.0)
     await a.connect(lambda up: None)
     assert private_nats.proc is not None
-    os.kill(private_nats.proc.pid, signal.SIGSTOP)  # no answer, no "no responders"
+    await pause(private_nats.proc.pid)  # no answer, no "no responders"
     try:
-        await asyncio.sleep(0.05)  # every thread of the broker has stopped
         waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
         await asyncio.sleep(0.1)  # the request is out
         await asyncio.wait_for(a.close(), 2.0)
