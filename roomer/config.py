@@ -121,8 +121,8 @@ class Config:
               "process)", "--backplane", metavar="URL", none="this process alone")
     node_id: str | None = _opt(
         None, "this server's name among the cluster's nodes, unique among the live ones "
-              "(A-Z a-z 0-9 - _, at most 64)", "--node-id", metavar="NAME",
-        shown="host-pid")
+              "(A-Z a-z 0-9 - _, at most 64): a node started with a live node's id refuses "
+              "to start", "--node-id", metavar="NAME", shown="host-pid-random")
     node_timeout: float = _opt(
         6.0, "seconds a node may go unheard (heartbeats every sixth of it) before the "
              "others announce its members as left", "--node-timeout", metavar="SECONDS")
@@ -151,6 +151,19 @@ class Config:
         8, "room-list watches one connection may hold (one per room type)")
     max_listed_rooms: int = _opt(
         100, "rooms one watch shows at most (its first list and what updates may add)")
+    backplane_buffer: int = _opt(
+        16 << 20, "bytes of frames this node may have waiting for the broker; past it "
+                  "frames to other nodes are dropped and counted (at least twice "
+                  "max_message_size)", "--backplane-buffer", metavar="BYTES")
+    backplane_sender_share: float = _opt(
+        0.125, "fraction of backplane_buffer one client's frames may hold (one frame "
+               "whatever its size when it holds none); past it that client's frames to "
+               "other nodes are dropped and counted, not everyone's",
+        "--backplane-sender-share", metavar="FRACTION")
+    backplane_probe_timeout: float = _opt(
+        1.5, "seconds a round trip to the broker (probed every third of it) may go "
+             "unanswered before the link is declared down (a stalled broker)",
+        "--backplane-probe-timeout", metavar="SECONDS")
     routes: Mapping[str, tuple[str, bytes]] = field(
         default_factory=dict,
         metadata={"help": "{path: (content_type, body)} served to plain GET and HEAD requests"})
@@ -236,6 +249,19 @@ class Config:
             _check_int(name, getattr(self, name), 1)
         if not valid_prefix(self.backplane_prefix):
             raise ValueError("backplane_prefix: dot-separated tokens of A-Z a-z 0-9 - _")
+        _check_int("backplane_buffer", self.backplane_buffer, 64 * 1024)
+        if self.backplane is not None and self.backplane_buffer < 2 * self.max_message_size:
+            raise ValueError(
+                f"backplane_buffer ({self.backplane_buffer}) must be at least twice "
+                f"max_message_size ({self.max_message_size}): the largest message a node "
+                "relays to the others is half the buffer")
+        _check_seconds("backplane_sender_share", self.backplane_sender_share)
+        if self.backplane_sender_share > 1:
+            raise ValueError("backplane_sender_share is a fraction of backplane_buffer: "
+                             "at most 1")
+        _check_seconds("backplane_probe_timeout", self.backplane_probe_timeout)
+        if self.backplane_probe_timeout < 0.1:
+            raise ValueError("backplane_probe_timeout must be at least 0.1 s")
         if self.metrics_path is not None and (
                 not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")):
             raise ValueError("metrics_path must be a path starting with '/', or None")

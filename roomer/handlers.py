@@ -18,10 +18,11 @@ _C = TypeVar("_C")
 #: `roomer.NamespaceConnection` in another (``Handler[Connection]``...).
 Handler = Callable[[_C, "Message"], "Awaitable[Any] | Any"]
 
-#: Event names a client may not send and no handler may take.
+#: Event names a client may not send and no handler may take (the game rooms' are in
+#: ``roomer.GAME_EVENTS``).
 RESERVED_EVENTS = frozenset(
     {"join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
-     "close"}
+     "close", "cluster.down", "cluster.up"}
 )
 
 _registry: dict[str, Handler[Connection]] = {}

@@ -82,6 +82,8 @@ COUNTERS = (
 # With a backplane (roomer.backplane.Cluster.state()).
 BACKPLANE_GAUGES = (
     ("connected", "roomer_backplane_connected", "1 while the broker connection is up."),
+    ("link", "roomer_backplane_link",
+     "The link to the broker: 2 up, 1 degraded (a probe is late), 0 down."),
     ("nodes", "roomer_backplane_nodes", "Other nodes heard from within node_timeout."),
     ("buffered", "roomer_backplane_buffered_bytes", "Bytes waiting for the broker."),
 )
@@ -93,7 +95,34 @@ BACKPLANE_COUNTERS = (
      "Messages not published (broker away or message too large), counted, never queued."),
     ("nodes_lost", "roomer_backplane_nodes_lost_total",
      "Nodes declared dead (silent past node_timeout) or gone."),
+    ("incarnations", "roomer_backplane_incarnations_total",
+     "Times this node started over under a new key (it was declared dead after a stall)."),
+    ("stale_dropped", "roomer_backplane_stale_dropped_total",
+     "Messages dropped because the node that sent them was declared dead or gone."),
+    ("outages", "roomer_backplane_outages_total",
+     "Times the link went down (connection lost, or a probe unanswered past its deadline)."),
+    ("down_seconds", "roomer_backplane_down_seconds_total",
+     "Seconds the link has been down, the current outage included."),
+    ("dropped_down", "roomer_backplane_dropped_down_total",
+     "Messages not published because the link was down (part of dropped)."),
+    ("dropped_share", "roomer_backplane_dropped_share_total",
+     "Frames not published because their sender held its share of the buffer."),
+    ("published_bytes", "roomer_backplane_published_bytes_total",
+     "Bytes the broker took from this node."),
+    ("received_bytes", "roomer_backplane_received_bytes_total",
+     "Bytes the broker delivered to this node."),
+    ("lists_sent", "roomer_backplane_member_lists_total",
+     "Member lists this node published (answers to other nodes joining its rooms)."),
+    ("lists_coalesced", "roomer_backplane_member_lists_coalesced_total",
+     "Member-list requests answered by a list already due rather than one more."),
+    ("id_collisions", "roomer_backplane_id_collisions_total",
+     "Other live nodes seen with this node's id (the newer takes a fresh id)."),
+    ("pieces_lost", "roomer_backplane_pieces_lost_total",
+     "Messages sent in pieces (past the broker's payload limit) lost for a missing piece."),
 )
+
+# roomer_backplane_link's values.
+LINK_VALUES = {"up": 2, "degraded": 1, "down": 0}
 
 
 class Metrics:
@@ -152,7 +181,8 @@ class Metrics:
         backplane = stats.get("backplane")
         if backplane is not None:
             backplane = dict(backplane, connected=int(backplane["connected"]),
-                             nodes=len(backplane["nodes"]))
+                             nodes=len(backplane["nodes"]),
+                             link=LINK_VALUES.get(backplane.get("link", ""), 0))
             tables += [("gauge", BACKPLANE_GAUGES, backplane),
                        ("counter", BACKPLANE_COUNTERS, backplane)]
         for kind, table, values in tables:

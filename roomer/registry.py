@@ -28,9 +28,13 @@ if TYPE_CHECKING:
     from .backplane import Cluster
     from .connection import Connection
 
-__all__ = ["MAX_ID", "ROOT", "Nodes", "Registry", "could_be_id", "direct_envelope"]
+__all__ = ["LINK_DOWN", "LINK_UP", "MAX_ID", "ROOT", "Nodes", "Registry", "could_be_id",
+           "direct_envelope"]
 
 ROOT = "root"
+
+# Server events of protocol v2 about the backplane's link (docs/protocol.md §11).
+LINK_DOWN, LINK_UP = "cluster.down", "cluster.up"
 
 # The longest ``dst`` looked up as a client id (ids are 36 characters).
 MAX_ID = 64
@@ -322,7 +326,10 @@ class Registry:
         """A room broadcast to the other nodes' members, beside the local fan-out (a
         relay publishes after it, a server broadcast before it)."""
         if self.cluster is not None:
-            self.cluster.publish_room(self.key(room), frame, exclude)
+            # The excluded client is the one that caused it (a relay, send_to_room, a
+            # handler's broadcast excluding its sender): its share of the backplane's
+            # buffer pays for it.
+            self.cluster.publish_room(self.key(room), frame, exclude, sender=exclude)
 
     def publish_all(self, frame: bytes, exclude: str | None) -> None:
         if self.cluster is None:
@@ -396,6 +403,26 @@ class Nodes:
         registry, name = self._split(room)
         if registry is not None:
             registry.remote_left(name, member)
+
+    # The link to the broker (Cluster.state()["link"] says the same): v2 clients are told
+    # that cross-node messages are being dropped, and then that some may have been lost
+    # (docs/protocol.md §11); v1 has no such event, and is told nothing.
+
+    def link_down(self) -> None:
+        self._tell_v2(LINK_DOWN, {"message": "messages to and from other nodes are being "
+                                             "dropped: the broker is unreachable"})
+
+    def link_up(self, down_for: float) -> None:
+        self._tell_v2(LINK_UP, {"down_for": round(down_for, 3), "message": (
+            "the broker is back: messages to and from other nodes sent meanwhile may have "
+            "been lost")})
+
+    def _tell_v2(self, event: str, body: dict[str, object]) -> None:
+        registry = self.registries[""]
+        frame = frames.encode(True, "", ROOT, event, "", "", json.dumps(body))
+        for conn in list(registry.conns.values()):
+            if conn.v2 and conn.inbound.open:
+                conn.send_control(frame)
 
 
 def could_be_id(dst: str) -> bool:

@@ -415,14 +415,18 @@ class Server:
         return out
 
     def health_text(self) -> str:
-        """The /healthz body: ``ok``, and the backplane's state when there is one (a node
-        whose broker is away still serves its own rooms, so it stays healthy)."""
+        """The /healthz body: its first line ``ok``, or ``degraded`` while the backplane's
+        link is not up (a node whose broker is away still serves its own rooms), then
+        the backplane's state when there is one."""
         cluster = self.registry.cluster
         if cluster is None:
             return "ok\n"
         state = cluster.state()
-        link = "connected" if state["connected"] else "disconnected (local rooms only)"
-        return f"ok\nbackplane {state['url']}: {link}; other nodes: {len(state['nodes'])}\n"
+        link = {"up": "connected", "degraded": "degraded (the broker answers late)"}.get(
+            state["link"], "disconnected (local rooms only)")
+        first = "ok" if state["link"] == "up" else "degraded"
+        return (f"{first}\nbackplane {state['url']}: {link}; "
+                f"other nodes: {len(state['nodes'])}\n")
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the server's counters."""
@@ -530,13 +534,18 @@ class Server:
         )
 
     async def _join_cluster(self) -> None:
-        from .backplane import Cluster
+        from .backplane import Cluster, create
 
         config = self.config
         assert config.backplane is not None
         registries = {name: ns.registry for name, ns in self._core.namespaces.items()}
+        transport = create(
+            config.backplane, max_buffer=config.backplane_buffer,
+            sender_share=config.backplane_sender_share,
+            probe_interval=config.backplane_probe_timeout / 3,
+            probe_timeout=config.backplane_probe_timeout)
         cluster = Cluster(
-            config.backplane, node_id=config.node_id, prefix=config.backplane_prefix,
+            transport, node_id=config.node_id, prefix=config.backplane_prefix,
             node_timeout=config.node_timeout, heartbeat_interval=config.node_timeout / 6,
             quiet_rooms=[key for registry in registries.values()
                          for key in registry.quiet_keys()])

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from waiting import eventually
 
 from roomer.backplane import Cluster, create
 
-__all__ = ["Proxy", "Recorder", "eventually", "nodes"]
+__all__ = ["Proxy", "Recorder", "eventually", "nodes", "pause"]
 
 
 class Recorder:
@@ -27,6 +30,7 @@ class Recorder:
         self.joined: list[tuple[str, str]] = []
         self.left: list[tuple[str, str]] = []
         self.holding: set[str] = set()  # ids remote_direct accepts
+        self.links: list[tuple[str, float]] = []  # ("down", 0) / ("up", down_for)
 
     def remote_frame(self, room: str, frame: bytes, exclude: str | None) -> None:
         self.frames.append((room, frame, exclude))
@@ -49,6 +53,14 @@ class Recorder:
         self.left.append((room, member))
         self.log.append(("left", room, member))
 
+    def link_down(self) -> None:
+        self.links.append(("down", 0.0))
+        self.log.append(("link_down",))
+
+    def link_up(self, down_for: float) -> None:
+        self.links.append(("up", down_for))
+        self.log.append(("link_up", down_for))
+
     def present(self, room: str, start: set[str] | None = None) -> set[str]:
         """The remote members of ``room`` that the presence events add up to."""
         members = set(start or ())
@@ -60,16 +72,37 @@ class Recorder:
         return members
 
 
+async def pause(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped (on a loaded machine
+    one may still finish what it was doing: answer a PING, write a reply)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+            except (FileNotFoundError, IndexError):
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    await eventually(stopped, timeout, what=f"process {pid} stopped")
+
+
 @contextlib.asynccontextmanager
-async def nodes(url: str | list[str], prefix: str, count: int, **options: Any,
+async def nodes(url: str | list[str], prefix: str, count: int,
+                transport_options: dict[str, Any] | None = None, **options: Any,
                 ) -> AsyncIterator[list[tuple[Cluster, Recorder]]]:
     """``count`` Clusters (node ids n0, n1, ...) started together, each with a Recorder;
-    ``url`` may be one URL or one per node. Closed on exit."""
+    ``url`` may be one URL or one per node; ``transport_options`` go to each transport.
+    Closed on exit."""
     urls = [url] * count if isinstance(url, str) else url
     # Nodes started together may miss each other's hello: the first waits sync_timeout.
     options.setdefault("sync_timeout", 0.25)
-    made = [(Cluster(create(urls[i], timeout=2.0, reconnect_max=0.5), node_id=f"n{i}",
-                     prefix=prefix, **options), Recorder()) for i in range(count)]
+    transport = {"timeout": 2.0, "reconnect_max": 0.5, **(transport_options or {})}
+    made = [(Cluster(create(urls[i], **transport), node_id=f"n{i}", prefix=prefix,
+                     **options), Recorder()) for i in range(count)]
     await asyncio.gather(*(cluster.start(recorder) for cluster, recorder in made))
     try:
         yield made

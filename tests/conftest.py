@@ -98,7 +98,9 @@ COMPILED_PASS_ONLY = frozenset({
     "test_codec.py", "test_codec_args.py", "test_codec_cdef.py", "test_codec_fuzz.py",
     "test_codec_v2.py", "test_fanout.py", "test_fanout_real.py", "test_memory.py",
     "test_backplane_brokers.py", "test_backplane_cluster.py", "test_backplane_failures.py",
-    "test_backplane_names.py", "test_backplane_transport.py", "test_benchmark_harness.py",
+    "test_backplane_names.py", "test_backplane_transport.py", "test_backplane_bounds.py",
+    "test_backplane_faults.py", "test_backplane_incarnations.py", "test_backplane_link.py",
+    "test_benchmark_harness.py",
     "test_abuse.py", "test_soak.py",
 })
 

@@ -143,8 +143,8 @@ async def test_member_lists_and_presence_span_nodes(url: str, prefix: str) -> No
         assert sorted(b.remote_members(ODD_ROOM)) == ["a1", "a2", "c1"]
 
 
-async def test_last_leave_unsubscribes(url: str, prefix: str) -> None:
-    async with nodes(url, prefix, 2, **QUIET) as [(a, ra), (b, _)]:
+async def test_last_leave_unsubscribes_after_the_linger(url: str, prefix: str) -> None:
+    async with nodes(url, prefix, 2, linger=0.3, **QUIET) as [(a, ra), (b, _)]:
         await join(a, "r", "a1", "a2")
         await join(b, "r", "b1")
         channel = a.names.room("r")
@@ -152,6 +152,10 @@ async def test_last_leave_unsubscribes(url: str, prefix: str) -> None:
         b.publish_room("r", b"still")
         await eventually(lambda: ra.frames == [("r", b"still", None)])
         a.local_left("r", "a2")
+        await a.transport.flush()
+        assert a.state()["rooms"] == 0 and a.state()["lingering"] == 1
+        assert a.remote_members("r") == []  # followed a while longer, but no members here
+        await eventually(lambda: a.state()["lingering"] == 0, what="the linger ends")
         await a.transport.flush()
         if not url.startswith("nats"):
             await eventually(lambda: _is(subscribers(url, channel), 1), what="one subscriber")

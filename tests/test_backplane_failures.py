@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Proxy, Recorder, eventually, nodes
-from services import Broker, all_threads_stopped
-from waiting import TIMEOUT, pace, scaled
+from clusterkit import Proxy, Recorder, eventually, nodes, pause
+from services import Broker
+from waiting import TIMEOUT, pace, pace_blocking, scaled
 
 import roomer
 from roomer.backplane import Cluster, create
@@ -190,6 +190,8 @@ async def test_node_cut_off_is_dropped_then_heard_again(
         assert ("r", "a2") in rb.joined
         b.publish_room("r", b"back")
         await eventually(lambda: ("r", b"back", None) in ra.frames)
+        # a had declared b dead: b heard it, and came back under a new key.
+        assert b.state()["incarnations"] == 1 and a.state()["stale_dropped"] >= 1
     await proxy.cut()
 
 
@@ -242,9 +244,8 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
     await join(a, "r", "a1")
     assert broker.proc is not None
     me = asyncio.current_task()
-    os.kill(broker.proc.pid, signal.SIGSTOP)
+    await pause(broker.proc.pid)
     try:
-        await eventually(lambda: all_threads_stopped(broker.proc.pid), what="broker stopped")
         a.publish_room("r", b"x")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(a.close(), scaled(0.3))
@@ -259,3 +260,34 @@ async def test_close_cut_short_by_a_deadline_still_shuts_the_transport(
             assert transport._nc is None
     finally:
         os.kill(broker.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_nodes_stalled_while_the_broker_was_away_start_over_on_its_return(
+        kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
+    """Both nodes' loop blocked past node_timeout while the broker is down: each starts
+    over as a new incarnation, but only once the broker is back (its goodbye under the
+    old key goes out first), so no member is ever counted twice, and every presence
+    event adds up to the lists."""
+    broker: Broker = request.getfixturevalue(f"private_{kind}")
+    async with nodes(broker.url, prefix, 2, **FAST) as [(a, ra), (b, rb)]:
+        await join(a, "r", "a1", "a2")
+        await join(b, "r", "b1")
+        await eventually(lambda: sorted(b.remote_members("r")) == ["a1", "a2"])
+        keys = a.key, b.key
+        broker.stop()
+        await eventually(lambda: not a.transport.connected and not b.transport.connected)
+        pace_blocking(2 * FAST["node_timeout"])  # this loop (both nodes) blocked
+        a.publish_room("r", b"after the stall")  # dropped: the broker is away
+        await pace(2 * FAST["heartbeat_interval"])  # heartbeats would go now: none can
+        assert (a.key, b.key) == keys  # not while the goodbye would be lost
+        broker.start()
+        await eventually(lambda: a.key != keys[0] and b.key != keys[1], timeout=10,
+                         what="new incarnations once the broker is back")
+        await eventually(lambda: sorted(b.remote_members("r")) == ["a1", "a2"]
+                         and a.remote_members("r") == ["b1"], what="lists healed")
+        await pace(3 * FAST["heartbeat_interval"])  # and they stay so
+        assert sorted(b.remote_members("r")) == ["a1", "a2"]
+        assert a.remote_members("r") == ["b1"]
+        assert rb.present("r") == {"a1", "a2"} and ra.present("r") == {"b1"}
+        assert a.state()["incarnations"] == 1 and b.state()["incarnations"] == 1

@@ -12,8 +12,8 @@ import sys
 import uuid
 
 import pytest
-from clusterkit import eventually
-from services import Broker, all_threads_stopped
+from clusterkit import eventually, pause
+from services import Broker
 from waiting import scaled
 
 from roomer.backplane import MissingExtra, create
@@ -164,7 +164,8 @@ async def test_outage_drops_counts_logs_once_and_recovers(
     dropped = a.dropped
     for _ in range(1000):
         a.publish(f"{prefix}.x", b"x" * 100)
-    assert await a.publish_direct(f"{prefix}.x", b"d") is False
+    # Not known whether a node holds the client: cancelled, never "no such client".
+    assert a.publish_direct(f"{prefix}.x", b"d").cancelled()
     assert a.dropped == dropped + 1001 and a.state()["buffered"] == 0
     # Several failed reconnect attempts (logged at debug level): still logged once.
     await eventually(lambda: sum("reconnect attempt" in r.getMessage()
@@ -227,7 +228,7 @@ async def test_direct_publishes_respect_the_buffer_bound(url: str, prefix: str) 
     for _ in range(64):
         a.publish(f"{prefix}.big", b"x" * 1024)
     refused = a.publish_direct(f"{prefix}.client.c1", b"x" * 1024)
-    assert refused.done() and refused.result() is False  # at once, not queued
+    assert refused.cancelled()  # at once, not queued; not "no such client" either
     assert a.dropped == 1 and a.state()["buffered"] == 64 * 1024
     await a.flush()
     assert a.state()["buffered"] == 0
@@ -243,9 +244,8 @@ async def test_a_batch_in_flight_counts_against_the_buffer(
     a = create(broker.url, max_buffer=64 * 1024, timeout=5.0)
     await a.connect(lambda up: None)
     assert broker.proc is not None
-    os.kill(broker.proc.pid, signal.SIGSTOP)
+    await pause(broker.proc.pid)
     try:
-        await eventually(lambda: all_threads_stopped(broker.proc.pid), what="broker stopped")
         for _ in range(64):
             a.publish(f"{prefix}.big", b"x" * 1024)
         # The writer took the batch; the broker does not answer.
@@ -266,14 +266,12 @@ async def test_nats_close_ends_direct_publishes_waiting_for_an_answer(
     a = create(private_nats.url, timeout=3.0)
     await a.connect(lambda up: None)
     assert private_nats.proc is not None
-    os.kill(private_nats.proc.pid, signal.SIGSTOP)  # no answer, no "no responders"
+    await pause(private_nats.proc.pid)  # no answer, no "no responders"
     try:
-        await eventually(lambda: all_threads_stopped(private_nats.proc.pid),
-                         what="broker stopped")
         waiting = a.publish_direct(f"{prefix}.client.c1", b"hi")
         await eventually(lambda: a._inflight_bytes > 0, what="the request is out")
         await asyncio.wait_for(a.close(), scaled(2.0))
-        assert waiting.done() and waiting.result() is False
+        assert waiting.cancelled()  # not known whether it arrived
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:
         os.kill(private_nats.proc.pid, signal.SIGCONT)

@@ -10,8 +10,9 @@ Channel names are in :mod:`roomer.backplane.names`, the bytes on the wire in
 from __future__ import annotations
 
 from .cluster import Cluster, ClusterEvents
-from .errors import MissingExtra
+from .errors import MissingExtra, NodeIdInUse
 from .names import Names
 from .transport import Transport, create
 
-__all__ = ["Cluster", "ClusterEvents", "MissingExtra", "Names", "Transport", "create"]
+__all__ = ["Cluster", "ClusterEvents", "MissingExtra", "Names", "NodeIdInUse", "Transport",
+           "create"]

@@ -9,22 +9,25 @@ touches a socket or imports the server. All calls run on the event loop's thread
 How the server drives it::
 
     cluster = Cluster(create("redis://127.0.0.1:6379/0"))
-    await cluster.start(events)                 # ConnectionError if the broker is down
+    await cluster.start(events)                 # ConnectionError: broker down, id in use
     cluster.local_connected(conn.id)            # at connect: direct messages find it here
     cluster.local_joined(room, conn.id)         # then, before its join_ack:
     await cluster.room_ready(room)              #   other nodes' members are known
     listed = local_ids + cluster.remote_members(room)
-    cluster.publish_room(room, frame, exclude)  # after the local fan-out of a broadcast
+    cluster.publish_room(room, frame, exclude, sender=conn.id)  # after the local fan-out;
+                                                # False: dropped (counted)
     cluster.publish_all(frame, exclude)         # broadcast_all
     ok = await cluster.send_direct(id, frame)   # an id not held here; False: no_such_client
+                                                # (cancelled: not known, say nothing)
     cluster.local_left(room, conn.id); cluster.local_disconnected(conn.id)
     await cluster.close()                       # at shutdown: the others drop our members
 
-Cost: a node subscribes to a room's channel only while it has local members there, so a
-room message crosses the broker once (one publish) and reaches only the nodes with members
-in the room; what crosses is a small header and the finished frame. A room whose members
-are all on one node costs nothing: that node publishes its frames only while it knows of
-members elsewhere (or is still learning who is there). Direct messages go to a
+Cost: a node subscribes to a room's channel only while it has local members there (and
+``linger`` seconds after, see below), so a room message crosses the broker once (one
+publish) and reaches only the nodes with members in the room; what crosses is a small
+header and the finished frame. A room whose members are all on one node costs nothing:
+that node publishes its frames only while it knows of members elsewhere (or is still
+learning who is there). Direct messages go to a
 channel per client that only the node holding it subscribes to: the broker's subscription
 table is the registry, and it dies with the node's connection (no TTL to wait out).
 
@@ -38,7 +41,18 @@ skip publishing to it), and on ``ctl``, where the nodes with nothing there answe
 asker's node channel. The list of node X's members is
 built only from X's messages on the room channel, which the broker delivers in X's publish
 order, so a join, a leave and a full list from X can never be applied out of order; the
-out-of-band "nothing here" answer only ends the wait. What the protocol relies on: the
+out-of-band "nothing here" answer only ends the wait.
+
+What one client can make member lists cost is bounded. A node keeps following a room for
+``linger`` seconds after its last local member left (at most 1,024 rooms so), its lists
+kept current by the joins and leaves it still hears: a member joining again meanwhile
+costs its join and a "check" on the room channel that each node with members there
+answers "heard" on this node's channel (they handled the join before the joiner is told
+who is there), never a member list. A client looping join/leave against a room of 5,000
+members elsewhere thus costs about 90 broker bytes per cycle instead of 185 KB. And a node
+publishes its full list of a room at most once per ``sync_timeout / 4``: requests meanwhile
+share the next one (a list on the room channel answers every node subscribed to it). What
+the protocol relies on: the
 broker delivers messages from one publisher connection on one channel in publish order
 (Redis and NATS both do), each transport publishes on one connection in call order, and
 member ids are unique across nodes (UUIDs). It does not rely on any order across channels.
@@ -48,17 +62,43 @@ for ``node_timeout`` is dead: its members are reported left (``remote_left``) an
 from the lists, so a node killed with SIGKILL is gone from the others within
 ``node_timeout + heartbeat_interval`` (7 s by default). A node restarted with the same
 ``node_id`` has a new incarnation (its start time): the old one's members leave at once. A
-node that closes says goodbye, and its members leave at once.
+node that closes says goodbye, and its members leave at once. A starting node first
+probes (the others answer without counting it yet): if a live node has its id, it fails
+with :class:`~roomer.backplane.errors.NodeIdInUse` and nobody saw it; two live nodes found
+sharing an id later log an error, count it (``id_collisions``), and the newer takes a
+fresh id. The default id is host-pid plus 6 random hex digits.
 
-Outages. While the broker is away nothing is declared dead (this node cannot tell), local
-rooms go on and publishes are dropped and counted. When it is back the transport has
-subscribed again to everything; the node then announces its full member list of every
-room (and an empty one for rooms it left meanwhile, or whose last leave the broker may not
-have seen), asks every node for theirs, and reports the differences as joins and leaves:
-every list heals within ``sync_timeout`` and nothing was queued while away. A node that
-does not answer in time (not back yet itself) keeps the members known of it: it announces
-them when it is back, and only ``node_timeout`` takes them away. A node that
-others had declared dead is heard again and asked for its lists the same way.
+Incarnations. A key (``node id:incarnation``) declared dead stays dead: whatever still
+comes from it (frames, presence, answers) is dropped and counted (``stale_dropped``), and
+it is told so on its node channel (at most once per heartbeat interval). A node that was
+paused past ``node_timeout`` (SIGSTOP, a loop blocked) notices it itself before it
+publishes anything (its heartbeat task did not run), and a node cut off from the broker
+meanwhile learns it from that notice: either way it drops what it had queued for the
+broker, says goodbye under the old key and starts over under a new one, announcing every
+member again and asking for everyone's lists (``incarnations`` counts it). Its clients'
+rooms carry on; the others' clients see its members leave, then join again, and never a
+message of the dead incarnation in between.
+
+Outages. The transport probes the broker (a round trip every ``probe_interval``, 0.5 s):
+a broken connection, or a probe unanswered for ``probe_timeout`` (1.5 s: a stalled
+broker), takes the link down; the server hears ``link_down()``. While it is down nothing
+is declared dead (this node cannot tell: silence counts only up to the broker's last
+answer), local rooms go on and publishes are dropped and counted. The transport retries
+at least every second. When it is back it has subscribed again to everything; the node
+then announces its full member list of every room (and an empty one for rooms it left
+meanwhile, or whose last leave the broker may not have seen), asks every node for
+theirs, reports the differences as joins and leaves, and the server hears
+``link_up(down_for)``: messages between nodes may have been lost meanwhile. Every list
+heals within ``sync_timeout`` and nothing was queued while away. A node that does not
+answer in time (not back yet itself) keeps the members known of it: it announces them
+when it is back, and only ``node_timeout`` takes them away.
+
+Bounds. What one client sends to other nodes may hold at most ``sender_share`` of the
+transport's buffer (the ``sender`` of :meth:`Cluster.publish_room`): past it its frames
+are dropped and counted, not everyone's. A frame larger than the broker takes (NATS'
+max_payload, 1 MiB by default, which a 1 MiB message wrapped in its header passes)
+crosses in pieces that the receiving node joins; :attr:`Cluster.max_payload` is the
+largest frame the backplane carries at all.
 
 Order. Across nodes exactly this holds: the frames and presence one node publishes into one
 room reach every other node's members of that room in that node's publish order (one
@@ -77,6 +117,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -84,6 +125,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from . import envelope as env
+from .errors import NodeIdInUse
 from .names import Names
 from .transport import Transport, create
 
@@ -97,6 +139,10 @@ NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # a new incarnation instead (the others drop all our members and hear them again).
 _MAX_UNCERTAIN = 50_000
 _MAX_GONE = 4096
+# Rooms followed without local members (see Cluster.linger); past this, the oldest goes.
+_MAX_LINGERING = 1024
+# The answer to a hello (a heartbeat on the node channel starting with this letter).
+_HELLO_ANSWER = ord("i")
 # Seconds close() waits for the broker to confirm the goodbye.
 _GOODBYE_WAIT = 1.0
 
@@ -118,6 +164,17 @@ class ClusterEvents(Protocol):
 
     def remote_left(self, room: str, member: str) -> None:
         """A member on another node left ``room`` (or its node died): ``member_left``."""
+
+    def link_down(self) -> None:
+        """The broker is unreachable or stalled (or this node was): frames to and from
+        the other nodes are dropped and counted until :meth:`link_up`; local rooms go on.
+        The server marks /healthz degraded and may tell its clients."""
+
+    def link_up(self, down_for: float) -> None:
+        """The link is back after ``down_for`` seconds (0 when not known): messages between
+        this node and the others may have been lost meanwhile, in both directions, and the
+        member lists heal within ``sync_timeout`` (differences arrive as
+        ``remote_joined``/``remote_left``). The server may tell its clients so."""
 
 
 class NodeWatcher(Protocol):
@@ -163,10 +220,11 @@ class _Pending:
 
 
 class _Room:
-    """A room this node has local members in (so is subscribed to)."""
+    """A room this node follows (is subscribed to): it has local members there, or had
+    until less than ``linger`` seconds ago."""
 
-    __slots__ = ("channel", "local", "name", "pending", "quiet", "ready", "subscribed",
-                 "syncing", "timer", "view")
+    __slots__ = ("announce_timer", "announced", "awaiting", "channel", "linger", "local",
+                 "name", "pending", "quiet", "ready", "subscribed", "syncing", "timer", "view")
 
     def __init__(self, name: str, channel: str, ready: asyncio.Future[None],
                  quiet: bool = False) -> None:
@@ -182,25 +240,41 @@ class _Room:
         self.subscribed = False  # the broker confirmed our subscription
         self.syncing = False
         self.timer: asyncio.TimerHandle | None = None
+        # Nodes whose "heard" answer to our check a re-joined lingering room waits for.
+        self.awaiting: set[str] = set()
+        # The last full list of ours on the room channel (loop time), and the one due.
+        self.announced = -math.inf
+        self.announce_timer: asyncio.TimerHandle | None = None
+        # While nobody is here: when the node stops following the room.
+        self.linger: asyncio.TimerHandle | None = None
 
 
 def _default_node_id() -> str:
+    # host-pid alone is not unique: containers sharing a hostname all run as PID 1.
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "node"
-    return f"{host}-{os.getpid()}"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _renamed(node_id: str) -> str:
+    """A fresh id for a node that found its id used by another live node."""
+    return f"{node_id[:57]}-{secrets.token_hex(3)}"
 
 
 class Cluster:
     """One node of a cluster. ``transport`` is a :class:`Transport` or a URL for
-    :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid) must be
-    unique among live nodes. ``prefix`` separates clusters sharing a broker. In
-    ``quiet_rooms`` (the server's ``root`` without root presence) frames cross nodes but
-    joins and leaves do not: no presence, no member lists, nothing to wait for. See the
-    module documentation for what the timings bound."""
+    :func:`create`. ``node_id`` (``A-Z a-z 0-9 - _``, at most 64; default host-pid-random)
+    must be unique among live nodes: :meth:`start` refuses one a live node has. ``prefix``
+    separates clusters sharing a broker. In ``quiet_rooms`` (the server's ``root`` without
+    root presence) frames cross nodes but joins and leaves do not: no presence, no member
+    lists, nothing to wait for. A room
+    stays followed ``linger`` seconds after its last local member left (0: unsubscribe at
+    once), so a member joining again meanwhile costs no member lists. See the module
+    documentation for what the timings bound."""
 
     def __init__(self, transport: Transport | str, *, node_id: str | None = None,
                  heartbeat_interval: float = 1.0, node_timeout: float = 6.0,
                  sync_timeout: float = 0.5, prefix: str = "roomer",
-                 quiet_rooms: Iterable[str] = ()) -> None:
+                 quiet_rooms: Iterable[str] = (), linger: float = 10.0) -> None:
         if isinstance(transport, str):
             transport = create(transport)
         if not isinstance(transport, Transport):
@@ -212,11 +286,17 @@ class Cluster:
             raise ValueError("heartbeat_interval and sync_timeout must be positive")
         if not node_timeout >= 2 * heartbeat_interval:
             raise ValueError("node_timeout must be at least twice heartbeat_interval")
+        if not 0 <= linger < math.inf:
+            raise ValueError("linger must be a finite number of seconds, 0 or more")
         self.transport = transport
         self.node_id = node_id
         self.heartbeat_interval = float(heartbeat_interval)
         self.node_timeout = float(node_timeout)
         self.sync_timeout = float(sync_timeout)
+        self.linger = float(linger)
+        # One full member list per room on its channel per this many seconds: requests
+        # within it share the next one (due well within the askers' sync_timeout).
+        self.answer_gap = self.sync_timeout / 4
         self.names = Names(prefix)
         self.quiet_rooms = frozenset(quiet_rooms)
         self.frames_out = 0
@@ -225,23 +305,48 @@ class Cluster:
         self.direct_out = 0
         self.direct_in = 0
         self.nodes_lost = 0
+        self.incarnations = 0
+        self.stale_dropped = 0
+        self.id_collisions = 0
+        self.oversize_dropped = 0
+        self.pieces_lost = 0
+        self.lists_sent = 0
+        self.lists_coalesced = 0
         self._events: ClusterEvents | None = None
         self._watchers: list[NodeWatcher] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rooms: dict[str, _Room] = {}
+        self._lingering: dict[str, None] = {}  # rooms followed without members, oldest first
         self._clients: dict[str, None] = {}
         self._nodes: dict[str, float] = {}      # node key -> when last heard (loop time)
         self._by_id: dict[str, str] = {}        # node id -> its current key
-        self._gone: dict[str, None] = {}        # keys that said goodbye: ignored from now on
+        # Keys declared dead (silent, replaced) or gone (goodbye): whatever they still send
+        # is dropped. The value is when a node declared dead was last told so (inf: it
+        # said goodbye, never told); the raw keys serve the frame paths' check.
+        self._gone: dict[str, float] = {}
+        self._gone_raw: set[bytes] = set()
+        self._past_keys: dict[str, None] = {}  # this node's own earlier keys
+        self._collided: dict[str, None] = {}   # other live keys seen with our node id
+        self._starting = False
+        self._conflict: str | None = None      # a live node with our id, seen at start
+        self._tick_at = 0.0  # when the heartbeat task last ran (loop time)
+        # Messages larger than the broker takes cross in pieces (see _pieces): the next
+        # id, and the pieces received of each message, by (origin, id).
+        self._piece_id = 0
+        self._assembling: dict[tuple[bytes, bytes], list[bytes]] = {}
+        self._assembling_bytes = 0
         self._partial: dict[tuple[str, str], dict[str, None]] = {}
         self._uncertain: dict[str, float] = {}  # room -> seq of our last leave there
         # The seq of the leave that overflowed _uncertain (inf: left while the broker was
         # away; 0: no overflow): once the broker confirmed it, the lost rooms are safe.
         self._overflow_at = 0.0
+        self._rekey = False  # start a new incarnation on reconnect (stalled while away)
         self._requests: list[str] = []
         self._requests_scheduled = False
         self._expect = 0
         self._discovered: asyncio.Future[None] | None = None
+        self._greeted: asyncio.Future[None] | None = None
+        self._unheard: set[str] = set()  # nodes that have not answered our hello yet
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -250,11 +355,17 @@ class Cluster:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, events: ClusterEvents) -> None:
-        """Connect (``ConnectionError`` if the broker cannot be reached), subscribe to the
-        control channels, learn which nodes are alive (waits at most ``sync_timeout``) and
-        start heartbeats."""
-        if self._started:
+        """Connect, subscribe to the control channels, learn which nodes are alive (waits
+        at most ``sync_timeout``), then say hello and start heartbeats.
+
+        Raises:
+            ConnectionError: the broker cannot be reached.
+            NodeIdInUse: a live node of this cluster has this ``node_id`` (it answered the
+                probe that comes before the hello, so the others never saw this node).
+        """
+        if self._started or self._starting:
             raise RuntimeError("a Cluster starts once")
+        self._starting = True
         self._loop = asyncio.get_running_loop()
         self._events = events
         transport = self.transport
@@ -272,11 +383,27 @@ class Cluster:
                 raise  # our caller cancels us; not a subscription cancelled by a drop
             raise ConnectionError(f"backplane {transport.url}: subscriptions not confirmed") \
                 from exc
-        self._started = True
         self._discovered = self._loop.create_future()
-        transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        # A probe first: answered by every live node, ours included if one has our id,
+        # but counting us as a node nowhere (a hello would make the others take us for
+        # that node restarted, and drop its members).
+        transport.publish(self.names.ctl, self._hdr[env.PROBE], control=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._discovered), self.sync_timeout)
+        self._starting = False
+        if self._conflict is not None:
+            await transport.close()
+            raise NodeIdInUse(self.node_id, self._conflict)
+        self._started = True
+        # Then the hello, and start() returns once every node known answered it (each
+        # then counts us as a node), or after sync_timeout.
+        self._unheard = set(self._nodes)
+        self._greeted = self._loop.create_future()
+        transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
+        if self._unheard:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._greeted), self.sync_timeout)
+        self._tick_at = self._loop.time()
         self._ticker = self._loop.create_task(self._tick())
 
     async def close(self) -> None:
@@ -302,7 +429,11 @@ class Cluster:
             # transport's tasks, connections and reconnect loop outlive the node.
             rooms = list(self._rooms.values())
             self._rooms.clear()  # pending timers find their room gone and do nothing
+            self._lingering.clear()
             for st in rooms:
+                for timer in (st.linger, st.announce_timer):
+                    if timer is not None:
+                        timer.cancel()
                 self._set_ready(st)
             await self.transport.close()
 
@@ -334,6 +465,7 @@ class Cluster:
         """``member`` connected here: direct messages to it now reach this node."""
         if not self._live() or member in self._clients:
             return
+        self._awake()
         self._clients[member] = None
         self.transport.subscribe(self.names.client(member), partial(self._on_direct, member))
 
@@ -348,12 +480,18 @@ class Cluster:
         this node to the room; await :meth:`room_ready` before listing its members."""
         if not self._live():
             return
+        self._awake()
         st = self._rooms.get(room)
         if st is not None:
             if member not in st.local:
+                back = not st.local
                 st.local[member] = None
+                if back:
+                    self._stop_lingering(st)
                 if not st.quiet:
                     self._publish_presence(st.channel, env.JOINED, member)
+                    if back:
+                        self._check(st)
             return
         assert self._loop is not None
         quiet = room in self.quiet_rooms
@@ -374,15 +512,43 @@ class Cluster:
         confirmed.add_done_callback(partial(self._subscribed, st))
 
     def local_left(self, room: str, member: str) -> None:
-        """``member`` left ``room`` here; the last local member unsubscribes this node."""
+        """``member`` left ``room`` here. After the last local member this node follows
+        the room ``linger`` seconds more (a member joining again meanwhile needs no member
+        lists: this node kept them), then unsubscribes."""
         st = self._rooms.get(room)
         if st is None or member not in st.local or self._closed:
             return
+        self._awake()
         del st.local[member]
         if not st.quiet:
             self._publish_presence(st.channel, env.LEFT, member)
         if st.local:
             return
+        if st.quiet or not self.linger or not st.ready.done() or not self.transport.connected:
+            # Nothing to keep (frames only), or lists not learned yet: a later join asks.
+            self._unfollow(st)
+            return
+        assert self._loop is not None
+        st.linger = self._loop.call_later(self.linger, self._unfollow, st)
+        self._lingering[room] = None
+        if len(self._lingering) > _MAX_LINGERING:
+            self._unfollow(self._rooms[next(iter(self._lingering))])
+
+    def _stop_lingering(self, st: _Room) -> None:
+        if st.linger is not None:
+            st.linger.cancel()
+            st.linger = None
+        self._lingering.pop(st.name, None)
+
+    def _unfollow(self, st: _Room) -> None:
+        """Stop following a room without local members: unsubscribe, forget its lists."""
+        room = st.name
+        if self._rooms.get(room) is not st or st.local:
+            return
+        self._stop_lingering(st)
+        if st.announce_timer is not None:
+            st.announce_timer.cancel()
+            st.announce_timer = None
         del self._rooms[room]
         self.transport.unsubscribe(st.channel)
         self._set_ready(st)
@@ -414,18 +580,44 @@ class Cluster:
         """Members of ``room`` on other nodes (empty for a room without local members:
         this node does not follow rooms it has no members in)."""
         st = self._rooms.get(room)
-        if st is None:
-            return []
+        if st is None or not st.local:
+            return []  # not followed, or followed a while longer without members
         # Copied in C calls first: members() may be called from any thread.
         return [member for members in list(st.view.values()) for member in list(members)]
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def publish_room(self, room: str, frame: bytes, exclude: str | None = None) -> None:
+    @property
+    def max_payload(self) -> int:
+        """The largest frame :meth:`publish_room`, :meth:`publish_all` and
+        :meth:`send_direct` carry to the other nodes (half the transport's ``max_buffer``:
+        8 MiB by default); larger ones are dropped and counted. Frames past the broker's
+        own limit (NATS' max_payload, 1 MiB by default) cross in pieces. A server may
+        refuse a larger message at the edge instead."""
+        # Pieces are numbered in two bytes; a piece's header is at most 265 bytes.
+        most_pieces = 0xFFFF * max(1, self.transport.max_payload - 265)
+        return min(self.transport.max_buffer // 2, most_pieces)
+
+    def publish_room(self, room: str, frame: bytes, exclude: str | None = None,
+                     sender: str | None = None) -> bool:
         """Hand ``frame`` (a finished WebSocket frame) to the other nodes' members of
-        ``room`` but ``exclude``: one publish, whatever the number of nodes and members."""
+        ``room`` but ``exclude``: one publish, whatever the number of nodes and members.
+
+        Args:
+            room: The room's name on the cluster.
+            frame: The finished WebSocket frame.
+            exclude: A member id not to deliver it to (on any node).
+            sender: The client that caused it (its id): its bytes waiting for the broker
+                count against its share of the buffer (see :class:`Transport`).
+
+        Returns:
+            False if it was dropped and counted (the broker is away, the buffer is full,
+            ``sender`` holds its share of it, or it is larger than :attr:`max_payload`);
+            True if it was handed to the broker, or nothing needed publishing.
+        """
         if self._closed:
-            return
+            return False
+        self._awake()
         st = self._rooms.get(room)
         if st is None:
             channel = self.names.room(room)
@@ -434,30 +626,100 @@ class Cluster:
             # for our list on the room channel after its join there, so we know it has
             # members before our answer lets its joiner in.
             self.frames_local += 1
-            return
+            return True
         else:
             channel = st.channel
+        if len(frame) > self.max_payload:
+            return self._oversize()
         self.frames_out += 1
-        self.transport.publish(channel, self._framed(self._hdr[env.ROOM], frame, exclude))
+        return self.transport.publish(
+            channel, self._pieces(self._framed(self._hdr[env.ROOM], frame, exclude)),
+            sender=sender)
 
-    def publish_all(self, frame: bytes, exclude: str | None = None) -> None:
-        """Hand ``frame`` to every connection on the other nodes but ``exclude``."""
+    def publish_all(self, frame: bytes, exclude: str | None = None,
+                    sender: str | None = None) -> bool:
+        """Hand ``frame`` to every connection on the other nodes but ``exclude``; as
+        :meth:`publish_room` for ``sender`` and what it returns."""
         if self._closed:
-            return
+            return False
+        self._awake()
+        if len(frame) > self.max_payload:
+            return self._oversize()
         self.frames_out += 1
-        self.transport.publish(self.names.all, self._framed(self._hdr[env.ALL], frame, exclude))
+        return self.transport.publish(
+            self.names.all, self._pieces(self._framed(self._hdr[env.ALL], frame, exclude)),
+            sender=sender)
 
-    def send_direct(self, member: str, frame: bytes) -> asyncio.Future[bool]:
+    def send_direct(self, member: str, frame: bytes,
+                    sender: str | None = None) -> asyncio.Future[bool]:
         """Hand ``frame`` to the one node holding ``member`` (call it for ids not held here).
-        The future says whether a node had it (False: answer ``no_such_client``)."""
-        if self._closed:
+
+        Returns:
+            A future: True once a node took it, False if no node holds ``member`` (answer
+            ``no_such_client``); cancelled when that cannot be known (dropped as
+            :meth:`publish_room` says, or lost on the way): never a wrong "no such client".
+        """
+        if self._closed or len(frame) > self.max_payload:
+            if not self._closed:
+                self._oversize()
             assert self._loop is not None
             done: asyncio.Future[bool] = self._loop.create_future()
-            done.set_result(False)
+            done.cancel()
             return done
+        self._awake()
         self.direct_out += 1
-        return self.transport.publish_direct(self.names.client(member),
-                                             self._hdr[env.DIRECT] + frame)
+        return self.transport.publish_direct(
+            self.names.client(member), self._pieces(self._hdr[env.DIRECT] + frame),
+            sender=sender)
+
+    def _oversize(self) -> bool:
+        self.oversize_dropped += 1
+        self.transport.dropped += 1
+        return False
+
+    def _pieces(self, message: bytes) -> bytes | list[bytes]:
+        """``message``, or its pieces if the broker takes less (in order, on one channel:
+        the broker keeps them so; the receiving node joins them)."""
+        limit = self.transport.max_payload
+        if len(message) <= limit:
+            return message
+        head = self._hdr[env.PIECE]
+        step = limit - len(head) - 8
+        count = -(-len(message) // step)
+        self._piece_id = (self._piece_id + 1) & 0xFFFFFFFF
+        ident = self._piece_id.to_bytes(4, "big")
+        total = count.to_bytes(2, "big")
+        view = memoryview(message)
+        return [b"".join((head, ident, i.to_bytes(2, "big"), total, view[i * step:(i + 1) * step]))
+                for i in range(count)]
+
+    def _assemble(self, data: bytes) -> bytes | None:
+        """A piece received: the whole message once its last piece is here, else None.
+        What is being joined is bounded (``max_buffer`` bytes: the oldest goes, counted in
+        ``pieces_lost``); a piece out of turn loses its message."""
+        pos = 2 + data[1]
+        key = (data[2:pos], data[pos:pos + 4])
+        index = int.from_bytes(data[pos + 4:pos + 6], "big")
+        count = int.from_bytes(data[pos + 6:pos + 8], "big")
+        part = data[pos + 8:]
+        parts = self._assembling.pop(key, None)
+        if parts is not None:
+            self._assembling_bytes -= sum(map(len, parts))
+        if index == 0:
+            parts = []
+        elif parts is None or len(parts) != index:
+            self.pieces_lost += 1
+            return None
+        parts.append(part)
+        if index + 1 == count:
+            return b"".join(parts)
+        self._assembling[key] = parts
+        self._assembling_bytes += sum(map(len, parts))
+        while self._assembling_bytes > self.transport.max_buffer and self._assembling:
+            oldest = next(iter(self._assembling))
+            self._assembling_bytes -= sum(map(len, self._assembling.pop(oldest)))
+            self.pieces_lost += 1
+        return None
 
     def state(self) -> dict[str, Any]:
         """For /healthz and /metrics: the transport's state and counters, this node's id
@@ -467,7 +729,8 @@ class Cluster:
             node_id=self.node_id,
             node=self.key,
             nodes=sorted(key.rpartition(":")[0] for key in list(self._nodes)),
-            rooms=len(self._rooms),
+            rooms=len(self._rooms) - len(self._lingering),
+            lingering=len(self._lingering),
             clients=len(self._clients),
             frames_out=self.frames_out,
             frames_local=self.frames_local,
@@ -475,6 +738,13 @@ class Cluster:
             direct_out=self.direct_out,
             direct_in=self.direct_in,
             nodes_lost=self.nodes_lost,
+            incarnations=self.incarnations,
+            stale_dropped=self.stale_dropped,
+            id_collisions=self.id_collisions,
+            oversize_dropped=self.oversize_dropped,
+            pieces_lost=self.pieces_lost,
+            lists_sent=self.lists_sent,
+            lists_coalesced=self.lists_coalesced,
         )
         return out
 
@@ -492,11 +762,30 @@ class Cluster:
         self.frames_in += 1
         return data[pos + size:], data[pos:pos + size].decode() if size else None
 
+    def _stale(self, data: bytes) -> bool:
+        """Whether ``data`` comes from a key declared dead or gone (then it is dropped,
+        counted, and a node declared dead is told so)."""
+        raw = data[2:2 + data[1]]
+        if raw not in self._gone_raw:
+            return False
+        self.stale_dropped += 1
+        self._tell_dead(raw.decode())
+        return True
+
     def _on_room(self, st: _Room, data: bytes) -> None:
         if self._own(data):
             return
+        if data[0] == env.PIECE:
+            if self._gone_raw and self._stale(data):
+                return
+            whole = self._assemble(data)
+            if whole is None:
+                return
+            data = whole
         n = data[1]
         if data[0] == env.ROOM:
+            if self._gone_raw and self._stale(data):
+                return
             assert self._events is not None
             self._events.remote_frame(st.name, *self._frame(data))
             return
@@ -512,7 +801,10 @@ class Cluster:
         elif kind == env.LEFT:
             self._left(st, origin, data[body:].decode())
         elif kind == env.REQUEST:
-            self._announce(st.channel, st.local)
+            self._answer_room(st)
+        elif kind == env.CHECK:
+            self.transport.publish(self.names.node(origin), b"".join(
+                (self._hdr[env.HEARD], *env.pack_names((st.name,)))), control=True)
         elif kind == env.MEMBERS or kind == env.MEMBERS_MORE:
             names = env.unpack_names(data, body)
             key = (st.name, origin)
@@ -529,12 +821,24 @@ class Cluster:
                 self._replace(st, origin, members)
 
     def _on_all(self, data: bytes) -> None:
-        if self._own(data):
+        if self._own(data) or (self._gone_raw and self._stale(data)):
             return
+        if data[0] == env.PIECE:
+            whole = self._assemble(data)
+            if whole is None:
+                return
+            data = whole
         assert self._events is not None
         self._events.remote_frame_all(*self._frame(data))
 
     def _on_direct(self, member: str, data: bytes) -> bool:
+        if self._gone_raw and self._stale(data):
+            return True  # dropped, which is not "no such client"
+        if data[0] == env.PIECE:
+            whole = self._assemble(data)
+            if whole is None:
+                return True  # not the last piece: nothing to answer yet
+            data = whole
         self.direct_in += 1
         assert self._events is not None
         return bool(self._events.remote_direct(member, data[2 + data[1]:]))
@@ -546,14 +850,21 @@ class Cluster:
         kind = data[0]
         origin = data[2:2 + n].decode()
         if kind == env.BYE:
-            self._node_gone(origin, "closed", gone=True)
+            self._node_gone(origin, "closed", said_bye=True)
+            return
+        if kind == env.PROBE:
+            if origin.rpartition(":")[0] == self.node_id:
+                self._same_id(origin)
+            if self._started or self._starting:
+                self.transport.publish(self.names.node(origin), self._hdr[env.HEARTBEAT] + b"p"
+                                       + str(len(self._nodes)).encode(), control=True)
             return
         if not self._heard(origin):
             return
         if kind == env.HELLO:
             others = len(self._nodes) - 1
-            self.transport.publish(self.names.node(origin),
-                                   self._hdr[env.HEARTBEAT] + str(others).encode(), control=True)
+            self.transport.publish(self.names.node(origin), self._hdr[env.HEARTBEAT] + b"i"
+                                   + str(others).encode(), control=True)
         elif kind == env.REQUEST:
             self._answer(origin, env.unpack_names(data, 2 + n), broadcast=True)
 
@@ -564,8 +875,13 @@ class Cluster:
         if not self._heard(origin):
             return
         if kind == env.HEARTBEAT:
-            if len(data) > 2 + n:  # an answer to our hello: how many others it knows
-                self._expect = max(self._expect, int(data[2 + n:]) + 1)
+            if len(data) > 3 + n:  # an answer to our probe or hello: how many others it knows
+                self._expect = max(self._expect, int(data[3 + n:]) + 1)
+                if data[2 + n] == _HELLO_ANSWER:
+                    self._unheard.discard(origin)
+                    if not self._unheard and self._greeted is not None \
+                            and not self._greeted.done():
+                        self._greeted.set_result(None)
             if (self._discovered is not None and not self._discovered.done()
                     and len(self._nodes) >= self._expect):
                 self._discovered.set_result(None)
@@ -578,6 +894,15 @@ class Cluster:
                         self._finish(st, origin, pending.members)
         elif kind == env.REQUEST:
             self._answer(origin, env.unpack_names(data, 2 + n))
+        elif kind == env.DEAD:
+            if data[2 + n:].decode() == self.key:  # not a late notice to an earlier key
+                self._restart(f"was declared dead by node {origin}")
+        elif kind == env.HEARD:
+            for room in env.unpack_names(data, 2 + n):
+                st = self._rooms.get(room)
+                if st is not None and origin in st.awaiting:
+                    st.awaiting.discard(origin)
+                    self._maybe_ready(st)
 
     # -- member lists -------------------------------------------------------------------------
 
@@ -633,11 +958,15 @@ class Cluster:
         """``origin`` answered (or ran out of time): its list is what its messages said."""
         st.pending.pop(origin, None)
         self._replace(st, origin, members)
-        if st.syncing and not st.pending:
+        self._maybe_ready(st)
+
+    def _maybe_ready(self, st: _Room) -> None:
+        if st.syncing and not st.pending and not st.awaiting:
             self._set_ready(st)
 
     def _set_ready(self, st: _Room) -> None:
         st.syncing = False
+        st.awaiting.clear()
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
@@ -656,8 +985,7 @@ class Cluster:
         for key in self._nodes:
             st.pending[key] = _Pending(until, st.view.get(key))
         self._queue_request(st.name)
-        if not st.pending:
-            self._set_ready(st)
+        self._maybe_ready(st)
 
     def _sync_deadline(self, st: _Room) -> None:
         st.timer = None
@@ -712,7 +1040,7 @@ class Cluster:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
         # A room left since it was queued has no list to learn.
-        rooms = [room for room in rooms if room in self._rooms]
+        rooms = [room for room in rooms if room in self._rooms and self._rooms[room].local]
         if rooms and self._live():
             self._broadcast_request(rooms)
 
@@ -737,11 +1065,58 @@ class Cluster:
             if st is None or st.quiet:
                 none.append(room)
             elif not (broadcast and st.subscribed):
-                self._announce(st.channel, st.local)
+                self._answer_room(st)
         if none:
             channel = self.names.node(origin)
             for chunk in env.pack_names(none):
                 self.transport.publish(channel, self._hdr[env.NONE_HERE] + chunk, control=True)
+
+    def _answer_room(self, st: _Room) -> None:
+        """A node asked for our list of ``st``: publish it on the room channel now, or, if
+        one went out less than ``answer_gap`` ago, once when the gap has passed for every
+        request meanwhile. A list on the channel answers every node subscribed to it (what
+        they hear after it from us keeps it current), so however many nodes ask, and
+        however often one client makes its node ask, the room's list crosses the broker at
+        most once per gap."""
+        if st.announce_timer is not None:
+            self.lists_coalesced += 1
+            return
+        assert self._loop is not None
+        wait = st.announced + self.answer_gap - self._loop.time()
+        if wait <= 0:
+            self._announce_room(st)
+        else:
+            self.lists_coalesced += 1
+            st.announce_timer = self._loop.call_later(wait, self._announce_due, st)
+
+    def _announce_due(self, st: _Room) -> None:
+        st.announce_timer = None
+        if self._rooms.get(st.name) is st and not self._closed:
+            self._announce_room(st)
+
+    def _announce_room(self, st: _Room) -> None:
+        assert self._loop is not None
+        st.announced = self._loop.time()
+        self.lists_sent += 1
+        self._announce(st.channel, st.local)
+
+    def _check(self, st: _Room) -> None:
+        """Members here again in a room followed meanwhile: its lists are current (every
+        join and leave on the channel reached us), so ask nobody for them. The nodes with
+        members there only need to have handled our join before our joiner is told who
+        is in the room (else they may skip publishing to us): the check goes on the room
+        channel after the join, and each of them says "heard" on our node channel."""
+        if not self.transport.connected:
+            return  # nobody hears anything; the lists heal on reconnect
+        keys = [key for key in st.view if key in self._nodes]
+        if not keys:
+            return
+        assert self._loop is not None
+        st.ready = self._loop.create_future()
+        st.syncing = True
+        st.awaiting.update(keys)
+        st.timer = self._loop.call_later(self.sync_timeout, self._sync_deadline, st)
+        self.transport.publish(st.channel, self._hdr[env.CHECK], control=True)
 
     def _announce(self, channel: str, members: dict[str, None] | tuple[()]) -> None:
         chunks = env.pack_names(members)
@@ -754,6 +1129,8 @@ class Cluster:
     def _heard(self, origin: str) -> bool:
         """Note that ``origin`` is alive; False if its messages are to be ignored."""
         if origin in self._gone:
+            self.stale_dropped += 1
+            self._tell_dead(origin)
             return False
         assert self._loop is not None
         now = self._loop.time()
@@ -761,6 +1138,9 @@ class Cluster:
             self._nodes[origin] = now
             return True
         node_id, _, incarnation = origin.rpartition(":")
+        if node_id == self.node_id:
+            self._same_id(origin)
+            return False
         previous = self._by_id.get(node_id)
         if previous is not None:
             if previous.rpartition(":")[2] > incarnation:
@@ -774,44 +1154,133 @@ class Cluster:
         self._tell("node_found", origin)
         return True
 
-    def _node_gone(self, key: str, why: str, *, gone: bool = False) -> None:
-        """``key`` is dead (or closed): its members leave every room here."""
-        if gone:
-            self._gone[key] = None
-            if len(self._gone) > _MAX_GONE:
-                del self._gone[next(iter(self._gone))]
+    def _same_id(self, other: str) -> None:
+        """``other`` has our node id and is not one of our own earlier keys: two live
+        nodes share an id (started with the same --node-id, or a node paused past
+        node_timeout came back while another took its id). Starting, we refuse to join
+        if ``other`` is the older; running, the newer of the two takes a fresh id."""
+        if other in self._past_keys or other in self._collided or self._closed:
+            return
+        if self._starting:
+            if other < self.key:  # the older one stays; a newer starter refuses itself
+                self._conflict = other
+                if self._discovered is not None and not self._discovered.done():
+                    self._discovered.set_result(None)
+            return
+        self._collided[other] = None
+        if len(self._collided) > _MAX_GONE:
+            del self._collided[next(iter(self._collided))]
+        self.id_collisions += 1
+        if other < self.key:
+            fresh = _renamed(self.node_id)
+            log.error("backplane %s: node id %r is used by two live nodes (this one, key %s, "
+                      "and key %s): this one, the newer, continues as %r; give every node "
+                      "its own node_id", self.transport.url, self.node_id, self.key, other,
+                      fresh)
+            self.node_id = fresh
+            self._restart("gave up its node id")
+        else:
+            log.error("backplane %s: node id %r is used by two live nodes (this one, key %s, "
+                      "and key %s): the newer takes a fresh id; give every node its own "
+                      "node_id", self.transport.url, self.node_id, self.key, other)
+
+    def _node_gone(self, key: str, why: str, *, said_bye: bool = False) -> None:
+        """``key`` is dead (or closed): its members leave every room here, and whatever it
+        still sends is dropped (a node declared dead that still talks is told so, and
+        starts over under a new key)."""
+        self._gone[key] = math.inf if said_bye else -math.inf
+        self._gone_raw.add(key.encode())
+        while len(self._gone) > _MAX_GONE:
+            oldest = next(iter(self._gone))
+            del self._gone[oldest]
+            self._gone_raw.discard(oldest.encode())
         if self._nodes.pop(key, None) is None:
             return
         node_id = key.rpartition(":")[0]
         if self._by_id.get(node_id) == key:
             del self._by_id[node_id]
         self.nodes_lost += 1
-        log.log(logging.INFO if gone else logging.WARNING, "backplane %s: node %s %s; its "
-                "members left", self.transport.url, key, why)
+        log.log(logging.INFO if said_bye else logging.WARNING, "backplane %s: node %s %s; "
+                "its members left", self.transport.url, key, why)
         for partial_key in [k for k in self._partial if k[1] == key]:
             del self._partial[partial_key]
+        raw = key.encode()
+        for piece_key in [k for k in self._assembling if k[0] == raw]:
+            self._assembling_bytes -= sum(map(len, self._assembling.pop(piece_key)))
         events = self._events
         assert events is not None
         for st in list(self._rooms.values()):
             st.pending.pop(key, None)
+            st.awaiting.discard(key)
             members = st.view.pop(key, None)
             if members and st.ready.done():
                 for member in members:
                     events.remote_left(st.name, member)
-            if st.syncing and not st.pending:
-                self._set_ready(st)
+            self._maybe_ready(st)
         self._tell("node_lost", key)
+
+    def _tell_dead(self, key: str) -> None:
+        """``key``, declared dead here, still talks: tell it (at most once per heartbeat
+        interval), so that it starts over under a new key."""
+        told = self._gone.get(key)
+        assert self._loop is not None
+        now = self._loop.time()
+        if told is None or now - told < self.heartbeat_interval or self._closed:
+            return
+        self._gone[key] = now
+        self.transport.publish(self.names.node(key), self._hdr[env.DEAD] + key.encode(),
+                               control=True)
+
+    def _awake(self) -> None:
+        """Before this node publishes: if its loop was stalled (SIGSTOP, a blocking call)
+        past node_timeout, the others have declared it dead: start over first, so that
+        nothing goes out under the dead key."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._tick_at > self.node_timeout and self._ticker is not None:
+            self._restart(f"was stalled {now - self._tick_at:.1f} s (node_timeout "
+                          f"{self.node_timeout:g} s)")
+
+    def _restart(self, why: str) -> None:
+        """The others declared this node dead (or surely did): drop what waits for the
+        broker under the old key, say goodbye under it, and come back under a new one,
+        announcing every member again and asking for everyone's lists. The clients'
+        rooms carry on; the other nodes report our members left, then joined again."""
+        if self._closed:
+            return
+        assert self._loop is not None
+        log.warning("backplane %s: node %s %s: it starts over as a new incarnation (its "
+                    "members are announced again; %d messages waiting for the broker are "
+                    "dropped)", self.transport.url, self.key, why,
+                    self.transport.waiting())
+        self.incarnations += 1
+        self.transport.discard_pending()
+        now = self._loop.time()
+        stalled, self._tick_at = now - self._tick_at, now
+        for key in self._nodes:
+            self._nodes[key] = now  # our stall is not their silence
+        if not self.transport.connected:
+            # The goodbye would be lost, and the others, if they lost the broker too,
+            # still count our members under the old key: change keys on reconnect,
+            # goodbye first. (The link is down already: its return tells the server.)
+            self._rekey = True
+            return
+        self._new_incarnation()
+        self._reannounce()
+        # Our clients missed what the others sent meanwhile; the others dropped ours.
+        self._link(False)
+        self._link(True, stalled if stalled > self.node_timeout else 0.0)
 
     async def _tick(self) -> None:
         assert self._loop is not None
         loop = self._loop
-        last = loop.time()
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             now = loop.time()
-            late = now - last - self.heartbeat_interval
-            last = now
+            late = now - self._tick_at - self.heartbeat_interval
             try:
+                self._awake()
+                self._tick_at = now = loop.time()
                 self._beat(now, late)
             except Exception:
                 # One bad round (a server callback raising in remote_left) must not end
@@ -828,7 +1297,10 @@ class Cluster:
             for key in self._nodes:
                 self._nodes[key] = now
             return
-        limit = now - self.node_timeout
+        # Silence counts only up to the broker's last answer to us: a stalled broker (or
+        # link) silences everyone, which is not everyone's death.
+        heard = min(now, self.transport.answered_at)
+        limit = heard - self.node_timeout
         for key, seen in list(self._nodes.items()):
             if seen < limit:
                 self._node_gone(key, f"silent for {now - seen:.1f} s")
@@ -852,6 +1324,7 @@ class Cluster:
             for st in list(self._rooms.values()):
                 self._give_up(st)
                 self._set_ready(st)
+            self._link(False)
             return
         assert self._loop is not None
         now = self._loop.time()
@@ -859,13 +1332,32 @@ class Cluster:
             self._nodes[key] = now  # the outage is not their silence
         for st in self._rooms.values():
             st.subscribed = True  # the transport subscribed again to everything
-        if self._overflow_at:
+        if self._overflow_at or self._rekey:
             self._overflow_at = 0.0
+            self._rekey = False
             self._new_incarnation()
+        self._reannounce()
+        self._link(True, self.transport.last_outage)
+
+    def _link(self, up: bool, down_for: float = 0.0) -> None:
+        """Tell the server the link went down or came back (see ClusterEvents)."""
+        assert self._events is not None
+        try:
+            if up:
+                self._events.link_up(down_for)
+            else:
+                self._events.link_down()
+        except Exception:
+            log.exception("backplane %s: link callback raised", self.transport.url)
+
+    def _reannounce(self) -> None:
+        """After a reconnect or a new incarnation: hello, every room's list (empty ones
+        for rooms the broker may not have heard us leave), and everyone's lists asked
+        for, so that every list heals within sync_timeout."""
         self.transport.publish(self.names.ctl, self._hdr[env.HELLO], control=True)
         for st in self._rooms.values():
             if not st.quiet:
-                self._announce(st.channel, st.local)
+                self._announce_room(st)
         for room in self._uncertain:
             self._announce(self.names.room(room), ())
         self._uncertain.clear()
@@ -884,12 +1376,16 @@ class Cluster:
         self._node_channel = self.names.node(self.key)
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
-            env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE)}
+            env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
+            env.CHECK, env.HEARD, env.DEAD, env.PROBE, env.PIECE)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""
         self.transport.publish(self.names.ctl, self._hdr[env.BYE], control=True)
         self.transport.unsubscribe(self._node_channel)
+        self._past_keys[self.key] = None
+        if len(self._past_keys) > _MAX_GONE:
+            del self._past_keys[next(iter(self._past_keys))]
         self._set_identity()
         self.transport.subscribe(self._node_channel, self._on_node)
         self._tell("restarted")

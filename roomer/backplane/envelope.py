@@ -14,12 +14,23 @@ L     member left          the member id                                        
 S     members (last part)  a name list: the sender's local members of the room   room
 s     members (more)       a name list; an ``S`` follows with the rest           room
 H     heartbeat            empty on ``ctl``; on a node channel (the answer to a  ctl, node
-                           hello) the count of other nodes the sender knows
+                           probe or a hello) ``p`` or ``i`` and the count of
+                           other nodes the sender knows (ASCII digits)
+P     probe                empty: "I am starting: who is alive?" (answered, but   ctl
+                           the sender is not counted as a node yet)
 I     hello                empty: "I (re)joined, tell me who is alive"           ctl
 B     goodbye              empty: the sender stops; its members left             ctl
 Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
                            room)                                                 room
 E     no members there     a name list of rooms the sender has no members in     node
+C     check                empty: "I have members here again (my join is before   room
+                           this): say you heard it"; the asker kept the lists
+K     heard                a name list of rooms whose check the sender handled   node
+X     declared dead        the key the sender declared dead (it still talks):    node
+                           that node starts over under a new key
+p     piece                ``id (4 bytes) | index (2) | count (2) | part``: one  room, all,
+                           of ``count`` parts of a message (any of the kinds      client
+                           above, header included) larger than the broker takes
 ====  ===================  ====================================================  ===========
 
 A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
@@ -34,9 +45,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHUNK", "DIRECT", "HEARTBEAT", "HELLO", "JOINED", "LEFT", "LENGTH",
-    "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "REQUEST", "ROOM", "header", "pack_names",
-    "unpack_names",
+    "ALL", "BYE", "CHECK", "CHUNK", "DEAD", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED",
+    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "PIECE", "PROBE",
+    "REQUEST", "ROOM", "header", "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -51,6 +62,11 @@ HELLO = ord("I")
 BYE = ord("B")
 REQUEST = ord("Q")
 NONE_HERE = ord("E")
+CHECK = ord("C")
+HEARD = ord("K")
+DEAD = ord("X")
+PROBE = ord("P")
+PIECE = ord("p")
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000

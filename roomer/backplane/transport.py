@@ -8,12 +8,25 @@ What a transport promises:
   it, and the next batch is not written before the broker has confirmed the previous one,
   so everything goes out on one connection in call order, and a burst of 100 messages is
   one round trip (``round_trips`` counts them).
-- While the broker is unreachable, publishes are dropped and counted (``dropped``), never
-  queued; connected, at most ``max_buffer`` bytes wait for the broker (control messages
-  excepted: they are small and few), past which frames are dropped and counted too.
-- An outage is logged once when it starts and once when it ends. The transport reconnects
-  by itself with capped exponential backoff and jitter, subscribes again to every channel it
-  had, and then calls ``on_state(True)`` so the layer above can announce itself again.
+- While the broker is unreachable, publishes are dropped and counted (``dropped``, and
+  ``dropped_down``), never queued; connected, at most ``max_buffer`` bytes wait for the
+  broker (control messages excepted: they are small and few), past which frames are
+  dropped and counted too. One sender (``sender=``, a client id) may hold at most
+  ``sender_share`` of that buffer (one frame whatever its size when it holds nothing):
+  past it, its frames are dropped (``dropped_share``), not everyone's.
+- The link is probed: a round trip (Redis PING on the subscribed connection, NATS
+  PING/PONG) every ``probe_interval`` (0.5 s); one unanswered for ``probe_interval`` makes
+  the link ``degraded``, one unanswered for ``probe_timeout`` (1.5 s) makes it ``down``, as
+  a broken connection does: a stalled broker (SIGSTOP, a frozen VM) is noticed within
+  2 s, and what waits for it is dropped and counted rather than delivered late. The
+  probe's clock does not count this loop's own stalls.
+- An outage is logged once when it starts and once when it ends, and counted
+  (``outages``, ``down_seconds``). The transport reconnects by itself, at least every
+  ``reconnect_max`` (1 s) with jitter, subscribes again to every channel it had, and then
+  calls ``on_state(True)`` so the layer above can announce itself again.
+- ``max_payload`` is the largest message the broker takes (NATS: the server's
+  max_payload from its INFO, 1 MiB by default; Redis: its proto-max-bulk-len, 512 MiB by
+  default); a publish may be a list of pieces of one message, taken or dropped together.
 - ``seq`` numbers what was queued for the broker so far (publishes, subscription changes)
   and ``confirmed`` is the highest number the broker has acknowledged: a publish numbered
   above ``confirmed`` when the connection drops may have been lost. ``flush()`` waits for
@@ -26,12 +39,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["SCHEMES", "Handler", "Transport", "backoff_delay", "create", "redact"]
+__all__ = ["DEGRADED", "DOWN", "SCHEMES", "UP", "Handler", "Payload", "Transport",
+           "backoff_delay", "create", "redact"]
 
 #: The URL schemes :func:`create` knows.
 SCHEMES = ("redis", "rediss", "nats", "tls", "memory")
@@ -41,6 +56,18 @@ log = logging.getLogger("roomer.backplane")
 #: Called with the payload of each message on a subscribed channel. What it returns says
 #: whether a direct message found its receiver (used for NATS request replies).
 Handler = Callable[[bytes], object]
+
+#: What ``publish`` takes: one message, or the pieces of one (taken or dropped together).
+Payload = bytes | list[bytes]
+
+#: ``state()["link"]``: the broker answers; a probe is late; unreachable or stalled.
+UP, DEGRADED, DOWN = "up", "degraded", "down"
+
+# How often the probe's wait looks at its clock; a longer gap is this loop's own stall.
+_PROBE_STEP = 0.1
+_STALL = 0.35
+# Seconds a broken connection may take to close before reconnecting starts anyway.
+_CLOSE_WAIT = 1.0
 
 # A publish waiting for its batch: channel, payload, and the future of a direct publish.
 _Pub = tuple[str, bytes, "asyncio.Future[bool] | None"]
@@ -75,27 +102,50 @@ class Transport:
     uses_writer = True
 
     def __init__(self, url: str, *, max_buffer: int = 16 << 20, timeout: float = 5.0,
-                 reconnect_min: float = 0.05, reconnect_max: float = 5.0,
-                 ping_interval: float = 5.0) -> None:
-        if max_buffer < 1 or timeout <= 0 or ping_interval <= 0:
-            raise ValueError("max_buffer, timeout and ping_interval must be positive")
+                 reconnect_min: float = 0.05, reconnect_max: float = 1.0,
+                 probe_interval: float = 0.5, probe_timeout: float = 1.5,
+                 sender_share: float = 0.125, max_payload: int | None = None) -> None:
+        if max_buffer < 1 or timeout <= 0:
+            raise ValueError("max_buffer and timeout must be positive")
         if not 0 < reconnect_min <= reconnect_max:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        if not 0 < probe_interval < probe_timeout:
+            raise ValueError("need 0 < probe_interval < probe_timeout")
+        if not 0 < sender_share <= 1:
+            raise ValueError("sender_share is a fraction of max_buffer: 0 < share <= 1")
+        if max_payload is not None and max_payload < 256:
+            raise ValueError("max_payload: at least 256 bytes")
         self.raw_url = url
         self.url = redact(url)
         self.max_buffer = max_buffer
         self.timeout = timeout
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
-        self.ping_interval = ping_interval
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.sender_share = sender_share
+        self._share = max(1, int(max_buffer * sender_share))
+        # The broker's limit, set when connected (a subclass knows it); the option caps it.
+        self._payload_cap = max_payload if max_payload is not None else sys.maxsize
+        self.max_payload = self._payload_cap
         self.connected = False
         self.published = 0
         self.received = 0
+        # Bytes the broker confirmed taking from us, and bytes it delivered to us.
+        self.published_bytes = 0
+        self.received_bytes = 0
         self.dropped = 0
+        self.dropped_down = 0   # of which while the link was down
+        self.dropped_share = 0  # of which past their sender's share of the buffer
+        self.outages = 0
+        self.last_outage = 0.0  # seconds the last outage lasted
         self.reconnects = 0
         self.round_trips = 0
         self.seq = 0
         self.confirmed = 0
+        # Loop time of the broker's last answer (a batch confirmed, a probe answered): what
+        # the layer above has heard up to then is all there was to hear.
+        self.answered_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_state: Callable[[bool], None] | None = None
         self._handlers: dict[str, Handler] = {}
@@ -113,8 +163,17 @@ class Transport:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closing = False
         self._down_at = 0.0
+        self._down_seconds = 0.0  # of past outages; the current one is added in state()
         self._dropped_at_down = 0
         self._full_logged = False
+        self._share_logged = False
+        # Bytes queued or in flight per sender; those of the batch being filled and of
+        # the batch in flight, released when the broker confirms it.
+        self._held: dict[str, int] = {}
+        self._pending_senders: dict[str, int] = {}
+        self._inflight_senders: dict[str, int] = {}
+        self._prober_task: asyncio.Task[None] | None = None
+        self._probe_since: float | None = None  # loop time of the probe being waited for
 
     # -- the interface ------------------------------------------------------------------
 
@@ -159,46 +218,107 @@ class Transport:
             if not self._scheduled:
                 self._schedule()
 
-    def publish(self, channel: str, data: bytes, *, control: bool = False) -> None:
-        """Queue ``data`` for ``channel`` in this turn's batch (dropped and counted while the
-        broker is away, or past ``max_buffer`` unless ``control``)."""
-        if not self._admit(len(data), control):
-            return
-        self.seq += 1
-        self._pending.append((channel, data, None))
-        self._pending_bytes += len(data)
-        if not self._scheduled:
-            self._schedule()
+    def publish(self, channel: str, data: Payload, *, control: bool = False,
+                sender: str | None = None) -> bool:
+        """Queue ``data`` (a message, or a list of pieces of one) for ``channel`` in this
+        turn's batch. Returns False if it was dropped and counted instead: the broker is
+        away, or, unless ``control``, ``max_buffer`` is full or ``sender`` holds its share
+        of it."""
+        if isinstance(data, bytes):
+            if not self._admit(len(data), control, sender):
+                return False
+            self._queue(channel, data, None, sender)
+        else:
+            if not self._admit(sum(map(len, data)), control, sender):
+                return False
+            for piece in data:
+                self._queue(channel, piece, None, sender)
+        return True
 
-    def publish_direct(self, channel: str, data: bytes) -> asyncio.Future[bool]:
-        """Publish to a channel that at most one node subscribes to; the future says whether
-        one did (False at once while the broker is away)."""
+    def publish_direct(self, channel: str, data: Payload, *,
+                       sender: str | None = None) -> asyncio.Future[bool]:
+        """Publish to a channel that at most one node subscribes to (a list: pieces of one
+        message, the last one carrying the question); the future says whether one did, and
+        is cancelled when that cannot be known: dropped (broker away, buffer full, past the
+        sender's share) or lost on the way. False means only "no node holds it"."""
         assert self._loop is not None, "connect() first"
         fut: asyncio.Future[bool] = self._loop.create_future()
-        if not self._admit(len(data), False):
-            fut.set_result(False)
+        pieces = [data] if isinstance(data, bytes) else data
+        if not self._admit(sum(map(len, pieces)), False, sender):
+            fut.cancel()
             return fut
-        self.seq += 1
-        self._pending.append((channel, data, fut))
-        self._pending_bytes += len(data)
-        if not self._scheduled:
-            self._schedule()
+        for piece in pieces[:-1]:
+            self._queue(channel, piece, None, sender)
+        self._queue(channel, pieces[-1], fut, sender)
         return fut
 
-    def _admit(self, size: int, control: bool) -> bool:
+    def _queue(self, channel: str, data: bytes, fut: asyncio.Future[bool] | None,
+               sender: str | None) -> None:
+        size = len(data)
+        self.seq += 1
+        self._pending.append((channel, data, fut))
+        self._pending_bytes += size
+        if sender is not None:
+            self._held[sender] = self._held.get(sender, 0) + size
+            self._pending_senders[sender] = self._pending_senders.get(sender, 0) + size
+        if not self._scheduled:
+            self._schedule()
+
+    def _admit(self, size: int, control: bool, sender: str | None = None) -> bool:
         """Whether a publish of ``size`` bytes may be queued; counts it dropped if not."""
         if not self.connected:
             self.dropped += 1
+            self.dropped_down += 1
             return False
+        if control:
+            return True
         waiting = self._pending_bytes + self._inflight_bytes
-        if not control and waiting + size > self.max_buffer:
+        if waiting + size > self.max_buffer:
             self.dropped += 1
             if not self._full_logged:
                 self._full_logged = True
                 log.warning("backplane %s: %d bytes wait for the broker; dropping frames "
                             "until it catches up", self.url, waiting)
             return False
+        if sender is not None:
+            held = self._held.get(sender)
+            if held is not None and held + size > self._share:
+                self.dropped += 1
+                self.dropped_share += 1
+                if not self._share_logged:
+                    self._share_logged = True
+                    log.warning("backplane %s: a sender holds %d bytes of the buffer to the "
+                                "broker (its share: %d); its frames past that are dropped "
+                                "and counted (logged once)", self.url, held, self._share)
+                return False
         return True
+
+    def _release(self, senders: dict[str, int]) -> None:
+        """The broker confirmed (or lost) these senders' bytes: they hold them no more."""
+        held = self._held
+        for sender, size in senders.items():
+            left = held[sender] - size
+            if left:
+                held[sender] = left
+            else:
+                del held[sender]
+
+    def waiting(self) -> int:
+        """How many publishes are queued and not yet written to the broker."""
+        return len(self._pending)
+
+    def discard_pending(self) -> None:
+        """Drop what is queued and not yet written (counted in ``dropped``; direct
+        publishes among it are cancelled). The batch the broker has already been sent
+        is not recalled."""
+        lost, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self._release(self._pending_senders)
+        self._pending_senders = {}
+        self.dropped += len(lost)
+        for _, _, fut in lost:
+            if fut is not None and not fut.done():
+                fut.cancel()
 
     async def flush(self) -> None:
         """Wait until the broker confirmed everything published so far (or the connection
@@ -214,8 +334,8 @@ class Transport:
     async def close(self) -> None:
         """Disconnect for good (flush first if what is queued matters)."""
         self._closing = True
-        tasks = [self._reconnect_task, self._writer_task]
-        self._reconnect_task = self._writer_task = None
+        tasks = [self._reconnect_task, self._writer_task, self._prober_task]
+        self._reconnect_task = self._writer_task = self._prober_task = None
         if self._wake is not None:
             self._wake.set()  # a writer whose cancellation a library swallowed sees it stop
         try:
@@ -230,15 +350,42 @@ class Transport:
             self._fail_queued()
             await self._shutdown()
 
+    @property
+    def link(self) -> str:
+        """``up``; ``degraded`` (connected, but a probe has waited past probe_interval);
+        ``down`` (unreachable or stalled: publishes are dropped and counted)."""
+        if not self.connected:
+            return DOWN
+        since = self._probe_since
+        if since is not None and self._loop is not None and (
+                self._loop.time() - since > self.probe_interval):
+            return DEGRADED
+        return UP
+
+    @property
+    def down_seconds(self) -> float:
+        """Seconds the link has been down since connect, the current outage included."""
+        if self.connected or self._closing or not self.outages:
+            return self._down_seconds
+        return self._down_seconds + time.monotonic() - self._down_at
+
     def state(self) -> dict[str, Any]:
-        """What /healthz and /metrics show: the broker URL without credentials, whether it is
-        connected, the counters, and the bytes waiting for the broker (``buffered``)."""
+        """What /healthz and /metrics show: the broker URL without credentials, the link
+        state, the counters, and the bytes waiting for the broker (``buffered``)."""
         return {
             "url": self.url,
             "connected": self.connected,
+            "link": self.link,
+            "outages": self.outages,
+            "down_seconds": round(self.down_seconds, 3),
+            "dropped_down": self.dropped_down,
+            "dropped_share": self.dropped_share,
+            "max_payload": self.max_payload,
             "reconnects": self.reconnects,
             "published": self.published,
             "received": self.received,
+            "published_bytes": self.published_bytes,
+            "received_bytes": self.received_bytes,
             "dropped": self.dropped,
             "round_trips": self.round_trips,
             "buffered": self._pending_bytes + self._inflight_bytes,
@@ -276,6 +423,11 @@ class Transport:
         """Drop the broker connections; never raises."""
         raise NotImplementedError
 
+    def _probe(self) -> asyncio.Future[None] | None:
+        """Start a round trip to the broker; the future resolves when it is answered.
+        None: this transport has no broker to probe."""
+        return None
+
     # -- shared machinery -----------------------------------------------------------------
 
     def _schedule(self) -> None:
@@ -290,6 +442,7 @@ class Transport:
 
     def _dispatch(self, channel: str, data: bytes) -> object:
         self.received += 1
+        self.received_bytes += len(data)
         handler = self._handlers.get(channel)
         if handler is None:  # unsubscribed while the message was on its way
             return None
@@ -327,7 +480,9 @@ class Transport:
 
     def _went_up(self, subscribed: set[str]) -> None:
         self.connected = True
+        self.answered_at = asyncio.get_running_loop().time()
         self._full_logged = False
+        self._share_logged = False
         # Channels wanted or dropped while the connection was being opened.
         for channel in self._handlers:
             if channel not in subscribed:
@@ -336,9 +491,43 @@ class Transport:
             if channel not in self._handlers:
                 self._sub_ops.append((False, channel))
         if self.uses_writer:
-            self._writer_task = asyncio.get_running_loop().create_task(self._writer())
+            loop = asyncio.get_running_loop()
+            self._writer_task = loop.create_task(self._writer())
+            self._prober_task = loop.create_task(self._prober())
         if self._sub_ops:
             self._schedule()
+
+    async def _prober(self) -> None:
+        """Probe the broker every probe_interval; one unanswered for probe_timeout (not
+        counting this loop's own stalls) takes the link down."""
+        me = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        while self._prober_task is me and self.connected:
+            await asyncio.sleep(self.probe_interval)
+            if self._prober_task is not me or not self.connected:
+                return
+            answered = self._probe()
+            if answered is None:
+                return
+            start = last = self._probe_since = loop.time()
+            try:
+                while not answered.done():
+                    await asyncio.wait([answered], timeout=_PROBE_STEP)
+                    now = loop.time()
+                    if now - last > _STALL:  # our stall: the answer may be waiting, unread
+                        start += now - last - _PROBE_STEP
+                    last = now
+                    if not answered.done() and now - start > self.probe_timeout:
+                        if self._prober_task is me:
+                            self._prober_task = None
+                            self._failed(TimeoutError(
+                                f"no answer to a probe in {self.probe_timeout:g} s"))
+                        return
+            finally:
+                self._probe_since = None
+                if not answered.done():
+                    answered.cancel()
+            self.answered_at = loop.time()
 
     async def _writer(self) -> None:
         assert self._wake is not None
@@ -355,6 +544,7 @@ class Transport:
             if not subs and not batch:
                 continue
             top = self.seq
+            self._inflight_senders, self._pending_senders = self._pending_senders, {}
             self._inflight = batch
             self._inflight_bytes, self._pending_bytes = self._pending_bytes, 0
             try:
@@ -364,17 +554,24 @@ class Transport:
             except Exception as exc:
                 self._failed(exc)
                 return
+            size = self._inflight_bytes
             self._inflight = []
             self._inflight_bytes = 0
-            self._batch_done(top, len(batch), refused)
+            self._release(self._inflight_senders)
+            self._inflight_senders = {}
+            self._batch_done(top, len(batch), refused, size)
 
-    def _batch_done(self, top: int, count: int, refused: int = 0) -> None:
-        """The broker confirmed every publish up to number ``top`` (``count`` in the batch,
-        ``refused`` of which it did not take: those are dropped, not published)."""
+    def _batch_done(self, top: int, count: int, refused: int = 0, size: int = 0) -> None:
+        """The broker confirmed every publish up to number ``top`` (``count`` in the batch
+        of ``size`` bytes, ``refused`` of which it did not take: those are dropped, not
+        published)."""
         if count:
             self.published += count - refused
+            self.published_bytes += size
             self.round_trips += 1
         self.confirmed = top
+        assert self._loop is not None
+        self.answered_at = self._loop.time()
         if self._full_logged and not self._pending:
             self._full_logged = False
         if self._flush_waiters:
@@ -388,16 +585,21 @@ class Transport:
             self._flush_waiters = waiting
 
     def _fail_queued(self) -> None:
-        """Everything queued or in flight is lost: count it, answer direct publishes False."""
+        """Everything queued or in flight is lost: count it, cancel direct publishes (not
+        known whether they arrived)."""
         lost = self._inflight + self._pending
         self.dropped += len(lost)
+        self.dropped_down += len(lost)
         for _, _, fut in lost:
             if fut is not None and not fut.done():
-                fut.set_result(False)
+                fut.cancel()
         self._inflight = []
         self._inflight_bytes = 0
         self._pending = []
         self._pending_bytes = 0
+        self._held = {}
+        self._pending_senders = {}
+        self._inflight_senders = {}
         self._sub_ops = []
         for futures in self._sub_waiters.values():
             for sub in futures:
@@ -413,6 +615,7 @@ class Transport:
         if not self.connected or self._closing:
             return
         self.connected = False
+        self.outages += 1
         self._down_at = time.monotonic()
         self._dropped_at_down = self.dropped
         log.warning("backplane %s: lost the broker (%s: %s); local rooms carry on, publishes "
@@ -420,9 +623,10 @@ class Transport:
                     type(exc).__name__, exc)
         self._fail_queued()
         current = asyncio.current_task()
-        if self._writer_task is not None and self._writer_task is not current:
-            self._writer_task.cancel()
-        self._writer_task = None
+        for task in (self._writer_task, self._prober_task):
+            if task is not None and task is not current:
+                task.cancel()
+        self._writer_task = self._prober_task = None
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
         self._notify(False)
 
@@ -444,9 +648,10 @@ class Transport:
                 await self._shutdown()
                 return
             self.reconnects += 1
+            down = self.last_outage = time.monotonic() - self._down_at
+            self._down_seconds += down
             log.warning("backplane %s: broker back after %.1f s; %d publishes were dropped "
-                        "meanwhile", self.url, time.monotonic() - self._down_at,
-                        self.dropped - self._dropped_at_down)
+                        "meanwhile", self.url, down, self.dropped - self._dropped_at_down)
             self._went_up(done)
             self._notify(True)
             return
@@ -464,7 +669,8 @@ def create(url: str, **options: Any) -> Transport:
     """A transport for ``url``: ``redis://host:port/db`` or ``rediss://`` (redis-py),
     ``nats://host:port`` or ``tls://`` (nats-py; several servers comma-separated), or
     ``memory://name`` (in-process, no dependency). Options go to the transport
-    (``max_buffer``, ``timeout``, ``reconnect_min``, ``reconnect_max``, ``ping_interval``).
+    (``max_buffer``, ``timeout``, ``reconnect_min``, ``reconnect_max``, ``probe_interval``,
+    ``probe_timeout``, ``sender_share``, ``max_payload``).
     A broker whose client library is missing raises :class:`MissingExtra`."""
     if not isinstance(url, str):
         raise TypeError("backplane URL must be a str")

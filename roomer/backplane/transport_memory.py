@@ -77,7 +77,9 @@ class MemoryTransport(Transport):
             self._confirm(channel)
         batch: list[_Pub]
         batch, self._pending = self._pending, []
-        self._pending_bytes = 0
+        size, self._pending_bytes = self._pending_bytes, 0
+        self._release(self._pending_senders)
+        self._pending_senders = {}
         top = self.seq
         for channel, data, fut in batch:
             receivers = self.hub.subscribers.get(channel)
@@ -90,7 +92,7 @@ class MemoryTransport(Transport):
                         count += 1
             if fut is not None and not fut.done():
                 fut.set_result(count > 0)
-        self._batch_done(top, len(batch))
+        self._batch_done(top, len(batch), 0, size)
 
     async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
         if not self.connected:

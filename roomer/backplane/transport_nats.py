@@ -10,6 +10,10 @@ meanwhile), and when no node subscribes the server answers "no responders" at on
 unknown id is known without a timeout. nats-py's own reconnect is off (its wait is fixed and
 it would buffer publishes while away): this transport reconnects itself with backoff.
 
+The link's probe is a PING/PONG (nats-py's flush) every ``probe_interval``. The largest
+message is the server's max_payload, from the INFO it sends at connect (1 MiB by default,
+and a message is a header plus the frame: the cluster sends larger ones in pieces).
+
 nats-py runs each subscription's callback in its own task, so messages on *different*
 subjects may be handled in another order than they arrived; order holds per subject. The
 cluster protocol relies on nothing more. A subscription holds at most ``max_buffer`` bytes
@@ -24,7 +28,7 @@ import logging
 from typing import Any
 
 from .errors import MissingExtra
-from .transport import Transport, _Pub
+from .transport import _CLOSE_WAIT, Transport, _Pub
 
 try:
     from nats.aio.client import Client as NATS
@@ -89,14 +93,36 @@ class NatsTransport(Transport):
             # One pass over the servers (nats-py counts attempts from 0): our loop retries.
             self._servers, allow_reconnect=False, max_reconnect_attempts=1,
             reconnect_time_wait=0, connect_timeout=seconds,
-            ping_interval=max(1, round(self.ping_interval)), max_outstanding_pings=2,
+            # Our probe watches the link; nats-py's own pings are a backstop.
+            ping_interval=max(1, round(4 * self.probe_timeout)), max_outstanding_pings=2,
             no_echo=True,  # a node drops its own messages anyway: do not send them back
             closed_cb=closed, error_cb=error, name="roomer-backplane")
+        self.max_payload = min(self._payload_cap, nc.max_payload)
         self._subs = {}
         for channel in list(self._handlers):
             self._subs[channel] = await self._subscribe(nc, channel)
         await nc.flush(timeout=seconds)
         return set(self._subs)
+
+    def _probe(self) -> asyncio.Future[None] | None:
+        nc = self._nc
+        if nc is None:
+            return None
+        assert self._loop is not None
+        pong: asyncio.Future[None] = self._loop.create_future()
+
+        async def ping() -> None:
+            try:
+                # Longer than the probe waits: the prober decides when it is too late.
+                await nc.flush(timeout=4 * self.probe_timeout)
+            except Exception:
+                return
+            if not pong.done():
+                pong.set_result(None)
+
+        task = self._loop.create_task(ping())
+        pong.add_done_callback(lambda _: task.cancel() if not task.done() else None)
+        return pong
 
     async def _subscribe(self, nc: Any, channel: str) -> Any:
         # nats-py lets each subscription hold 128 MiB not yet handled: a node slower than
@@ -152,11 +178,13 @@ class NatsTransport(Transport):
 
     async def _request(self, nc: Any, channel: str, data: bytes,
                        fut: asyncio.Future[bool]) -> None:
-        result = False  # also when _shutdown cancels us: the connection is gone
+        # None: not known (the connection went, or the server refused the message): the
+        # future is cancelled, never "no such client".
+        result: bool | None = None
         try:
             reply = await nc.request(channel, data, timeout=self.timeout)
         except NoRespondersError:
-            pass
+            result = False
         except TimeoutError:
             # Someone subscribes (no "no responders") but did not answer in time: the
             # message was handed over; say delivered rather than "no such client".
@@ -167,7 +195,10 @@ class NatsTransport(Transport):
             result = reply.data != b"0"
         finally:
             if not fut.done():
-                fut.set_result(result)
+                if result is None:
+                    fut.cancel()
+                else:
+                    fut.set_result(result)
 
     async def claim(self, key: str, value: str, replace: str | None = None) -> str | None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -236,4 +267,5 @@ class NatsTransport(Transport):
             await asyncio.wait(requests, timeout=self.timeout)
         if nc is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), self.timeout)
+                # A stalled server would hold nats-py's close (it flushes first).
+                await asyncio.wait_for(nc.close(), min(self.timeout, _CLOSE_WAIT))

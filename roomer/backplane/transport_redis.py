@@ -1,15 +1,18 @@
 """Redis pub/sub transport (``redis://host:port/db``, ``rediss://`` for TLS), on redis-py's
 asyncio connections (hiredis parses replies when it is installed).
 
-Two connections: one subscribed (SUBSCRIBE/UNSUBSCRIBE, messages, PING when idle), one that
-publishes. Each batch of publishes is one pipeline: every PUBLISH of a loop turn packed into
-one write, then the replies read back, and the next batch waits for them, so publishes leave
-in call order on one connection. PUBLISH answers how many subscribers got the message, which
-tells a direct publish whether any node holds the client. redis-py's own retries are off:
-this transport reconnects both connections itself (see :class:`Transport`).
+Two connections: one subscribed (SUBSCRIBE/UNSUBSCRIBE, messages, and the link's probe: a
+PING every ``probe_interval``), one that publishes. Each batch of publishes is one
+pipeline: every PUBLISH of a loop turn packed into one write, then the replies read back,
+and the next batch waits for them, so publishes leave in call order on one connection.
+PUBLISH answers how many subscribers got the message, which tells a direct publish whether
+any node holds the client. redis-py's own retries are off: this transport reconnects both
+connections itself (see :class:`Transport`).
 
 Redis pub/sub ignores the database number (a channel is heard from every db), so clusters
-sharing one Redis are told apart by their channel prefix.
+sharing one Redis are told apart by their channel prefix. The largest message is the
+server's proto-max-bulk-len (512 MiB unless configured lower; read with CONFIG GET when
+the server allows it): far past any frame roomer relays.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ log = logging.getLogger("roomer.backplane")
 
 # Channels per SUBSCRIBE command when subscribing again after a reconnect.
 _SUBSCRIBE_CHUNK = 512
+# Redis' default proto-max-bulk-len: the largest bulk string (a PUBLISH payload).
+_BULK_LIMIT = 512 << 20
 
 # Compare-and-set and compare-and-delete of one key, atomic in Redis (a script runs alone).
 _SWAP = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -69,6 +74,7 @@ class RedisTransport(Transport):
         self._active: set[str] = set()
         self._awaiting: dict[str, int] = {}
         self._error_logged = False
+        self._pong: asyncio.Future[None] | None = None
 
     def state(self) -> dict[str, Any]:
         out = super().state()
@@ -81,6 +87,7 @@ class RedisTransport(Transport):
         self._pub, self._sub = pub, sub
         await asyncio.wait_for(pub.connect(), self.timeout)
         await asyncio.wait_for(sub.connect(), self.timeout)
+        self.max_payload = min(self._payload_cap, await self._bulk_limit(pub))
         channels = list(self._handlers)
         self._active = set(channels)
         self._awaiting = {}
@@ -99,22 +106,42 @@ class RedisTransport(Transport):
         self._reader_task = asyncio.get_running_loop().create_task(self._reader(sub))
         return set(channels)
 
+    async def _bulk_limit(self, pub: Any) -> int:
+        """The server's proto-max-bulk-len, or its default where CONFIG is refused."""
+        try:
+            await pub.send_command("CONFIG", "GET", "proto-max-bulk-len", check_health=False)
+            reply = await pub.read_response(timeout=self.timeout)
+            return int(reply[1])
+        except ResponseError:
+            return _BULK_LIMIT
+
+    def _probe(self) -> asyncio.Future[None] | None:
+        assert self._loop is not None
+        pong = self._pong = self._loop.create_future()
+        sub = self._sub
+
+        async def ping() -> None:
+            with contextlib.suppress(Exception):  # a broken connection: the reader says so
+                await sub.send_command("PING", check_health=False)
+
+        self._loop.create_task(ping())
+        return pong
+
     async def _reader(self, sub: Any) -> None:
-        pinged = False
         dispatch = self._dispatch
         try:
             while True:
-                reply = await sub.read_response(timeout=self.ping_interval)
+                # No timeout here: the probe tells a silent broker from a quiet one.
+                reply = await sub.read_response(timeout=None)
                 if reply is None:
-                    if pinged:
-                        raise TimeoutError(f"no answer to PING in {self.ping_interval} s")
-                    pinged = True
-                    await sub.send_command("PING", check_health=False)
                     continue
-                pinged = False
                 kind = reply[0]
                 if kind == b"message":
                     dispatch(reply[1].decode(), reply[2])
+                elif kind == b"pong":
+                    pong, self._pong = self._pong, None
+                    if pong is not None and not pong.done():
+                        pong.set_result(None)
                 elif kind == b"subscribe":
                     channel = reply[1].decode()
                     left = self._awaiting.get(channel, 0) - 1
@@ -147,10 +174,11 @@ class RedisTransport(Transport):
                 if not self._error_logged:
                     self._error_logged = True
                     log.warning("backplane %s: PUBLISH refused: %s", self.url, exc)
-                receivers = 0
-            else:
-                if receivers is None:
-                    raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
+                if fut is not None and not fut.done():
+                    fut.cancel()  # not known whether a node holds the client
+                continue
+            if receivers is None:
+                raise TimeoutError(f"no PUBLISH reply in {self.timeout} s")
             if fut is not None and not fut.done():
                 fut.set_result(receivers > 0)
         return refused

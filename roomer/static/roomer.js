@@ -146,7 +146,7 @@ const ROOT = "root";
  * In v2 ``connect`` and ``disconnect`` too (namespaces, docs/protocol.md §6). */
 const SERVER_EVENTS = new Set([
   "join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
-  "close",
+  "close", "cluster.down", "cluster.up",
 ]);
 const NAMESPACE_EVENTS = new Set(["connect", "disconnect"]);
 /** Game rooms' asks and the events the server sends about them (docs/protocol.md §10). */
