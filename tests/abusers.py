@@ -31,12 +31,18 @@ from typing import Any
 
 import picows
 import uvloop
-from waiting import TIMEOUT, pace, scaled
+from waiting import TIMEOUT, pace, pace_until, scaled
 
 U32 = struct.Struct(">I")
 SEQ = struct.Struct(">Q")
 monotonic = time.monotonic
 BATCH = 256  # messages per write of a flood
+# The heavy client: as much as the default limits allow, with a margin for timer jitter:
+# 190 messages a second (rate_limit 200/1 s) of 4,900 bytes (byte_limit 1 MiB/1 s), in
+# writes of 10 every 10/190 s.
+HEAVY_PAYLOAD = 4900
+HEAVY_BATCH = 10
+HEAVY_INTERVAL = HEAVY_BATCH / 190
 # A room of the abuser's own, joined once the test says stop: the reply (join_ack, or an
 # error naming the room) comes after the reply to every message sent before it.
 ANCHOR_ROOM = "abuser-anchor"
@@ -271,8 +277,9 @@ class Flood:
 
     def __init__(self, args: argparse.Namespace, stop: asyncio.Event,
                  batches: Callable[[], bytes], per_batch: int, read: bool,
-                 setup: list[bytes] | None = None) -> None:
+                 setup: list[bytes] | None = None, interval: float = 0.0) -> None:
         self.args = args
+        self.interval = interval  # seconds between two batches (0: as fast as it can)
         self.stop = stop
         self.batches = batches
         self.per_batch = per_batch
@@ -302,9 +309,13 @@ class Flood:
             try:
                 for data in self.setup:
                     await ws.send(frame(data))
+                start = monotonic()
                 while not ws.eof and not self.stop.is_set():
                     await ws.send(self.batches())
                     progress["sent"] += self.per_batch
+                    if self.interval:
+                        await pace_until(start + progress["sent"] // self.per_batch
+                                         * self.interval)
             except OSError:
                 if reader is None:
                     ws.drain_after_reset()
@@ -416,6 +427,14 @@ async def run_flood(args: argparse.Namespace, stop: asyncio.Event) -> dict[str, 
     elif role == "shout":
         setup = [message(room, "join")]
         batches, per = _cycle([frame(message(room, "shout", payload=b"!" * 32)) * BATCH]), BATCH
+    elif role == "heavy":
+        setup = [message(room, "join")]
+        heavy = frame(message(room, "shout", payload=b"!" * HEAVY_PAYLOAD)) * HEAVY_BATCH
+        flood = Flood(args, stop, _cycle([heavy]), HEAVY_BATCH, read=args.read, setup=setup,
+                      interval=HEAVY_INTERVAL)
+        emit({"ready": True})
+        await flood.run()
+        return flood.report()
     elif role == "join_distinct":
         counter = {"k": 0}
 
@@ -684,7 +703,7 @@ async def run_crowd(args: argparse.Namespace, stop: asyncio.Event,
 # main ---------------------------------------------------------------------------------------
 
 FLOODS = ("malformed", "invalid_names", "dm_unknown", "dm_real", "rejoin", "presence",
-          "shout", "join_distinct")
+          "shout", "heavy", "join_distinct")
 
 
 async def main(args: argparse.Namespace) -> None:
