@@ -277,7 +277,7 @@ def test_help_speaks_the_command_lines_terms() -> None:
     assert "(default 200/1; none: unlimited)" in blocks["--rate-limit"]
     assert "(default 100/10; none: unlimited)" in blocks["--error-limit"]
     assert "(default 20; none: no pings, no idle close)" in blocks["--ping-interval"]
-    assert "(default host-pid)" in blocks["--node-id"]
+    assert "(default host-pid-random)" in blocks["--node-id"]
     assert "(default: none, this process alone)" in blocks["--backplane"]
     assert "(default 10)" in blocks["--write-timeout"]
     assert "--app-dir" in blocks
