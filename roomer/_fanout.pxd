@@ -10,8 +10,10 @@ cdef class Fanout:
         list _grown
         list _trims
         bint _scheduled
+        bint _turn_scheduled
         object _loop
         object _flush_cb
+        object _end_turn_cb
         object _on_overflow
         readonly Py_ssize_t outbox_limit
         readonly Py_ssize_t hard_limit
@@ -23,9 +25,14 @@ cdef class Fanout:
         readonly unsigned long long writes
         readonly unsigned long long bytes_out
         readonly unsigned long long read_buffer_trims
+        readonly double write_delay
         readonly Py_ssize_t turn_bytes
+        Py_ssize_t _turn_receivers
+        unsigned long long _turn
 
     cdef int _schedule(self) except -1
+    cdef int _schedule_turn_end(self) except -1
+    cdef int _end_turn(self) except -1
     cdef int _drained(self) except -1
     cdef Py_ssize_t _broadcast(self, dict members, bytes frame_v1, bytes frame_v2,
                                object exclude, bint control) except -1
@@ -50,11 +57,12 @@ cdef class Peer(WSListener):
         bint _dirty
         bint _grown
         bint _trim_pending
+        unsigned long long _turn_seen
         readonly bint closing
         readonly bint overflowed
         public bint v2
 
-    cdef void _drop(self, Py_ssize_t size) noexcept
+    cdef int _drop(self, Py_ssize_t size) except -1
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
     cdef int _overflow(self) except -1
     cdef int _flush(self) except -1

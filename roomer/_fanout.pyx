@@ -60,6 +60,8 @@ cdef Py_ssize_t MIN_CAPACITY = 256
 cdef Py_ssize_t TRIM_ABOVE = 64 * 1024
 # picows keeps this much spare room past a read buffer's usable size (SIMD parsing).
 cdef Py_ssize_t READ_HEADROOM = 256
+# A longer write delay is a misconfiguration (seconds typed as milliseconds), not a choice.
+cdef double MAX_WRITE_DELAY = 1.0
 
 
 def _report_write_error(loop, peer, exc):
@@ -90,9 +92,11 @@ cdef class Fanout:
 
     def __init__(self, loop, *, Py_ssize_t outbox_limit=1 << 20,
                  Py_ssize_t flush_threshold=64 * 1024, bint sync=False,
-                 bint disconnect_slow=False, on_overflow=None):
+                 bint disconnect_slow=False, on_overflow=None, double write_delay=0.0):
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
+        if not 0.0 <= write_delay <= MAX_WRITE_DELAY:
+            raise ValueError(f"write_delay must be between 0 and {MAX_WRITE_DELAY} seconds")
         if outbox_limit > PY_SSIZE_T_MAX // 2:
             raise ValueError("outbox_limit must be at most sys.maxsize // 2 "
                              "(twice it is the hard limit)")
@@ -103,7 +107,11 @@ cdef class Fanout:
         self._grown = []
         self._trims = []
         self._scheduled = False
+        self._turn_scheduled = False
         self._flush_cb = self.flush
+        self._end_turn_cb = self._turn_ended
+        self.write_delay = write_delay
+        self._turn = 1  # a new Peer has seen turn 0
         self._on_overflow = on_overflow
         self.outbox_limit = outbox_limit
         self.hard_limit = 2 * outbox_limit
@@ -115,10 +123,34 @@ cdef class Fanout:
         if not self._scheduled:
             self._scheduled = True
             try:
-                self._loop.call_soon(self._flush_cb)
+                if self.write_delay > 0:
+                    self._loop.call_later(self.write_delay, self._flush_cb)
+                else:
+                    self._loop.call_soon(self._flush_cb)
             except RuntimeError:  # loop closed: outboxes are dropped with it
                 self._scheduled = False
         return 0
+
+    cdef int _schedule_turn_end(self) except -1:
+        # Only with a write delay: then a flush spans many turns, and the turn's work
+        # (what the server caps a sender with) must still be counted per turn.
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            try:
+                self._loop.call_soon(self._end_turn_cb)
+            except RuntimeError:
+                self._turn_scheduled = False
+        return 0
+
+    cdef int _end_turn(self) except -1:
+        self._turn_scheduled = False
+        self._turn += 1
+        self._turn_receivers = 0
+        self.turn_bytes = 0
+        return 0
+
+    def _turn_ended(self):
+        self._end_turn()
 
     cdef int _drained(self) except -1:
         cdef list waiters = self._drain_waiters
@@ -200,8 +232,8 @@ cdef class Fanout:
 
     @property
     def turn_receivers(self):
-        """Receivers given something since the last flush (at least 1)."""
-        return len(self._dirty) or 1
+        """Receivers given something in this loop turn (at least 1)."""
+        return self._turn_receivers or 1
 
     def wait_drain(self):
         """A future resolved the next time any outbox falls back under the limit."""
@@ -215,7 +247,8 @@ cdef class Fanout:
         cdef Peer peer
         self._scheduled = False
         self._dirty = []
-        self.turn_bytes = 0
+        if self.write_delay == 0:
+            self._end_turn()
         for peer in dirty:
             peer._dirty = False
             peer._flush()
@@ -232,8 +265,19 @@ cdef class Fanout:
         return 0
 
     def flush(self):
-        """Write every outbox that has data (normally called once per loop turn)."""
+        """Write every outbox that has data (called once per loop turn, or once per
+        ``write_delay`` when there is one)."""
         self._flush_all()
+
+    def flush_peers(self, dict members not None):
+        """Write the outboxes of ``members`` (a dict's values) now, without waiting for
+        the flush: a room's frames go out with its tick, not a write delay later."""
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        while PyDict_Next(members, &pos, &key, &value):
+            if isinstance(<object>value, Peer):
+                (<Peer>value)._flush()
 
     def _run_trims(self):
         # Scheduled after the read: picows has compacted the buffer by then.
@@ -315,12 +359,16 @@ cdef class Peer(WSListener):
             engine._schedule()
         return 0
 
-    cdef inline void _drop(self, Py_ssize_t size) noexcept:
+    cdef int _drop(self, Py_ssize_t size) except -1:
         # A dropped frame still costs its sender's turn: a flood into a room whose
         # receivers are all full must be held like any other.
+        cdef Fanout engine = self.engine
         self.dropped += 1
-        self.engine.dropped += 1
-        self.engine.turn_bytes += size
+        engine.dropped += 1
+        engine.turn_bytes += size
+        if engine.write_delay > 0 and not engine._turn_scheduled:
+            engine._schedule_turn_end()
+        return 0
 
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1:
         cdef Fanout engine = self.engine
@@ -348,6 +396,11 @@ cdef class Peer(WSListener):
         self._size = new_size
         engine.deliveries += 1
         engine.turn_bytes += size
+        if self._turn_seen != engine._turn:
+            self._turn_seen = engine._turn
+            engine._turn_receivers += 1
+            if engine.write_delay > 0 and not engine._turn_scheduled:
+                engine._schedule_turn_end()
         if engine.sync and new_size > engine.outbox_limit:
             if self.over_since == 0:
                 self.over_since = monotonic()

@@ -22,6 +22,8 @@ __all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]
 
 #: The compiled twin names the picows version it was built against; this one uses none.
 BUILT_FOR_PICOWS: str | None = None
+# A longer write delay is a misconfiguration (seconds typed as milliseconds), not a choice.
+MAX_WRITE_DELAY = 1.0
 
 
 def _exact(value: object, kind: type, name: str) -> None:
@@ -64,11 +66,15 @@ class Fanout:
         sync: bool = False,
         disconnect_slow: bool = False,
         on_overflow: Callable[[Any], Any] | None = None,
+        write_delay: float = 0.0,
     ) -> None:
         outbox_limit = _ssize(outbox_limit)
         flush_threshold = _ssize(flush_threshold)
+        write_delay = float(write_delay)
         if outbox_limit <= 0 or flush_threshold <= 0:
             raise ValueError("outbox_limit and flush_threshold must be positive")
+        if not 0.0 <= write_delay <= MAX_WRITE_DELAY:
+            raise ValueError(f"write_delay must be between 0 and {MAX_WRITE_DELAY} seconds")
         if outbox_limit > sys.maxsize // 2:
             raise ValueError("outbox_limit must be at most sys.maxsize // 2 "
                              "(twice it is the hard limit)")
@@ -78,7 +84,9 @@ class Fanout:
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._grown: list[Peer] = []
         self._scheduled = False
+        self._turn_scheduled = False
         self._on_overflow = on_overflow
+        self.write_delay = write_delay
         self.outbox_limit = outbox_limit
         self.hard_limit = 2 * outbox_limit
         self.flush_threshold = flush_threshold
@@ -89,16 +97,38 @@ class Fanout:
         self.writes = 0
         self.bytes_out = 0
         self.read_buffer_trims = 0
-        # Bytes queued since the last flush: what the server caps a loop turn with.
+        # Bytes queued in this loop turn, and to how many receivers: what the server caps
+        # a turn with.
         self.turn_bytes = 0
+        self._turn_receivers = 0
+        self._turn = 1  # a new Peer has seen turn 0
 
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             try:
-                self._loop.call_soon(self.flush)
+                if self.write_delay > 0:
+                    self._loop.call_later(self.write_delay, self.flush)
+                else:
+                    self._loop.call_soon(self.flush)
             except RuntimeError:  # loop closed: outboxes are dropped with it
                 self._scheduled = False
+
+    def _schedule_turn_end(self) -> None:
+        # Only with a write delay: then a flush spans many turns, and the turn's work
+        # (what the server caps a sender with) must still be counted per turn.
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            try:
+                self._loop.call_soon(self._end_turn)
+            except RuntimeError:
+                self._turn_scheduled = False
+
+    def _end_turn(self) -> None:
+        self._turn_scheduled = False
+        self._turn += 1
+        self._turn_receivers = 0
+        self.turn_bytes = 0
 
     def _drained(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -168,8 +198,8 @@ class Fanout:
 
     @property
     def turn_receivers(self) -> int:
-        """Receivers given something since the last flush (at least 1)."""
-        return len(self._dirty) or 1
+        """Receivers given something in this loop turn (at least 1)."""
+        return self._turn_receivers or 1
 
     def wait_drain(self) -> asyncio.Future[None]:
         """A future resolved the next time any outbox falls back under the limit."""
@@ -178,10 +208,12 @@ class Fanout:
         return fut
 
     def flush(self) -> None:
-        """Write every outbox that has data (normally called once per loop turn)."""
+        """Write every outbox that has data (called once per loop turn, or once per
+        ``write_delay`` when there is one)."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        self.turn_bytes = 0
+        if self.write_delay == 0:
+            self._end_turn()
         for peer in dirty:
             peer._dirty = False
             peer._flush()
@@ -194,6 +226,14 @@ class Fanout:
             for peer in overflowed:
                 if self._on_overflow is not None:
                     self._on_overflow(peer)
+
+    def flush_peers(self, members: dict[Any, Peer]) -> None:
+        """Write the outboxes of ``members`` (a dict's values) now, without waiting for
+        the flush: a room's frames go out with its tick, not a write delay later."""
+        _exact(members, dict, "members")
+        for peer in members.values():
+            if isinstance(peer, Peer):
+                peer._flush()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -219,6 +259,7 @@ class Peer(WSListener):
         self._paused = False
         self._dirty = False
         self._grown = False
+        self._turn_seen = 0
         self.dropped = 0
         self.over_since = 0.0
         self.closing = False
@@ -244,9 +285,12 @@ class Peer(WSListener):
     def _drop(self, size: int) -> None:
         # A dropped frame still costs its sender's turn: a flood into a room whose
         # receivers are all full must be held like any other.
+        engine = self.engine
         self.dropped += 1
-        self.engine.dropped += 1
-        self.engine.turn_bytes += size
+        engine.dropped += 1
+        engine.turn_bytes += size
+        if engine.write_delay > 0 and not engine._turn_scheduled:
+            engine._schedule_turn_end()
 
     def _enqueue(self, frame: bytes, control: bool) -> int:
         if self.closing:
@@ -272,6 +316,11 @@ class Peer(WSListener):
         self._buf += frame
         engine.deliveries += 1
         engine.turn_bytes += len(frame)
+        if self._turn_seen != engine._turn:
+            self._turn_seen = engine._turn
+            engine._turn_receivers += 1
+            if engine.write_delay > 0 and not engine._turn_scheduled:
+                engine._schedule_turn_end()
         if engine.sync and new_size > engine.outbox_limit:
             if self.over_since == 0:
                 self.over_since = monotonic()

@@ -82,6 +82,13 @@ def _value_or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _scaled(kind: Callable[[str], Any], scale: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return kind(text) * scale
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names it in errors
+    return parse
+
+
 def _shown(value: Any) -> str:
     """A default as it is typed on the command line: ``200/1``, ``20``, ``none``."""
     if value is None:
@@ -122,6 +129,8 @@ def _add_server_flags(serve: argparse.ArgumentParser) -> None:
                                help=_flag_help(name, spec))
             continue
         parse: Callable[[str], Any] = _pair if kind is tuple else kind
+        if "scale" in meta:
+            parse = _scaled(parse, meta["scale"])
         if Config.allows_none(name):
             parse = _value_or_none(parse)
         serve.add_argument(meta["flag"], dest=name, type=parse, default=None,

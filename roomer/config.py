@@ -26,7 +26,8 @@ __all__ = ["Config", "Routes", "check_route"]
 
 def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
     # kw: the flag's metavar and choices; ``none``, what None means (``--flag none``);
-    # ``shown``, the default in words where the value itself says nothing.
+    # ``shown``, the default in words where the value itself says nothing; ``scale``, what
+    # a flag's number is multiplied by (a delay typed in milliseconds, held in seconds).
     return field(default=default, metadata={"help": help, "flag": flag, **kw})
 
 
@@ -61,6 +62,13 @@ class Config:
     write_timeout: float = _opt(
         10.0, "sync mode: disconnect a receiver over its limit for this many seconds",
         "--write-timeout", metavar="SECONDS")
+    write_delay: float = _opt(
+        0.0, "how long a receiver's outbox gathers frames before one write, so it takes "
+             "several messages per system call: seconds, at most 1 (the flag takes "
+             "milliseconds); 0 writes at the end of each loop turn. An outbox past "
+             "flush_threshold is written at once, and a game room with a tick writes its "
+             "members' frames with each tick",
+        "--write-delay", metavar="MS", scale=0.001, shown="0 ms")
     flush_threshold: int = _opt(
         64 * 1024, "an outbox past this many bytes is written at once, not at the turn's end")
     turn_budget: int = _opt(
@@ -212,6 +220,10 @@ class Config:
         if self.slow_consumer not in ("drop", "disconnect"):
             raise ValueError("slow_consumer must be 'drop' or 'disconnect'")
         _check_seconds("write_timeout", self.write_timeout)
+        if isinstance(self.write_delay, bool) or not isinstance(self.write_delay, (int, float)):
+            raise TypeError(f"write_delay must be a number, not {type(self.write_delay).__name__}")
+        if not 0 <= self.write_delay <= 1:
+            raise ValueError("write_delay must be between 0 and 1 second (0 to 1000 ms)")
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
         _check_seconds("http_timeout", self.http_timeout)

@@ -486,6 +486,7 @@ class Server:
             sync=config.sync_broadcast,
             disconnect_slow=config.slow_consumer == "disconnect",
             on_overflow=self._overflowed,
+            write_delay=config.write_delay,
         )
         core.start(loop, engine)
         self._closed = asyncio.Event()

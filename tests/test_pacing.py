@@ -119,12 +119,15 @@ async def test_every_kind_of_message_is_paced(make_server: Any, kind: str) -> No
         client.close()
 
 
-async def test_presence_amplification_stays_within_the_turn_budget(make_server: Any) -> None:
+@pytest.mark.parametrize("write_delay", [0, 0.05])
+async def test_presence_amplification_stays_within_the_turn_budget(
+        make_server: Any, write_delay: float) -> None:
     """A join/leave loop in a 100-member room: each message sends presence to 99 others,
-    and what one turn queues stays within turn_budget per receiver touched."""
+    and what one turn queues stays within turn_budget per receiver touched (with a write
+    delay too, where one write spans many turns)."""
     budget = 4 * 1024
     server = await make_server(turn_budget=budget, rate_limit=None, byte_limit=None,
-                               error_limit=None)
+                               error_limit=None, write_delay=write_delay)
     engine_turns: list[tuple[int, int]] = []
     router = server._core.router
     hold = router._hold

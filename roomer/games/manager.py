@@ -820,10 +820,9 @@ class Games:
             self._closing_out.discard(marker)
 
     def _after_tick(self, room: GameRoom) -> None:
-        # The seam for a fan-out that delays writes (write_delay): a tick's frames go out
-        # with the tick, not a delay later.
+        # With a write delay, a tick's frames go out with the tick, not a delay later.
         engine = self.core.engine
-        if getattr(engine, "write_delay", 0):
+        if engine.write_delay:
             members = room.namespace.registry.rooms.get(room.id)
             if members:
                 engine.flush_peers(members)
