@@ -12,7 +12,6 @@ slow it down).
 from __future__ import annotations
 
 import struct
-import threading
 from typing import Any
 
 import pytest
@@ -20,12 +19,25 @@ from test_micro_fanout import CountingTransport, TurnLoop
 
 import roomer
 from roomer import fanout
+from roomer.config import Config
+from roomer.connection import Connection
+from roomer.core import Core
 
 
-class _Request:
-    """What a Connection keeps of its upgrade request (nothing reads it here)."""
+class _Member(Connection):
+    """A connection with no socket behind it: what roomer asks of one is ignored."""
 
-    path = b"/ws"
+    def shut(self, code: int, reason: str, graceful: bool) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
 
 
 def _body(room: str, event: str, payload: bytes) -> bytes:
@@ -33,32 +45,29 @@ def _body(room: str, event: str, payload: bytes) -> bytes:
                     for f in (room.encode(), event.encode(), b"", b"", payload))
 
 
-def _server_with_room(members: int) -> tuple[Any, Any, Any]:
-    """A server wired to a TurnLoop (no sockets), one sender and ``members`` others in
-    room "lobby"; returns (server, sender, loop)."""
-    server = roomer.Server(rate_limit=None, byte_limit=None, error_limit=None)
+def _core_with_room(members: int) -> tuple[Core, Connection, TurnLoop]:
+    """A server core wired to a TurnLoop (no sockets), one sender and ``members`` others
+    in room "lobby"; returns (core, sender, loop)."""
+    core = Core(Config(rate_limit=None, byte_limit=None, error_limit=None))
     loop = TurnLoop()
-    server._loop = loop
-    server._loop_thread = threading.get_ident()
-    server._engine_obj = fanout.Fanout(loop)
-    server.registry.engine = server._engine_obj
+    core.start(loop, fanout.Fanout(loop))  # type: ignore[arg-type]
     conns = []
     for _ in range(members + 1):
-        conn = roomer.Connection(server, _Request(), None)
+        conn = _Member(core, None, None, False)
         conn.attach(CountingTransport())
-        server._accept(conn)
-        server.registry.add_member(conn, "lobby")
+        core.lifecycle.connected(conn)
+        core.default.registry.add_member(conn, "lobby")
         conns.append(conn)
     loop.turn()
-    return server, conns[0], loop
+    return core, conns[0], loop
 
 
 @pytest.mark.parametrize("members", [100, 1000])
 @pytest.mark.parametrize("size", [64, 1024])
 def test_v1_relay_path(benchmark: Any, members: int, size: int) -> None:
-    server, sender, loop = _server_with_room(members)
+    core, sender, loop = _core_with_room(members)
     data = _body("lobby", "chat", b"x" * size)
-    dispatch = server._router.dispatch
+    dispatch = core.router.dispatch
     impl = "compiled" if roomer.COMPILED else "pure"
     benchmark.group = f"relay v1 {members} x {size} B"
     benchmark.name = f"test_v1_relay_path[{impl}]"
@@ -69,5 +78,5 @@ def test_v1_relay_path(benchmark: Any, members: int, size: int) -> None:
         loop.turn()
 
     benchmark(one_relay)
-    assert server.counters["relayed"] >= 1
-    assert server.stats()["deliveries"] >= members
+    assert core.metrics.counters["relayed"] >= 1
+    assert core.engine.stats["deliveries"] >= members

@@ -18,7 +18,6 @@ import pytest
 from serverproc import ServerProcess
 from test_scaleout_procs import formed, node_options
 from v2client import REPLY, Client2, connect2
-from waiting import eventually
 
 pytestmark = pytest.mark.server_process
 
