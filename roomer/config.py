@@ -77,10 +77,6 @@ class Config:
     turn_messages: int = _opt(
         64, "messages of one connection handled in one loop turn before it is read again "
             "after the flush (every kind of message counts)")
-    turn_messages_total: int = _opt(
-        1024, "messages of all connections together handled in one loop turn; past it "
-              "the others wait for the next turn, those that waited first (so a turn, "
-              "and every receiver's latency, stays short under overload)")
     root_presence: bool = _opt(
         False, "send new_member/member_left in root (costly in connect storms)",
         "--root-presence")
@@ -213,7 +209,6 @@ class Config:
         _check_int("flush_threshold", self.flush_threshold, 1)
         _check_int("turn_budget", self.turn_budget, 1)
         _check_int("turn_messages", self.turn_messages, 1)
-        _check_int("turn_messages_total", self.turn_messages_total, 1)
         _check_int("max_pending_asks", self.max_pending_asks, 1)
         _check_int("listen_backlog", self.listen_backlog, 1)
         _check_int("max_room_name", self.max_room_name, 1)

@@ -19,10 +19,7 @@ only one to drive it. Pacing, the same for every kind of inbound work
   on up to ``BACKLOG_HARD``, where an ask that still waits fails rather than deadlock;
 - turn budget: a connection is handled for at most ``turn_messages`` messages per loop
   turn, and no further once the turn has queued ``turn_budget`` bytes per receiver it
-  touched; then it is read again after the turn's writes, so no client stretches a turn.
-  All connections together get ``turn_messages_total`` per turn: past it the others wait
-  for the next turn, and those that waited are served first then, so overload lengthens
-  the wait in the kernel, not the turn;
+  touched; then it is read again after the turn's writes, so no client stretches a turn;
 - errors: a connection that causes more than ``error_limit`` error replies in a window is
   closed with 1008.
 """
@@ -92,9 +89,7 @@ class Router:
         #: The clock admission reads (monotonic seconds); tests set their own.
         self.clock: Callable[[], float] = time.monotonic
         self._held: list[Connection] = []
-        self._release_pending = False
         self._turn = 0
-        self._turn_work = 0  # units of work of every connection in this turn
         self._tick_pending = False
         self._beat_at = time.monotonic()
         self._stall = 0.0
@@ -230,12 +225,6 @@ class Router:
             inbound.queue(data)
             self.pace(conn)
             return
-        if self._turn_full():
-            self._hold(conn)
-            inbound.handled()  # it is held: a backlog opens for this message and the rest
-            inbound.queue(data)
-            self.pace(conn)
-            return
         self._handle(conn, data)
         inbound.handled()
 
@@ -267,8 +256,6 @@ class Router:
         inbound = conn.inbound
         while (data := inbound.next()) is not None:
             self._handle(conn, data)
-            if self._turn_full():
-                self._hold(conn)
         if inbound.settle():
             self._release_reading(conn)
 
@@ -293,19 +280,14 @@ class Router:
         if not self._tick_pending:
             self._tick_pending = True
             self._core.call_soon(self._tick)
-        self._turn_work += 1
         engine = self._core.engine
         if (conn.inbound.work(self._turn) >= self.config.turn_messages
                 or engine.turn_bytes >= self.config.turn_budget * engine.turn_receivers):
             self._hold(conn)
 
-    def _turn_full(self) -> bool:
-        return self._turn_work >= self.config.turn_messages_total
-
     def _tick(self) -> None:
         self._tick_pending = False
         self._turn += 1
-        self._turn_work = 0
 
     async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
         inbound = conn.inbound
@@ -346,24 +328,13 @@ class Router:
         inbound.held = True
         self._hold_reading(conn)
         self.metrics.counters["turn_holds"] += 1
-        self._held.append(conn)
-        self._schedule_release()
-
-    def _schedule_release(self) -> None:
-        if not self._release_pending:
-            self._release_pending = True
+        if not self._held:
             self._core.call_soon(self._release)  # runs after the engine's flush
+        self._held.append(conn)
 
     def _release(self) -> None:
-        self._release_pending = False
         held, self._held = self._held, []
-        for i, conn in enumerate(held):
-            if self._turn_full():
-                # The turn is full again: who was not served waits first in line, ahead
-                # of those held again this turn, so nobody is left behind for ever.
-                self._held[:0] = held[i:]
-                self._schedule_release()
-                return
+        for conn in held:
             conn.inbound.held = False
             self._release_reading(conn)
             if not conn.inbound.busy:
