@@ -4,7 +4,8 @@
 # HTTP tests again on the pure-Python twins (ROOMER_NO_EXTENSIONS=1; what the compiled
 # pass already covered is marked compiled_pass_only). Both passes always run; a summary
 # of each follows, and the exit status is non-zero if either failed. Extra arguments go
-# to pytest. ROOMER_TEST_TIMEOUT_FACTOR scales every wait of the tests (tests/README.md).
+# to pytest. ROOMER_TEST_TIMEOUT_FACTOR scales every wait of the tests, and each pass runs
+# in ROOMER_TEST_WORKERS processes (default 4; 0 runs it in this one) (tests/README.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ROOMER_TEST_VENV:-$repo/.venv-test}
@@ -36,12 +37,22 @@ run() {
     echo "$status $((SECONDS - started))" > "$work/$name.status"
 }
 
+# Most tests wait on sockets, timers and child processes rather than on a CPU: several
+# processes at once, more than the cores, cut the wall time (the tests that measure
+# latency scale their bounds by the CPU share their server got).
+workers=${ROOMER_TEST_WORKERS:-4}
+parallel=()
+if [ "$workers" != 0 ]; then
+    parallel=(-n "$workers")
+fi
+
 run compiled "$venv/bin/python" -m pytest -c "$repo/pyproject.toml" --rootdir "$work" \
-    -p no:cacheprovider tests bench "$@"
+    -p no:cacheprovider "${parallel[@]}" tests bench "$@"
 # The pure-Python twins behind the whole server: every test but those marked
 # compiled_pass_only (tests/conftest.py lists them and says why).
 run pure ROOMER_NO_EXTENSIONS=1 "$venv/bin/python" -m pytest -c "$repo/pyproject.toml" \
-    --rootdir "$work" -p no:cacheprovider -q -m "not compiled_pass_only" tests "$@"
+    --rootdir "$work" -p no:cacheprovider -q "${parallel[@]}" -m "not compiled_pass_only" \
+    tests "$@"
 
 "$venv/bin/python" - "$work" <<'EOF'
 import sys

@@ -92,17 +92,31 @@ async def server_process() -> AsyncIterator[Callable[..., Awaitable[ServerProces
 # their own loop run on both it and asyncio's default loop, and their ids say which.
 # Files the pure-Python pass of scripts/test.sh does not run again (marker
 # compiled_pass_only): their twin-parametrized tests already ran both twins in the
-# compiled pass, or they test what does not touch the twins (the backplane, the
-# benchmark harness) or production-sized behaviour of a compiled server (abuse, soak).
+# compiled pass; or they test what the twins do not touch: the cluster (the backplane and
+# game rooms across nodes, where each node's twins do what the single-node tests check),
+# the command line, packaging, docs and examples, plain HTTP, the benchmark harness, the
+# pages of the demo and the game client; or production-sized behaviour of a compiled
+# server (abuse, soak, faults).
 COMPILED_PASS_ONLY = frozenset({
     "test_codec.py", "test_codec_args.py", "test_codec_cdef.py", "test_codec_fuzz.py",
     "test_codec_v2.py", "test_fanout.py", "test_fanout_real.py", "test_memory.py",
     "test_backplane_brokers.py", "test_backplane_cluster.py", "test_backplane_failures.py",
     "test_backplane_names.py", "test_backplane_transport.py", "test_backplane_bounds.py",
     "test_backplane_faults.py", "test_backplane_incarnations.py", "test_backplane_link.py",
-    "test_benchmark_harness.py",
-    "test_abuse.py", "test_soak.py",
+    "test_games_cluster.py", "test_games_procs.py", "test_scaleout.py",
+    "test_scaleout_procs.py", "test_workers_supervision.py",
+    "test_benchmark_harness.py", "test_benchmark_game.py", "test_benchmark_cleanup.py",
+    "test_cli.py", "test_docs.py", "test_examples.py", "test_npm_package.py",
+    "test_packaging.py", "test_http_bounds.py", "test_http_parsing.py",
+    "test_http_requests.py", "test_static_files.py", "test_metrics_format.py",
+    "test_browser_demo.py", "test_browser_games.py", "test_browser_restart.py",
+    "test_abuse.py", "test_soak.py", "test_faults.py",
 })
+# Cluster tests whose nodes run in this process run on uvloop alone: what they test is the
+# backplane, whose code does not depend on the loop, and production serves on uvloop.
+UVLOOP_ONLY = frozenset(name for name in COMPILED_PASS_ONLY
+                        if name.startswith(("test_backplane_", "test_games_cluster",
+                                            "test_scaleout")))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -124,4 +138,6 @@ def pytest_asyncio_loop_factories(
         config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
     if item.get_closest_marker("server_process") is not None:
         return {"asyncio": LOOPS["asyncio"]}
+    if item.path.name in UVLOOP_ONLY:
+        return {"uvloop": LOOPS["uvloop"]}
     return LOOPS
