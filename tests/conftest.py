@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -117,6 +118,16 @@ COMPILED_PASS_ONLY = frozenset({
 UVLOOP_ONLY = frozenset(name for name in COMPILED_PASS_ONLY
                         if name.startswith(("test_backplane_", "test_games_cluster",
                                             "test_scaleout")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in every
+    # process they start: the tests that press Ctrl-C on a child (the bot example, the
+    # bench's cleanup) would see it ignored. A handler (unlike SIG_IGN) is reset to the
+    # default at exec, so each child gets the usual KeyboardInterrupt again.
+    if os.environ.get("PYTEST_XDIST_WORKER") and (
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
