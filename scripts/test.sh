@@ -5,7 +5,7 @@
 # pass already covered is marked compiled_pass_only). Both passes always run; a summary
 # of each follows, and the exit status is non-zero if either failed. Extra arguments go
 # to pytest. ROOMER_TEST_TIMEOUT_FACTOR scales every wait of the tests, and each pass runs
-# in ROOMER_TEST_WORKERS processes (default 6; 0 runs it in this one) (tests/README.md).
+# in ROOMER_TEST_WORKERS processes (default 4; 0 runs it in this one) (tests/README.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ROOMER_TEST_VENV:-$repo/.venv-test}
@@ -40,7 +40,7 @@ run() {
 # Most tests wait on sockets, timers and child processes rather than on a CPU: several
 # processes at once, more than the cores, cut the wall time (the tests that measure
 # latency scale their bounds by the CPU share their server got).
-workers=${ROOMER_TEST_WORKERS:-6}
+workers=${ROOMER_TEST_WORKERS:-4}
 parallel=()
 if [ "$workers" != 0 ]; then
     parallel=(-n "$workers")

@@ -1,8 +1,9 @@
 """Broker faults with real clients on two nodes, against a redis-server and a nats-server of
-the test's own: the broker killed for 5 s, and paused (SIGSTOP) for 3 s. For each: what
-every client received against what was sent (exactly: which numbers are missing), what
-the nodes told the server (link_down, then link_up with how long), and how long until
-messages crossed again (printed, not asserted). scripts/faults.py runs the long versions.
+the test's own: the broker killed for 5 s, and paused (SIGSTOP) for 4 s (twice the 2 s a
+node may take to notice, so a loaded machine still sees it). For each: what every client
+received against what was sent (exactly: which numbers are missing), what the nodes told
+the server (link_down, then link_up with how long), and how long until messages crossed
+again (printed, not asserted). scripts/faults.py runs the long versions.
 
 What holds, checked here: a client on the same node loses nothing; across nodes nothing
 arrives twice or out of order, and what is missing is one run of numbers sent while the
@@ -81,7 +82,7 @@ async def test_broker_killed_for_5_seconds(broker: Broker, prefix: str) -> None:
     check(run, f"{broker.kind} killed 5 s")
 
 
-async def test_broker_paused_for_3_seconds(broker: Broker, prefix: str) -> None:
+async def test_broker_paused_for_4_seconds(broker: Broker, prefix: str) -> None:
     assert broker.proc is not None
     pid = broker.proc.pid
 
@@ -89,11 +90,11 @@ async def test_broker_paused_for_3_seconds(broker: Broker, prefix: str) -> None:
         run.fault_start = time.monotonic()
         await pause(pid)
         try:
-            await pace(3)  # the stall under test
+            await pace(4)  # the stall under test
         finally:
             os.kill(pid, signal.SIGCONT)
         run.fault_end = time.monotonic()
 
     with link_events():
         run = await run_fault(broker.url, prefix, stall)
-    check(run, f"{broker.kind} paused 3 s")
+    check(run, f"{broker.kind} paused 4 s")

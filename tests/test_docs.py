@@ -34,6 +34,8 @@ import pytest
 
 import roomer
 from roomer import metrics
+from roomer.benchmark.connections import build_parser as connections_parser
+from roomer.benchmark.game import build_parser as game_parser
 from roomer.benchmark.harness import build_parser as bench_parser
 from roomer.cli import _parser as roomer_parser
 
@@ -238,6 +240,15 @@ def _parse(parser: argparse.ArgumentParser, args: list[str], where: str) -> None
         pytest.fail(f"{where}: {shlex.join(args)!r} is refused by the real parser")
 
 
+def _bench_mode(args: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser ``roomer bench`` hands these arguments to, as its dispatch does."""
+    if "--game" in args:
+        return game_parser(), [a for a in args if a != "--game"]
+    if any(a == "--connections" or a.startswith("--connections=") for a in args):
+        return connections_parser(), args
+    return bench_parser(), args
+
+
 def check_command(words: list[str], repo: Path, where: str) -> int:
     """Check one command; the number of checks it made (roomer, pip, scripts)."""
     while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
@@ -251,7 +262,7 @@ def check_command(words: list[str], repo: Path, where: str) -> int:
         if args[:1] == ["serve"]:
             _parse(roomer_parser(), args, where)
         elif args[:1] == ["bench"]:
-            _parse(bench_parser(), args[1:], where)
+            _parse(*_bench_mode(args[1:]), where)
         else:
             _parse(roomer_parser(), args, where)
         return 1
