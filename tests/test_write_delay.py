@@ -43,7 +43,7 @@ async def turns(n: int) -> None:
 async def test_frames_of_many_turns_go_in_one_write_after_the_delay(fanout_impl: Any) -> None:
     loop = asyncio.get_running_loop()
     written = asyncio.Event()
-    engine = fanout_impl.Fanout(loop, write_delay=scaled(0.3))
+    engine = fanout_impl.Fanout(loop, write_delay=LONG)
     members, transports = make_peers(fanout_impl, engine, 3)
     transports[0].on_write = lambda data: written.set()
     frames = [frame(i) for i in range(5)]
