@@ -331,6 +331,9 @@ cdef class Peer(WSListener):
         self.transport = transport
         if isinstance(transport, WSTransport):
             self._ws = <WSTransport>transport
+            # The upgrade's answer (its status line and headers) is no use once the
+            # WebSocket is up; picows keeps it for the connection's life (about 0.8 KiB).
+            self._ws.response = None
             self._protocol = transport.underlying_transport.get_protocol()
             self._rbuf = _read_buffer_of(self._protocol)
             if self._rbuf is not None:
