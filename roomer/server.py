@@ -187,7 +187,6 @@ class Server:
         self._started_hooks: list[Hook] = []
         self._stopping_hooks: list[Hook] = []
         self._server: asyncio.Server | None = None
-        self._fronts: _Fronts | None = None
         self._closed: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         # Tasks awaiting wait_closed(): shutdown neither waits for them nor cancels them
@@ -520,12 +519,10 @@ class Server:
 
     async def _listen(self, host: str, port: int, kwargs: dict[str, Any]) -> asyncio.Server:
         config = self.config
-        self._fronts = _Fronts(asyncio.get_running_loop())
         return await HttpFront.listen(
             self._http,
             host,
             port,
-            fronts=self._fronts,
             websocket_handshake_timeout=config.handshake_timeout,
             max_frame_size=config.max_message_size,
             read_buffer_init_size=config.read_buffer_size,
@@ -641,8 +638,9 @@ class Server:
         for conn in list(conns.values()):
             conn.stop(1001, "server shutdown", flush=False, graceful=False)
         tasks.cancel_work(self._waiting)
-        assert self._fronts is not None
-        self._fronts.abort_all()  # plain HTTP clients still connected
+        abort_clients = getattr(self._server, "abort_clients", None)
+        if abort_clients is not None:  # aiofastnet's server (picows' default)
+            abort_clients()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._closed.set()
@@ -769,29 +767,20 @@ HEAD_BUFFER = 2048
 EXPIRE_SLICE = 128
 
 
-class _Fronts:
-    """A listener's connections still read by their HttpFront (not WebSockets yet): those
-    past their handshake deadline are cut EXPIRE_SLICE per loop turn (the deadlines of
-    sockets opened together, 2,000 half-open ones or a connect storm that never upgrades,
-    fall in the same turn, and cutting them all at once stalled every other client's
-    messages for hundreds of milliseconds); at shutdown all are aborted (the loop's own
-    server does not track its connections)."""
+class _Expiry:
+    """A listener's connections past their handshake deadline, cut EXPIRE_SLICE per loop
+    turn: the deadlines of sockets opened together (2,000 half-open ones, a connect storm
+    that never upgrades) fall in the same turn, and cutting them all at once stalled every
+    other client's messages for hundreds of milliseconds."""
 
-    __slots__ = ("_due", "_loop", "_scheduled", "live")
+    __slots__ = ("_due", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due: list[Any] = []
         self._scheduled = False
-        self.live: set[Any] = set()  # their transports
 
-    def abort_all(self) -> None:
-        for transport in list(self.live):
-            transport.abort()
-        self.live.clear()
-
-    def expired(self, transport: Any) -> None:
-        """``transport`` is past its handshake deadline: cut soon, in its slice."""
+    def add(self, transport: Any) -> None:
         self._due.append(transport)
         if not self._scheduled:
             self._scheduled = True
@@ -827,15 +816,15 @@ class HttpFront(asyncio.BufferedProtocol):
     (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
     """
 
-    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_fronts", "_http",
+    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_expiry", "_http",
                  "_lingering", "_loop", "_paused", "_pumping", "_timer", "_transport",
                  "_ws_protocol")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
-                 ws_protocol: Callable[[], Any], fronts: _Fronts) -> None:
+                 ws_protocol: Callable[[], Any], expiry: _Expiry) -> None:
         self._loop = loop
         self._http = http
-        self._fronts = fronts
+        self._expiry = expiry
         self._ws_protocol = ws_protocol
         self._transport: Any = None
         self._buf = bytearray(HEAD_BUFFER)
@@ -852,18 +841,15 @@ class HttpFront(asyncio.BufferedProtocol):
     async def listen(cls, http: HttpSide, host: str, port: int, *,
                      websocket_handshake_timeout: float, max_frame_size: int,
                      read_buffer_init_size: int, enable_auto_pong: bool, logger_name: str,
-                     fronts: _Fronts, **kwargs: Any) -> asyncio.Server:
+                     **kwargs: Any) -> asyncio.Server:
         """Listen on host:port as ``picows.ws_create_server`` does (its options, and
-        ``kwargs`` for the loop's ``create_server``), each connection read by an HttpFront
-        that ``fronts`` keeps until it hands its connection over."""
+        ``kwargs`` for ``aiofastnet.create_server``), each connection read by an HttpFront."""
         import aiofastnet
         from picows import WSAutoPingStrategy
         from picows import picows as picows_impl
 
         ws_protocol_class = picows_impl.WSProtocol  # type: ignore[attr-defined]
-        # ws_create_server's logger name. picows makes each connection a child Logger of a
-        # Logger (about 0.5 KiB each, for a name suffix); an adapter it shares as it is.
-        logger = logging.LoggerAdapter(logging.getLogger(f"picows.{logger_name}"), {})
+        logger = logging.getLogger(f"picows.{logger_name}")  # ws_create_server's name
         loop = asyncio.get_running_loop()
 
         def ws_protocol() -> Any:
@@ -882,25 +868,17 @@ class HttpFront(asyncio.BufferedProtocol):
         except TypeError as exc:
             raise RuntimeError("this picows builds its server protocol differently from "
                                "picows 2.3.1, which roomer needs") from exc
-        def front() -> HttpFront:
-            return cls(loop, http, ws_protocol, fronts)
-
-        # Plain TCP on the loop's own transport: as fast as aiofastnet's (picows' default)
-        # in roomer bench, and about 5 KiB less per connection. TLS stays on aiofastnet,
-        # whose TLS layer is what it is for.
-        if kwargs.get("ssl") is None:
-            return await loop.create_server(front, host, port, **kwargs)
-        server: asyncio.Server = await aiofastnet.create_server(loop, front, host, port,
-                                                               **kwargs)
+        expiry = _Expiry(loop)
+        server: asyncio.Server = await aiofastnet.create_server(
+            loop, lambda: cls(loop, http, ws_protocol, expiry), host, port, **kwargs)
         return server
 
     # reading ---------------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
-        self._fronts.live.add(transport)
         self._timer = self._loop.call_later(self._http.config.handshake_timeout,
-                                            self._fronts.expired, transport)
+                                            self._expiry.add, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._buf
@@ -940,7 +918,6 @@ class HttpFront(asyncio.BufferedProtocol):
     def _hand_over(self) -> None:
         self._cancel_timer()
         transport, self._transport = self._transport, None
-        self._fronts.live.discard(transport)
         ws = self._ws_protocol()
         ws.connection_made(transport)
         transport.set_protocol(ws)
@@ -1046,5 +1023,4 @@ class HttpFront(asyncio.BufferedProtocol):
         answer, self._answer = self._answer, None
         if answer is not None:
             answer.close()
-        self._fronts.live.discard(self._transport)
         self._transport = None

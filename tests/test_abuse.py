@@ -343,8 +343,9 @@ async def _books(checks: Checks, server: ServerProcess, sc: Scenario,
     The crowd's own count is no witness: it reads a flood far slower than the server
     writes it, so it sees a disconnect only after the megabytes queued before it. The
     server's books are: every crowd member is still connected, or was cut off and
-    counted (roomer_slow_disconnects_total), as is every abuser connection the server
-    ended (as slow, or roomer_abuse_closes_total)."""
+    counted (roomer_slow_disconnects_total, or roomer_ping_timeouts_total for a member
+    whose pong sat behind megabytes it had not read yet, a minute into a loaded run), as
+    is every abuser connection the server ended (as slow, or roomer_abuse_closes_total)."""
     if not sc.crowd:
         return await server.metrics(timeout=METRICS_WITHIN)
     ended = report.get("closed_by_server", 0)
@@ -355,7 +356,8 @@ async def _books(checks: Checks, server: ServerProcess, sc: Scenario,
         seen.update(await server.metrics(timeout=METRICS_WITHIN))
         connected = seen.get("roomer_connections", 0) - observers_here
         counted = (seen.get("roomer_slow_disconnects_total", 0)
-                   + seen.get("roomer_abuse_closes_total", 0))
+                   + seen.get("roomer_abuse_closes_total", 0)
+                   + seen.get("roomer_ping_timeouts_total", 0))
         return connected + counted == sc.crowd + ended
 
     try:
@@ -367,7 +369,8 @@ async def _books(checks: Checks, server: ServerProcess, sc: Scenario,
     checks("every disconnect counted", ok,
            f"{seen.get('roomer_connections', 0) - observers_here:.0f} of {sc.crowd} crowd members "
            f"connected; {seen.get('roomer_slow_disconnects_total', 0):.0f} cut off as "
-           f"slow, {seen.get('roomer_abuse_closes_total', 0):.0f} closed for abuse; "
+           f"slow, {seen.get('roomer_abuse_closes_total', 0):.0f} closed for abuse, "
+           f"{seen.get('roomer_ping_timeouts_total', 0):.0f} for a ping timeout; "
            f"{ended} abuser connection(s) ended by the server")
     return seen
 
