@@ -16,7 +16,7 @@ from waiting import eventually
 
 from roomer.backplane import Cluster, create
 
-__all__ = ["Proxy", "Recorder", "eventually", "nodes", "pause"]
+__all__ = ["Proxy", "Recorder", "eventually", "join", "nodes", "pause", "proxied"]
 
 
 class Recorder:
@@ -109,6 +109,23 @@ async def nodes(url: str | list[str], prefix: str, count: int,
     finally:
         for cluster, _ in made:
             await cluster.close()
+
+
+async def join(cluster: Cluster, room: str, *members: str) -> None:
+    """``members`` connect to ``cluster``'s node and join ``room``; back once it is ready."""
+    for member in members:
+        cluster.local_connected(member)
+        cluster.local_joined(room, member)
+    await cluster.room_ready(room)
+
+
+async def proxied(url: str) -> tuple[Proxy, str]:
+    """A started Proxy to the broker of ``url``, and the same URL through it."""
+    scheme, _, rest = url.partition("://")
+    host_port, _, path = rest.partition("/")
+    proxy = Proxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    return proxy, f"{scheme}://127.0.0.1:{proxy.port}" + (f"/{path}" if path else "")
 
 
 class Proxy:

@@ -10,12 +10,14 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import game_app
 import pytest
 import uvloop
 from serverproc import ChildError, ServerProcess
 
-# Broker fixtures (redis_url, nats_url, private_redis, private_nats, prefix): tests/services.py.
-from services import nats_url, prefix, private_nats, private_redis, redis_url  # noqa: F401
+# Broker fixtures (redis_url, nats_url, private_redis, private_nats, prefix, and
+# backplane_url, each backplane in turn): tests/services.py.
+from services import backplane_url, nats_url, prefix, private_nats, private_redis, redis_url  # noqa: F401
 
 from roomer import Server
 
@@ -44,6 +46,24 @@ def codec_impl(request: pytest.FixtureRequest) -> object:
 def fanout_impl(request: pytest.FixtureRequest) -> object:
     """roomer._fanout_py and roomer._fanout; the compiled one must import."""
     return importlib.import_module(request.param)
+
+
+@pytest.fixture
+async def game_servers() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    """Servers with the room types of tests/game_app.py, on free ports."""
+    started: list[Server] = []
+
+    async def start(**options: Any) -> Server:
+        server = Server(**options)
+        game_app.setup(server)
+        await server.start("127.0.0.1", 0)
+        started.append(server)
+        return server
+
+    game_app.hook_log.clear()
+    yield start
+    for server in started:
+        await server.shutdown(timeout=2.0)
 
 
 @pytest.fixture

@@ -68,6 +68,15 @@ def nats_url() -> str:
     return "nats://127.0.0.1:4222"
 
 
+@pytest.fixture(params=["memory", "redis", "nats"])
+def backplane_url(request: pytest.FixtureRequest) -> str:
+    """Each backplane in turn: in-process, the Redis, the NATS."""
+    kind = request.param
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    return str(request.getfixturevalue(f"{kind}_url"))
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from clusterkit import eventually, nodes
+from clusterkit import eventually, join, nodes
 from rawclient import connect
 from waiting import suspend
 
@@ -30,13 +30,6 @@ def url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return f"memory://{uuid.uuid4().hex}"
     return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
 
 
 def broker_bytes(*clusters: Cluster) -> int:

@@ -9,21 +9,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from clusterkit import eventually, nodes
+from clusterkit import eventually, join, nodes
 from services import Broker, find_binary, free_port, need
 from waiting import pace_blocking, scaled
 
-from roomer.backplane import Cluster, create
+from roomer.backplane import create
 from roomer.backplane import envelope as env
 
 QUIET = {"heartbeat_interval": 30.0, "node_timeout": 90.0}
-
-
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable
 
 import pytest
-from clusterkit import Recorder, eventually, nodes
+from clusterkit import Recorder, eventually, join, nodes
 from waiting import scaled, suspend
 
 from roomer.backplane import Cluster, create
@@ -47,13 +47,6 @@ async def subscribers(url: str, channel: str) -> int:
 
 async def _is(count: Awaitable[int], expected: int) -> bool:
     return await count == expected
-
-
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
 
 
 async def test_room_frames_reach_only_nodes_with_members(url: str, prefix: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Proxy, Recorder, eventually, nodes, pause
+from clusterkit import Proxy, Recorder, eventually, join, nodes, pause, proxied
 from services import Broker
 from waiting import TIMEOUT, pace, pace_blocking, scaled
 
@@ -27,13 +27,6 @@ from roomer.backplane import cluster as cluster_module
 
 NODE = Path(__file__).with_name("backplane_node.py")
 FAST = {"heartbeat_interval": 0.2, "node_timeout": 1.0}
-
-
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
 
 
 @pytest.mark.server_process  # the killed node is a child process: one loop here is enough
@@ -166,11 +159,7 @@ async def test_many_rooms_left_while_connected_keep_the_incarnation(
 async def test_node_cut_off_is_dropped_then_heard_again(
         kind: str, request: pytest.FixtureRequest, prefix: str) -> None:
     url = str(request.getfixturevalue(f"{kind}_url"))
-    scheme, _, rest = url.partition("://")
-    host_port, _, path = rest.partition("/")
-    proxy = Proxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    via_proxy = f"{scheme}://127.0.0.1:{proxy.port}" + (f"/{path}" if path else "")
+    proxy, via_proxy = await proxied(url)
     async with nodes([url, via_proxy], prefix, 2, **FAST) as [(a, ra), (b, rb)]:
         await join(a, "r", "a1")
         await join(b, "r", "b1")

@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from clusterkit import Proxy, Recorder, eventually, nodes
+from clusterkit import Recorder, eventually, join, nodes, proxied
 from rawclient import Msg, RawClient, connect, decode, encode
 from serverproc import ChildError, ServerProcess
+from test_scaleout_procs import formed
 from waiting import pace
 
 from roomer.backplane import Cluster, NodeIdInUse, create
@@ -37,18 +38,6 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> float:
     return await eventually(check, timeout, what)
-
-
-async def formed(servers: list[ServerProcess], timeout: float = 15.0) -> None:
-    async def check() -> bool:
-        for server in servers:
-            metrics = await server.metrics()
-            if (metrics.get("roomer_backplane_connected") != 1
-                    or metrics.get("roomer_backplane_nodes") != len(servers) - 1):
-                return False
-        return True
-
-    await until(check, timeout, "every node knows the others")
 
 
 class Log:
@@ -182,13 +171,6 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
-
-
 async def test_a_node_with_a_live_nodes_id_is_refused_at_start(url: str, prefix: str) -> None:
     """The later starter fails with a clear error, and the others never notice it: the
     live node's members are not reported left (regression: three nodes sharing an id saw
@@ -241,11 +223,7 @@ async def test_a_collision_found_later_is_logged_counted_and_resolved(
     both nodes' members."""
     caplog.set_level(logging.WARNING, logger="roomer.backplane")
     url = str(request.getfixturevalue(f"{kind}_url"))
-    scheme, _, rest = url.partition("://")
-    host_port, _, path = rest.partition("/")
-    proxy = Proxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    via_proxy = f"{scheme}://127.0.0.1:{proxy.port}" + (f"/{path}" if path else "")
+    proxy, via_proxy = await proxied(url)
     options = {"heartbeat_interval": 0.2, "node_timeout": 3.0, "sync_timeout": 0.25}
     x1 = Cluster(create(via_proxy, timeout=2.0, reconnect_max=0.3), node_id="dup",
                  prefix=prefix, **options)

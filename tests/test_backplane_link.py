@@ -16,13 +16,13 @@ import uuid
 from typing import Any
 
 import pytest
-from clusterkit import eventually, nodes, pause
+from clusterkit import eventually, join, nodes, pause
 from rawclient import RawClient, connect, encode
 from services import Broker
 from waiting import pace
 
 import roomer
-from roomer.backplane import Cluster, create
+from roomer.backplane import create
 
 FAST = {"heartbeat_interval": 0.2, "node_timeout": 1.0}
 
@@ -31,13 +31,6 @@ FAST = {"heartbeat_interval": 0.2, "node_timeout": 1.0}
 def broker(request: pytest.FixtureRequest) -> Broker:
     found: Broker = request.getfixturevalue(f"private_{request.param}")
     return found
-
-
-async def join(cluster: Cluster, room: str, *members: str) -> None:
-    for member in members:
-        cluster.local_connected(member)
-        cluster.local_joined(room, member)
-    await cluster.room_ready(room)
 
 
 async def test_a_stalled_broker_is_noticed_and_the_server_told(broker: Broker,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import game_app
@@ -19,24 +19,6 @@ from v2client import ERROR_REPLY, REPLY, Client2, connect2
 import roomer
 
 Start = Callable[..., Awaitable[roomer.Server]]
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    """Servers with the room types of tests/game_app.py, on free ports."""
-    started: list[roomer.Server] = []
-
-    async def make(**options: Any) -> roomer.Server:
-        server = roomer.Server(**options)
-        game_app.setup(server)
-        await server.start("127.0.0.1", 0)
-        started.append(server)
-        return server
-
-    game_app.hook_log.clear()
-    yield make
-    for server in started:
-        await server.shutdown(timeout=2.0)
 
 
 def body(msg: Any) -> Any:
@@ -60,8 +42,8 @@ async def refused(client: Client2, room: str, event: str, payload: Any = b"") ->
 # creating and joining ---------------------------------------------------------------------
 
 
-async def test_create_answers_the_id_and_members_then_on_joined_speaks(start: Start) -> None:
-    server = await start()
+async def test_create_answers_the_id_and_members_then_on_joined_speaks(game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     room = await create(ada, "table", {"mode": "duel", "name": "ada"})
     assert room.startswith("table:") and len(room) == len("table:") + 12
@@ -78,8 +60,8 @@ async def test_create_answers_the_id_and_members_then_on_joined_speaks(start: St
         room, 1, 4, False)
 
 
-async def test_join_by_id_with_options_and_presence(start: Start) -> None:
-    server = await start()
+async def test_join_by_id_with_options_and_presence(game_servers: Start) -> None:
+    server = await game_servers()
     ada, bob = await connect2(server), await connect2(server)
     room = await create(ada)
     await ada.expect("welcome")
@@ -90,8 +72,9 @@ async def test_join_by_id_with_options_and_presence(start: Start) -> None:
     assert server.game_room(room).players[bob.id].options == {"name": "bob"}
 
 
-async def test_a_refused_join_carries_the_hooks_reason_and_frees_the_seat(start: Start) -> None:
-    server = await start()
+async def test_a_refused_join_carries_the_hooks_reason_and_frees_the_seat(
+        game_servers: Start) -> None:
+    server = await game_servers()
     ada, bad = await connect2(server), await connect2(server)
     room = await create(ada)
     info = await refused(bad, room, "join", json.dumps({"name": "bad"}))
@@ -101,8 +84,8 @@ async def test_a_refused_join_carries_the_hooks_reason_and_frees_the_seat(start:
     assert room not in server.connection(bad.id).rooms
 
 
-async def test_python_client_create_join_and_refusals(start: Start) -> None:
-    server = await start()
+async def test_python_client_create_join_and_refusals(game_servers: Start) -> None:
+    server = await game_servers()
     url = f"ws://127.0.0.1:{server.address[1]}/ws"
     ada = await roomer.connect(url, protocol="v2")
     welcomed: list[Any] = []
@@ -127,8 +110,8 @@ async def test_python_client_create_join_and_refusals(start: Start) -> None:
     await ada.close()
 
 
-async def test_a_v1_client_joins_a_game_room_by_id(start: Start) -> None:
-    server = await start()
+async def test_a_v1_client_joins_a_game_room_by_id(game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     room = await create(ada)
     old = await connect(server)  # protocol v1: a plain join, its payload the options
@@ -144,8 +127,8 @@ async def test_a_v1_client_joins_a_game_room_by_id(start: Start) -> None:
     assert (await other.expect_error("join_denied", room, "join"))["message"] == "no bad names"
 
 
-async def test_create_refusals(start: Start) -> None:
-    server = await start(max_game_rooms=3)
+async def test_create_refusals(game_servers: Start) -> None:
+    server = await game_servers(max_game_rooms=3)
     ada = await connect2(server)
     assert await refused(ada, "nosuch", "room.create") == {
         "code": "no_such_room_type", "message": "no room type 'nosuch' here"}
@@ -167,8 +150,8 @@ async def test_create_refusals(start: Start) -> None:
     assert body(await dan.expect("error"))["code"] == "forbidden"
 
 
-async def test_unknown_rooms_and_reserved_events(start: Start) -> None:
-    server = await start()
+async def test_unknown_rooms_and_reserved_events(game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     assert (await refused(ada, "table:nope", "join"))["code"] == "no_such_room"
     assert (await refused(ada, "table:nope", "roll"))["code"] == "not_member"
@@ -181,8 +164,8 @@ async def test_unknown_rooms_and_reserved_events(start: Start) -> None:
 
 
 async def test_four_seats_the_fifth_is_refused_and_a_full_room_locks_itself(
-        start: Start) -> None:
-    server = await start()
+        game_servers: Start) -> None:
+    server = await game_servers()
     players = [await connect2(server) for _ in range(5)]
     room = await create(players[0])
     for player in players[1:4]:
@@ -196,8 +179,8 @@ async def test_four_seats_the_fifth_is_refused_and_a_full_room_locks_itself(
     assert (await players[4].ask("", room, "join")).kind == REPLY
 
 
-async def test_lock_unlock_and_private(start: Start) -> None:
-    server = await start()
+async def test_lock_unlock_and_private(game_servers: Start) -> None:
+    server = await game_servers()
     ada, bob = await connect2(server), await connect2(server)
     room = await create(ada, "table", {"mode": "m"})
     await ada.ask("", room, "lock")
@@ -218,8 +201,8 @@ async def test_lock_unlock_and_private(start: Start) -> None:
 
 
 async def test_join_or_create_fills_rooms_by_filter_and_creates_when_none_fits(
-        start: Start) -> None:
-    server = await start()
+        game_servers: Start) -> None:
+    server = await game_servers()
     clients = [await connect2(server) for _ in range(7)]
     rooms = []
     for client in clients[:5]:
@@ -236,7 +219,7 @@ async def test_join_or_create_fills_rooms_by_filter_and_creates_when_none_fits(
     assert again["room"] == rooms[4] and again["members"] == [clients[4].id, clients[6].id]
 
 
-async def test_join_or_create_sorts_and_skips_refusing_rooms(start: Start) -> None:
+async def test_join_or_create_sorts_and_skips_refusing_rooms(game_servers: Start) -> None:
     server = roomer.Server()
     server.define("table", game_app.Table, sort_by={"clients": -1})
     await server.start("127.0.0.1", 0)
@@ -259,8 +242,8 @@ async def test_join_or_create_sorts_and_skips_refusing_rooms(start: Start) -> No
 # messages -----------------------------------------------------------------------------------
 
 
-async def test_room_handlers_answer_asks_and_errors_and_never_relay(start: Start) -> None:
-    server = await start()
+async def test_room_handlers_answer_asks_and_errors_and_never_relay(game_servers: Start) -> None:
+    server = await game_servers()
     ada, bob = await connect2(server), await connect2(server)
     room = await create(ada)
     await ada.expect("welcome")
@@ -283,8 +266,8 @@ async def test_room_handlers_answer_asks_and_errors_and_never_relay(start: Start
 
 
 async def test_one_players_messages_keep_their_order_behind_an_async_handler(
-        start: Start) -> None:
-    server = await start()
+        game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     room = await create(ada)
     await ada.expect("welcome")
@@ -299,8 +282,8 @@ async def test_one_players_messages_keep_their_order_behind_an_async_handler(
 # leaving ------------------------------------------------------------------------------------
 
 
-async def test_leave_disconnect_kick_and_dispose(start: Start) -> None:
-    server = await start()
+async def test_leave_disconnect_kick_and_dispose(game_servers: Start) -> None:
+    server = await game_servers()
     ada, bob, cleo = await connect2(server), await connect2(server), await connect2(server)
     room = await create(ada)
     for client in (bob, cleo):
@@ -320,8 +303,8 @@ async def test_leave_disconnect_kick_and_dispose(start: Start) -> None:
     assert server.list_rooms() == []
 
 
-async def test_close_tells_every_member_and_disposes(start: Start) -> None:
-    server = await start()
+async def test_close_tells_every_member_and_disposes(game_servers: Start) -> None:
+    server = await game_servers()
     url = f"ws://127.0.0.1:{server.address[1]}/ws"
     ada = await roomer.connect(url, protocol="v2")
     bob = await roomer.connect(url, protocol="v2")
@@ -344,8 +327,8 @@ async def test_close_tells_every_member_and_disposes(start: Start) -> None:
 # ticks and timers -------------------------------------------------------------------------
 
 
-async def test_a_tick_numbers_its_ticks_with_the_real_elapsed_time(start: Start) -> None:
-    server = await start()
+async def test_a_tick_numbers_its_ticks_with_the_real_elapsed_time(game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     room = await create(ada, "ticker")
     seen = []
@@ -362,8 +345,8 @@ async def test_a_tick_numbers_its_ticks_with_the_real_elapsed_time(start: Start)
     assert room_obj.ticks == count
 
 
-async def test_timers_fire_and_end_with_their_room(start: Start) -> None:
-    server = await start()
+async def test_timers_fire_and_end_with_their_room(game_servers: Start) -> None:
+    server = await game_servers()
     ada = await connect2(server)
     room = await create(ada)
     table = server.game_room(room)
@@ -383,8 +366,9 @@ async def test_timers_fire_and_end_with_their_room(start: Start) -> None:
 # reservations ------------------------------------------------------------------------------
 
 
-async def test_reserved_seats_count_join_through_a_full_room_and_expire(start: Start) -> None:
-    server = await start()
+async def test_reserved_seats_count_join_through_a_full_room_and_expire(
+        game_servers: Start) -> None:
+    server = await game_servers()
     clients = [await connect2(server) for _ in range(5)]
     owner, friend, stranger = clients[0], clients[1], clients[2]
     room = await create(owner)
@@ -402,8 +386,8 @@ async def test_reserved_seats_count_join_through_a_full_room_and_expire(start: S
     assert (await clients[3].ask("", room, "join")).kind == REPLY
 
 
-async def test_server_side_rooms_reservations_and_queries(start: Start) -> None:
-    server = await start(seat_reservation=0.3)
+async def test_server_side_rooms_reservations_and_queries(game_servers: Start) -> None:
+    server = await game_servers(seat_reservation=0.3)
     room = await server.create_room("table", {"mode": "ranked"}, room_id="table:final")
     assert room == "table:final" and server.game_room(room) is not None
     ada = await connect2(server)
@@ -425,8 +409,8 @@ async def test_server_side_rooms_reservations_and_queries(start: Start) -> None:
         await server.create_room("nosuch")
 
 
-async def test_metadata_is_bounded(start: Start) -> None:
-    server = await start(max_room_metadata=64)
+async def test_metadata_is_bounded(game_servers: Start) -> None:
+    server = await game_servers(max_room_metadata=64)
     room = await server.create_room("table")
     table = server.game_room(room)
     table.set_metadata(mode="duel", level=3)
@@ -484,7 +468,7 @@ def test_define_refuses_what_it_cannot_run() -> None:
         server.define("bad", Bad)
 
 
-async def test_game_rooms_in_a_named_namespace(start: Start) -> None:
+async def test_game_rooms_in_a_named_namespace(game_servers: Start) -> None:
     server = roomer.Server()
     game_app.setup_ns(server, "games")
     await server.start("127.0.0.1", 0)
@@ -500,10 +484,10 @@ async def test_game_rooms_in_a_named_namespace(start: Start) -> None:
         await server.shutdown(timeout=2.0)
 
 
-async def test_a_create_and_leave_loop_leaves_nothing_behind(start: Start) -> None:
+async def test_a_create_and_leave_loop_leaves_nothing_behind(game_servers: Start) -> None:
     """A hostile client creating rooms in a loop: each create seats it (its room limit
     bounds the rooms it holds), and each room it leaves is disposed."""
-    server = await start(max_rooms_per_connection=3)
+    server = await game_servers(max_rooms_per_connection=3)
     bad = await connect2(server)
     held = [await create(bad) for _ in range(3)]
     assert (await refused(bad, "table", "room.create"))["code"] == "too_many_rooms"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,14 +21,6 @@ from v2client import ERROR_REPLY, REPLY, Client2, connect2
 import roomer
 
 Nodes = Callable[..., Awaitable[list[roomer.Server]]]
-
-
-@pytest.fixture(params=["memory", "redis", "nats"])
-def backplane_url(request: pytest.FixtureRequest) -> str:
-    kind = request.param
-    if kind == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    return str(request.getfixturevalue(f"{kind}_url"))
 
 
 @pytest.fixture

@@ -9,33 +9,13 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import game_app
-import pytest
 from rawclient import eventually
+from test_games import Start
 from v2client import ERROR_REPLY, REPLY, Client2, connect2
 
 import roomer
-
-Start = Callable[..., Awaitable[roomer.Server]]
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    started: list[roomer.Server] = []
-
-    async def make(**options: Any) -> roomer.Server:
-        server = roomer.Server(**options)
-        game_app.setup(server)
-        await server.start("127.0.0.1", 0)
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        await server.shutdown(timeout=2.0)
 
 
 class Watcher:
@@ -82,8 +62,8 @@ def listed(server: roomer.Server, type_name: str = "table") -> dict[str, dict[st
             if not (r.private or r.unlisted)}
 
 
-async def test_a_watch_gets_the_list_then_its_changes(start: Start) -> None:
-    server = await start()
+async def test_a_watch_gets_the_list_then_its_changes(game_servers: Start) -> None:
+    server = await game_servers()
     ada, bob = await connect2(server), await connect2(server)
     first = json.loads((await ada.ask("", "table", "room.create")).payload)["room"]
     watcher = Watcher(await connect2(server), "table")
@@ -105,8 +85,8 @@ async def test_a_watch_gets_the_list_then_its_changes(start: Start) -> None:
     watcher.stop()
 
 
-async def test_a_filtered_watch_shows_only_matching_rooms(start: Start) -> None:
-    server = await start()
+async def test_a_filtered_watch_shows_only_matching_rooms(game_servers: Start) -> None:
+    server = await game_servers()
     duel, solo = await connect2(server), await connect2(server)
     await duel.ask("", "table", "room.join_or_create", json.dumps({"mode": "duel"}))
     await solo.ask("", "table", "room.join_or_create", json.dumps({"mode": "solo"}))
@@ -116,8 +96,9 @@ async def test_a_filtered_watch_shows_only_matching_rooms(start: Start) -> None:
     watcher.stop()
 
 
-async def test_watches_are_bounded_per_connection_and_replaced_per_type(start: Start) -> None:
-    server = await start(max_room_watches=1)
+async def test_watches_are_bounded_per_connection_and_replaced_per_type(
+        game_servers: Start) -> None:
+    server = await game_servers(max_room_watches=1)
     client = await connect2(server)
     assert (await client.ask("", "table", "rooms.watch")).kind == REPLY
     assert (await client.ask("", "table", "rooms.watch", b'{"mode": "x"}')).kind == REPLY
@@ -134,8 +115,8 @@ async def test_watches_are_bounded_per_connection_and_replaced_per_type(start: S
 
 
 async def test_a_watch_shows_at_most_max_listed_rooms_and_fills_freed_slots(
-        start: Start) -> None:
-    server = await start(max_listed_rooms=2)
+        game_servers: Start) -> None:
+    server = await game_servers(max_listed_rooms=2)
     owners = [await connect2(server) for _ in range(3)]
     rooms = [json.loads((await c.ask("", "table", "room.create")).payload)["room"]
              for c in owners]
@@ -148,9 +129,9 @@ async def test_a_watch_shows_at_most_max_listed_rooms_and_fills_freed_slots(
 
 
 async def test_after_a_burst_the_watched_list_is_the_real_state_and_updates_coalesce(
-        start: Start) -> None:
+        game_servers: Start) -> None:
     interval = 0.2
-    server = await start(room_list_interval=interval)
+    server = await game_servers(room_list_interval=interval)
     watcher = Watcher(await connect2(server), "table")
     await watcher.watch()
     clients = [await connect2(server) for _ in range(24)]
@@ -182,8 +163,8 @@ async def test_after_a_burst_the_watched_list_is_the_real_state_and_updates_coal
     watcher.stop()
 
 
-async def test_python_client_watch(start: Start) -> None:
-    server = await start()
+async def test_python_client_watch(game_servers: Start) -> None:
+    server = await game_servers()
     url = f"ws://127.0.0.1:{server.address[1]}/ws"
     root = await roomer.connect(url, protocol="v2")
     watch = await root.watch_rooms("table")

@@ -12,12 +12,12 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from serverproc import ServerProcess
+from test_games_cluster import next_of
 from test_scaleout_procs import formed, node_options
-from v2client import REPLY, Client2, connect2
+from v2client import REPLY, connect2
 
 pytestmark = pytest.mark.server_process
 
@@ -29,15 +29,6 @@ Start = Callable[..., Awaitable[ServerProcess]]
 @pytest.fixture(params=["redis", "nats"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-async def next_of(client: Client2, event: str, room: str, timeout: float) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        msg = await client.recv(max(0.01, deadline - loop.time()))
-        if msg.event == event and msg.room == room:
-            return msg
 
 
 async def test_an_owner_killed_with_sigkill_ends_its_rooms_for_the_others(

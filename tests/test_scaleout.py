@@ -20,14 +20,6 @@ import roomer
 Nodes = Callable[..., Awaitable[list[roomer.Server]]]
 
 
-@pytest.fixture(params=["memory", "redis", "nats"])
-def backplane_url(request: pytest.FixtureRequest) -> str:
-    kind = request.param
-    if kind == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    return str(request.getfixturevalue(f"{kind}_url"))
-
-
 @pytest.fixture
 async def nodes(backplane_url: str, prefix: str) -> AsyncIterator[Nodes]:
     """``await nodes(n, **options)``: n servers on free ports over one backplane."""
