@@ -220,10 +220,10 @@ class Config:
         if self.slow_consumer not in ("drop", "disconnect"):
             raise ValueError("slow_consumer must be 'drop' or 'disconnect'")
         _check_seconds("write_timeout", self.write_timeout)
-        if isinstance(self.write_delay, bool) or not isinstance(self.write_delay, (int, float)):
-            raise TypeError(f"write_delay must be a number, not {type(self.write_delay).__name__}")
-        if not 0 <= self.write_delay <= 1:
-            raise ValueError("write_delay must be between 0 and 1 second (0 to 1000 ms)")
+        if isinstance(self.write_delay, bool) or self.write_delay != 0:  # 0: no delay
+            _check_seconds("write_delay", self.write_delay)
+            if self.write_delay > 1:
+                raise ValueError("write_delay must be at most 1 second (1000 ms)")
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
         _check_seconds("http_timeout", self.http_timeout)
