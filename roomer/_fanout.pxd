@@ -26,6 +26,7 @@ cdef class Fanout:
         readonly unsigned long long bytes_out
         readonly unsigned long long read_buffer_trims
         readonly double write_delay
+        readonly Py_ssize_t replay_limit
         readonly Py_ssize_t turn_bytes
         Py_ssize_t _turn_receivers
         unsigned long long _turn
@@ -61,10 +62,12 @@ cdef class Peer(WSListener):
         readonly bint closing
         readonly bint overflowed
         public bint v2
+        public bytearray replay
 
     cdef int _drop(self, Py_ssize_t size) except -1
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
     cdef int _overflow(self) except -1
     cdef int _flush(self) except -1
+    cdef int _record(self, Py_ssize_t size) except -1
     cdef int _grow(self, Py_ssize_t need) except -1
     cdef int _trim_read_buffer(self) except -1

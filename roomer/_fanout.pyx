@@ -14,12 +14,13 @@ This module is compiled against picows' C layout (picows.pxd: WSTransport, its c
 than the one it was built with.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
 import gc
@@ -92,9 +93,10 @@ cdef class Fanout:
 
     def __init__(self, loop, *, Py_ssize_t outbox_limit=1 << 20,
                  Py_ssize_t flush_threshold=64 * 1024, bint sync=False,
-                 bint disconnect_slow=False, on_overflow=None, double write_delay=0.0):
-        if outbox_limit <= 0 or flush_threshold <= 0:
-            raise ValueError("outbox_limit and flush_threshold must be positive")
+                 bint disconnect_slow=False, on_overflow=None, double write_delay=0.0,
+                 Py_ssize_t replay_limit=256 * 1024):
+        if outbox_limit <= 0 or flush_threshold <= 0 or replay_limit <= 0:
+            raise ValueError("outbox_limit, flush_threshold and replay_limit must be positive")
         if not 0.0 <= write_delay <= MAX_WRITE_DELAY:
             raise ValueError(f"write_delay must be between 0 and {MAX_WRITE_DELAY} seconds")
         if outbox_limit > PY_SSIZE_T_MAX // 2:
@@ -111,6 +113,7 @@ cdef class Fanout:
         self._flush_cb = self.flush
         self._end_turn_cb = self._turn_ended
         self.write_delay = write_delay
+        self.replay_limit = replay_limit
         self._turn = 1  # a new Peer has seen turn 0
         self._on_overflow = on_overflow
         self.outbox_limit = outbox_limit
@@ -424,6 +427,8 @@ cdef class Peer(WSListener):
         if size == 0 or self._paused or self.transport is None:
             return 0
         self._size = 0
+        if self.replay is not None:
+            self._record(size)
         try:
             if self._ws is not None:
                 if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
@@ -447,6 +452,84 @@ cdef class Peer(WSListener):
             self.over_since = 0
             engine._drained()
         return 0
+
+    cdef int _record(self, Py_ssize_t size) except -1:
+        # What is handed to the transport is kept until the client acknowledges it: a
+        # dropped socket loses what the kernels held, and a resume sends it again.
+        cdef bytearray replay = self.replay
+        cdef Py_ssize_t held = PyByteArray_GET_SIZE(replay)
+        PyByteArray_Resize(replay, held + size)
+        memcpy(PyByteArray_AS_STRING(replay) + held, self._buf, size)
+        if held + size > self.engine.replay_limit:
+            self.replay_full()
+        return 0
+
+    def replay_full(self):
+        """``replay`` grew past the engine's ``replay_limit``: the owner forgets its
+        oldest frames (Peer itself keeps them: it cannot tell where a frame ends)."""
+
+    def replay_count(self, Py_ssize_t wanted, Py_ssize_t upto=-1):
+        """Walk the whole frames at the start of ``replay`` until ``wanted`` messages
+        (data frames: ping, pong and close are not messages) are passed, or, with
+        ``upto`` >= 0, until at least ``upto`` bytes are: (bytes passed, messages passed)."""
+        cdef bytearray replay = self.replay
+        cdef const unsigned char* buf
+        cdef Py_ssize_t end, pos = 0, seen = 0, head, i
+        cdef unsigned long long size
+        if replay is None:
+            return 0, 0
+        buf = <const unsigned char*>PyByteArray_AS_STRING(replay)
+        end = PyByteArray_GET_SIZE(replay)
+        while pos + 2 <= end and (seen < wanted if upto < 0 else pos < upto):
+            size = buf[pos + 1] & 0x7F
+            head = 2
+            if size == 126:
+                head = 4
+            elif size == 127:
+                head = 10
+            if pos + head > end:
+                break
+            if head > 2:
+                size = 0
+                for i in range(2, head):
+                    size = (size << 8) | buf[pos + i]
+            if size > <unsigned long long>(end - pos - head):
+                break
+            if not buf[pos] & 0x08:
+                seen += 1
+            pos += head + <Py_ssize_t>size
+        return pos, seen
+
+    def detach(self):
+        """The socket is gone but the receiver is kept (a held session): what is sent
+        to it waits in the outbox, within the usual limits, until `attach`."""
+        if self.engine is None:
+            raise _uninitialised()
+        self.transport = None
+        self._ws = None
+        self._write = None
+        self._protocol = None
+        self._rbuf = None
+        self._paused = False
+        self._trim_pending = False
+
+    def prepend(self, bytes data not None):
+        """Put ``data`` (whole frames) before what the outbox holds, unbounded: frames
+        that were sent once already and are sent again on a resume."""
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        if self.engine is None:
+            raise _uninitialised()
+        if size == 0:
+            return
+        if self._size + size > self._cap:
+            self._grow(self._size + size)
+        memmove(self._buf + size, self._buf, self._size)
+        memcpy(self._buf, PyBytes_AS_STRING(data), size)
+        self._size += size
+        if not self._dirty:
+            self._dirty = True
+            self.engine._dirty.append(self)
+            self.engine._schedule()
 
     cdef int _trim_read_buffer(self) except -1:
         cdef MemoryBuffer rb = self._rbuf

@@ -67,12 +67,14 @@ class Fanout:
         disconnect_slow: bool = False,
         on_overflow: Callable[[Any], Any] | None = None,
         write_delay: float = 0.0,
+        replay_limit: int = 256 * 1024,
     ) -> None:
         outbox_limit = _ssize(outbox_limit)
         flush_threshold = _ssize(flush_threshold)
+        replay_limit = _ssize(replay_limit)
         write_delay = float(write_delay)
-        if outbox_limit <= 0 or flush_threshold <= 0:
-            raise ValueError("outbox_limit and flush_threshold must be positive")
+        if outbox_limit <= 0 or flush_threshold <= 0 or replay_limit <= 0:
+            raise ValueError("outbox_limit, flush_threshold and replay_limit must be positive")
         if not 0.0 <= write_delay <= MAX_WRITE_DELAY:
             raise ValueError(f"write_delay must be between 0 and {MAX_WRITE_DELAY} seconds")
         if outbox_limit > sys.maxsize // 2:
@@ -87,6 +89,7 @@ class Fanout:
         self._turn_scheduled = False
         self._on_overflow = on_overflow
         self.write_delay = write_delay
+        self.replay_limit = replay_limit
         self.outbox_limit = outbox_limit
         self.hard_limit = 2 * outbox_limit
         self.flush_threshold = flush_threshold
@@ -253,6 +256,9 @@ class Peer(WSListener):
         _exact(engine, Fanout, "engine")
         self.engine = engine
         self.v2 = False  # which frame of broadcast_mixed it takes
+        # What was handed to the transport and not yet acknowledged (a resumable
+        # session's; None: nothing is kept).
+        self.replay: bytearray | None = None
         self.transport: Any = None
         self._write: Callable[[bytes], Any] | None = None
         self._buf = bytearray()
@@ -341,6 +347,12 @@ class Peer(WSListener):
             return
         tr = self.transport
         engine = self.engine
+        replay = self.replay
+        if replay is not None:
+            # Kept until acknowledged: a dropped socket loses what the kernels held.
+            replay += buf
+            if len(replay) > engine.replay_limit:
+                self.replay_full()
         if not (getattr(tr, "is_disconnected", False) or getattr(tr, "is_close_frame_sent", False)):
             assert self._write is not None
             try:
@@ -357,6 +369,51 @@ class Peer(WSListener):
         if self.over_since != 0:
             self.over_since = 0.0
             engine._drained()
+
+    def replay_full(self) -> None:
+        """``replay`` grew past the engine's ``replay_limit``: the owner forgets its
+        oldest frames (Peer itself keeps them: it cannot tell where a frame ends)."""
+
+    def replay_count(self, wanted: int, upto: int = -1) -> tuple[int, int]:
+        """Walk the whole frames at the start of ``replay`` until ``wanted`` messages
+        (data frames: ping, pong and close are not messages) are passed, or, with
+        ``upto`` >= 0, until at least ``upto`` bytes are: (bytes passed, messages passed)."""
+        buf = self.replay
+        if buf is None:
+            return 0, 0
+        pos, seen, end = 0, 0, len(buf)
+        while pos + 2 <= end and (seen < wanted if upto < 0 else pos < upto):
+            size, head = buf[pos + 1] & 0x7F, 2
+            if size >= 126:
+                head = 4 if size == 126 else 10
+                if pos + head > end:
+                    break
+                size = int.from_bytes(buf[pos + 2:pos + head])
+            if size > end - pos - head:
+                break
+            if not buf[pos] & 0x08:
+                seen += 1
+            pos += head + size
+        return pos, seen
+
+    def detach(self) -> None:
+        """The socket is gone but the receiver is kept (a held session): what is sent
+        to it waits in the outbox, within the usual limits, until `attach`."""
+        self.transport = None
+        self._write = None
+        self._paused = False
+
+    def prepend(self, data: bytes) -> None:
+        """Put ``data`` (whole frames) before what the outbox holds, unbounded: frames
+        that were sent once already and are sent again on a resume."""
+        _exact(data, bytes, "data")
+        if not data:
+            return
+        self._buf[:0] = data
+        if not self._dirty:
+            self._dirty = True
+            self.engine._dirty.append(self)
+            self.engine._schedule()
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue one pre-framed data message to this receiver. False if it was dropped."""
