@@ -113,6 +113,21 @@ class Config:
     ping_timeout: float = _opt(
         20.0, "a pinged connection silent this many seconds more is closed with 1011")
     handshake_timeout: float = _opt(5.0, "seconds allowed for the HTTP upgrade")
+    resume_window: float = _opt(
+        20.0, "seconds a dropped connection of a resumable session (a client that asked "
+              "with session=new) is held, its id, rooms and messages kept, for the client "
+              "to resume; 0 turns sessions off", "--resume-window", metavar="SECONDS")
+    resume_secret: str | None = _opt(
+        None, "secret that signs resume tokens; the nodes and workers that must resume "
+              "each other's sessions share it (at least 16 characters)",
+        shown="random per process")
+    resume_replay: int = _opt(
+        256 * 1024, "bytes of written messages a session keeps until its client "
+                    "acknowledges them, to send again on a resume",
+        "--resume-replay", metavar="BYTES")
+    max_held_sessions: int = _opt(
+        10_000, "dropped sessions held at once; past it the oldest ends (its client "
+                "starts over)", "--max-held-sessions", metavar="COUNT")
     listen_backlog: int = _opt(
         4096, "connections the kernel queues for accept, a connect storm's burst (the "
               "kernel caps it at net.core.somaxconn)")
@@ -226,6 +241,13 @@ class Config:
                 raise ValueError("write_delay must be at most 1 second (1000 ms)")
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
+        if isinstance(self.resume_window, bool) or self.resume_window != 0:  # 0: off
+            _check_seconds("resume_window", self.resume_window)
+        if self.resume_secret is not None and (
+                not isinstance(self.resume_secret, str) or len(self.resume_secret) < 16):
+            raise ValueError("resume_secret must be a str of at least 16 characters, or None")
+        _check_int("resume_replay", self.resume_replay, 1024)
+        _check_int("max_held_sessions", self.max_held_sessions, 1)
         _check_seconds("http_timeout", self.http_timeout)
         _check_int("http_max_answers", self.http_max_answers, 1)
         if self.ping_interval is not None:

@@ -21,6 +21,7 @@ from .registry import ROOT
 if TYPE_CHECKING:
     from .core import Core
     from .namespaces import Namespace
+    from .sessions import Session
 
 __all__ = ["Connection", "NamespaceConnection", "Payload"]
 
@@ -44,8 +45,8 @@ class Connection(fanout.Peer):
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_core", "_cut", "_pending_joins", "_rooms", "_spaces", "asks", "claims",
-                 "id", "inbound", "request")
+    __slots__ = ("_core", "_cut", "_pending_joins", "_rooms", "_session", "_spaces", "asks",
+                 "claims", "id", "inbound", "request")
 
     def __init__(self, core: Core, request: Any, claims: Any, v2: bool = False) -> None:
         super().__init__(core.engine)
@@ -65,6 +66,8 @@ class Connection(fanout.Peer):
         # Server-driven joins made while on_connect runs: they happen at acceptance.
         self._pending_joins: list[str] | None = None
         self._cut = False  # disconnected as a slow consumer: counted once
+        # A resumable session's state (roomer/sessions.py), None without one.
+        self._session: Session | None = None
 
     def __repr__(self) -> str:
         return f"<roomer.Connection {self.id}>"
@@ -206,6 +209,11 @@ class Connection(fanout.Peer):
         """Close: ``flush`` hands the outbox to the transport first; ``graceful`` lets
         the transport write out what it holds (a client that never reads would keep it
         for ever). For roomer's own callers, who pass valid codes."""
+        session = self._session
+        if session is not None and session.held:
+            # No socket to close: the held session ends (the client starts over).
+            self._core.sessions.end(self)
+            return
         self.inbound.close()
         if flush:
             self.close_outbox()
@@ -221,6 +229,14 @@ class Connection(fanout.Peer):
         self._cut = True
         self.stop(1008, reason, flush=False, graceful=False)
         return True
+
+    def replay_full(self) -> None:
+        self._core.sessions.trim(self)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether it has a resumable session (it asked with ``session=new``)."""
+        return self._session is not None
 
     @property
     def _default(self) -> Namespace[Connection]:

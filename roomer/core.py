@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .namespaces import DefaultNamespace, Namespace
 from .registry import Registry
 from .routing import Router, name_ok
+from .sessions import Sessions
 from .tasks import Supervisor
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Core:
         self._sync_lock: asyncio.Lock | None = None
         #: The game rooms of every namespace (roomer/games/).
         self.games = Games(self)
+        #: Resumable sessions (roomer/sessions.py).
+        self.sessions = Sessions(self)
 
     def start(self, loop: asyncio.AbstractEventLoop, engine: Any) -> None:
         """The server starts on ``loop``, fanning out through ``engine``."""

@@ -22,7 +22,8 @@ Handler = Callable[[_C, "Message"], "Awaitable[Any] | Any"]
 #: ``roomer.GAME_EVENTS``).
 RESERVED_EVENTS = frozenset(
     {"join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
-     "close", "cluster.down", "cluster.up"}
+     "close", "cluster.down", "cluster.up", "session", "session.ack", "session.resumed",
+     "session.lost", "member_dropped", "member_back"}
 )
 
 _registry: dict[str, Handler[Connection]] = {}

@@ -135,15 +135,19 @@ class Lifecycle:
                 # wait behind its joins.
                 conn.inbound.busy = True
                 conn.inbound.defer()
-                self._core.spawn(self._finish_joins(conn, pending, rooms[i + 1:]))
+                self._core.spawn(self._finish_joins(conn, pending, rooms[i + 1:], i == 0))
                 return
+            if i == 0:
+                self._core.sessions.accepted(conn)  # its token, after the root join_ack
         self._core.after(default.hooks.connected, conn, what="on_connected")
 
     async def _finish_joins(self, conn: Connection, pending: Awaitable[None],
-                            rooms: list[str]) -> None:
+                            rooms: list[str], root: bool) -> None:
         registry = self._core.namespaces[""].registry
         try:
             await pending
+            if root:
+                self._core.sessions.accepted(conn)
             for room in rooms:
                 if not conn.inbound.open:
                     break

@@ -470,6 +470,11 @@ class Router:
             return self._client_join(conn, ns, room, ask)
         if event == "leave":
             return self._client_leave(conn, ns, room, ask)
+        if event == "session.ack" and not name and not ask and not dst:
+            problem = self._core.sessions.ack(conn, payload)
+            if problem is not None:
+                self.error(conn, "malformed", problem, room, event, name)
+            return None
         if event in RESERVED_EVENTS:
             self.error(conn, "reserved_event", f"{event!r} is reserved", room, event, name,
                        ask)

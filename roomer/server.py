@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from ssl import SSLContext
 from typing import Any
@@ -84,14 +85,23 @@ class WSConnection(Connection):
     it asks of its socket (close, pause and resume reading, ping). ``authorizing`` is
     an async ``authorize``'s awaitable, awaited once the WebSocket is up."""
 
-    __slots__ = ("_authorizing",)
+    __slots__ = ("_authorizing", "_verdict")
 
     def __init__(self, core: Core, request: Any, claims: Any, v2: bool,
                  authorizing: Awaitable[Any] | None = None) -> None:
         super().__init__(core, request, claims, v2)
         self._authorizing = authorizing
+        # A failed resume's verdict, written before anything else.
+        self._verdict: bytes | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        session = self._session
+        if session is not None and session.resuming is not None:
+            self._resume(transport)
+            return
+        verdict, self._verdict = self._verdict, None
+        if verdict is not None:
+            transport.underlying_transport.write(verdict)
         self.attach(transport)
         authorizing, self._authorizing = self._authorizing, None
         self._core.lifecycle.connected(self, authorizing)
@@ -126,13 +136,38 @@ class WSConnection(Connection):
                         reason.decode()
                 except UnicodeDecodeError:
                     reply = 1007
+        if reply == 1001 and self.resumable:
+            # Going away (a page unloads, a reload): the session is held, as for a drop.
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode(reply))
+            transport.disconnect()
+            return
         self.inbound.close()
         self.close_outbox()
         if not transport.is_close_frame_sent:
             transport.send_close(WSCloseCode(reply))
         transport.disconnect()
 
+    def _resume(self, transport: WSTransport) -> None:
+        # A held session's new socket: the verdict, what the client missed, what waited.
+        sessions = self._core.sessions
+        verdict = sessions.verdict(self)
+        if not sessions.resumed(self):  # it ended while the socket came up
+            transport.send_close(WSCloseCode(1011), b"session ended")
+            transport.disconnect()
+            return
+        transport.underlying_transport.write(verdict)
+        self.attach(transport)
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        session = self._session
+        if session is not None:
+            if transport is not self.transport:
+                return  # a socket it had before a resume (or a take-over) moved it on
+            # Dropped, not closed: no close frame came, and the server closed nothing
+            # (but a ping timeout, which shuts the socket only).
+            if self.inbound.open and self._core.sessions.hold(self):
+                return
         self.discard_outbox()
         self._core.lifecycle.disconnected(self)
 
@@ -407,6 +442,7 @@ class Server:
         namespaces = list(self._core.namespaces.values())
         gauges = {"connections": len(self.registry.conns),
                   "rooms": sum(len(ns.registry.rooms) for ns in namespaces),
+                  "sessions_held": len(self._core.sessions.held),
                   **self._core.games.stats()}
         out = self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
         cluster = self.registry.cluster
@@ -487,6 +523,7 @@ class Server:
             disconnect_slow=config.slow_consumer == "disconnect",
             on_overflow=self._overflowed,
             write_delay=config.write_delay,
+            replay_limit=config.resume_replay,
         )
         core.start(loop, engine)
         self._closed = asyncio.Event()
@@ -676,9 +713,31 @@ class Server:
     # connections ---------------------------------------------------------------------------
 
     def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
+        sessions = self._core.sessions
+        asked = _session_asked(request.path) if sessions.enabled else None
+        lost = False
+        if asked is not None and asked[0] != "new":
+            held, why = sessions.claim(asked[0], asked[1], v2, claims)
+            if held is not None:
+                old = held.transport
+                if old is not None:  # still connected here: its client came back first
+                    sessions.hold(held)
+                    old.disconnect(False)
+                held.request = request
+                return held
+            lost = True
+            self.metrics.counters["resume_failures"] += 1
+            log.debug("a resume was refused: %s", why)
         if inspect.isawaitable(claims):  # an async authorize: awaited once connected
-            return WSConnection(self._core, request, None, v2, claims)
-        return WSConnection(self._core, request, claims, v2)
+            conn = WSConnection(self._core, request, None, v2, claims)
+        else:
+            conn = WSConnection(self._core, request, claims, v2)
+        if asked is not None:
+            sessions.start(conn)
+        if lost:
+            conn._verdict = sessions.lost(conn)
+            conn.inbound.count_error(self._core.router.clock(), self.config.error_limit)
+        return conn
 
     def _overflowed(self, conn: Connection) -> None:
         self._cut_off(conn, "slow consumer: outbox limit exceeded")
@@ -719,6 +778,8 @@ class Server:
         interval, timeout = config.ping_interval, config.ping_timeout
         router = self._core.router
         for count, conn in enumerate(self._scan, 1):
+            if conn.transport is None:
+                continue  # a held session: no socket to hear
             router.lift(conn, interval + timeout)
             if stalled:
                 conn.inbound.heard()
@@ -730,7 +791,11 @@ class Server:
                     conn.ping()
                 elif verdict is Liveness.DEAD:
                     self.metrics.counters["ping_timeouts"] += 1
-                    conn.stop(1011, "ping timeout", flush=False, graceful=False)
+                    if conn.resumable:
+                        # A dropped session, not a closed one: held once the socket goes.
+                        conn.shut(1011, "ping timeout", False)
+                    else:
+                        conn.stop(1011, "ping timeout", flush=False, graceful=False)
             if count == SCAN_SLICE:
                 self._core.call_soon(lambda: self._scan_step(now, stalled))
                 return
@@ -743,6 +808,21 @@ class Server:
                                          or closed - self._released[1] >= 1000):
             self._released = (trims, closed)
             _malloc_trim(0)
+
+
+def _session_asked(path: bytes) -> tuple[str, str] | None:
+    """``session`` and ``received`` from an upgrade's query string (docs/protocol.md
+    §11), None when it asks for no session."""
+    query = path.partition(b"?")[2].partition(b"#")[0]
+    if b"session=" not in query:
+        return None
+    try:
+        fields = dict(urllib.parse.parse_qsl(query.decode("latin-1"), max_num_fields=16))
+    except ValueError:  # a query of more fields than any roomer client sends
+        return None
+    session = fields.get("session")
+    return None if session is None else (session, fields.get("received", ""))
+
 
 # Plain HTTP, and the way to picows ----------------------------------------------------------
 #

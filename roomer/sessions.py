@@ -1,0 +1,297 @@
+"""Resumable sessions (docs/protocol.md §11), with no socket I/O: tokens, the count of
+messages a client acknowledged, the held connections of dropped sessions and their end.
+
+A session is a `Connection` that asked for one (``session=new`` at the upgrade). What its
+outbox writes is kept in ``conn.replay`` (the fan-out's Peer appends every write) until the
+client acknowledges it; ``Session.base`` counts the messages before the first byte kept.
+When its socket drops, the Connection itself is held: it stays in its rooms, its outbox
+gathers what is sent meanwhile, and a resume attaches the new socket to it after putting
+back in front of the outbox what the client had not received. roomer/server.py decides
+when a socket dropped and hands the new one over; the rest is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .registry import ROOT
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .core import Core
+
+__all__ = ["Session", "Sessions"]
+
+log = logging.getLogger("roomer")
+
+_NONCE = 12
+_MAC = 16
+# A token: the session's id (16 bytes of its UUID), a nonce, and their MAC; 44 bytes in
+# URL-safe base64, no padding.
+_TOKEN_BYTES = 16 + _NONCE + _MAC
+_TOKEN_CHARS = 59
+
+
+class Session:
+    """One connection's session state."""
+
+    __slots__ = ("base", "dropped", "held", "nonce", "resuming", "timer")
+
+    def __init__(self) -> None:
+        self.nonce = b""
+        # Messages before the first byte of conn.replay.
+        self.base = 0
+        # Held: the socket dropped and the window runs (its timer).
+        self.held = False
+        self.timer: asyncio.TimerHandle | None = None
+        # Messages the fan-out had dropped for it when it was held: one more means a
+        # message the client can never get.
+        self.dropped = 0
+        # A new socket claimed it at its upgrade: (messages received, the verdict
+        # frame's payload) until the socket is up.
+        self.resuming: tuple[int, bytes] | None = None
+
+
+class Sessions:
+    """A server's sessions (see the module docstring). Loop thread only."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        secret = core.config.resume_secret
+        self._key = secret.encode() if secret is not None else secrets.token_bytes(32)
+        #: Held connections by id, oldest first.
+        self.held: dict[str, Connection] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._core.config.resume_window > 0
+
+    # tokens ----------------------------------------------------------------------------
+
+    def _mac(self, raw_id: bytes, nonce: bytes) -> bytes:
+        return hmac.new(self._key, raw_id + nonce, hashlib.sha256).digest()[:_MAC]
+
+    def _token(self, conn: Connection, session: Session) -> str:
+        session.nonce = secrets.token_bytes(_NONCE)
+        raw_id = uuid.UUID(conn.id).bytes
+        raw = raw_id + session.nonce + self._mac(raw_id, session.nonce)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    def _parse(self, token: str) -> tuple[str, bytes] | None:
+        """The session id and nonce a token names, None unless this server signed it."""
+        if len(token) != _TOKEN_CHARS:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=")
+        except ValueError:
+            return None
+        if len(raw) != _TOKEN_BYTES:
+            return None
+        raw_id, nonce, mac = raw[:16], raw[16:16 + _NONCE], raw[16 + _NONCE:]
+        if not hmac.compare_digest(mac, self._mac(raw_id, nonce)):
+            return None
+        return str(uuid.UUID(bytes=raw_id)), nonce
+
+    def _announcement(self, conn: Connection, session: Session) -> bytes:
+        return json.dumps({"token": self._token(conn, session),
+                           "window": self._core.config.resume_window}).encode()
+
+    # a live session ----------------------------------------------------------------------
+
+    def start(self, conn: Connection) -> None:
+        """``conn`` asked for a session at its upgrade: what it is sent is kept from its
+        first message on."""
+        conn._session = Session()
+        conn.replay = bytearray()
+
+    def accepted(self, conn: Connection) -> None:
+        """Its root join_ack was queued: the session's token follows it."""
+        session = conn._session
+        if session is not None:
+            conn.send_control(self._core.default.registry.frame(
+                conn, ROOT, "session", "", "", self._announcement(conn, session)))
+
+    def ack(self, conn: Connection, payload: bytes) -> str | None:
+        """The client has received ``payload`` (decimal) messages: what precedes them is
+        forgotten. The error's text when the ack is not one."""
+        session, replay = conn._session, conn.replay
+        if session is None or replay is None:
+            return "this connection has no session"
+        if not payload.isdigit() or len(payload) > 20:
+            return "a session.ack's payload is a decimal count of messages"
+        count = int(payload)
+        if count <= session.base:
+            return None  # an old ack, overtaken
+        pos, seen = conn.replay_count(count - session.base)
+        if seen < count - session.base:
+            return "acknowledges more messages than were sent"
+        del replay[:pos]
+        session.base = count
+        return None
+
+    def trim(self, conn: Connection) -> None:
+        """Its kept messages passed ``resume_replay`` bytes: the oldest are forgotten,
+        down to half of it (a resume that needs them fails)."""
+        session, replay = conn._session, conn.replay
+        if session is None or replay is None:
+            return
+        pos, seen = conn.replay_count(0, len(replay) - self._core.config.resume_replay // 2)
+        del replay[:pos]
+        session.base += seen
+
+    # dropped, held, resumed ----------------------------------------------------------------
+
+    def hold(self, conn: Connection) -> bool:
+        """``conn``'s socket dropped: keep it for the window. False when it has no
+        session to keep (it then disconnects as always)."""
+        session, core = conn._session, self._core
+        if session is None or session.held or core.closing or not self.enabled:
+            return False
+        if len(self.held) >= core.config.max_held_sessions:
+            oldest = next(iter(self.held.values()))
+            core.metrics.counters["sessions_evicted"] += 1
+            self.end(oldest)
+        session.held = True
+        session.dropped = conn.dropped
+        assert core.loop is not None
+        session.timer = core.loop.call_later(core.config.resume_window, self._expired, conn)
+        self.held[conn.id] = conn
+        conn.detach()
+        conn.inbound.gone()
+        conn.asks.fail("the client disconnected")
+        core.metrics.counters["sessions_dropped"] += 1
+        _presence(core, conn, "member_dropped")
+        return True
+
+    def _expired(self, conn: Connection) -> None:
+        session = conn._session
+        if session is not None and session.held:
+            self._core.metrics.counters["sessions_expired"] += 1
+            self.end(conn)
+
+    def end(self, conn: Connection) -> None:
+        """A held session ends (window over, evicted, cut, shutdown): the client leaves
+        as a dropped one always did."""
+        session = conn._session
+        if session is None or not session.held:
+            return
+        session.held = False
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        self.held.pop(conn.id, None)
+        conn.replay = None
+        conn.discard_outbox()
+        self._core.lifecycle.disconnected(conn)
+
+    def claim(self, token: str, received: str, v2: bool, claims: Any
+              ) -> tuple[Connection | None, str]:
+        """A new socket's upgrade asks to resume (``claims``: what ``authorize`` said of
+        it): the connection it takes over, or None and why not (for the log; the client
+        is told only that it failed). A session still connected is taken over too: its
+        client noticed the drop before the server did (the token proves it is the
+        same client); the caller holds it, then drops its old socket."""
+        parsed = self._parse(token)
+        if parsed is None:
+            return None, "not a token of this server"
+        conn = self._core.default.registry.conns.get(parsed[0])  # held ones are there too
+        session = None if conn is None else conn._session
+        if conn is None or session is None or session.resuming is not None:
+            return None, "no such session"
+        if not hmac.compare_digest(parsed[1], session.nonce):
+            return None, "a spent token"
+        if not session.held and not (conn.transport is not None and conn.inbound.open):
+            return None, "a session still connecting or closing"
+        if conn.v2 != v2:
+            return None, "another protocol version"
+        if inspect.isawaitable(claims) or claims != conn.claims:
+            # An async authorize decides after the upgrade, too late to pick a listener.
+            return None, "authorize's claims differ (or authorize is async)"
+        if not received.isdigit() or len(received) > 20:
+            return None, "no count of messages received"
+        count = int(received)
+        replay = conn.replay
+        assert replay is not None
+        if count < session.base or (session.held and conn.dropped != session.dropped):
+            if session.held:
+                self._core.metrics.counters["sessions_lost"] += 1
+                self.end(conn)
+            return None, "messages it missed were forgotten"
+        if conn.replay_count(count - session.base)[1] < count - session.base:
+            return None, "counts more messages than were sent"
+        verdict = json.dumps({"id": conn.id, "token": self._token(conn, session),
+                              "window": self._core.config.resume_window}).encode()
+        session.resuming = (count, verdict)
+        return conn, ""
+
+    def verdict(self, conn: Connection) -> bytes:
+        """The resumed verdict's frame, written before anything else on the new socket."""
+        session = conn._session
+        assert session is not None and session.resuming is not None
+        return self._core.default.registry.frame(conn, ROOT, "session.resumed", "", conn.id,
+                                                 session.resuming[1])
+
+    def resumed(self, conn: Connection) -> bool:
+        """The claimed session's new socket is attached: what the client missed goes out
+        first, then what waited. False if it ended while the socket came up."""
+        session, replay = conn._session, conn.replay
+        if session is None or session.resuming is None:
+            return False
+        count = session.resuming[0]
+        session.resuming = None
+        if not session.held or replay is None:
+            return False
+        session.held = False
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        self.held.pop(conn.id, None)
+        pos, _ = conn.replay_count(count - session.base)
+        missed = bytes(replay[pos:])
+        del replay[pos:]
+        # Written again, the missed messages are kept again: the replay ends at `count`.
+        conn.prepend(missed)
+        conn.inbound = self._core.router.inbound()
+        conn.inbound.accept()
+        self._core.metrics.counters["sessions_resumed"] += 1
+        _presence(self._core, conn, "member_back")
+        return True
+
+    def lost(self, conn: Connection) -> bytes:
+        """The verdict frame of a resume that failed (one text whatever the cause)."""
+        payload = json.dumps({"code": "resume_failed",
+                              "message": "the session cannot be resumed"}).encode()
+        return self._core.default.registry.frame(conn, ROOT, "session.lost", "", "", payload)
+
+
+
+def _presence(core: Core, conn: Connection, event: str) -> None:
+    """``member_dropped`` or ``member_back`` to the v2 members of every room ``conn`` is in
+    that has presence (v1 clients have no such event)."""
+    for ns in core.namespaces.values():
+        registry = ns.registry
+        rooms = registry.rooms_of(conn)
+        if not rooms:
+            continue
+        for room in rooms:
+            members = registry.rooms.get(room)
+            if members is None or registry.quiet(room):
+                continue
+            frame = None
+            for member in members.values():
+                # A named namespace's members are the clients' views of it.
+                target = getattr(member, "conn", member)
+                if target is conn or not target.v2:
+                    continue
+                if frame is None:
+                    frame = registry.frame(target, room, event, "", "", conn.id)
+                target.send_control(frame)
