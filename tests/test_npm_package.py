@@ -218,9 +218,12 @@ def test_node22_builtin_websocket(project: Path, tools: Path, server: Any) -> No
 def test_emitted_events_match_their_types(compiled: Path, project: Path, server: Any) -> None:
     out = _run(["node", str(compiled / "events.js"), server.ws], project, timeout=60)
     counts = json.loads(out.splitlines()[-1])
-    # root and match both open, reconnect and close; the rest once each.
-    assert counts == {"open": 2, "new_member": 1, "chat": 1, "error": 1, "reconnecting": 2,
-                      "dropped": 1, "reconnected": 2, "member_left": 1, "close": 2}
+    # root and match both open, reconnect, lose a session, resume one and close (and hear
+    # reconnecting twice: once for the session lost, once for the one resumed); B's match
+    # hears A drop and come back; the rest once each.
+    assert counts == {"open": 2, "new_member": 1, "chat": 1, "error": 1, "reconnecting": 4,
+                      "dropped": 1, "lost": 2, "reconnected": 2, "resumed": 2,
+                      "member_dropped": 1, "member_back": 1, "member_left": 1, "close": 2}
 
 
 def test_no_websocket_message_names_the_option(project: Path) -> None:

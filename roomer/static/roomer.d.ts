@@ -31,6 +31,17 @@
  * list.on("change", () => render(list.rooms()));
  * ```
  *
+ * Sessions (docs/protocol.md §11, the `resume` option, on by default): a connection that
+ * drops comes back with the same id and rooms, and gets every message it missed once, in
+ * order; in a page, so does a reload while the connection was down.
+ *
+ * ```js
+ * root.on("resumed", (id) => console.log("still", id));       // nothing was missed
+ * root.on("lost", (code) => console.log("a new session:", code)); // reconnected follows
+ * lobby.on("member_dropped", (id) => markAway(id));            // held by the server
+ * lobby.on("member_back", (id) => markBack(id));
+ * ```
+ *
  * The same file is the npm package `roomer` (`import roomer from "roomer"`), which runs in
  * Node.js too: 22 and later have a WebSocket of their own; before 22 pass one with the
  * `WebSocket` option (`roomer("ws://host:8080/ws", { WebSocket })` with
@@ -192,6 +203,19 @@ export interface RoomerOptions {
   protocol?: "v1" | "v2";
   /** `true` (default), `false` (a lost connection closes every room), or settings. */
   reconnect?: boolean | ReconnectOptions;
+  /** Resumable sessions (docs/protocol.md §11). Default: `true` when `reconnect` is on.
+   * The client asks for a session (`session=new` in the URL's query) and acknowledges
+   * what it receives; after a drop (a close that was not this client's `close()`) it
+   * reconnects with the session's token: if the server still holds the session the
+   * client keeps its id and rooms (nothing is joined again), gets every message it
+   * missed, once and in order, then sends what it queued meanwhile, and fires `resumed`;
+   * otherwise it fires `lost` and reconnects as without sessions (new id, rooms joined
+   * again, `reconnected`). In a page the token, the count of messages received and the
+   * rooms are kept in `sessionStorage` (key `roomer.session <ws URL>`), so a page
+   * reloaded while its connection was down resumes too (one reloaded while connected
+   * closed its socket as it unloaded, which ends the session: it gets `lost`). A server
+   * with sessions off (`resume_window` 0) is unaffected. */
+  resume?: boolean;
   /** Messages kept while disconnected, sent in order once connected again; past it a
    * send fires `dropped` (`queue_full`). Default 256. */
   sendQueueLimit?: number;
@@ -244,6 +268,12 @@ export interface RoomEvents {
   new_member: (memberId: string) => void;
   /** A client left (also after a reconnection, for members gone while away). */
   member_left: (memberId: string) => void;
+  /** v2: a member's connection dropped and the server holds its session (it stays a
+   * member, in `members()`): `member_back` if it resumes, else `member_left` when its
+   * window ends. */
+  member_dropped: (memberId: string) => void;
+  /** v2: a member whose connection dropped resumed its session. */
+  member_back: (memberId: string) => void;
   /** The server refused something this client sent in this room (root also gets the
    * errors of rooms with no `error` handler). */
   error: (error: ServerError) => void;
@@ -257,6 +287,15 @@ export interface RoomEvents {
   reconnected: (id: string, previousId: string) => void;
   /** A message could not be sent (see Dropped). Fires in its room, else in root. */
   dropped: (dropped: Dropped) => void;
+  /** The connection came back into its session (`resume`): `id` is this client's id,
+   * the same as before; the rooms stayed joined (no `reconnected`), the messages missed
+   * meanwhile follow, and what was queued is sent. Fires in every room of the
+   * connection; a reloaded page that resumed fires `open` in root first. */
+  resumed: (id: string) => void;
+  /** The server could not resume the session (`code` `resume_failed`: expired, or a
+   * message it had to forget; `message` says why): a new session follows, as a
+   * reconnection without sessions (a new id, `reconnected`). Fires in every room. */
+  lost: (code: string, message: string) => void;
 }
 
 /** A custom event's name: any string but the names of RoomEvents (whose handlers take
@@ -288,8 +327,8 @@ export interface Room {
    * `namespace()`. */
   readonly namespaceName: string;
 
-  /** This client's id (a UUID); a new one after every reconnection. `""` before the
-   * first connection. */
+  /** This client's id (a UUID); a new one after every reconnection, the same after a
+   * resumed session (and a reload that resumed). `""` before the first connection. */
   id(): string;
   /** True while the room is joined and the connection up. */
   open(): boolean;
@@ -373,7 +412,9 @@ export interface Room {
    * only. While disconnected it waits in a queue (see `sendQueueLimit`); what cannot be
    * sent fires `dropped`. Reserved names (`join`, `leave`, `join_ack`, `leave_ack`,
    * `new_member`, `member_left`, `error`, `open`, `close`, `reconnecting`,
-   * `reconnected`, `dropped`, the game rooms' `room.create`, `room.join_or_create`,
+   * `reconnected`, `dropped`, `resumed`, `lost`, the sessions' `session`, `session.ack`,
+   * `session.resumed`, `session.lost`, `member_dropped`, `member_back`, the game rooms'
+   * `room.create`, `room.join_or_create`,
    * `rooms.watch`, `rooms.unwatch`, `room.closed`, `rooms.changes`; in v2 also
    * `connect`, `disconnect`) throw a TypeError, and so does a payload that is none of
    * Payload's kinds (a Map would arrive as `{}`). */
@@ -385,7 +426,8 @@ export interface Room {
   /** A game room ended under its members (then `close` fires): why (v2, game rooms). */
   on(event: "room.closed", fn: (info: RoomClosed) => void): Room;
   /** One of the room's own events (RoomEvents: `open`, `close`, `new_member`,
-   * `member_left`, `error`, `reconnecting`, `reconnected`, `dropped`). */
+   * `member_left`, `member_dropped`, `member_back`, `error`, `reconnecting`,
+   * `reconnected`, `resumed`, `lost`, `dropped`). */
   on<E extends keyof RoomEvents>(event: E, fn: RoomEvents[E]): Room;
   /** A custom event from another client (or the server: `senderId` is then `""`). */
   on<E extends string>(event: E & CustomEvent<E>, fn: MessageHandler): Room;

@@ -16,7 +16,10 @@
  * (docs/protocol.md): namespaces (``root.namespace(name)``) and asks both ways
  * (``room.ask(event, payload)``, ``room.onAsk(event, fn)``), and game rooms (§10):
  * ``root.joinOrCreate(type, options)``, ``root.create(...)``, ``root.joined(id, options)``
- * and live room lists (``root.watchRooms(type)``).
+ * and live room lists (``root.watchRooms(type)``). It resumes sessions (docs/protocol.md
+ * §11, the ``resume`` option): a dropped connection (and a page reloaded while it was
+ * down) comes back with the same id and rooms and every message it missed, once each and
+ * in order.
  */
 
 // ---- wire codec --------------------------------------------------------------------------
@@ -146,14 +149,66 @@ const ROOT = "root";
  * In v2 ``connect`` and ``disconnect`` too (namespaces, docs/protocol.md §6). */
 const SERVER_EVENTS = new Set([
   "join", "leave", "join_ack", "leave_ack", "new_member", "member_left", "error", "open",
-  "close", "cluster.down", "cluster.up",
+  "close", "cluster.down", "cluster.up", "session", "session.ack", "session.resumed",
+  "session.lost", "member_dropped", "member_back",
 ]);
 const NAMESPACE_EVENTS = new Set(["connect", "disconnect"]);
 /** Game rooms' asks and the events the server sends about them (docs/protocol.md §10). */
 const GAME_EVENTS = new Set(["room.create", "room.join_or_create", "rooms.watch",
   "rooms.unwatch", "room.closed", "rooms.changes"]);
 /** Events this client emits on its own: not sent, and a peer's message so named is ignored. */
-const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped"]);
+const LOCAL_EVENTS = new Set(["reconnecting", "reconnected", "dropped", "resumed", "lost"]);
+
+// ---- sessions (docs/protocol.md §11) -----------------------------------------------------
+
+/** Acknowledge after this many messages, or this many ms after the first unacknowledged
+ * one: what the server keeps for a resume is what was not acknowledged, up to its
+ * resume_replay bytes, so it must hear often enough not to forget what it may need. */
+const ACK_EVERY = 256;
+const ACK_DELAY = 500;
+/** What a client tells the server on a live socket but had no answer to when the socket
+ * dropped (or did while away): on a resumed session the server may still hold the room,
+ * namespace or watch, so it is told again; a new session starts without them anyway. */
+const OWED = new Set(["leave", "disconnect", "rooms.unwatch"]);
+/** How many clients this page made for each URL: the n-th one of a URL keeps its session
+ * under its own key, so two clients of one page do not resume each other's session after
+ * a reload (the page makes them again in the same order). */
+const clientsOfUrl = new Map();
+
+/** The page's sessionStorage, or null: outside a page, or where the page may not use it
+ * (reading the property throws in a sandboxed frame or with storage disabled). */
+function pageStorage() {
+  try {
+    const storage = globalThis.sessionStorage;
+    return storage && typeof storage.getItem === "function" ? storage : null;
+  } catch {
+    return null;
+  }
+}
+
+/** ``url`` with ``query`` added to what query it has (kept byte for byte). */
+function withQuery(url, query) {
+  const full = new URL(url);
+  full.search = full.search.length > 1 ? `${full.search}&${query}` : `?${query}`;
+  return full.href;
+}
+
+/** What a page stored for a session: {token, received, rooms}, or null if it is not that
+ * (another version's, or edited by hand). */
+function parseSaved(textValue) {
+  let saved;
+  try {
+    saved = JSON.parse(textValue);
+  } catch {
+    return null;
+  }
+  if (!saved || typeof saved.token !== "string" || saved.token === "" ||
+      !Number.isSafeInteger(saved.received) || saved.received < 0) {
+    return null;
+  }
+  const rooms = saved.rooms && typeof saved.rooms === "object" ? saved.rooms : {};
+  return { token: saved.token, received: saved.received, rooms };
+}
 
 /** Whether JSON.stringify sends what ``value`` holds: an array, an object that says how
  * (``toJSON()``, as a Date has), or a plain object (its prototype a root one: an object
@@ -291,6 +346,10 @@ function readOptions(options = {}) {
   if (!Object.hasOwn(OFFERED, protocol)) {
     throw new TypeError('roomer: options.protocol must be "v1" or "v2"');
   }
+  const resume = options.resume ?? reconnect !== null;
+  if (typeof resume !== "boolean") {
+    throw new TypeError("roomer: options.resume must be true or false");
+  }
   const WebSocket = options.WebSocket ?? globalThis.WebSocket;
   if (typeof WebSocket !== "function") {
     throw new TypeError(options.WebSocket === undefined
@@ -301,6 +360,7 @@ function readOptions(options = {}) {
   return {
     protocol,
     reconnect,
+    resume,
     sendQueueLimit: limit,
     flushRate,
     connectTimeout: options.connectTimeout ?? 10000,
@@ -647,16 +707,97 @@ class Link {
     this.unknownReplies = 0;
     this.attempt = 0;
     this.timer = null;
+    // The session (docs/protocol.md §11): its token ("" while there is none), the
+    // messages received in it and the count last acknowledged.
+    this.token = "";
+    this.count = 0;
+    this.acked = 0;
+    this.ackTimer = null;
+    this.verdictDue = false; // the socket asked to resume: its first message is the verdict
+    this.owed = []; // {namespace, room, event} to tell the server again if the session resumes
+    this.reloaded = null; // rooms a reloaded page's session had, by namespace
+    this.hidden = false; // the page is being hidden (maybe unloaded): keep what is stored
+    this.storage = null;
+    this.storageKey = "";
+    this.onPageHide = null;
+    this.onPageShow = null;
+    if (options.resume) this.restore();
     this.connect(true);
+  }
+
+  /** Where a page keeps the session: sessionStorage (per tab, and kept across a reload),
+   * under a key per URL; what it holds from a page that was here before is resumed. */
+  restore() {
+    const made = (clientsOfUrl.get(this.url) ?? 0) + 1;
+    clientsOfUrl.set(this.url, made);
+    this.storage = pageStorage();
+    if (this.storage === null) return;
+    this.storageKey = `roomer.session ${this.url}${made > 1 ? ` #${made}` : ""}`;
+    let saved = null;
+    try {
+      saved = parseSaved(this.storage.getItem(this.storageKey));
+    } catch {
+      // unreadable storage: a new session
+    }
+    if (saved !== null) {
+      this.token = saved.token;
+      this.count = this.acked = saved.received;
+      this.reloaded = saved.rooms;
+    }
+    if (typeof addEventListener === "function") {
+      // pagehide, not beforeunload: it fires on every unload, mobile included, and a
+      // beforeunload listener keeps Firefox from putting the page in its back/forward cache.
+      this.onPageHide = () => {
+        this.hidden = true;
+        this.save();
+      };
+      this.onPageShow = () => {
+        this.hidden = false;
+      };
+      addEventListener("pagehide", this.onPageHide);
+      addEventListener("pageshow", this.onPageShow);
+    }
+  }
+
+  /** Store the session for a reload: at each ack, at a new token and when the page hides,
+   * not per message (sessionStorage writes are synchronous). */
+  save() {
+    if (this.storage === null) return;
+    try {
+      if (!this.token) {
+        this.storage.removeItem(this.storageKey);
+        return;
+      }
+      const rooms = {};
+      for (const [name, space] of this.spaces) {
+        if (space !== this.space && space.root.state === "closed") continue;
+        rooms[name] = [...space.rooms.values()].filter((rec) => rec !== space.root &&
+          (rec.state === "open" || rec.state === "suspended")).map((rec) => rec.name);
+      }
+      this.storage.setItem(this.storageKey, JSON.stringify({
+        token: this.token, received: this.count, rooms,
+      }));
+    } catch {
+      // Full or refused: the page then starts a new session after a reload, no more.
+    }
+  }
+
+  /** The URL of an attempt: a new session, or the resume of the one held. */
+  connectUrl() {
+    if (!this.options.resume) return this.url;
+    return withQuery(this.url, this.token
+      ? `session=${encodeURIComponent(this.token)}&received=${this.count}` : "session=new");
   }
 
   connect(first) {
     this.timer = null;
     const offered = OFFERED[this.options.protocol];
+    const url = this.connectUrl();
+    this.verdictDue = this.options.resume && this.token !== "";
     let ws;
     try {
-      ws = offered.length ? new this.options.WebSocket(this.url, offered)
-        : new this.options.WebSocket(this.url);
+      ws = offered.length ? new this.options.WebSocket(url, offered)
+        : new this.options.WebSocket(url);
     } catch (err) {
       if (first) throw err; // a malformed URL: the caller's mistake, say so at once
       this.lost({ code: 1006, reason: String(err) });
@@ -706,6 +847,23 @@ class Link {
   received(data) {
     const buffer = typeof data === "string" ? utf8.encode(data).buffer : data;
     const msg = this.codec.parse(buffer);
+    if (this.verdictDue) {
+      this.verdictDue = false;
+      if (msg !== null && msg.namespace === "" && msg.room === ROOT && msg.kind === EVENT) {
+        if (msg.event === "session.resumed") {
+          this.resumed(msg);
+          return;
+        }
+        if (msg.event === "session.lost") {
+          this.sessionLost(parseInfo(msg.payload, "resume_failed"));
+          return;
+        }
+      }
+      // No verdict: a server that ignores sessions (this is its root join_ack).
+      this.sessionLost({ code: "resume_failed", message: "the server answered the resume " +
+        "with no verdict (its sessions are off)" });
+    }
+    if (this.options.resume) this.tally();
     if (msg === null) {
       console.warn("roomer: the server sent a malformed message; ignored");
       return;
@@ -724,6 +882,26 @@ class Link {
     switch (msg.event) {
       case "join_ack":
         this.joinAck(space, msg);
+        break;
+      case "session":
+        if (msg.room === ROOT && space === this.space && this.options.resume) {
+          const info = parseInfo(msg.payload, "");
+          if (typeof info.token === "string" && info.token !== "") {
+            this.token = info.token;
+            this.save();
+          }
+        }
+        break;
+      case "session.ack":
+      case "session.resumed":
+      case "session.lost":
+        break; // a verdict comes first on its socket only (above)
+      case "member_dropped":
+      case "member_back":
+        // A member's connection dropped and the server holds its session; back: resumed.
+        // It stays a member all along: members() does not change.
+        if (!rec || (rec.state !== "open" && rec.state !== "joining")) return;
+        emit(rec, msg.event, text(msg.payload));
         break;
       case "leave_ack":
         this.leaveAck(space, msg.room);
@@ -814,6 +992,143 @@ class Link {
     settle(this.root);
     if (again) emit(this.root, "reconnected", id, previous);
     else emit(this.root, "open");
+  }
+
+  // ---- sessions (docs/protocol.md §11) -------------------------------------------------
+
+  /** One more message of the session: acknowledged with the 64th since the last ack, or
+   * within ACK_DELAY of the first one since (one timer for them all). */
+  tally() {
+    this.count += 1;
+    if (!this.token) return; // no session (yet, or the server has them off)
+    if (this.count - this.acked >= ACK_EVERY) this.ack();
+    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.ack(), ACK_DELAY);
+  }
+
+  ack() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (!this.token || this.count === this.acked || !this.sendable()) return;
+    this.write("", ROOT, "session.ack", utf8.encode(String(this.count)), "");
+    this.acked = this.count;
+    this.save();
+  }
+
+  /** The verdict ``session.resumed``: the server kept this client's id, rooms and
+   * namespaces, and sends next what it missed. Nothing is joined again; what waited is
+   * sent. A page that was reloaded meanwhile gets its rooms back too. */
+  resumed(msg) {
+    const info = parseInfo(msg.payload, "");
+    const first = !this.root.everOpen;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (typeof info.token === "string" && info.token !== "") this.token = info.token;
+    this.acked = this.count; // the resume said as much
+    this.id = typeof info.id === "string" && info.id ? info.id : msg.src;
+    this.state = "open";
+    this.attempt = 0;
+    const back = [];
+    for (const space of this.spaces.values()) {
+      for (const rec of space.rooms.values()) {
+        if (rec.state === "suspended") {
+          rec.state = "open";
+          back.push(rec);
+        }
+      }
+    }
+    if (first) {
+      // A reloaded page: its first connection, into the session of the page before it.
+      this.root.members = [this.id];
+      this.root.state = "open";
+      this.root.everOpen = true;
+    }
+    // Namespaces, then joins, then what the server was not told, then what was queued:
+    // the server handles them in that order. A join the server had when the socket
+    // dropped is answered twice (its join_ack is among the messages missed): harmless,
+    // where a join lost with the socket would leave its room joining for ever.
+    for (const space of this.spaces.values()) {
+      if (space !== this.space) this.connectSpace(space);
+    }
+    for (const space of this.spaces.values()) {
+      for (const rec of space.rooms.values()) {
+        if (rec !== space.root && rec.state === "joining") this.sendJoin(rec);
+      }
+    }
+    this.leaveReloaded();
+    const owed = this.owed;
+    this.owed = [];
+    for (const item of owed) this.tellAgain(item);
+    this.tokens = this.options.flushRate;
+    this.tokensAt = Date.now();
+    this.flush();
+    this.save();
+    for (const rec of back) settle(rec);
+    settle(this.root);
+    if (first) emit(this.root, "open");
+    for (const space of [...this.spaces.values()]) {
+      for (const rec of [...space.rooms.values()]) emit(rec, "resumed", this.id);
+    }
+  }
+
+  /** A reloaded page resumed: the rooms and namespaces of the page before it that this one
+   * did not join again (by the time the verdict came) are left, as the page left them. */
+  leaveReloaded() {
+    const rooms = this.reloaded;
+    this.reloaded = null;
+    if (!rooms) return;
+    for (const [name, names] of Object.entries(rooms)) {
+      const space = this.spaces.get(name);
+      if (!space) {
+        if (this.v2 && name !== "") this.tellAgain({ namespace: name, room: ROOT,
+          event: "disconnect" });
+        continue;
+      }
+      for (const room of Array.isArray(names) ? names : []) {
+        if (typeof room === "string" && room !== ROOT && !space.rooms.has(room)) {
+          this.tellAgain({ namespace: name, room, event: "leave" });
+        }
+      }
+    }
+  }
+
+  /** Tell the server a leave, disconnect or unwatch it may not have had, unless the
+   * application took the room, namespace or watch up again meanwhile. The answer changes
+   * nothing here: the room (namespace, watch) is gone already. */
+  tellAgain({ namespace, room, event }) {
+    const space = this.spaces.get(namespace);
+    if (event === "disconnect") {
+      if (!space) this.internalAsk(namespace, ROOT, "disconnect", () => {});
+      return;
+    }
+    if (!space) return; // its namespace is left: the server took it out with it
+    if (event === "rooms.unwatch") {
+      if (!space.watches.has(room)) this.internalAsk(namespace, room, event, () => {});
+      return;
+    }
+    if (space.rooms.has(room)) return; // joined again
+    if (this.v2) this.internalAsk(namespace, room, "leave", () => {});
+    else this.write("", room, "leave", EMPTY, ""); // its leave_ack matches nothing: ignored
+  }
+
+  /** Remember to tell the server ``event`` if the session resumes (see OWED). */
+  owe(namespace, room, event) {
+    if (this.token) this.owed.push({ namespace, room, event });
+  }
+
+  /** The verdict ``session.lost`` (or none): a new session follows on this socket, its
+   * root join_ack first; from there on it is a reconnection as without sessions. */
+  sessionLost(info) {
+    this.token = "";
+    this.count = 0;
+    this.acked = 0;
+    this.owed = [];
+    this.reloaded = null;
+    this.save();
+    const code = String(info.code ?? "resume_failed");
+    const message = String(info.message ?? "");
+    for (const space of [...this.spaces.values()]) {
+      for (const rec of [...space.rooms.values()]) emit(rec, "lost", code, message);
+    }
   }
 
   opened(rec, members) {
@@ -916,9 +1231,17 @@ class Link {
   lost(event) {
     clearTimeout(this.timer);
     this.timer = null;
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.verdictDue = false;
     this.ws = null;
     this.pendingJoins = [];
-    for (const rec of this.leaving) this.finish(rec, null, true); // left with the connection
+    for (const rec of this.leaving) {
+      // Left with the connection; unless the session resumes, where the server may not
+      // have had the leave.
+      this.owe(rec.space.name, rec.name, "leave");
+      this.finish(rec, null, true);
+    }
     this.leaving = [];
     if (this.state === "closed") return;
     const policy = this.options.reconnect;
@@ -926,9 +1249,16 @@ class Link {
     const reason = event.reason ?? "";
     if (policy && this.attempt < policy.maxAttempts && policy.shouldReconnect(code, reason)) {
       this.state = "reconnecting";
-      // Ids are the socket's: what waits for an answer on it gets none.
+      for (const entry of this.asks.values()) {
+        if (entry.internal && OWED.has(entry.event)) {
+          this.owe(entry.namespace, entry.room, entry.event);
+        }
+      }
+      // Ids are the socket's: what waits for an answer on it gets none. (A resumed
+      // session may bring the answer after all: it is counted in unknownReplies.)
       this.dropAsks(() => new RoomerError("disconnected",
         "the connection was lost before the answer"));
+      this.save(); // a reload while away resumes from here
       for (const space of this.spaces.values()) {
         for (const rec of space.rooms.values()) {
           if (rec.state === "open") {
@@ -957,6 +1287,20 @@ class Link {
     this.state = "closed";
     clearTimeout(this.timer);
     this.timer = null;
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (!this.hidden) {
+      // The session ends with this client (a close frame of its own, a kick, attempts
+      // given up): a reload starts a new one. A page being unloaded keeps it for the
+      // next page, even if the socket's close event comes first.
+      this.token = "";
+      this.save();
+    }
+    if (this.onPageHide !== null) {
+      removeEventListener("pagehide", this.onPageHide);
+      removeEventListener("pageshow", this.onPageShow);
+      this.onPageHide = this.onPageShow = null;
+    }
     clearTimeout(this.flushTimer);
     this.flushTimer = null;
     this.dropAsks(() => error);
@@ -1036,7 +1380,12 @@ class Link {
         else this.finish(rec, null, true); // left (or with the connection)
       });
     } else {
-      this.finish(rec, null, true); // not joined on a live socket: nothing to tell the server
+      // Not joined on a live socket: nothing to tell the server, unless a session it
+      // holds resumes with this client still in the room.
+      if (rec.state === "suspended" || rec.state === "joining") {
+        this.owe(rec.space.name, rec.name, "leave");
+      }
+      this.finish(rec, null, true);
     }
   }
 
@@ -1171,7 +1520,8 @@ class Link {
     }
     if (this.spaces.get(space.name) !== space) return Promise.resolve();
     if (!(this.state === "open" && this.sendable())) {
-      // Not on a live socket: nothing to tell the server.
+      // Not on a live socket: nothing to tell the server (but a session that resumes).
+      this.owe(space.name, ROOT, "disconnect");
       this.closeSpace(space, null);
       return Promise.resolve();
     }
@@ -1214,8 +1564,8 @@ class Link {
    * carries its options (a game room's). */
   internalAsk(namespace, room, event, apply) {
     const rec = event === "join" ? this.spaces.get(namespace)?.rooms.get(room) : undefined;
-    this.sendAsk({ internal: true, settle: apply, timer: null }, namespace, room, event,
-      rec ? rec.options : EMPTY);
+    this.sendAsk({ internal: true, settle: apply, timer: null, namespace, room, event },
+      namespace, room, event, rec ? rec.options : EMPTY);
   }
 
   // ---- protocol v2: game rooms (docs/protocol.md §10) ----------------------------------
@@ -1476,9 +1826,23 @@ class RoomWatch {
       this.space.watches.delete(this.type);
       if (this.link.state === "open" && this.link.sendable()) {
         this.link.internalAsk(this.space.name, this.type, "rooms.unwatch", () => {});
+      } else {
+        this.link.owe(this.space.name, this.type, "rooms.unwatch");
       }
     }
   }
+}
+
+/** A JSON object payload (a session's, a verdict's), or ``{code, message}`` saying it was
+ * none. */
+function parseInfo(payload, code) {
+  try {
+    const info = JSON.parse(text(payload));
+    if (info && typeof info === "object" && !Array.isArray(info)) return info;
+  } catch {
+    // said below
+  }
+  return { code, message: text(payload) };
 }
 
 function parseMembers(payload) {

@@ -2,7 +2,9 @@
 // checks ARITY against roomer.d.ts's RoomEvents), then run in Node against a real server
 // (tests/test_npm_package.py; node events.js <ws-url>). The server runs the app of
 // tests/browser/browser_v2_app.py, whose `drop-me` drops the connection as a network
-// failure would (1011), and whose rooms named `closed-*` refuse to be joined.
+// failure would (1011), and whose rooms named `closed-*` refuse to be joined. A socket of
+// the ws package ended with terminate() sends no close frame: the server holds the
+// session, as it does for a connection that really failed (docs/protocol.md §11).
 //
 // Each event fires at least once, each firing has as many arguments as its handler type
 // declares, and each argument is of its declared type. Prints one JSON line of the counts.
@@ -21,6 +23,10 @@ const ARITY: { [E in keyof RoomEvents]: Parameters<RoomEvents[E]>["length"] } = 
   reconnecting: 3,
   reconnected: 2,
   dropped: 1,
+  resumed: 1,
+  lost: 2,
+  member_dropped: 1,
+  member_back: 1,
 };
 const EVENTS = Object.keys(ARITY) as (keyof RoomEvents)[];
 
@@ -41,6 +47,10 @@ const TYPES: { [E in keyof RoomEvents]: (args: unknown[]) => boolean } = {
   dropped: ([d]) => isObject(d) && isString(d.room) && isString(d.event) &&
     d.payload instanceof Uint8Array && isString(d.dst) &&
     (d.reason === "queue_full" || d.reason === "closed"),
+  resumed: ([id]) => isString(id) && id !== "",
+  lost: ([code, message]) => code === "resume_failed" && isString(message),
+  member_dropped: ([id]) => isString(id) && id !== "",
+  member_back: ([id]) => isString(id) && id !== "",
 };
 
 interface Seen {
@@ -75,13 +85,27 @@ const watchdog = setTimeout(() => {
   process.exit(2);
 }, 20_000);
 
+/** A's sockets, the last one live: the test ends one as a failed network would. */
+const sockets: WebSocket[] = [];
+class Tracked extends WebSocket {
+  constructor(address: string, protocols?: string | string[]) {
+    super(address, protocols);
+    sockets.push(this);
+  }
+}
+
 const a = record(roomer(url, {
-  WebSocket, sendQueueLimit: 1, reconnect: { initialDelay: 50, maxDelay: 50, jitter: 0 },
+  WebSocket: Tracked, sendQueueLimit: 1,
+  reconnect: { initialDelay: 50, maxDelay: 50, jitter: 0 },
 }), "root");
 const match = record(a.join("match"), "match");
 await match.ready();
-const b = roomer(url, { WebSocket });
+// B speaks v2: only v2 members are told of a member's dropped connection.
+const b = roomer(url, { WebSocket, protocol: "v2" });
 const matchB = await b.joined("match");
+for (const event of ["member_dropped", "member_back"] as const) {
+  matchB.on(event, (...args: unknown[]) => seen.push({ room: "matchB", event, args }));
+}
 await fired("match", "new_member");
 matchB.send("chat", "hi");
 await fired("match", "chat");
@@ -98,6 +122,19 @@ a.once("reconnecting", () => {
 });
 a.send("drop-me");
 await Promise.all([fired("root", "reconnected"), fired("match", "reconnected")]);
+// lost: the server closed that connection, which ended its session, so the reconnection
+// asked to resume it in vain (then came reconnected, with a new id).
+await Promise.all([fired("root", "lost"), fired("match", "lost")]);
+
+// resumed, member_dropped, member_back: a socket that ends with no close frame leaves the
+// session held; A comes back into it with its id, and B is told A dropped and came back.
+const heldId = a.id();
+sockets[sockets.length - 1].terminate();
+await Promise.all([fired("root", "resumed"), fired("match", "resumed"),
+  fired("matchB", "member_back")]);
+assert.equal(a.id(), heldId);
+assert.deepEqual(seen.filter((s) => s.room === "matchB").map((s) => [s.event, s.args]),
+  [["member_dropped", [heldId]], ["member_back", [heldId]]]);
 
 // member_left, then close (a room left, then the connection).
 matchB.leave();
@@ -128,6 +165,8 @@ for (const { room, event, args } of seen) {
 assert.deepEqual(problems, []);
 const reconnected = seen.filter((s) => s.event === "reconnected").map((s) => s.args);
 assert.deepEqual(reconnected, [[a.id(), firstId], [a.id(), firstId]]);
+assert.deepEqual(seen.filter((s) => s.event === "resumed").map((s) => s.args),
+  [[a.id()], [a.id()]]);
 const counts: Record<string, number> = {};
 for (const { event } of seen) counts[event] = (counts[event] ?? 0) + 1;
 console.log(JSON.stringify(counts));

@@ -41,6 +41,12 @@ export function handlers(): void {
   room.on("reconnecting", (attempt: string) => attempt);
   // @ts-expect-error error gets a ServerError, not a string
   room.on("error", (message: string) => message);
+  // @ts-expect-error resumed gets the id, a string
+  room.on("resumed", (id: number) => id);
+  // @ts-expect-error lost gets a code and a message, no more
+  room.on("lost", (code: string, message: string, more: string) => [code, message, more]);
+  // @ts-expect-error member_dropped gets the member's id, a string
+  room.on("member_dropped", (payload: Uint8Array) => payload);
   // @ts-expect-error dropped gets one Dropped
   room.on("dropped", (room: string, event: string) => [room, event]);
   // @ts-expect-error a custom event gets (payload, senderId): no third argument
@@ -56,4 +62,6 @@ export function options(): void {
   roomer("ws://127.0.0.1/ws", { protocol: "v3" });
   // @ts-expect-error reconnect is a boolean or ReconnectOptions
   roomer("ws://127.0.0.1/ws", { reconnect: "always" });
+  // @ts-expect-error resume is a boolean
+  roomer("ws://127.0.0.1/ws", { resume: "yes" });
 }

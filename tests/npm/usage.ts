@@ -32,6 +32,7 @@ const reconnect: ReconnectOptions = {
 const options: RoomerOptions = {
   protocol: "v1",
   reconnect,
+  resume: true,
   sendQueueLimit: 256,
   connectTimeout: 10_000,
   WebSocket,
@@ -41,6 +42,7 @@ export async function v1(): Promise<void> {
   const root: Room = roomer("ws://127.0.0.1:8080/ws", options);
   named(new URL("ws://127.0.0.1:8080/ws"), { reconnect: false });
   named(undefined, { reconnect: true, WebSocket });
+  named(undefined, { reconnect: false, resume: true, WebSocket });
 
   // rooms
   const lobby: Room = root.join("lobby");
@@ -89,6 +91,11 @@ export async function v1(): Promise<void> {
     .on("reconnected", (id: string, previousId: string) => [id, previousId])
     .on("dropped", (dropped: Dropped) =>
       [dropped.room, dropped.event, dropped.payload, dropped.dst, dropped.reason])
+    .on("resumed", (id: string) => id.length)
+    .on("lost", (code: string, message: string) => [code, message])
+    .on("member_dropped", (memberId: string) => memberId.length)
+    .on("member_back", (memberId: string) => memberId.length)
+    .once("resumed", (id) => id)
     .on("chat", (payload: Uint8Array, senderId: string) => [text(payload), senderId])
     .on("move", (payload) => payload.byteLength)
     .once("open", () => {})
