@@ -3,8 +3,10 @@
     python examples/bot.py [URL] [ROOM]
 
 It talks to the chat server of ``examples/chat.py``: ``!roll`` gets a die roll, ``!count``
-how many are in the room; it greets whoever joins. Ctrl-C stops it. It reconnects on its
-own when the server goes away (the Python client does not reconnect by itself).
+how many are in the room; it greets whoever joins. Ctrl-C stops it. When its connection
+drops (a network blip), the client resumes its session by itself: the same id, still in the
+room, every message it missed. When the server goes away, it connects again as a new
+client.
 """
 
 # --8<-- [start:bot]
@@ -25,13 +27,14 @@ def answer(room: roomer.Room, payload: bytes, sender: str) -> None:
 
 
 async def run(url: str, room_name: str) -> None:
-    root = await roomer.connect(f"{url}?nick=bot")
+    root = await roomer.connect(f"{url}?nick=bot", resume=True)
     room = root.join(room_name)
     room.on("chat", lambda payload, sender: answer(room, payload, sender))
     room.on("new_member", lambda member: room.send("chat", f"welcome, {member[:8]}"))
     await room  # joined: handlers were in place before anything could arrive
+    root.on("resumed", lambda *_: print(f"bot back in {room_name} as {root.id()}", flush=True))
     closed = asyncio.Event()
-    root.on("close", closed.set)  # the connection is gone
+    root.on("close", closed.set)  # the connection is gone for good
     print(f"bot in {room_name} as {root.id()}", flush=True)
     await closed.wait()
 

@@ -10,6 +10,10 @@ With ``protocol="v2"`` (docs/protocol.md) the same client also connects to names
 answers the server's asks (the return value of a handler registered with ``room.on``).
 It also finds game rooms (docs/protocol.md §10): ``await root.join_or_create("table",
 options)``, ``root.create(...)``, ``root.join(id, options)`` and ``root.watch_rooms(type)``.
+
+With ``resume=True`` it keeps a resumable session (docs/protocol.md §11): a connection that
+drops is opened again by itself, and the server gives back the same id, the same rooms and
+every message missed, once each and in order.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import asyncio
 import inspect
 import json
 import logging
+import random
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -43,6 +49,63 @@ MAX_ASK_ID = 0xFFFFFFFF
 # What v2 asks the server for itself (join, leave, namespace, disconnect), with the
 # client's own state to keep: not for ask().
 OWN_ASKS = frozenset({"join", "leave", "connect", "disconnect"})
+
+# Sessions (docs/protocol.md §11). The server keeps what this client has not acknowledged,
+# up to its resume_replay bytes: acknowledging often keeps that small and the resume able.
+ACK_EVERY = 256  # messages
+ACK_DELAY = 0.5  # seconds after the first unacknowledged message
+# What the app sends while the connection is away waits, within these bounds (past them
+# send raises ConnectionError): a client away for its whole window must not grow without
+# limit, and a long queue is stale by the time it could go.
+QUEUE_MESSAGES = 1000
+QUEUE_BYTES = 1 << 20
+# The queue is written at most this many messages a second (the first second's worth at
+# once): the server's rate limit (200 frames/s by default) would drop the tail of a
+# larger burst, and close the connection past twice it. roomer.js paces its queue alike.
+FLUSH_RATE = 100.0
+# Reconnection attempts: the first after RETRY_FIRST, doubling up to RETRY_MAX, each
+# times a random factor in [RETRY_JITTER, 1] so that clients cut together do not all
+# come back in the same instant.
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
+RETRY_JITTER = 0.5
+# The server's events of a session, in root of the default namespace: the client's own.
+SESSION_EVENTS = frozenset({"session", "session.resumed", "session.lost"})
+
+
+def _stay_away(transport: WSTransport) -> bool:
+    """Whether the server closed ``transport`` with a code that means "do not come back":
+    1000 (a kick), 1001 (shutdown), 1008 (policy) or 4000-4999 (the application's).
+    Without a close frame (a reset, EOF) or with another code (1011 ping timeout...) the
+    session may be resumed."""
+    handshake = transport.close_handshake
+    if handshake is None or handshake.recv is None:
+        return False
+    code = handshake.recv.code.value
+    return code in (1000, 1001, 1008) or 4000 <= code <= 4999
+
+
+def _session_url(url: str, token: str | None = None, received: int = 0) -> str:
+    """``url`` asking for a new session (no ``token``) or the resume of one, its other
+    query fields kept as they are."""
+    parts = urllib.parse.urlsplit(url)
+    kept = [field for field in parts.query.split("&")
+            if field and field.partition("=")[0] not in ("session", "received")]
+    if token is None:
+        kept.append("session=new")
+    else:
+        kept += [f"session={urllib.parse.quote(token, safe='')}", f"received={received}"]
+    return urllib.parse.urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """A verdict's JSON object, or {} if it is none (a server is not trusted to be
+    well-formed)."""
+    try:
+        info = json.loads(payload)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 # What an internal ask does with its answer, called as the answer is read (before the
 # next message of the same read is dispatched): (reply payload, None) or (None, error).
@@ -81,7 +144,8 @@ class Room:
         return self._client.id
 
     def open(self) -> bool:
-        """True while the room is joined and the connection is up."""
+        """True while the room is joined and the connection is up (or, with
+        ``resume=True``, away and being resumed)."""
         return self._open
 
     def members(self) -> list[str]:
@@ -90,7 +154,10 @@ class Room:
 
     def on(self, event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``handler`` for ``event``: custom events get (payload, sender_id);
-        new_member/member_left get (member_id); error gets (dict); open/close get ().
+        new_member/member_left get (member_id), and so do member_dropped/member_back (v2:
+        a member's connection dropped and the server holds its session; it came back);
+        error gets (dict); open/close get (). With ``resume=True``, root also gets
+        dropped (), resumed (id) and lost (code): see `roomer.connect`.
 
         v2: an ask of the server for ``event`` in this room is answered by the first
         handler of ``event`` (sync or async, called with (payload, "")): its return value
@@ -299,9 +366,63 @@ class _Space:
         self.watches: dict[str, RoomWatch] = {}
 
 
+class _Session:
+    """The client's side of a resumable session (docs/protocol.md §11): its token, the
+    messages received in it, and, while the connection is away, what the app sent."""
+
+    __slots__ = ("ack_timer", "acked", "attempt", "away", "count", "flush_at",
+                 "flush_budget", "flush_timer", "lost_code", "queue", "queued_bytes", "task",
+                 "token", "window")
+
+    def __init__(self) -> None:
+        self.token: str | None = None  # None until the server announced the session
+        self.window = 0.0
+        self.count = 0  # messages received in the session (a verdict is not one)
+        self.acked = 0
+        self.ack_timer: asyncio.TimerHandle | None = None
+        # From a drop to the verdict of a resume: sends queue, asks fail.
+        self.away = False
+        self.task: asyncio.Task[None] | None = None
+        # The current attempt's outcome: True once a verdict came, False if its socket
+        # went first. None between attempts.
+        self.attempt: asyncio.Future[bool] | None = None
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.flush_timer: asyncio.TimerHandle | None = None
+        # The queue's writing after a resume: a bucket of FLUSH_RATE messages.
+        self.flush_budget = 0.0
+        self.flush_at = 0.0
+        # A lost session's code, told once the new session's root join_ack brings the
+        # new id.
+        self.lost_code: str | None = None
+
+    def hold(self, data: bytes) -> None:
+        if len(self.queue) >= QUEUE_MESSAGES or self.queued_bytes + len(data) > QUEUE_BYTES:
+            raise ConnectionError(
+                f"resuming the session, and the send queue is full ({QUEUE_MESSAGES} "
+                f"messages or {QUEUE_BYTES} bytes)")
+        self.queue.append(data)
+        self.queued_bytes += len(data)
+
+    def take(self) -> bytes:
+        data = self.queue.popleft()
+        self.queued_bytes -= len(data)
+        return data
+
+    def drop_queue(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    def stop_timers(self) -> None:
+        for timer in (self.ack_timer, self.flush_timer):
+            if timer is not None:
+                timer.cancel()
+        self.ack_timer = self.flush_timer = None
+
+
 class _Client(WSListener):
     def __init__(self, loop: asyncio.AbstractEventLoop, v2: bool = False,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, resume: bool = False) -> None:
         super().__init__()
         self.loop = loop
         self.v2 = v2
@@ -324,6 +445,12 @@ class _Client(WSListener):
         # messages in order, and refuses a join of an invalid name in room root, which
         # names no room: it is the oldest join still waiting.
         self.v1_joins: deque[Room] = deque()
+        # The session, with resume=True (docs/protocol.md §11), and what a reconnection
+        # needs: the URL asked at first and picows' options.
+        self.session: _Session | None = _Session() if resume else None
+        self.url = ""
+        self.connect_options: dict[str, Any] = {}
+        self.closing = False  # close() was called: no more reconnecting
 
     def spawn(self, awaitable: Any) -> None:
         task = self.loop.create_task(awaitable)
@@ -331,47 +458,303 @@ class _Client(WSListener):
         task.add_done_callback(self._tasks.discard)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        session = self.session
+        if self.closing or (session is not None and session.away and session.attempt is None):
+            # The socket of an attempt given up (timed out, or close() came meanwhile).
+            transport.disconnect(False)
+            return
         self.transport = transport
         if self.v2:
             chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
             if chosen != PROTOCOLS["v2"]:
                 # A server that speaks v1 only: every byte would be misread, so stop here.
-                self.root._joined.set_exception(ClientError(
-                    "unsupported_protocol",
-                    f"the server did not accept protocol v2 (its 101 named subprotocol "
-                    f"{chosen!r}, not 'roomer.v2'): it speaks v1 only", "connect"))
+                if not self.root._joined.done():
+                    self.root._joined.set_exception(ClientError(
+                        "unsupported_protocol",
+                        f"the server did not accept protocol v2 (its 101 named subprotocol "
+                        f"{chosen!r}, not 'roomer.v2'): it speaks v1 only", "connect"))
+                if session is not None:
+                    session.token = None  # not the server of the session: no resuming
                 transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"roomer.v2 expected")
                 transport.disconnect()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if transport is not self.transport:
+            return  # a socket given up on
         if frame.msg_type is WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
             return
         if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT):
             return
+        data = frame.get_payload_as_bytes()
+        session = self.session
+        if session is not None:
+            if session.away:
+                self._verdict(data)
+                return
+            self._counted(session)
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
         if self.v2:
-            self._received_v2(frame.get_payload_as_bytes())
+            self._received_v2(data)
             return
         try:
-            room, event, dst, src, payload = codec.decode(frame.get_payload_as_bytes())
+            room, event, dst, src, payload = codec.decode(data)
         except ProtocolError:
             log.warning("server sent a malformed message; ignored")
             return
         self._dispatch(self.default, room, event, dst, src, payload)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if transport is not self.transport:
+            return  # a socket given up on
+        session = self.session
+        if session is None or self.closing or session.token is None or _stay_away(transport):
+            self._torn_down()
+        elif session.away:
+            # An attempt's socket went before its verdict: the next attempt follows.
+            if session.attempt is not None and not session.attempt.done():
+                session.attempt.set_result(False)
+        else:
+            self._dropped(session)
+
+    def _torn_down(self) -> None:
+        """The connection is closed for good: every room closes, closed resolves."""
+        session = self.session
+        if session is not None:
+            session.away = False
+            session.token = None
+            session.drop_queue()
+            session.stop_timers()
+            task = session.task
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        exc = ConnectionError("connection closed")
+        self._fail_asks(exc)
+        self.v1_joins.clear()
+        for space in list(self.spaces.values()):
+            for room in list(space.rooms.values()):
+                self._closed_room(room, exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _fail_asks(self, exc: Exception) -> None:
         asks, self.asks = self.asks, {}
         for fut, apply, timer in asks.values():
             if timer is not None:
                 timer.cancel()
-            self._fail(fut, apply, ConnectionError("connection closed"))
+            self._fail(fut, apply, exc)
+
+    # sessions (docs/protocol.md §11) ------------------------------------------------------
+
+    def _counted(self, session: _Session) -> None:
+        session.count += 1
+        self._schedule_ack(session)
+
+    def _schedule_ack(self, session: _Session) -> None:
+        if session.token is None:
+            return  # no session (yet, or the server has them off): nothing to acknowledge
+        if session.count - session.acked >= ACK_EVERY:
+            self._send_ack(session)
+        elif session.count > session.acked and session.ack_timer is None:
+            session.ack_timer = self.loop.call_later(ACK_DELAY, self._send_ack, session)
+
+    def _send_ack(self, session: _Session) -> None:
+        if session.ack_timer is not None:
+            session.ack_timer.cancel()
+            session.ack_timer = None
+        transport = self.transport
+        if (session.away or session.token is None or transport is None
+                or transport.is_disconnected):
+            return
+        payload = str(session.count).encode()
+        if self.v2:
+            data = codec.encode_v2(EVENT, 0, "", ROOT, "session.ack", "", "", payload)
+        else:
+            data = codec.encode(ROOT, "session.ack", "", "", payload)
+        transport.send(WSMsgType.BINARY, data)
+        session.acked = session.count
+
+    def _announced(self, payload: bytes) -> None:
+        """The server's ``session`` event: the token to resume with, and its window."""
+        session = self.session
+        if session is None:
+            return
+        info = _json_object(payload)
+        if not isinstance(info.get("token"), str) or not info["token"]:
+            log.warning("server sent a session with no token; not resumable")
+            return
+        session.token = info["token"]
+        window = info.get("window")
+        session.window = float(window) if isinstance(window, (int, float)) else 0.0
+        self._schedule_ack(session)
+
+    def _dropped(self, session: _Session) -> None:
+        """The socket of a session dropped: the rooms stay, what waited for an answer on
+        it fails (the server may or may not have had it), and reconnecting begins."""
+        log.info("connection lost; resuming the session")
+        session.away = True
+        session.stop_timers()
+        exc = ConnectionError("connection lost (resuming the session)")
+        self._fail_asks(exc)
+        self._fail_v1_requests(exc)
+        session.task = self.loop.create_task(self._resume(session))
+        self.root._emit("dropped")
+
+    def _fail_v1_requests(self, exc: Exception) -> None:
+        joins, self.v1_joins = self.v1_joins, deque()
+        for room in joins:
+            self._closed_room(room, exc)
+        if self.v2:
+            return  # v2 leaves are asks: failed with them
+        for room in list(self.default.rooms.values()):
+            if room._left is not None and not room._left.done():
+                room._left.set_exception(exc)
+                room._left.exception()  # retrieved: nobody may be awaiting it
+
+    async def _resume(self, session: _Session) -> None:
+        """Reconnect until a server's verdict, or until the session's window (from the
+        drop) is over; then the connection is closed for good. The first attempt is
+        made whatever the window: its verdict says whether the server still holds it."""
+        loop = self.loop
+        give_up_at = loop.time() + session.window
+        pause = RETRY_FIRST
+        try:
+            while True:
+                await asyncio.sleep(pause * random.uniform(RETRY_JITTER, 1.0))
+                if await self._attempt(session):
+                    return
+                left = give_up_at - loop.time()
+                if left <= 0:
+                    break
+                pause = min(pause * 2, RETRY_MAX, left)
+            log.warning("the session could not be resumed within its window of %s s",
+                        session.window)
+        except Exception:
+            log.exception("resuming the session failed")
+        self._torn_down()
+
+    async def _attempt(self, session: _Session) -> bool:
+        """One reconnection: True once the server's verdict came (resumed, or lost and
+        a new session begun), False if it could not be had within ``timeout``."""
+        outcome = session.attempt = self.loop.create_future()
+        url = _session_url(self.url, session.token, session.count)
+        try:
+            return await asyncio.wait_for(self._connect(url, outcome), self.timeout)
+        except Exception as exc:  # refused, reset, an HTTP error, no verdict in time
+            log.info("resuming the session: attempt failed: %r", exc)
+            transport = self.transport
+            if session.away and transport is not None and not transport.is_disconnected:
+                transport.disconnect(False)  # up, but no verdict in time
+            return False
+        finally:
+            session.attempt = None
+
+    async def _connect(self, url: str, outcome: asyncio.Future[bool]) -> bool:
+        # This same listener gets the new socket: rooms, handlers and asks stay with it.
+        await ws_connect(lambda: self, url, **self.connect_options)
+        return await outcome
+
+    def _verdict(self, data: bytes) -> None:
+        """The first message on a resuming socket (not counted)."""
+        session = self.session
+        assert session is not None
+        event, payload = self._root_event(data)
+        if event == "session.resumed":
+            self._resumed(session, payload)
+        elif event == "session.lost":
+            self._lost(session, payload)
+        else:
+            # No verdict: a server with sessions off answers as to anyone, root join_ack
+            # first: message 1 of a connection without a session.
+            self._lost(session, b"")
+            self._counted(session)
+            self._received(data)
+        if session.attempt is not None and not session.attempt.done():
+            session.attempt.set_result(True)
+
+    def _root_event(self, data: bytes) -> tuple[str, bytes]:
+        """(event, payload) of a message to root of the default namespace, else ("", b"")."""
+        try:
+            if self.v2:
+                kind, _, name, room, event, _, _, payload = codec.decode_v2(data)
+            else:
+                kind, name = EVENT, ""
+                room, event, _, _, payload = codec.decode(data)
+        except ProtocolError:
+            return "", b""
+        if kind != EVENT or name or room != ROOT:
+            return "", b""
+        return event, payload
+
+    def _resumed(self, session: _Session, payload: bytes) -> None:
+        """The server kept the session: id and rooms are as they were, what this client
+        missed comes next, and what the app sent meanwhile goes out."""
+        info = _json_object(payload)
+        session.away = False
+        if isinstance(info.get("token"), str):
+            session.token = info["token"]
+        if isinstance(info.get("window"), (int, float)):
+            session.window = float(info["window"])
+        if isinstance(info.get("id"), str) and info["id"]:
+            self.id = info["id"]
+        log.info("session resumed")
+        # What the server kept up to here can go: its ack may have been lost with the
+        # socket.
+        self._send_ack(session)
+        session.flush_budget, session.flush_at = FLUSH_RATE, self.loop.time()
+        self._flush()
+        self.root._emit("resumed", self.id)
+
+    def _lost(self, session: _Session, payload: bytes) -> None:
+        """The server could not resume the session: a new one begins on this socket (its
+        root join_ack brings the new id). The old rooms and namespaces are gone with the
+        old id, and so is what the app sent for them."""
+        code = str(_json_object(payload).get("code") or "resume_failed")
+        log.info("the session could not be resumed (%s): a new one begins", code)
+        session.away = False
+        session.token = None
+        session.count = session.acked = 0
+        session.drop_queue()
+        session.stop_timers()
+        session.lost_code = code
+        exc = ConnectionError("session lost")
         self.v1_joins.clear()
-        for space in list(self.spaces.values()):
+        for name, space in list(self.spaces.items()):
             for room in list(space.rooms.values()):
-                self._closed_room(room, ConnectionError("connection closed"))
-        if not self.closed.done():
-            self.closed.set_result(None)
+                if room is not self.root:
+                    self._closed_room(room, exc)
+            space.watches.clear()
+            if name:
+                del self.spaces[name]
+
+    def _began(self) -> None:
+        """The root join_ack of a connection came: after a lost session, tell the app
+        now, when root.id() is the new id."""
+        session = self.session
+        if session is not None and session.lost_code is not None:
+            code, session.lost_code = session.lost_code, None
+            self.root._emit("lost", code)
+
+    def _flush(self) -> None:
+        """Write what the app sent while away, at most FLUSH_RATE messages a second."""
+        session = self.session
+        assert session is not None
+        session.flush_timer = None
+        transport = self.transport
+        if session.away or transport is None or transport.is_disconnected:
+            return
+        now = self.loop.time()
+        session.flush_budget = min(FLUSH_RATE,
+                             session.flush_budget + (now - session.flush_at) * FLUSH_RATE)
+        session.flush_at = now
+        while session.queue and session.flush_budget >= 1:
+            transport.send(WSMsgType.BINARY, session.take())
+            session.flush_budget -= 1
+        if session.queue:
+            session.flush_timer = self.loop.call_later(10 / FLUSH_RATE, self._flush)
 
     def _closed_room(self, room: Room, exc: Exception) -> None:
         was_open = room._open
@@ -404,15 +787,23 @@ class _Client(WSListener):
                 info = json.loads(payload)
                 watch._apply(info.get("changed", []), info.get("removed", []))
             return
+        if event in SESSION_EVENTS and space is self.default:
+            # The session's own (verdicts are read before dispatch): not the app's.
+            if event == "session" and room_name == ROOT:
+                self._announced(payload)
+            return
         room = space.rooms.get(room_name)
         if event == "join_ack":
             if room is None:  # a server-driven join
                 room = space.rooms[room_name] = Room(self, room_name, space)
-            if room_name == ROOT and space is self.default:
-                self.id = src
             if room in self.v1_joins:
                 self.v1_joins.remove(room)
-            room._opened(payload)
+            if room_name == ROOT and space is self.default:
+                self.id = src
+                room._opened(payload)
+                self._began()
+            else:
+                room._opened(payload)
         elif room is None:
             if event == "error":
                 space.root._emit("error", json.loads(payload))
@@ -435,6 +826,10 @@ class _Client(WSListener):
             if member in room._members:
                 room._members.remove(member)
             room._emit("member_left", member)
+        elif event in ("member_dropped", "member_back"):
+            # A member's connection dropped and the server holds its session (or it
+            # came back): it stays a member all along.
+            room._emit(event, payload.decode())
         elif event == "error":
             info = json.loads(payload)
             refused = ClientError(str(info.get("code", "")), str(info.get("message", "")),
@@ -637,26 +1032,44 @@ class _Client(WSListener):
 
     # requests --------------------------------------------------------------------------
 
-    def _write(self, room: str, event: str, payload: Payload = b"", dst: str = "") -> None:
-        if self.transport is None or self.transport.is_disconnected:
-            raise ConnectionError("not connected")
-        self.transport.send(WSMsgType.BINARY, codec.encode(room, event, dst, "", payload))
+    def _write(self, room: str, event: str, payload: Payload = b"", dst: str = "",
+               queued: bool = False) -> None:
+        self._out(codec.encode(room, event, dst, "", payload), queued)
 
     def _write_v2(self, kind: int, ask_id: int, namespace: str, room: str, event: str,
-                  dst: str, payload: Payload, quiet: bool = False) -> None:
+                  dst: str, payload: Payload, quiet: bool = False,
+                  queued: bool = False) -> None:
         data = codec.encode_v2(kind, ask_id, namespace, room, event, dst, "", payload)
-        if self.transport is None or self.transport.is_disconnected:
-            if quiet:  # an answer to a server gone meanwhile: nobody to tell
-                return
+        if quiet and not self._live():
+            return  # an answer to a server gone meanwhile (it failed its asks): nobody to tell
+        self._out(data, queued)
+
+    def _live(self) -> bool:
+        transport, session = self.transport, self.session
+        return (transport is not None and not transport.is_disconnected
+                and (session is None or not session.away))
+
+    def _out(self, data: bytes, queued: bool) -> None:
+        """Write ``data``; while a session is away, what may be ``queued`` (the app's
+        sends) waits for the resume, behind what waits already; requests that expect an
+        answer (joins, leaves, asks) are refused: their answer could be lost."""
+        session = self.session
+        if session is not None and (session.away or (queued and session.queue)):
+            if not queued:
+                raise ConnectionError("the connection is away, resuming its session")
+            session.hold(data)
+            return
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
             raise ConnectionError("not connected")
-        self.transport.send(WSMsgType.BINARY, data)
+        transport.send(WSMsgType.BINARY, data)
 
     def send(self, namespace: str, room: str, event: str, payload: Payload,
              dst: str) -> None:
         if self.v2:
-            self._write_v2(EVENT, 0, namespace, room, event, dst, payload)
+            self._write_v2(EVENT, 0, namespace, room, event, dst, payload, queued=True)
         else:
-            self._write(room, event, payload, dst)
+            self._write(room, event, payload, dst, queued=True)
 
     def join(self, name: str, space: _Space | None = None,
              options: Mapping[str, Any] | None = None) -> Room:
@@ -666,9 +1079,14 @@ class _Client(WSListener):
         if room is None:
             room = space.rooms[name] = Room(self, name, space)
         if not self.v2:
+            try:
+                self._write(name, "join", body)
+            except BaseException:
+                if space.rooms.get(name) is room and not room._open:
+                    del space.rooms[name]
+                raise
             if not room._joined.done():
                 self.v1_joins.append(room)
-            self._write(name, "join", body)
             return room
 
         def apply(payload: bytes | None, error: Exception | None) -> None:
@@ -744,11 +1162,13 @@ class _Client(WSListener):
         return watch
 
     def leave(self, room: Room) -> asyncio.Future[None]:
-        if room._left is None or room._left.done():
-            room._left = self.loop.create_future()
         if not self.v2:
             self._write(room.name, "leave")
+            if room._left is None or room._left.done():
+                room._left = self.loop.create_future()
             return room._left
+        if room._left is None or room._left.done():
+            room._left = self.loop.create_future()
         left = room._left
 
         def apply(payload: bytes | None, error: Exception | None) -> None:
@@ -765,9 +1185,13 @@ class _Client(WSListener):
         return left
 
     async def close(self) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send_close(WSCloseCode.OK)
-            self.transport.disconnect()
+        self.closing = True
+        transport = self.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+        else:
+            self._torn_down()  # away between attempts: nothing to close but the rooms
         await self.closed
 
 
@@ -778,7 +1202,7 @@ def _with_subprotocol(headers: Mapping[str, str] | Iterable[tuple[str, str]] | N
 
 
 async def connect(url: str, *, protocol: str = "v1", timeout: float = 10.0,
-                  **picows_options: Any) -> Room:
+                  resume: bool = False, **picows_options: Any) -> Room:
     """Connect and return the root room once the server told this client its id.
 
     ``protocol``: ``"v1"`` (the default: the original roomer protocol, no subprotocol
@@ -786,16 +1210,34 @@ async def connect(url: str, *, protocol: str = "v1", timeout: float = 10.0,
     not name it in its 101 answer raises roomer.ClientError ``unsupported_protocol``).
     ``timeout`` bounds the connection and, with v2, each join, leave and namespace
     connect. ``picows_options`` go to ``picows.ws_connect`` (e.g. ``extra_headers``).
+
+    ``resume=True`` asks for a resumable session (docs/protocol.md §11; ``session=new``
+    is added to the URL's query). When the connection drops (a reset, a lost network, a
+    close by the server other than 1000, 1001, 1008 and 4000-4999) the client connects
+    again by itself, with backoff, for the session's window (the server's
+    ``resume_window``, from the drop), and the server gives back the same id and rooms
+    and every message missed, once each and in order. Meanwhile rooms stay open, what
+    waited for an answer (asks, joins, leaves) fails with ConnectionError, and what
+    ``send`` sends waits in a queue (at most 1000 messages or 1 MiB: past it ``send``
+    raises ConnectionError) written once resumed. Root tells the app with local events:
+    ``dropped`` (no arguments), ``resumed`` (the id), ``lost`` (the server's code: the
+    session could not be resumed, a new one began with a new id and only root; the
+    other rooms closed and the queue was dropped). If the window passes first, the
+    connection closes as without a session. Rooms see ``member_dropped`` and
+    ``member_back`` (v2, the member's id) of other members' sessions.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, not {protocol!r}")
     subprotocol = PROTOCOLS[protocol]
     loop = asyncio.get_running_loop()
-    client = _Client(loop, subprotocol is not None, timeout)
+    client = _Client(loop, subprotocol is not None, timeout, resume)
     picows_options.setdefault("enable_auto_ping", False)
     if subprotocol is not None:
         picows_options["extra_headers"] = _with_subprotocol(
             picows_options.get("extra_headers"), subprotocol)
+    client.url, client.connect_options = url, picows_options
+    if resume:
+        url = _session_url(url)
     await asyncio.wait_for(ws_connect(lambda: client, url, **picows_options), timeout)
     try:
         return await asyncio.wait_for(client.root, timeout)

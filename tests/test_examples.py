@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from clusterkit import eventually
+from clusterkit import Proxy, eventually
 
 import roomer
 
@@ -298,7 +298,9 @@ async def test_bot_answers_commands_and_comes_back_after_a_server_restart(
         serve: Any, programs: Any) -> None:
     port = free_port()
     server = await serve("chat:server", port=port)
-    bot = await programs("bot.py", server.url, "lobby")
+    proxy = Proxy(port)  # the bot's network, which the test cuts
+    await proxy.start()
+    bot = await programs("bot.py", f"ws://127.0.0.1:{proxy.port}/ws", "lobby")
     bot_id = (await bot.expect(r"^bot in lobby as ([0-9a-f-]{36})$")).group(1)
     async with connected(server.url) as player:
         lobby = player.join("lobby")
@@ -310,6 +312,13 @@ async def test_bot_answers_commands_and_comes_back_after_a_server_restart(
         assert sender == bot_id
         assert re.fullmatch(rf"{player.id()[:8]} rolled [1-6]", text.decode())
         lobby.send("chat", "!count")
+        assert await inbox.next("chat") == (b"2 here, me included", bot_id)
+        # A network blip: the bot resumes its session, the same id, still in the room,
+        # and answers what was said while it was away.
+        await proxy.cut()
+        lobby.send("chat", "!count")
+        await proxy.restore()
+        assert (await bot.expect(r"^bot back in lobby as ([0-9a-f-]{36})$")).group(1) == bot_id
         assert await inbox.next("chat") == (b"2 here, me included", bot_id)
 
     await server.stop()  # the bot's connection closes; it tries again every second
