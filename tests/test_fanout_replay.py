@@ -12,7 +12,6 @@ import pytest
 from test_fanout import FakeTransport, end_turn, frame, make_peers
 
 
-
 async def test_replay_keeps_what_was_written_and_says_when_it_is_full(
         fanout_impl: Any) -> None:
     engine = fanout_impl.Fanout(asyncio.get_running_loop(), replay_limit=1000)
