@@ -15,7 +15,10 @@ import pytest
 from rawclient import Msg, connect, decode
 from rawsocket import RawSocket
 from v2client import connect2
-from waiting import TIMEOUT, eventually, pace, scaled
+from waiting import TIMEOUT, eventually, pace, scaled, suspend
+
+import roomer
+from roomer import Server
 
 
 class SessionClient:
@@ -33,7 +36,7 @@ class SessionClient:
     @classmethod
     async def open(cls, port: int, query: str = "session=new") -> SessionClient:
         client = cls(await RawSocket.open_path(port, f"/ws?{query}"), port)
-        if query != "session=new":
+        if "received=" in query:  # a resume: its verdict first
             client.verdict = await client._recv_uncounted()
         else:
             await client._start()
@@ -79,10 +82,11 @@ class SessionClient:
                                   struct.pack("ii", 1, 0))
         self.sock.sock.close()
 
-    async def resume(self) -> SessionClient:
-        """A new socket resuming this session; its verdict is in ``verdict``."""
+    async def resume(self, extra: str = "") -> SessionClient:
+        """A new socket resuming this session (``extra``: more of the query); its
+        verdict is in ``verdict``."""
         again = await SessionClient.open(
-            self.port, f"session={self.token}&received={self.count}")
+            self.port, f"session={self.token}&received={self.count}{extra}")
         assert again.verdict is not None
         if again.verdict.event == "session.resumed":
             body = again.verdict.json()
@@ -292,3 +296,85 @@ async def test_no_session_asked_nothing_changes(make_server: Any) -> None:
     assert left.payload == plain.id.encode()
     assert server.stats()["sessions_dropped"] == 0
     assert json.loads(other.root_ack.payload) == [other.id]  # type: ignore[union-attr]
+
+
+class Seat(roomer.GameRoom):
+    """A room type whose dropped players are held 0.3 s (scaled), whatever the server's
+    window; it records who left and whether they chose to."""
+
+    max_clients = 4
+    resume_window = scaled(0.3)
+    auto_dispose = False
+    gone: asyncio.Queue[tuple[str, bool]]
+
+    def on_left(self, player: roomer.Player, consented: bool) -> None:
+        Seat.gone.put_nowait((player.id, consented))
+
+
+class NoHold(Seat):
+    resume_window = 0.0
+
+
+@pytest.mark.parametrize("kind", ["seat", "nohold"])
+async def test_a_room_type_sets_the_window_of_its_players(kind: str) -> None:
+    Seat.gone = asyncio.Queue()
+    server = Server(resume_window=scaled(30))
+    server.define("seat", Seat)
+    server.define("nohold", NoHold)
+    await server.start("127.0.0.1", 0)
+    try:
+        room = await server.default.create_room(kind, room_id=f"{kind}:a")
+        client = await SessionClient.open(server.address[1])
+        await client.join(room)
+        client.reset()
+        # Held for the type's window (0.3 s, not the server's 30 s), or not at all.
+        assert await asyncio.wait_for(Seat.gone.get(), TIMEOUT) == (client.id, False)
+        stats = server.stats()
+        assert stats["sessions_dropped"] == (1 if kind == "seat" else 0)
+        assert stats["sessions_expired"] == (1 if kind == "seat" else 0)
+    finally:
+        await server.shutdown()
+
+
+async def test_an_async_authorize_decides_a_resume_with_the_same_claims(
+        make_server: Any) -> None:
+    async def authorize(request: Any) -> str:
+        await suspend()  # decided after the upgrade, as a database lookup is
+        user = request.path.decode().rpartition("user=")[2]
+        if user == "mallory":
+            raise roomer.Deny("no")
+        return user
+
+    server = await make_server(resume_window=scaled(10), authorize=authorize)
+    port = server.address[1]
+    client = await SessionClient.open(port, "session=new&user=ada")
+    await client.join("game")
+    client.reset()
+    await eventually(lambda: server.stats()["sessions_held"] == 1)
+    # Other claims, or a refusal: the socket is closed, the session stays held.
+    for who, code in (("bob", 1008), ("mallory", 1008)):
+        raw = await RawSocket.open_path(
+            port, f"/ws?session={client.token}&received={client.count}&user={who}")
+        assert (await raw.close_frame())[0] == code
+        raw.sock.close()
+    assert server.stats()["sessions_held"] == 1 and server.members("game") == [client.id]
+    # The token of a refused resume is spent: the same claims then get session.lost.
+    again = await client.resume("&user=ada")
+    assert again.verdict is not None and again.verdict.event == "session.lost"
+
+
+async def test_an_async_authorize_resumes_with_the_same_claims(make_server: Any) -> None:
+    async def authorize(request: Any) -> str:
+        await suspend()
+        return request.path.decode().rpartition("user=")[2]
+
+    server = await make_server(resume_window=scaled(10), authorize=authorize)
+    client = await SessionClient.open(server.address[1], "session=new&user=ada")
+    await client.join("game")
+    server.broadcast("game", "tick", b"0")
+    client.reset()
+    await eventually(lambda: server.stats()["sessions_held"] == 1)
+    again = await client.resume("&user=ada")
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    assert (await again.recv()).payload == b"0"
+    assert server.connection(client.id).claims == "ada"
