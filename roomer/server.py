@@ -32,6 +32,7 @@ from . import fanout
 from .config import Config, Routes
 from .connection import Connection, NamespaceConnection, Payload, sendable_close_code
 from .core import Core
+from .errors import Deny
 from .games import GameRoom, RoomListing
 from .handlers import Handler
 from .hooks import Hook, Hooks
@@ -107,6 +108,8 @@ class WSConnection(Connection):
         self._core.lifecycle.connected(self, authorizing)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if transport is not self.transport:
+            return  # a session's old socket, or its new one still being authorized
         if frame.last_in_buffer:
             self.read_done()
         if frame.msg_type is WSMsgType.CLOSE:
@@ -150,6 +153,10 @@ class WSConnection(Connection):
 
     def _resume(self, transport: WSTransport) -> None:
         # A held session's new socket: the verdict, what the client missed, what waited.
+        authorizing, self._authorizing = self._authorizing, None
+        if authorizing is not None:
+            self._core.spawn(self._resume_authorized(transport, authorizing))
+            return
         sessions = self._core.sessions
         verdict = sessions.verdict(self)
         if not sessions.resumed(self):  # it ended while the socket came up
@@ -158,6 +165,34 @@ class WSConnection(Connection):
             return
         transport.underlying_transport.write(verdict)
         self.attach(transport)
+
+    async def _resume_authorized(self, transport: WSTransport,
+                                 authorizing: Awaitable[Any]) -> None:
+        # An async authorize decides first, within handshake_timeout, and must say what
+        # it said of the session's client; else the new socket is closed as a refused
+        # connection would be, and the session stays held (its token is spent).
+        session = self._session
+        assert session is not None
+        try:
+            claims = await asyncio.wait_for(authorizing, self._core.config.handshake_timeout)
+        except asyncio.CancelledError:
+            session.resuming = None
+            transport.disconnect(False)
+            raise
+        except Exception as exc:
+            session.resuming = None
+            if not isinstance(exc, (Deny, TimeoutError)):
+                log.error("authorize raised", exc_info=exc)
+            transport.send_close(WSCloseCode(1008 if isinstance(exc, Deny) else 1011),
+                                 b"unauthorized" if isinstance(exc, Deny) else b"")
+            transport.disconnect()
+            return
+        if claims != self.claims or transport.is_disconnected:
+            session.resuming = None
+            transport.send_close(WSCloseCode(1008), b"unauthorized")
+            transport.disconnect()
+            return
+        self._resume(transport)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         session = self._session
@@ -719,6 +754,9 @@ class Server:
         if asked is not None and asked[0] != "new":
             held, why = sessions.claim(asked[0], asked[1], v2, claims)
             if held is not None:
+                if inspect.isawaitable(claims):  # an async authorize: awaited first
+                    assert isinstance(held, WSConnection)
+                    held._authorizing = claims
                 old = held.transport
                 if old is not None:  # still connected here: its client came back first
                     sessions.hold(held)

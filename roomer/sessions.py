@@ -156,6 +156,9 @@ class Sessions:
         session, core = conn._session, self._core
         if session is None or session.held or core.closing or not self.enabled:
             return False
+        window = self._window(conn)
+        if window <= 0:
+            return False
         if len(self.held) >= core.config.max_held_sessions:
             oldest = next(iter(self.held.values()))
             core.metrics.counters["sessions_evicted"] += 1
@@ -163,7 +166,7 @@ class Sessions:
         session.held = True
         session.dropped = conn.dropped
         assert core.loop is not None
-        session.timer = core.loop.call_later(core.config.resume_window, self._expired, conn)
+        session.timer = core.loop.call_later(window, self._expired, conn)
         self.held[conn.id] = conn
         conn.detach()
         conn.inbound.gone()
@@ -171,6 +174,19 @@ class Sessions:
         core.metrics.counters["sessions_dropped"] += 1
         _presence(core, conn, "member_dropped")
         return True
+
+    def _window(self, conn: Connection) -> float:
+        """How long ``conn`` is held: the shortest window its game rooms' types set,
+        else the server's."""
+        games = self._core.games
+        windows = []
+        if games.active:
+            for ns in self._core.namespaces.values():
+                for room in ns.registry.rooms_of(conn) or ():
+                    room_type = games.room_type(ns.name, room)
+                    if room_type is not None and room_type.resume_window is not None:
+                        windows.append(room_type.resume_window)
+        return min(windows) if windows else self._core.config.resume_window
 
     def _expired(self, conn: Connection) -> None:
         session = conn._session
@@ -213,9 +229,9 @@ class Sessions:
             return None, "a session still connecting or closing"
         if conn.v2 != v2:
             return None, "another protocol version"
-        if inspect.isawaitable(claims) or claims != conn.claims:
-            # An async authorize decides after the upgrade, too late to pick a listener.
-            return None, "authorize's claims differ (or authorize is async)"
+        if not inspect.isawaitable(claims) and claims != conn.claims:
+            # (An async authorize's claims are compared once it decided: server.py.)
+            return None, "authorize's claims differ"
         if not received.isdigit() or len(received) > 20:
             return None, "no count of messages received"
         count = int(received)

@@ -174,6 +174,10 @@ class GameRoom:
     tick_rate: float | None = None
     #: Dispose the room when its last seat frees.
     auto_dispose: bool = True
+    #: Seconds a player whose connection drops keeps its seat for a resume (None: the
+    #: server's ``resume_window``; 0: it leaves at once). A player in several rooms is
+    #: held for the shortest of theirs.
+    resume_window: float | None = None
 
     id: str
     type: str

@@ -19,7 +19,7 @@ TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 #: The settings ``define`` takes; those also class attributes of GameRoom default there.
 SETTINGS = ("max_clients", "tick_rate", "auto_dispose", "filter_by", "sort_by", "max_rooms",
-            "allow_create")
+            "allow_create", "resume_window")
 
 MIN_TICK_RATE, MAX_TICK_RATE = 1, 60
 
@@ -54,6 +54,8 @@ class RoomType:
     sort_by: tuple[tuple[str, int], ...]
     max_rooms: int | None
     allow_create: bool
+    #: Seconds a dropped player's session is held (None: the server's resume_window).
+    resume_window: float | None
     #: The message handlers of ``cls`` by event (roomer.on_message).
     handlers: Mapping[str, Any]
 
@@ -109,8 +111,14 @@ def make_type(namespace: str, name: str, cls: object, settings: Mapping[str, Any
     if max_rooms is not None and (isinstance(max_rooms, bool) or not isinstance(
             max_rooms, int) or max_rooms < 1):
         raise ValueError("max_rooms must be a positive int or None")
+    resume_window = pick("resume_window", None)
+    if resume_window is not None and (
+            isinstance(resume_window, bool) or not isinstance(resume_window, (int, float))
+            or not (math.isfinite(resume_window) and resume_window >= 0)):
+        raise ValueError("resume_window must be seconds (0: a dropped player leaves at "
+                         "once) or None (the server's)")
     return RoomType(namespace, name, cls, max_clients, tick_rate, auto_dispose,
-                    tuple(filter_by), order, max_rooms, allow_create, handlers)
+                    tuple(filter_by), order, max_rooms, allow_create, resume_window, handlers)
 
 
 def split_id(room: str) -> tuple[str, str]:
