@@ -24,6 +24,7 @@ event                  direction             payload
 ``state``              table → members       JSON ``{"tick": n, "players": {id: [x, y]}}``,
                                              x and y in 0-1 (3 decimals), 20 a second
 ``steer``              client → table        x, y of the target: two uint16 big-endian
+``names``              client → table        (empty) asks for ``names``, to this player only
 ``chat``               client → table        UTF-8 text (at most 200 characters)
 ``chat``               table → members       JSON ``{"id": sender, "text": text}``
 =====================  ====================  ===============================================
@@ -102,6 +103,11 @@ class Table(GameRoom):
             raise Deny("steer takes a target: two uint16")
         x, y = _TARGET.unpack(msg.payload)
         self.dots[player.id][2:] = [x / 65535, y / 65535]
+
+    @on_message("names")
+    def names_asked(self, player: Player, msg: Message) -> None:
+        # A page that sat down again after a reload missed the last change of names.
+        player.send("names", json.dumps(self.names))
 
     @on_message("chat")
     def chat(self, player: Player, msg: Message) -> None:

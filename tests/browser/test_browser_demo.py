@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from browserkit import Pages, until
+from clusterkit import Proxy
 
 # The servers are roomer serve processes (uvloop): one loop here is enough.
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
@@ -153,3 +154,38 @@ async def test_the_demo_game_on_two_nodes(pages: Pages, serve: Any, redis_url: s
     assert "the table closed" in await bob.evaluate(
         "document.getElementById('lobby-error').textContent")
     await until(frank, "document.querySelectorAll('#tables li').length === 0")
+
+
+async def test_a_dropped_player_is_greyed_out_and_a_reload_keeps_the_seat(
+        pages: Pages, serve: Any) -> None:
+    server = serve()  # no app: the demo
+    proxy = Proxy(server.port)  # alice's network, which the test cuts
+    await proxy.start()
+    alice = await pages.open(f"http://127.0.0.1:{proxy.port}/")
+    bob = await pages.open(server.http + "/")
+    for page, name in ((alice, "alice"), (bob, "bob")):
+        await enter_lobby(page, name)
+    table = await quick_play(alice)
+    assert await quick_play(bob) == table
+    await until(bob, "document.querySelectorAll('#members li').length === 2")
+    alice_id = await alice.evaluate("roomerDemo.table.id()")
+    log = "document.getElementById('log').textContent"
+    seen = len(await bob.evaluate(log))
+
+    # Alice's network drops: bob sees her greyed out, still seated, no "left" line.
+    await proxy.cut()
+    await until(bob, "document.querySelector('#members li.away')?.textContent === 'alice'")
+    await proxy.restore()
+    await until(bob, "document.querySelectorAll('#members li.away').length === 0")
+    await until(alice, "roomerDemo.root.open()")
+    assert await alice.evaluate("roomerDemo.table.id()") == alice_id
+
+    # A reload: the same player at the same table, still seated for bob.
+    await alice.reload()
+    await alice.wait_for_selector("#room:not([hidden])")
+    await until(alice, "roomerDemo.table?.open() && roomerDemo.names.size === 2")
+    assert await alice.evaluate("[roomerDemo.table.id(), roomerDemo.table.name]") == [
+        alice_id, table]
+    assert await seated(alice) == ["alice(you)", "bob"]
+    assert await seated(bob) == ["alice", "bob(you)"]
+    assert "alice" not in (await bob.evaluate(log))[seen:]  # no "left", no "sat down"
