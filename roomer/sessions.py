@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import inspect
 import json
-import logging
 import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from .core import Core
 
 __all__ = ["Session", "Sessions"]
-
-log = logging.getLogger("roomer")
 
 _NONCE = 12
 _MAC = 16
@@ -101,8 +98,9 @@ class Sessions:
             return None
         return str(uuid.UUID(bytes=raw_id)), nonce
 
-    def _announcement(self, conn: Connection, session: Session) -> bytes:
-        return json.dumps({"token": self._token(conn, session),
+    def _announcement(self, conn: Connection, session: Session, **more: str) -> bytes:
+        """A ``session`` or ``session.resumed`` payload, with a fresh token."""
+        return json.dumps({**more, "token": self._token(conn, session),
                            "window": self._core.config.resume_window}).encode()
 
     # a live session ----------------------------------------------------------------------
@@ -194,17 +192,21 @@ class Sessions:
             self._core.metrics.counters["sessions_expired"] += 1
             self.end(conn)
 
+    def _release(self, conn: Connection, session: Session) -> None:
+        """No longer held (resumed, or ending): its window stops."""
+        session.held = False
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        self.held.pop(conn.id, None)
+
     def end(self, conn: Connection) -> None:
         """A held session ends (window over, evicted, cut, shutdown): the client leaves
         as a dropped one always did."""
         session = conn._session
         if session is None or not session.held:
             return
-        session.held = False
-        if session.timer is not None:
-            session.timer.cancel()
-            session.timer = None
-        self.held.pop(conn.id, None)
+        self._release(conn, session)
         conn.replay = None
         conn.discard_outbox()
         self._core.lifecycle.disconnected(conn)
@@ -244,9 +246,7 @@ class Sessions:
             return None, "messages it missed were forgotten"
         if conn.replay_count(count - session.base)[1] < count - session.base:
             return None, "counts more messages than were sent"
-        verdict = json.dumps({"id": conn.id, "token": self._token(conn, session),
-                              "window": self._core.config.resume_window}).encode()
-        session.resuming = (count, verdict)
+        session.resuming = (count, self._announcement(conn, session, id=conn.id))
         return conn, ""
 
     def verdict(self, conn: Connection) -> bytes:
@@ -266,11 +266,7 @@ class Sessions:
         session.resuming = None
         if not session.held or replay is None:
             return False
-        session.held = False
-        if session.timer is not None:
-            session.timer.cancel()
-            session.timer = None
-        self.held.pop(conn.id, None)
+        self._release(conn, session)
         pos, _ = conn.replay_count(count - session.base)
         missed = bytes(replay[pos:])
         del replay[pos:]
@@ -287,7 +283,6 @@ class Sessions:
         payload = json.dumps({"code": "resume_failed",
                               "message": "the session cannot be resumed"}).encode()
         return self._core.default.registry.frame(conn, ROOT, "session.lost", "", "", payload)
-
 
 
 def _presence(core: Core, conn: Connection, event: str) -> None:
