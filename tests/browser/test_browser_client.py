@@ -14,8 +14,13 @@ from waiting import scaled
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.server_process]
 
 
+# A page that closes goes away (close code 1001): its session is held for the window, as
+# for a reload, then it leaves its rooms. These tests watch it leave: a short window.
+SHORT_WINDOW = ("--resume-window", "0.3")
+
+
 async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:
-    server = serve(*harness_args())
+    server = serve(*harness_args(*SHORT_WINDOW))
     a, b = await harness(pages, server), await harness(pages, server)
     # The join is made before the socket is open: it is queued, then sent.
     a_id = await joined(a, "match")
@@ -100,7 +105,7 @@ async def test_two_pages_share_a_room(pages: Pages, serve: Any) -> None:
 async def test_code_written_for_the_original_client_runs(pages: Pages, serve: Any) -> None:
     # The JavaScript quick start of the original roomer client, as it was written
     # (its console.log calls collected into `out`).
-    server = serve(*harness_args())
+    server = serve(*harness_args(*SHORT_WINDOW))
     page, other = await harness(pages, server), await harness(pages, server)
     await page.evaluate("""() => {
         window.out = [];
