@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_micro_relay import _body, _core_with_room  # noqa: E402
+from test_micro_relay import _body, _core_with_room
 
 members, size, relays = (int(arg) for arg in sys.argv[1:4])
 core, sender, loop = _core_with_room(members)
