@@ -231,6 +231,8 @@ class Connection(fanout.Peer):
         return True
 
     def replay_full(self) -> None:
+        """The fan-out's call: what this session keeps for a resume passed
+        ``resume_replay`` (the oldest messages are forgotten)."""
         self._core.sessions.trim(self)
 
     @property

@@ -195,3 +195,37 @@ def test_room_names_must_fit_the_backplane_envelope() -> None:
     server.namespace("abcd")  # 4 + 1 + 250 = 255 fits
     with pytest.raises(ValueError, match="namespace 'abcde'"):
         server.namespace("abcde")
+
+
+async def test_a_session_held_on_one_node_keeps_its_place_for_the_other(
+        nodes: Nodes) -> None:
+    """A client of node a drops and resumes there: b's member never sees it leave, and
+    what b sends meanwhile reaches it; dropped again and ended, b sees it leave."""
+    from test_sessions import SessionClient
+
+    a_node, b_node = await nodes(2, resume_window=scaled(10))
+    held = await SessionClient.open(a_node.address[1])
+    await held.join("lobby")
+    b = await connect(b_node)
+    await b.join("lobby")
+    await eventually(lambda: sorted(a_node.members("lobby")) == sorted([held.id, b.id]))
+    held.reset()
+    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+    await b.send("lobby", "chat", payload=b"while you were away")
+    again = await held.resume()
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    got = await again.recv()
+    while got.event != "chat":
+        got = await again.recv()
+    assert (got.src, got.payload) == (b.id, b"while you were away")
+    assert sorted(b_node.members("lobby")) == sorted([held.id, b.id])
+    await b.expect_nothing()  # no member_left (and v1: no member_dropped either)
+    # Dropped again, and this time ended by the app (close of a held session): b sees
+    # it leave, on its node too.
+    again.reset()
+    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+    conn = a_node.connection(held.id)
+    assert conn is not None
+    conn.close()  # the app ends the held session: the client starts over
+    assert (await b.expect("member_left", "lobby")).text == held.id
+    assert b_node.members("lobby") == [b.id]
