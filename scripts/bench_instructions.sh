@@ -10,20 +10,8 @@
 #   bash scripts/bench_instructions.sh REV
 set -euo pipefail
 rev=${1:?usage: bench_instructions.sh REV}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$repo/.venv/bin/python}
-work=$(mktemp -d)
-cleanup() {
-    git -C "$repo" worktree remove --force "$work/before" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-git -C "$repo" worktree add -q --detach "$work/before" "$rev"
-for tree in "$work/before" "$repo"; do
-    (cd "$tree" && "$python" setup.py -q build_ext --inplace >/dev/null 2>&1)
-done
-cp "$repo"/bench/relay_instructions.py "$repo"/bench/test_micro_relay.py \
-    "$repo"/bench/test_micro_fanout.py "$repo"/bench/implementations.py "$work/"
+. "$(dirname "$0")/before_tree.sh" "$rev" relay_instructions.py test_micro_relay.py \
+    test_micro_fanout.py implementations.py
 
 count() {  # tree members size relays -> instructions
     PYTHONHASHSEED=0 PYTHONPATH=$1 setarch -R valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
