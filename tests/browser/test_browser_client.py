@@ -345,7 +345,10 @@ async def test_a_slow_consumer_disconnect_is_retried(pages: Pages, serve: Any) -
                                  "--rate-limit", "none", "--byte-limit", "none"))
     sender, receiver = await harness(pages, server), await harness(pages, server)
     await joined(sender, "match")
-    old = await joined(receiver, "match", options="{reconnect: {initialDelay: 100}}")
+    # Without a session: what is tested is the cut and the retry as a new client (a
+    # session would keep what it was sent for a resume; tests/browser/test_browser_resume.py).
+    old = await joined(receiver, "match",
+                       options="{reconnect: {initialDelay: 100}, resume: false}")
     await until(sender, "room.members().length === 2")
     # The receiver's main thread stays busy (it reads nothing) until the server says it
     # cut a slow consumer off: its /metrics, read with a synchronous request meanwhile.
