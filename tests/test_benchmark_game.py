@@ -71,18 +71,20 @@ def test_sweep_steps_up_then_offers_past_the_highest_rate_held(tmp_path: Path) -
     assert rc == 0
     (sweep,) = json.loads(out.read_text())["sweeps"]
     rates = [step["rate_hz"] for step in sweep["steps"]]
-    # Usually 2, 4 and 8 all hold; on a loaded machine a step can miss the offered rate
-    # (a CI run delivered 87% at 8 Hz), and the sweep then refines below it: the steps
-    # are checked against the rate held, whatever it was.
+    # Usually 2, 4 and 8 all hold; on a loaded machine any step can miss the offered rate
+    # (CI runs delivered 87% at 8 Hz, and once 87% at 2 Hz, after which the sweep halved
+    # and refined below 2): the steps are checked against the rate held, whatever it was.
     held = sweep["held_hz"]
-    assert 2 <= held <= 8 and rates[:2] == [2, 4] and held in rates
+    assert held is not None and 0 < held <= 8 and held in rates and 2 in rates
     assert rates[-4:] == [held * k for k in (1.5, 2, 3, 4)]  # the overload rows
     assert max(rates[:-4]) <= 8
     for step in sweep["steps"]:
         assert step["error"] == ""
         assert step["delivered"] + step["lost"] == step["expected"] > 0
         if step["rate_hz"] <= held:
-            assert step["held"] and step["lost"] == 0
+            assert step["lost"] == 0
+        if step["rate_hz"] == held:
+            assert step["held"]
 
 
 def test_sweep_halves_down_when_the_first_rate_fails(tmp_path: Path) -> None:
