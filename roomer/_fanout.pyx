@@ -531,6 +531,13 @@ cdef class Peer(WSListener):
             self.engine._dirty.append(self)
             self.engine._schedule()
 
+    def queued(self):
+        """A copy of what the outbox holds (whole frames not written yet): what a held
+        session hands over to another node."""
+        if self.engine is None:
+            raise _uninitialised()
+        return PyBytes_FromStringAndSize(self._buf, self._size)
+
     cdef int _trim_read_buffer(self) except -1:
         cdef MemoryBuffer rb = self._rbuf
         cdef Py_ssize_t target, used

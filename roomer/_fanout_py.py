@@ -415,6 +415,11 @@ class Peer(WSListener):
             self.engine._dirty.append(self)
             self.engine._schedule()
 
+    def queued(self) -> bytes:
+        """A copy of what the outbox holds (whole frames not written yet): what a held
+        session hands over to another node."""
+        return bytes(self._buf)
+
     def send_frame(self, frame: bytes) -> bool:
         """Queue one pre-framed data message to this receiver. False if it was dropped."""
         _exact(frame, bytes, "frame")

@@ -250,6 +250,11 @@ class Connection(fanout.Peer):
         """Send a close frame with ``code`` and ``reason`` and disconnect."""
         raise NotImplementedError
 
+    def let_go(self) -> None:
+        """Hold the session and drop the socket without a close frame: its client came
+        back on another socket first (here, or on another node)."""
+        raise NotImplementedError
+
     def pause_reading(self) -> None:
         """Stop reading the socket (the router's pacing: not for applications)."""
         raise NotImplementedError

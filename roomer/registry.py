@@ -126,6 +126,55 @@ class Registry:
             else:
                 cluster.local_disconnected(conn.id)
 
+    def moved_out(self, conn: Connection) -> list[str]:
+        """``conn``'s session moved to another node: out of this namespace's clients and
+        rooms here with nothing said (its new node tells everyone it is there), and the
+        cluster names of what it was in."""
+        keys = []
+        rooms = self.rooms_of(conn)
+        for room in list(rooms or ()):
+            members = self.rooms.get(room)
+            if members is not None and members.pop(conn.id, None) is not None:
+                self._listings.pop(room, None)
+                self._count_v2(conn, room, -1)
+                if not members:
+                    del self.rooms[room]
+            keys.append(self.key(room))
+        if rooms is not None:
+            rooms.clear()
+        if self.conns.pop(conn.id, None) is not None:
+            self._v2_conns -= conn.v2
+            if self.namespace:
+                keys.append(self.key(""))
+        return keys
+
+    def moved_in(self, conn: Connection, rooms: list[str]) -> list[str]:
+        """``conn``'s session moved here from another node, in ``rooms``: in this
+        namespace's clients and rooms with nothing said (the cluster says it is here),
+        and the cluster names of what it is in."""
+        self.conns[conn.id] = conn
+        self._v2_conns += conn.v2
+        own = self.rooms_of(conn)
+        assert own is not None
+        keys = [self.key("")] if self.namespace else []
+        for room in rooms:
+            members = self.rooms.setdefault(room, {})
+            if conn.id not in members:
+                members[conn.id] = conn
+                own[room] = None
+                self._listings.pop(room, None)
+                self._count_v2(conn, room, 1)
+            keys.append(self.key(room))
+        return keys
+
+    def _count_v2(self, conn: Connection, room: str, change: int) -> None:
+        if conn.v2 and not self.namespace:
+            count = self._v2_members.get(room, 0) + change
+            if count > 0:
+                self._v2_members[room] = count
+            else:
+                self._v2_members.pop(room, None)
+
     # membership -----------------------------------------------------------------------
 
     def members(self, room: str) -> list[str]:
@@ -205,8 +254,7 @@ class Registry:
             members[conn.id] = conn
             rooms[room] = None
             self._listings.pop(room, None)
-            if conn.v2 and not self.namespace:
-                self._v2_members[room] = self._v2_members.get(room, 0) + 1
+            self._count_v2(conn, room, 1)
         if ack:
             listed = json.dumps([conn.id]) if quiet else self._listing(room)
             if reply:
@@ -246,12 +294,7 @@ class Registry:
             # Asks of it in this room go unanswered now: their memory goes with them.
             conn.asks.fail("the client left the room", self.namespace, room)
         self._listings.pop(room, None)
-        if conn.v2 and not self.namespace:
-            left = self._v2_members.get(room, 0) - 1
-            if left > 0:
-                self._v2_members[room] = left
-            else:
-                self._v2_members.pop(room, None)
+        self._count_v2(conn, room, -1)
         if self.cluster is not None:
             self.cluster.local_left(self.key(room), conn.id)
         if not members:
@@ -355,6 +398,23 @@ class Registry:
                       True)
 
 
+    def presence_v2(self, room: str, event: str, member: str) -> None:
+        """``member_dropped`` or ``member_back`` of ``member`` to ``room``'s v2 members
+        here (v1 has no such event), if the room has presence."""
+        members = self.rooms.get(room)
+        if not members or self.quiet(room):
+            return
+        frame = None
+        for conn in members.values():
+            # A named namespace's members are the clients' views of it.
+            target = getattr(conn, "conn", conn)
+            if target.id == member or not target.v2:
+                continue
+            if frame is None:
+                frame = self.frame(target, room, event, "", "", member)
+            target.send_control(frame)
+
+
 class Nodes:
     """The cluster's `ClusterEvents`: what other nodes publish,
     handed to the registry of its namespace (a room name on the cluster is
@@ -403,6 +463,11 @@ class Nodes:
         registry, name = self._split(room)
         if registry is not None:
             registry.remote_left(name, member)
+
+    def remote_presence(self, room: str, member: str, event: str) -> None:
+        registry, name = self._split(room)
+        if registry is not None:
+            registry.presence_v2(name, event, member)
 
     # The link to the broker (Cluster.state()["link"] says the same): v2 clients are told
     # that cross-node messages are being dropped, and then that some may have been lost

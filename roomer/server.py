@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .namespaces import Exclude, NamedNamespace, Namespace
 from .registry import ROOT, Nodes, Registry
 from .routing import BEAT, name_ok
+from .sessions import NOT_HERE
 from .static_files import StaticFiles
 
 __all__ = ["Server", "WSConnection"]
@@ -71,6 +72,10 @@ def _libc_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _libc_malloc_trim()
 
 
+# What _authorized returns for an async authorize that refused (or failed).
+_REFUSED = object()
+
+
 def _close_reason(reason: str) -> bytes:
     """``reason`` cut to the 123 bytes a close frame holds, on a character boundary: a
     split UTF-8 character fails the whole close (browsers report 1006, and roomer.js then
@@ -86,7 +91,7 @@ class WSConnection(Connection):
     it asks of its socket (close, pause and resume reading, ping). ``authorizing`` is
     an async ``authorize``'s awaitable, awaited once the WebSocket is up."""
 
-    __slots__ = ("_authorizing", "_verdict")
+    __slots__ = ("_authorizing", "_takeover", "_verdict")
 
     def __init__(self, core: Core, request: Any, claims: Any, v2: bool,
                  authorizing: Awaitable[Any] | None = None) -> None:
@@ -94,8 +99,14 @@ class WSConnection(Connection):
         self._authorizing = authorizing
         # A failed resume's verdict, written before anything else.
         self._verdict: bytes | None = None
+        # The session it resumes, held by another node: (id, nonce, messages received).
+        self._takeover: tuple[str, bytes, int] | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        if self._takeover is not None:
+            self._core.spawn(self._take_over(transport, *self._takeover))
+            self._takeover = None
+            return
         session = self._session
         if session is not None and session.resuming is not None:
             self._resume(transport)
@@ -174,25 +185,61 @@ class WSConnection(Connection):
         session = self._session
         assert session is not None
         try:
-            claims = await asyncio.wait_for(authorizing, self._core.config.handshake_timeout)
+            claims = await self._authorized(transport, authorizing)
         except asyncio.CancelledError:
             session.resuming = None
+            raise
+        if claims is _REFUSED or claims != self.claims or transport.is_disconnected:
+            session.resuming = None
+            if claims is not _REFUSED:
+                transport.send_close(WSCloseCode(1008), b"unauthorized")
+                transport.disconnect()
+            return
+        self._resume(transport)
+
+    async def _take_over(self, transport: WSTransport, member: str, nonce: bytes,
+                         count: int) -> None:
+        # The session is claimed from its node through the backplane while the new
+        # socket waits for its verdict (what the client sends meanwhile is not read).
+        authorizing, self._authorizing = self._authorizing, None
+        if authorizing is not None:
+            claims = await self._authorized(transport, authorizing)
+            if claims is _REFUSED:
+                return
+            self.claims = claims
+        sessions = self._core.sessions
+        verdict = await sessions.moves.take_over(self, member, nonce, count)
+        if verdict is None:
+            self._core.metrics.counters["resume_failures"] += 1
+            sessions.start(self)
+            self._verdict = sessions.lost(self)
+            self.inbound.count_error(self._core.router.clock(), self._core.config.error_limit)
+            if not transport.is_disconnected:
+                self.on_ws_connected(transport)
+            return
+        if transport.is_disconnected:
+            # Gone while its session moved here: its client will not see it.
+            self._core.lifecycle.disconnected(self)
+            return
+        transport.underlying_transport.write(verdict)
+        self.attach(transport)
+
+    async def _authorized(self, transport: WSTransport, authorizing: Awaitable[Any]) -> Any:
+        """An async authorize's claims for a resume, within handshake_timeout; _REFUSED
+        (the new socket closed as a refused connection would be) if it refused or
+        failed."""
+        try:
+            return await asyncio.wait_for(authorizing, self._core.config.handshake_timeout)
+        except asyncio.CancelledError:
             transport.disconnect(False)
             raise
         except Exception as exc:
-            session.resuming = None
             if not isinstance(exc, (Deny, TimeoutError)):
                 log.error("authorize raised", exc_info=exc)
             transport.send_close(WSCloseCode(1008 if isinstance(exc, Deny) else 1011),
                                  b"unauthorized" if isinstance(exc, Deny) else b"")
             transport.disconnect()
-            return
-        if claims != self.claims or transport.is_disconnected:
-            session.resuming = None
-            transport.send_close(WSCloseCode(1008), b"unauthorized")
-            transport.disconnect()
-            return
-        self._resume(transport)
+            return _REFUSED
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         session = self._session
@@ -213,6 +260,12 @@ class WSConnection(Connection):
         if not tr.is_close_frame_sent:
             tr.send_close(WSCloseCode(code), _close_reason(reason))
         tr.disconnect(graceful)
+
+    def let_go(self) -> None:
+        old = self.transport
+        self._core.sessions.hold(self)
+        if old is not None:
+            old.disconnect(False)
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -625,6 +678,7 @@ class Server:
         await cluster.start(Nodes(registries))
         for registry in registries.values():
             registry.cluster = cluster
+        self._core.sessions.moves.attach(cluster)  # sessions move between nodes
         await self._core.games.attach(cluster)  # game rooms cross the cluster too
 
     async def _leave_cluster(self) -> None:
@@ -753,14 +807,20 @@ class Server:
         lost = False
         if asked is not None and asked[0] != "new":
             held, why = sessions.claim(asked[0], asked[1], v2, claims)
+            elsewhere = sessions.moves.elsewhere(*asked) if why == NOT_HERE else None
+            if elsewhere is not None:  # held by another node, maybe: claimed from there
+                if inspect.isawaitable(claims):  # an async authorize: awaited first
+                    conn = WSConnection(self._core, request, None, v2, claims)
+                else:
+                    conn = WSConnection(self._core, request, claims, v2)
+                conn._takeover = elsewhere
+                return conn
             if held is not None:
                 if inspect.isawaitable(claims):  # an async authorize: awaited first
                     assert isinstance(held, WSConnection)
                     held._authorizing = claims
-                old = held.transport
-                if old is not None:  # still connected here: its client came back first
-                    sessions.hold(held)
-                    old.disconnect(False)
+                if held.transport is not None:  # still connected: its client came back first
+                    held.let_go()
                 held.request = request
                 return held
             lost = True

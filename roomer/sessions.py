@@ -23,12 +23,16 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .registry import ROOT
+from .session_moves import Moves
 
 if TYPE_CHECKING:
     from .connection import Connection
     from .core import Core
 
-__all__ = ["Session", "Sessions"]
+__all__ = ["NOT_HERE", "Session", "Sessions"]
+
+#: Why a claim failed when the token is good but its session is not held here.
+NOT_HERE = "no such session"
 
 _NONCE = 12
 _MAC = 16
@@ -41,7 +45,7 @@ _TOKEN_CHARS = 59
 class Session:
     """One connection's session state."""
 
-    __slots__ = ("base", "dropped", "held", "nonce", "resuming", "timer")
+    __slots__ = ("base", "dropped", "held", "moving", "nonce", "resuming", "timer")
 
     def __init__(self) -> None:
         self.nonce = b""
@@ -56,6 +60,8 @@ class Session:
         # A new socket claimed it at its upgrade: (messages received, the verdict
         # frame's payload) until the socket is up.
         self.resuming: tuple[int, bytes] | None = None
+        # Another node claimed it (roomer/session_moves.py): what the move needs.
+        self.moving: Any = None
 
 
 class Sessions:
@@ -67,6 +73,7 @@ class Sessions:
         self._key = secret.encode() if secret is not None else secrets.token_bytes(32)
         #: Held connections by id, oldest first.
         self.held: dict[str, Connection] = {}
+        self.moves = Moves(self, core)
 
     @property
     def enabled(self) -> bool:
@@ -193,11 +200,15 @@ class Sessions:
             self.end(conn)
 
     def _release(self, conn: Connection, session: Session) -> None:
-        """No longer held (resumed, or ending): its window stops."""
+        """No longer held (resumed, moved, or ending): its window stops, and so does a
+        move another node asked for."""
         session.held = False
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
+        if session.moving is not None:
+            session.moving[2].cancel()
+            session.moving = None
         self.held.pop(conn.id, None)
 
     def end(self, conn: Connection) -> None:
@@ -222,32 +233,44 @@ class Sessions:
         if parsed is None:
             return None, "not a token of this server"
         conn = self._core.default.registry.conns.get(parsed[0])  # held ones are there too
-        session = None if conn is None else conn._session
-        if conn is None or session is None or session.resuming is not None:
-            return None, "no such session"
-        if not hmac.compare_digest(parsed[1], session.nonce):
-            return None, "a spent token"
+        if conn is None:
+            return None, NOT_HERE
+        # (An async authorize's claims are compared once it decided: server.py.)
+        why = self.check(conn, parsed[1], received, v2,
+                         not inspect.isawaitable(claims) and claims != conn.claims)
+        if why:
+            return None, why
+        assert conn._session is not None
+        conn._session.resuming = (int(received),
+                                  self._announcement(conn, conn._session, id=conn.id))
+        return conn, ""
+
+    def check(self, conn: Connection, nonce: bytes, received: str, v2: bool,
+              claims_differ: bool) -> str:
+        """Whether a new socket (here or on another node) may take ``conn``'s session
+        over: "" if so, else why not. A held session that lost messages ends here."""
+        session = conn._session
+        if session is None or session.resuming is not None or session.moving is not None:
+            return NOT_HERE
+        if not hmac.compare_digest(nonce, session.nonce):
+            return "a spent token"
         if not session.held and not (conn.transport is not None and conn.inbound.open):
-            return None, "a session still connecting or closing"
+            return "a session still connecting or closing"
         if conn.v2 != v2:
-            return None, "another protocol version"
-        if not inspect.isawaitable(claims) and claims != conn.claims:
-            # (An async authorize's claims are compared once it decided: server.py.)
-            return None, "authorize's claims differ"
+            return "another protocol version"
+        if claims_differ:
+            return "authorize's claims differ"
         if not received.isdigit() or len(received) > 20:
-            return None, "no count of messages received"
+            return "no count of messages received"
         count = int(received)
-        replay = conn.replay
-        assert replay is not None
         if count < session.base or (session.held and conn.dropped != session.dropped):
             if session.held:
                 self._core.metrics.counters["sessions_lost"] += 1
                 self.end(conn)
-            return None, "messages it missed were forgotten"
+            return "messages it missed were forgotten"
         if conn.replay_count(count - session.base)[1] < count - session.base:
-            return None, "counts more messages than were sent"
-        session.resuming = (count, self._announcement(conn, session, id=conn.id))
-        return conn, ""
+            return "counts more messages than were sent"
+        return ""
 
     def verdict(self, conn: Connection) -> bytes:
         """The resumed verdict's frame, written before anything else on the new socket."""
@@ -255,6 +278,14 @@ class Sessions:
         assert session is not None and session.resuming is not None
         return self._core.default.registry.frame(conn, ROOT, "session.resumed", "", conn.id,
                                                  session.resuming[1])
+
+    def resumed_verdict(self, conn: Connection) -> bytes:
+        """The resumed verdict of a session that moved here, with a fresh token."""
+        session = conn._session
+        assert session is not None
+        return self._core.default.registry.frame(
+            conn, ROOT, "session.resumed", "", conn.id,
+            self._announcement(conn, session, id=conn.id))
 
     def resumed(self, conn: Connection) -> bool:
         """The claimed session's new socket is attached: what the client missed goes out
@@ -285,24 +316,17 @@ class Sessions:
         return self._core.default.registry.frame(conn, ROOT, "session.lost", "", "", payload)
 
 
-def _presence(core: Core, conn: Connection, event: str) -> None:
+def _presence(core: Core, conn: Connection, event: str, *, publish: bool = True) -> None:
     """``member_dropped`` or ``member_back`` to the v2 members of every room ``conn`` is in
-    that has presence (v1 clients have no such event)."""
+    that has presence (v1 clients have no such event), here and (``publish``) on the
+    other nodes."""
     for ns in core.namespaces.values():
         registry = ns.registry
         rooms = registry.rooms_of(conn)
         if not rooms:
             continue
         for room in rooms:
-            members = registry.rooms.get(room)
-            if members is None or registry.quiet(room):
-                continue
-            frame = None
-            for member in members.values():
-                # A named namespace's members are the clients' views of it.
-                target = getattr(member, "conn", member)
-                if target is conn or not target.v2:
-                    continue
-                if frame is None:
-                    frame = registry.frame(target, room, event, "", "", conn.id)
-                target.send_control(frame)
+            registry.presence_v2(room, event, conn.id)
+        if publish and registry.cluster is not None:
+            registry.cluster.presence(conn.id, [registry.key(room) for room in rooms],
+                                      back=event == "member_back")

@@ -1,7 +1,8 @@
 """The fan-out's part in resumable sessions, on both twins with recording transports:
 ``replay`` keeps every byte written, ``replay_full`` is called past ``replay_limit``, a
-detached receiver's outbox waits within the usual limits, and ``prepend`` puts frames back
-in front of it, and ``replay_count`` turns counts of messages into bytes."""
+detached receiver's outbox waits within the usual limits, ``queued`` copies it out,
+``prepend`` puts frames back in front of it, and ``replay_count`` turns counts of messages
+into bytes."""
 
 from __future__ import annotations
 
@@ -58,10 +59,14 @@ async def test_a_detached_receiver_gathers_frames_until_attached(fanout_impl: An
     assert transports[0].writes == []
     # The usual bound: the third frame would pass outbox_limit, so it and the fourth drop.
     assert sent == [1, 1, 0, 0] and peer.dropped == 2 and peer.pending == 2 * len(frame(0, 100))
+    # What it holds can be copied out (a session handed over to another node) as is.
+    assert peer.queued() == frame(0, 100) + frame(1, 100)
     peer.prepend(frame(9))
+    assert peer.queued() == frame(9) + frame(0, 100) + frame(1, 100)
     again = FakeTransport()
     peer.attach(again)
     assert again.writes == [frame(9) + frame(0, 100) + frame(1, 100)]
+    assert peer.queued() == b""
 
 
 async def test_prepend_on_an_attached_receiver_is_written_first(fanout_impl: Any) -> None:

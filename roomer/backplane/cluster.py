@@ -120,7 +120,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
 
@@ -129,7 +129,7 @@ from .errors import NodeIdInUse
 from .names import Names
 from .transport import Transport, create
 
-__all__ = ["Cluster", "ClusterEvents", "NodeWatcher"]
+__all__ = ["Capture", "Cluster", "ClusterEvents", "NodeWatcher"]
 
 log = logging.getLogger("roomer.backplane")
 
@@ -164,6 +164,10 @@ class ClusterEvents(Protocol):
 
     def remote_left(self, room: str, member: str) -> None:
         """A member on another node left ``room`` (or its node died): ``member_left``."""
+
+    def remote_presence(self, room: str, member: str, event: str) -> None:
+        """A member on another node dropped (``member_dropped``: its session is held) or
+        is back (``member_back``: resumed there, or moved there from another node)."""
 
     def link_down(self) -> None:
         """The broker is unreachable or stalled (or this node was): frames to and from
@@ -223,8 +227,9 @@ class _Room:
     """A room this node follows (is subscribed to): it has local members there, or had
     until less than ``linger`` seconds ago."""
 
-    __slots__ = ("announce_timer", "announced", "awaiting", "channel", "linger", "local",
-                 "name", "pending", "quiet", "ready", "subscribed", "syncing", "timer", "view")
+    __slots__ = ("announce_timer", "announced", "awaiting", "captures", "channel", "last",
+                 "linger", "local", "name", "pending", "quiet", "ready", "subscribed",
+                 "syncing", "timer", "view")
 
     def __init__(self, name: str, channel: str, ready: asyncio.Future[None],
                  quiet: bool = False) -> None:
@@ -247,6 +252,59 @@ class _Room:
         self.announce_timer: asyncio.TimerHandle | None = None
         # While nobody is here: when the node stops following the room.
         self.linger: asyncio.TimerHandle | None = None
+        # The seq of the last frame from each origin (raw key -> 8 bytes), and the
+        # sessions moving here that keep this room's frames meanwhile.
+        self.last: dict[bytes, bytes] = {}
+        self.captures: list[Capture] = []
+
+
+class Capture:
+    """What reaches this node for a member whose session moves here while the node
+    holding it still delivers to it: every frame for it, in arrival order, with its
+    channel, origin and seq, until the holder's cut (:meth:`Cluster.cut`) says which of
+    them it did not deliver (:meth:`Cluster.captured`). At most ``limit`` bytes: past
+    them ``overflowed`` is set and nothing more is kept."""
+
+    __slots__ = ("frames", "limit", "member", "overflowed", "rooms", "size", "waits")
+
+    def __init__(self, member: str, limit: int) -> None:
+        self.member = member
+        self.limit = limit
+        self.rooms: list[str] = []
+        # (channel: "r:<room>", "a" or "d"; origin key; seq; frame)
+        self.frames: list[tuple[str, bytes, bytes, bytes]] = []
+        self.size = 0
+        self.overflowed = False
+        # Subscriptions the broker has to confirm before the holder may cut.
+        self.waits: list[asyncio.Future[Any]] = []
+
+    def keep(self, channel: str, data: bytes, frame: bytes) -> None:
+        size = len(frame)
+        if self.overflowed or self.size + size > self.limit:
+            self.overflowed = True
+            return
+        self.size += size
+        pos = 2 + data[1]
+        self.frames.append((channel, data[2:pos], data[pos:pos + env.SEQ], frame))
+
+
+def _listed(st: _Room, member: str) -> bool:
+    """Whether a node's list of ``st`` has ``member`` (a session that moved: its old
+    node's leave or death is not the member's)."""
+    return any(member in members for members in st.view.values())
+
+
+def _keep_own(captures: Iterable[Capture], channel: str, message: bytes, frame: bytes,
+              exclude: str | None) -> None:
+    """A frame this node publishes, kept for the sessions moving here: the broker does
+    not echo it back, and the holder may have its cut before it."""
+    for capture in captures:
+        if exclude != capture.member:
+            capture.keep(channel, message, frame)
+
+
+def _seqs(last: dict[bytes, bytes]) -> dict[str, int]:
+    return {origin.decode(): int.from_bytes(seq, "big") for origin, seq in list(last.items())}
 
 
 def _default_node_id() -> str:
@@ -350,6 +408,16 @@ class Cluster:
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        # Frames published (F, A and D): their seq. The last seq from each origin on the
+        # "all" channel and on each local client's channel; sessions moving here.
+        self._seq = 0
+        self._last_all: dict[bytes, bytes] = {}
+        self._last_direct: dict[str, dict[bytes, bytes]] = {}
+        self._captures: dict[str, Capture] = {}
+        #: Called for a session's move between nodes (roomer/sessions.py): ``(origin,
+        #: kind, body)`` for a claim (on the client's channel: its answer says whether
+        #: this node holds the session), an offer, a ready and a handover.
+        self.on_session: Callable[[str, int, bytes], bool] | None = None
         self._set_identity()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -473,6 +541,7 @@ class Cluster:
         if member not in self._clients or self._closed:
             return
         del self._clients[member]
+        self._last_direct.pop(member, None)
         self.transport.unsubscribe(self.names.client(member))
 
     def local_joined(self, room: str, member: str) -> None:
@@ -493,23 +562,32 @@ class Cluster:
                     if back:
                         self._check(st)
             return
+        self._follow(room, member)
+
+    def _follow(self, room: str, member: str | None) -> asyncio.Future[None]:
+        """Subscribe to ``room`` and learn its lists, for ``member`` (which joined: its
+        join is published) or for a session moving here (None); the broker's
+        confirmation of the subscription is returned."""
         assert self._loop is not None
         quiet = room in self.quiet_rooms
         st = self._rooms[room] = _Room(room, self.names.room(room), self._loop.create_future(),
                                        quiet)
-        st.local[member] = None
+        if member is not None:
+            st.local[member] = None
         confirmed = self.transport.subscribe(st.channel, partial(self._on_room, st))
         if quiet:
             st.ready.set_result(None)
-            return
+            return confirmed
         self._uncertain.pop(room, None)
-        self._publish_presence(st.channel, env.JOINED, member)
+        if member is not None:
+            self._publish_presence(st.channel, env.JOINED, member)
         if not self.transport.connected:
             st.ready.set_result(None)  # nobody to ask; the lists heal on reconnect
-            return
+            return confirmed
         st.syncing = True
         st.timer = self._loop.call_later(self.sync_timeout, self._sync_deadline, st)
         confirmed.add_done_callback(partial(self._subscribed, st))
+        return confirmed
 
     def local_left(self, room: str, member: str) -> None:
         """``member`` left ``room`` here. After the last local member this node follows
@@ -522,8 +600,13 @@ class Cluster:
         del st.local[member]
         if not st.quiet:
             self._publish_presence(st.channel, env.LEFT, member)
-        if st.local:
+        self._maybe_unfollow(st)
+
+    def _maybe_unfollow(self, st: _Room) -> None:
+        """Nobody here in ``st`` now: linger, or stop following it."""
+        if st.local or st.captures or st.linger is not None:
             return
+        room = st.name
         if st.quiet or not self.linger or not st.ready.done() or not self.transport.connected:
             # Nothing to keep (frames only), or lists not learned yet: a later join asks.
             self._unfollow(st)
@@ -543,7 +626,7 @@ class Cluster:
     def _unfollow(self, st: _Room) -> None:
         """Stop following a room without local members: unsubscribe, forget its lists."""
         room = st.name
-        if self._rooms.get(room) is not st or st.local:
+        if self._rooms.get(room) is not st or st.local or st.captures:
             return
         self._stop_lingering(st)
         if st.announce_timer is not None:
@@ -621,7 +704,8 @@ class Cluster:
         st = self._rooms.get(room)
         if st is None:
             channel = self.names.room(room)
-        elif not st.view and not st.pending and st.ready.done() and not st.quiet:
+        elif not st.view and not st.pending and st.ready.done() and not st.quiet \
+                and not st.captures:
             # Every member is here: nothing to publish. Safe because a node joining asks
             # for our list on the room channel after its join there, so we know it has
             # members before our answer lets its joiner in.
@@ -632,9 +716,10 @@ class Cluster:
         if len(frame) > self.max_payload:
             return self._oversize()
         self.frames_out += 1
-        return self.transport.publish(
-            channel, self._pieces(self._framed(self._hdr[env.ROOM], frame, exclude)),
-            sender=sender)
+        message = self._framed(env.ROOM, frame, exclude)
+        if st is not None and st.captures:
+            _keep_own(st.captures, "r:" + room, message, frame, exclude)
+        return self.transport.publish(channel, self._pieces(message), sender=sender)
 
     def publish_all(self, frame: bytes, exclude: str | None = None,
                     sender: str | None = None) -> bool:
@@ -646,9 +731,10 @@ class Cluster:
         if len(frame) > self.max_payload:
             return self._oversize()
         self.frames_out += 1
-        return self.transport.publish(
-            self.names.all, self._pieces(self._framed(self._hdr[env.ALL], frame, exclude)),
-            sender=sender)
+        message = self._framed(env.ALL, frame, exclude)
+        if self._captures:
+            _keep_own(self._captures.values(), "a", message, frame, exclude)
+        return self.transport.publish(self.names.all, self._pieces(message), sender=sender)
 
     def send_direct(self, member: str, frame: bytes,
                     sender: str | None = None) -> asyncio.Future[bool]:
@@ -668,9 +754,128 @@ class Cluster:
             return done
         self._awake()
         self.direct_out += 1
+        self._seq += 1
         return self.transport.publish_direct(
-            self.names.client(member), self._pieces(self._hdr[env.DIRECT] + frame),
+            self.names.client(member), self._pieces(b"".join(
+                (self._hdr[env.DIRECT], self._seq.to_bytes(env.SEQ, "big"), frame))),
             sender=sender)
+
+    # -- sessions moving between nodes (roomer/sessions.py) ----------------------------------
+
+    def capture(self, member: str, limit: int) -> Capture:
+        """A session of ``member`` is claimed from the node holding it: from now on what
+        reaches this node for it on its client channel and on "all" is kept (at most
+        ``limit`` bytes); :meth:`capture_rooms` adds its rooms."""
+        self._live()
+        capture = self._captures[member] = Capture(member, limit)
+        if member not in self._clients:
+            self._clients[member] = None
+            capture.waits.append(self.transport.subscribe(
+                self.names.client(member), partial(self._on_direct, member)))
+        return capture
+
+    def capture_rooms(self, capture: Capture, rooms: Iterable[str]) -> None:
+        """Keep ``rooms``' frames for ``capture`` too, following those not followed yet;
+        await every future in ``capture.waits`` before the holder cuts."""
+        for room in rooms:
+            if room in capture.rooms:
+                continue
+            capture.rooms.append(room)
+            st = self._rooms.get(room)
+            if st is None:
+                capture.waits.append(self._follow(room, None))
+                st = self._rooms[room]
+            else:
+                self._stop_lingering(st)
+            st.captures.append(capture)
+            capture.waits.append(asyncio.shield(st.ready))
+
+    def capture_end(self, capture: Capture, *, moved_in: bool) -> None:
+        """Stop keeping frames for ``capture``: the session moved in (:meth:`moved_in`
+        made it a local member) or its move failed (nothing of it stays here)."""
+        if self._captures.get(capture.member) is capture:
+            del self._captures[capture.member]
+        for room in capture.rooms:
+            st = self._rooms.get(room)
+            if st is not None and capture in st.captures:
+                st.captures.remove(capture)
+                self._maybe_unfollow(st)
+        if not moved_in:
+            self.local_disconnected(capture.member)
+
+    def cut(self, member: str, rooms: Iterable[str]) -> dict[str, dict[str, int]]:
+        """What this node delivered to ``member`` so far: the seq of the last frame of
+        each origin on each of its channels (``r:<room>``, ``a`` for all, ``d`` for its
+        own), this node's own included."""
+        own = {self.key: self._seq}
+        out = {"a": {**_seqs(self._last_all), **own},
+               "d": {**_seqs(self._last_direct.get(member, {})), **own}}
+        for room in rooms:
+            st = self._rooms.get(room)
+            out["r:" + room] = {**_seqs(st.last if st is not None else {}), **own}
+        return out
+
+    @staticmethod
+    def captured(capture: Capture, cut: dict[str, dict[str, int]]) -> list[tuple[str, bytes]]:
+        """The frames ``capture`` kept that the holder did not deliver (newer than its
+        ``cut``), in arrival order: ``(channel, frame)``."""
+        out = []
+        for channel, origin, seq, frame in capture.frames:
+            if int.from_bytes(seq, "big") > cut.get(channel, {}).get(origin.decode(), 0):
+                out.append((channel, frame))
+        return out
+
+    def moved_out(self, member: str, rooms: Iterable[str], to: str) -> None:
+        """``member``'s session moved to node ``to``: no longer here, and nothing said
+        (``to`` says it is there: ``HERE``). Until this node hears that, it lists the
+        member under ``to`` (so it publishes its rooms' frames for it)."""
+        for room in rooms:
+            st = self._rooms.get(room)
+            if st is None or member not in st.local:
+                continue
+            del st.local[member]
+            if not st.quiet:
+                st.view.setdefault(to, {})[member] = None
+            self._maybe_unfollow(st)
+        self.local_disconnected(member)
+
+    def moved_in(self, member: str, rooms: Iterable[str]) -> None:
+        """``member``'s session moved here (its capture ends): a local member of
+        ``rooms``, announced as here (the others forget it on its old node)."""
+        for room in rooms:
+            st = self._rooms.get(room)
+            if st is None:
+                self.local_joined(room, member)  # (not captured: nothing to wait for)
+                continue
+            self._stop_lingering(st)
+            st.local[member] = None
+            if not st.quiet:
+                self._forget_elsewhere(st, member, self.key)
+                self._publish_presence(st.channel, env.HERE, member)
+
+    def presence(self, member: str, rooms: Iterable[str], *, back: bool) -> None:
+        """``member``'s session here was dropped (held), or is back."""
+        kind = env.HERE if back else env.DROPPED
+        for room in rooms:
+            st = self._rooms.get(room)
+            if st is not None and not st.quiet and member in st.local:
+                self._publish_presence(st.channel, kind, member)
+
+    def claim(self, member: str, body: bytes) -> asyncio.Future[bool]:
+        """Ask the node holding ``member``'s session for it: the future says whether a
+        node holds it (as :meth:`send_direct`)."""
+        self._live()
+        self._awake()
+        return self.transport.publish_direct(self.names.client(member),
+                                             self._pieces(self._hdr[env.CLAIM] + body))
+
+    def tell_node(self, key: str, kind: int, body: bytes) -> bool:
+        """An offer, a ready or a handover to node ``key``."""
+        if self._closed:
+            return False
+        self._awake()
+        return self.transport.publish(self.names.node(key), self._pieces(self._hdr[kind] + body),
+                                      control=True)
 
     def _oversize(self) -> bool:
         self.oversize_dropped += 1
@@ -756,7 +961,7 @@ class Cluster:
 
     def _frame(self, data: bytes) -> tuple[bytes, str | None]:
         """The frame and the excluded member of an F or A message."""
-        pos = data[1] + 2
+        pos = data[1] + 2 + env.SEQ
         size = data[pos]
         pos += 1
         self.frames_in += 1
@@ -786,8 +991,15 @@ class Cluster:
         if data[0] == env.ROOM:
             if self._gone_raw and self._stale(data):
                 return
+            pos = 2 + n
+            st.last[data[2:pos]] = data[pos:pos + env.SEQ]
+            frame, exclude = self._frame(data)
+            if st.captures:
+                for capture in st.captures:
+                    if exclude != capture.member:
+                        capture.keep("r:" + st.name, data, frame)
             assert self._events is not None
-            self._events.remote_frame(st.name, *self._frame(data))
+            self._events.remote_frame(st.name, frame, exclude)
             return
         if st.quiet:
             return
@@ -800,6 +1012,12 @@ class Cluster:
             self._joined(st, origin, data[body:].decode())
         elif kind == env.LEFT:
             self._left(st, origin, data[body:].decode())
+        elif kind == env.HERE:
+            self._here(st, origin, data[body:].decode())
+        elif kind == env.DROPPED:
+            if st.ready.done():
+                assert self._events is not None
+                self._events.remote_presence(st.name, data[body:].decode(), "member_dropped")
         elif kind == env.REQUEST:
             self._answer_room(st)
         elif kind == env.CHECK:
@@ -828,8 +1046,14 @@ class Cluster:
             if whole is None:
                 return
             data = whole
+        pos = 2 + data[1]
+        self._last_all[data[2:pos]] = data[pos:pos + env.SEQ]
+        frame, exclude = self._frame(data)
+        for capture in self._captures.values():
+            if exclude != capture.member:
+                capture.keep("a", data, frame)
         assert self._events is not None
-        self._events.remote_frame_all(*self._frame(data))
+        self._events.remote_frame_all(frame, exclude)
 
     def _on_direct(self, member: str, data: bytes) -> bool:
         if self._gone_raw and self._stale(data):
@@ -839,9 +1063,21 @@ class Cluster:
             if whole is None:
                 return True  # not the last piece: nothing to answer yet
             data = whole
+        if data[0] == env.CLAIM:
+            return self.on_session is not None and self.on_session(
+                data[2:2 + data[1]].decode(), env.CLAIM, data[2 + data[1]:])
         self.direct_in += 1
+        pos = 2 + data[1]
+        last = self._last_direct.get(member)
+        if last is None:
+            last = self._last_direct[member] = {}
+        last[data[2:pos]] = data[pos:pos + env.SEQ]
+        capture = self._captures.get(member)
+        if capture is not None:
+            capture.keep("d", data, data[pos + env.SEQ:])
+            return True
         assert self._events is not None
-        return bool(self._events.remote_direct(member, data[2 + data[1]:]))
+        return bool(self._events.remote_direct(member, data[pos + env.SEQ:]))
 
     def _on_ctl(self, data: bytes) -> None:
         if self._own(data):
@@ -869,12 +1105,22 @@ class Cluster:
             self._answer(origin, env.unpack_names(data, 2 + n), broadcast=True)
 
     def _on_node(self, data: bytes) -> None:
+        if data[0] == env.PIECE:
+            if self._gone_raw and self._stale(data):
+                return
+            whole = self._assemble(data)
+            if whole is None:
+                return
+            data = whole
         n = data[1]
         kind = data[0]
         origin = data[2:2 + n].decode()
         if not self._heard(origin):
             return
-        if kind == env.HEARTBEAT:
+        if kind == env.OFFER or kind == env.READY or kind == env.HANDOVER:
+            if self.on_session is not None:
+                self.on_session(origin, kind, data[2 + n:])
+        elif kind == env.HEARTBEAT:
             if len(data) > 3 + n:  # an answer to our probe or hello: how many others it knows
                 self._expect = max(self._expect, int(data[3 + n:]) + 1)
                 if data[2 + n] == _HELLO_ANSWER:
@@ -932,9 +1178,35 @@ class Cluster:
         del members[member]
         if not members:
             del st.view[origin]
-        if st.ready.done():
+        if st.ready.done() and not _listed(st, member):
             assert self._events is not None
             self._events.remote_left(st.name, member)
+
+    def _here(self, st: _Room, origin: str, member: str) -> None:
+        """``member`` is on ``origin`` now (its session resumed there, or moved there):
+        forgotten wherever else it was."""
+        self._forget_elsewhere(st, member, origin)
+        pending = st.pending.get(origin)
+        if pending is not None:
+            pending.joined(member)
+        else:
+            st.view.setdefault(origin, {})[member] = None
+        if st.ready.done():
+            assert self._events is not None
+            self._events.remote_presence(st.name, member, "member_back")
+
+    @staticmethod
+    def _forget_elsewhere(st: _Room, member: str, origin: str) -> None:
+        """``member`` is on node ``origin`` (this one: its key): no other node's list of
+        ``st`` has it."""
+        for key, members in list(st.view.items()):
+            if key != origin and member in members:
+                del members[member]
+                if not members:
+                    del st.view[key]
+        for key, pending in st.pending.items():
+            if key != origin:
+                pending.left(member)
 
     def _replace(self, st: _Room, origin: str, members: dict[str, None]) -> None:
         """``origin``'s members of the room are now ``members``; report the difference."""
@@ -1040,7 +1312,8 @@ class Cluster:
         self._requests_scheduled = False
         rooms, self._requests = self._requests, []
         # A room left since it was queued has no list to learn.
-        rooms = [room for room in rooms if room in self._rooms and self._rooms[room].local]
+        rooms = [room for room in rooms
+                 if room in self._rooms and (self._rooms[room].local or self._rooms[room].captures)]
         if rooms and self._live():
             self._broadcast_request(rooms)
 
@@ -1215,7 +1488,8 @@ class Cluster:
             members = st.view.pop(key, None)
             if members and st.ready.done():
                 for member in members:
-                    events.remote_left(st.name, member)
+                    if not _listed(st, member):  # (moved to a live node meanwhile)
+                        events.remote_left(st.name, member)
             self._maybe_ready(st)
         self._tell("node_lost", key)
 
@@ -1377,7 +1651,8 @@ class Cluster:
         self._hdr = {kind: env.header(kind, self._key_bytes) for kind in (
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
             env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
-            env.CHECK, env.HEARD, env.DEAD, env.PROBE, env.PIECE)}
+            env.CHECK, env.HEARD, env.DEAD, env.PROBE, env.PIECE, env.DROPPED, env.HERE,
+            env.CLAIM, env.OFFER, env.READY, env.HANDOVER)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""
@@ -1401,8 +1676,9 @@ class Cluster:
             raise ValueError("member ids are at most 255 bytes on the backplane")
         self.transport.publish(channel, self._hdr[kind] + raw, control=True)
 
-    @staticmethod
-    def _framed(head: bytes, frame: bytes, exclude: str | None) -> bytes:
+    def _framed(self, kind: int, frame: bytes, exclude: str | None) -> bytes:
+        self._seq += 1
+        head = self._hdr[kind] + self._seq.to_bytes(env.SEQ, "big")
         if not exclude:
             return b"".join((head, b"\x00", frame))
         raw = exclude.encode()

@@ -1,4 +1,5 @@
-"""The bytes the cluster protocol puts on the broker (version 1).
+"""The bytes the cluster protocol puts on the broker (version 2: frames carry a sequence
+number; nodes of version 1 cannot share a broker with it).
 
 Every message is ``kind (1 byte) | n (1 byte) | origin (n bytes) | body``. ``origin`` is the
 sending node's key, ``<node id>:<incarnation>`` in ASCII. The body by kind:
@@ -6,11 +7,21 @@ sending node's key, ``<node id>:<incarnation>`` in ASCII. The body by kind:
 ====  ===================  ====================================================  ===========
 kind  name                 body                                                  channel
 ====  ===================  ====================================================  ===========
-F     room frame           ``e (1 byte) | exclude id (e bytes) | frame``         room
-A     frame to all         ``e | exclude id | frame``                            all
-D     direct frame         ``frame`` (the client is named by the channel)        client
+F     room frame           ``seq (8 bytes) | e (1 byte) | exclude id (e bytes)   room
+                           | frame``
+A     frame to all         ``seq | e | exclude id | frame``                      all
+D     direct frame         ``seq | frame`` (the client is named by the channel)  client
 J     member joined        the member id (UTF-8)                                 room
 L     member left          the member id                                         room
+W     member dropped       the member id: its session is held (it may be back)   room
+N     member here          the member id: back on this node, or moved here from  room
+                           another (the others forget it there)
+T     session claim        JSON: a node asks the holder of the session           client
+                           (``id``, ``nonce``, ``received``, ``v2``, ``claims``)
+O     session offer        JSON: the holder's answer (``id``, ``ok``, ``rooms``)  node
+Y     ready to take over   JSON ``{"id"}``: the claimer follows the rooms now     node
+Z     session handed over  ``u32 length | JSON | missed bytes``: the cut and      node
+                           the bytes the client has not received
 S     members (last part)  a name list: the sender's local members of the room   room
 s     members (more)       a name list; an ``S`` follows with the rest           room
 H     heartbeat            empty on ``ctl``; on a node channel (the answer to a  ctl, node
@@ -29,15 +40,19 @@ K     heard                a name list of rooms whose check the sender handled  
 X     declared dead        the key the sender declared dead (it still talks):    node
                            that node starts over under a new key
 p     piece                ``id (4 bytes) | index (2) | count (2) | part``: one  room, all,
-                           of ``count`` parts of a message (any of the kinds      client
-                           above, header included) larger than the broker takes
+                           of ``count`` parts of a message (any of the kinds      client,
+                           above, header included) larger than the broker takes  node
 ====  ===================  ====================================================  ===========
 
 A name list is ``len (1 byte) | name (len bytes)`` repeated, so a name is at most
 :data:`MAX_NAME` bytes: the server's Config refuses a ``max_room_name`` (and namespace
 names) whose rooms, as the cluster names them (``namespace\x00room``), would not fit; member
 ids are generated UUIDs. ``frame`` is the finished WebSocket frame, passed on as
-it came: a receiving node parses the header (two length bytes) and slices once.
+it came: a receiving node parses the header (two length bytes) and slices once. ``seq``
+counts a node's frames (F, A and D together, big-endian): on one channel a node's frames
+arrive in its order, so the last ``seq`` a node got from each origin on a channel says
+exactly which of them it delivered; a session moving between nodes is cut so (see
+``roomer/sessions.py``).
 """
 
 from __future__ import annotations
@@ -45,9 +60,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHECK", "CHUNK", "DEAD", "DIRECT", "HEARD", "HEARTBEAT", "HELLO", "JOINED",
-    "LEFT", "LENGTH", "MAX_NAME", "MEMBERS", "MEMBERS_MORE", "NONE_HERE", "PIECE", "PROBE",
-    "REQUEST", "ROOM", "header", "pack_names", "unpack_names",
+    "ALL", "BYE", "CHECK", "CHUNK", "CLAIM", "DEAD", "DIRECT", "DROPPED", "HANDOVER", "HEARD",
+    "HEARTBEAT", "HELLO", "HERE", "JOINED", "LEFT", "LENGTH", "MAX_NAME", "MEMBERS",
+    "MEMBERS_MORE", "NONE_HERE", "OFFER", "PIECE", "PROBE", "READY", "REQUEST", "ROOM", "SEQ",
+    "header", "pack_names", "unpack_names",
 ]
 
 ROOM = ord("F")
@@ -67,6 +83,15 @@ HEARD = ord("K")
 DEAD = ord("X")
 PROBE = ord("P")
 PIECE = ord("p")
+DROPPED = ord("W")
+HERE = ord("N")
+CLAIM = ord("T")
+OFFER = ord("O")
+READY = ord("Y")
+HANDOVER = ord("Z")
+
+#: Bytes of a frame's sequence number.
+SEQ = 8
 
 #: Largest name-list body of one message: well under NATS' default 1 MiB max_payload.
 CHUNK = 60_000

@@ -1,0 +1,83 @@
+"""A session resumed on another node than the one holding it: taken over through the
+backplane (roomer/session_moves.py) over the in-process hub, real Redis and real NATS,
+with every message it missed once and in order, whichever node sent it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from rawclient import eventually
+from test_scaleout import Nodes, nodes  # noqa: F401  (the fixture)
+from test_sessions import SessionClient
+from v2client import connect2
+from waiting import TIMEOUT, pace, scaled
+
+SECRET = "a secret the nodes share"
+
+
+async def _stream(server: Any, room: str, event: str, count: int, rate: float) -> None:
+    """``count`` numbered ``event`` messages to ``room`` from ``server``, ``rate``/s."""
+    step = max(1, int(rate / 100))  # a batch per 10 ms
+    for first in range(0, count, step):
+        for n in range(first, min(count, first + step)):
+            server.broadcast(room, event, str(n).encode())
+        await pace(step / rate)
+
+
+async def _read(client: SessionClient, seen: dict[str, list[int]], until: int) -> None:
+    """Read numbered messages into ``seen`` (by event) until every stream got ``until``."""
+    while any(not numbers or numbers[-1] < until for numbers in seen.values()):
+        msg = await client.recv()
+        if msg.event in seen:
+            seen[msg.event].append(int(msg.payload))
+        if client.count % 64 == 0:
+            await client.ack()
+
+
+def _gaps(numbers: list[int]) -> list[tuple[int, int]]:
+    """Where ``numbers`` does not go up by one: (previous, next) pairs."""
+    return [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
+
+
+async def test_a_reset_resumed_on_the_other_node_gets_every_message_once_in_order(
+        nodes: Nodes) -> None:  # noqa: F811
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET)
+    client = await SessionClient.open(a_node.address[1])
+    await client.join("game")
+    await client.join("table")
+    watcher = await connect2(b_node)  # sees the client's presence at the table
+    await watcher.send("", "table", "join")
+    await watcher.expect("join_ack", "table")
+    await eventually(lambda: sorted(a_node.members("table")) == sorted([client.id, watcher.id]))
+    # Two streams, one from each node: a's reach the client locally until the cut,
+    # b's cross the broker until the session moves to b.
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    streams = [asyncio.ensure_future(_stream(a_node, "game", "a", 3000, 1000)),
+               asyncio.ensure_future(_stream(b_node, "game", "b", 3000, 1000))]
+    try:
+        await _read(client, seen, 700)
+        client.reset()
+        await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+        assert (await watcher.expect("member_dropped", "table")).payload == client.id.encode()
+        client.port = b_node.address[1]
+        again = await client.resume()
+        assert again.verdict is not None and again.verdict.event == "session.resumed", \
+            again.verdict
+        assert again.id == client.id and again.token != client.token
+        await _read(again, seen, 2999)
+    finally:
+        await asyncio.wait_for(asyncio.gather(*streams), TIMEOUT)
+    for stream, numbers in seen.items():
+        assert numbers == list(range(3000)), (stream, _gaps(numbers))
+    assert (await watcher.expect("member_back", "table")).payload == client.id.encode()
+    a_stats, b_stats = a_node.stats(), b_node.stats()
+    assert a_stats["sessions_moved_out"] == 1 and a_stats["sessions_held"] == 0
+    assert b_stats["sessions_moved_in"] == 1 and b_stats["sessions_resumed"] == 1
+    assert a_node.connection(client.id) is None
+    assert b_node.connection(client.id) is not None
+    assert sorted(b_node.members("table")) == sorted([client.id, watcher.id])
+    assert b_node.members("game") == [client.id]
+    assert a_node.members("table") == []  # (a lists only rooms it has members in)
+    await watcher.expect_nothing()  # no member_left, no new_member: it only moved
