@@ -21,7 +21,12 @@ from .backplane.envelope import MAX_NAME
 from .backplane.names import valid_prefix
 from .backplane.transport import SCHEMES
 
-__all__ = ["Config", "Routes", "check_route"]
+__all__ = ["RESUME_SECRET_ENV", "Config", "Routes", "check_route"]
+
+#: Where a ``resume_secret`` left unset is read from: ``roomer serve --workers N`` puts
+#: one there for its workers (unless it is set already), so they resume each other's
+#: sessions.
+RESUME_SECRET_ENV = "ROOMER_RESUME_SECRET"
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
@@ -120,7 +125,7 @@ class Config:
     resume_secret: str | None = _opt(
         None, "secret that signs resume tokens; the nodes and workers that must resume "
               "each other's sessions share it (at least 16 characters)",
-        shown="random per process")
+        shown="$ROOMER_RESUME_SECRET, else random per process (one per --workers group)")
     resume_replay: int = _opt(
         256 * 1024, "bytes of written messages a session keeps until its client "
                     "acknowledges them, to send again on a resume",

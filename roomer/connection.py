@@ -250,9 +250,10 @@ class Connection(fanout.Peer):
         """Send a close frame with ``code`` and ``reason`` and disconnect."""
         raise NotImplementedError
 
-    def let_go(self) -> None:
-        """Hold the session and drop the socket without a close frame: its client came
-        back on another socket first (here, or on another node)."""
+    def let_go(self, close: int | None = None) -> None:
+        """Hold the session and drop the socket: without a close frame (its client came
+        back on another socket first, here or on another node), or with ``close`` (the
+        server shuts down: its client resumes on another node)."""
         raise NotImplementedError
 
     def pause_reading(self) -> None:

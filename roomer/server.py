@@ -261,11 +261,16 @@ class WSConnection(Connection):
             tr.send_close(WSCloseCode(code), _close_reason(reason))
         tr.disconnect(graceful)
 
-    def let_go(self) -> None:
+    def let_go(self, close: int | None = None) -> None:
         old = self.transport
-        self._core.sessions.hold(self)
-        if old is not None:
+        self._core.sessions.hold(self, leaving=close is not None)
+        if old is None:
+            return
+        if close is None:
             old.disconnect(False)
+        else:
+            old.send_close(WSCloseCode(close), b"server restart: resume elsewhere")
+            old.disconnect()
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -754,7 +759,10 @@ class Server:
         await core.games.stop(deadline)
         cluster = self.registry.cluster
         if cluster is not None:
-            # First: the other nodes drop this node's members at once (not after a timeout).
+            # Sessions are handed over to the nodes their clients come back to, while
+            # this one is still in the cluster (a second is kept for the rest).
+            await core.sessions.leave(deadline - 1.0)
+            # Then: the other nodes drop this node's members at once (not after a timeout).
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cluster.close(), max(0.1, deadline - loop.time()))
         conns = self.registry.conns

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import inspect
 import json
+import os
 import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from .config import RESUME_SECRET_ENV
 from .registry import ROOT
 from .session_moves import Moves
 
@@ -70,9 +73,15 @@ class Sessions:
     def __init__(self, core: Core) -> None:
         self._core = core
         secret = core.config.resume_secret
+        if secret is None:
+            secret = os.environ.get(RESUME_SECRET_ENV)
+            if secret is not None and len(secret) < 16:
+                raise ValueError(f"{RESUME_SECRET_ENV}: at least 16 characters")
         self._key = secret.encode() if secret is not None else secrets.token_bytes(32)
         #: Held connections by id, oldest first.
         self.held: dict[str, Connection] = {}
+        # Set when the last held session is released, while a shutdown waits for it.
+        self._none_held: asyncio.Event | None = None
         self.moves = Moves(self, core)
 
     @property
@@ -155,11 +164,13 @@ class Sessions:
 
     # dropped, held, resumed ----------------------------------------------------------------
 
-    def hold(self, conn: Connection) -> bool:
+    def hold(self, conn: Connection, *, leaving: bool = False) -> bool:
         """``conn``'s socket dropped: keep it for the window. False when it has no
-        session to keep (it then disconnects as always)."""
+        session to keep (it then disconnects as always). ``leaving``: the server shuts
+        down and holds it for another node to take over."""
         session, core = conn._session, self._core
-        if session is None or session.held or core.closing or not self.enabled:
+        if session is None or session.held or (core.closing and not leaving) \
+                or not self.enabled:
             return False
         window = self._window(conn)
         if window <= 0:
@@ -179,6 +190,33 @@ class Sessions:
         core.metrics.counters["sessions_dropped"] += 1
         _presence(core, conn, "member_dropped")
         return True
+
+    async def leave(self, until: float) -> None:
+        """The server shuts down with a backplane: every connected session's client is
+        closed with 1012 (come back: to another node), its session held here for that
+        node to take over; returns once none is held, or at loop time ``until``."""
+        core = self._core
+        cluster = core.default.registry.cluster
+        if not self.enabled or cluster is None:
+            return
+        cluster.going()
+        if not cluster.takers():
+            return  # no node to take them: they end as at any shutdown
+        for conn in list(core.default.registry.conns.values()):
+            if conn._session is not None and conn.transport is not None and conn.inbound.open:
+                conn.let_go(1012)
+        self._none_held = none_held = asyncio.Event()
+        loop = core.loop
+        assert loop is not None
+        try:
+            # Until every held session moved, or no other node can take one (they all
+            # shut down too: a whole --workers group stops).
+            while self.held and cluster.takers() and loop.time() < until:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(none_held.wait(),
+                                           min(0.1, max(0.0, until - loop.time())))
+        finally:
+            self._none_held = None
 
     def _window(self, conn: Connection) -> float:
         """How long ``conn`` is held: the shortest window its game rooms' types set,
@@ -210,6 +248,8 @@ class Sessions:
             session.moving[2].cancel()
             session.moving = None
         self.held.pop(conn.id, None)
+        if not self.held and self._none_held is not None:
+            self._none_held.set()
 
     def end(self, conn: Connection) -> None:
         """A held session ends (window over, evicted, cut, shutdown): the client leaves

@@ -42,6 +42,7 @@ import ctypes
 import fcntl
 import os
 import re
+import secrets
 import selectors
 import signal
 import stat
@@ -53,6 +54,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+from .config import RESUME_SECRET_ENV
 
 __all__ = [
     "BACKOFF_CAP", "BACKOFF_FIRST", "CRASH_LOOP", "STABLE_AFTER", "STOP_TIMEOUT",
@@ -301,6 +304,9 @@ class _Supervisor:
         self.killing = False
         self.up = False  # every worker listened once: from now on ends are crashes
         self.failed = False
+        # One resume secret for the group (a worker restarted gets it too): a client
+        # resumes on whichever worker its reconnect lands.
+        self.secret = os.environ.get(RESUME_SECRET_ENV) or secrets.token_urlsafe(32)
 
     # signals ---------------------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class _Supervisor:
     def spawn(self, worker: _Worker) -> None:
         fds = (self.life_r, self.ready_w, self.lock.fd)
         env = dict(os.environ, ROOMER_WORKER=f"{worker.number}/{self.count}")
+        env[RESUME_SECRET_ENV] = self.secret
         env[SUPERVISOR_ENV] = ",".join(str(n) for n in (os.getpid(), *fds))
         command = [sys.executable, "-m", "roomer", *worker_argv(self.argv, worker.number)]
         worker.process = subprocess.Popen(command, env=env, pass_fds=fds)

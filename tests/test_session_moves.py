@@ -8,7 +8,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from rawclient import eventually
+from rawclient import decode, eventually
 from test_scaleout import Nodes, nodes  # noqa: F401  (the fixture)
 from test_sessions import SessionClient
 from v2client import connect2
@@ -81,3 +81,66 @@ async def test_a_reset_resumed_on_the_other_node_gets_every_message_once_in_orde
     assert b_node.members("game") == [client.id]
     assert a_node.members("table") == []  # (a lists only rooms it has members in)
     await watcher.expect_nothing()  # no member_left, no new_member: it only moved
+
+
+async def _read_until_closed(client: SessionClient, seen: dict[str, list[int]]) -> int:
+    """Read numbered messages into ``seen`` until the server's close frame: its code."""
+    while True:
+        opcode, body = await client.sock.recv_frame()
+        if opcode == 0x8:
+            return int.from_bytes(body[:2], "big")
+        if opcode == 0x9:
+            await client.sock.pong(body)
+            continue
+        client.count += 1
+        msg = decode(body)
+        if msg.event in seen:
+            seen[msg.event].append(int(msg.payload))
+
+
+async def test_a_node_that_shuts_down_hands_its_sessions_over(nodes: Nodes) -> None:  # noqa: F811
+    """A graceful shutdown with a backplane (a rolling restart) closes session clients with
+    1012 and holds their sessions until their resume lands on another node: nothing is
+    lost, and the others never see them leave."""
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET)
+    client = await SessionClient.open(a_node.address[1])
+    await client.join("game")
+    await client.join("table")
+    watcher = await connect2(b_node)
+    await watcher.send("", "table", "join")
+    await watcher.expect("join_ack", "table")
+    await eventually(lambda: sorted(b_node.members("table")) == sorted([client.id, watcher.id]))
+    seen: dict[str, list[int]] = {"b": []}
+    stream = asyncio.ensure_future(_stream(b_node, "game", "b", 2000, 1000))
+    try:
+        await _read(client, seen, 300)
+        stopping = asyncio.ensure_future(a_node.shutdown(timeout=scaled(8)))
+        assert await _read_until_closed(client, seen) == 1012
+        client.port = b_node.address[1]
+        again = await client.resume()
+        assert again.verdict is not None and again.verdict.event == "session.resumed", \
+            again.verdict
+        await _read(again, seen, 1999)
+        await asyncio.wait_for(stopping, TIMEOUT)
+    finally:
+        await asyncio.wait_for(stream, TIMEOUT)
+    assert seen["b"] == list(range(2000)), _gaps(seen["b"])
+    assert b_node.stats()["sessions_moved_in"] == 1
+    assert sorted(b_node.members("table")) == sorted([client.id, watcher.id])
+    assert (await watcher.expect("member_dropped", "table")).payload == client.id.encode()
+    assert (await watcher.expect("member_back", "table")).payload == client.id.encode()
+    await watcher.expect_nothing()  # and no member_left when a said goodbye
+
+
+async def test_a_whole_group_shutting_down_does_not_wait_for_a_taker(nodes: Nodes) -> None:  # noqa: F811
+    """Every node shuts down at once (a --workers group stopped): none waits for the
+    others to take its sessions."""
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET)
+    clients = [await SessionClient.open(node.address[1]) for node in (a_node, b_node)]
+    for client in clients:
+        await client.join("game")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.gather(a_node.shutdown(timeout=30), b_node.shutdown(timeout=30))
+    # Far less than the 29 s each would wait for a taker (the test's own bound).
+    assert loop.time() - began < scaled(10)

@@ -414,6 +414,7 @@ class Cluster:
         self._last_all: dict[bytes, bytes] = {}
         self._last_direct: dict[str, dict[bytes, bytes]] = {}
         self._captures: dict[str, Capture] = {}
+        self._going: set[str] = set()  # nodes shutting down: they take no session
         #: Called for a session's move between nodes (roomer/sessions.py): ``(origin,
         #: kind, body)`` for a claim (on the client's channel: its answer says whether
         #: this node holds the session), an offer, a ready and a handover.
@@ -869,6 +870,16 @@ class Cluster:
         return self.transport.publish_direct(self.names.client(member),
                                              self._pieces(self._hdr[env.CLAIM] + body))
 
+    def going(self) -> None:
+        """This node shuts down and hands its sessions over: the others know it takes
+        none (when every node is going, nobody waits for a taker)."""
+        if not self._closed:
+            self.transport.publish(self.names.ctl, self._hdr[env.GOING], control=True)
+
+    def takers(self) -> int:
+        """Other live nodes that may take a session over (not shutting down)."""
+        return sum(1 for key in self._nodes if key not in self._going)
+
     def tell_node(self, key: str, kind: int, body: bytes) -> bool:
         """An offer, a ready or a handover to node ``key``."""
         if self._closed:
@@ -1097,7 +1108,9 @@ class Cluster:
             return
         if not self._heard(origin):
             return
-        if kind == env.HELLO:
+        if kind == env.GOING:
+            self._going.add(origin)
+        elif kind == env.HELLO:
             others = len(self._nodes) - 1
             self.transport.publish(self.names.node(origin), self._hdr[env.HEARTBEAT] + b"i"
                                    + str(others).encode(), control=True)
@@ -1467,6 +1480,7 @@ class Cluster:
             oldest = next(iter(self._gone))
             del self._gone[oldest]
             self._gone_raw.discard(oldest.encode())
+        self._going.discard(key)
         if self._nodes.pop(key, None) is None:
             return
         node_id = key.rpartition(":")[0]
@@ -1652,7 +1666,7 @@ class Cluster:
             env.ROOM, env.ALL, env.DIRECT, env.JOINED, env.LEFT, env.MEMBERS,
             env.MEMBERS_MORE, env.HEARTBEAT, env.HELLO, env.BYE, env.REQUEST, env.NONE_HERE,
             env.CHECK, env.HEARD, env.DEAD, env.PROBE, env.PIECE, env.DROPPED, env.HERE,
-            env.CLAIM, env.OFFER, env.READY, env.HANDOVER)}
+            env.CLAIM, env.OFFER, env.READY, env.HANDOVER, env.GOING)}
 
     def _new_incarnation(self) -> None:
         """Start over under a new key: the others drop every member of the old one."""

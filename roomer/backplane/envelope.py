@@ -31,6 +31,8 @@ P     probe                empty: "I am starting: who is alive?" (answered, but 
                            the sender is not counted as a node yet)
 I     hello                empty: "I (re)joined, tell me who is alive"           ctl
 B     goodbye              empty: the sender stops; its members left             ctl
+G     going                empty: the sender shuts down and hands its sessions   ctl
+                           over; it takes none any more
 Q     member-list request  a name list of rooms (empty on a room channel: that    ctl, node,
                            room)                                                 room
 E     no members there     a name list of rooms the sender has no members in     node
@@ -60,8 +62,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ALL", "BYE", "CHECK", "CHUNK", "CLAIM", "DEAD", "DIRECT", "DROPPED", "HANDOVER", "HEARD",
-    "HEARTBEAT", "HELLO", "HERE", "JOINED", "LEFT", "LENGTH", "MAX_NAME", "MEMBERS",
+    "ALL", "BYE", "CHECK", "CHUNK", "CLAIM", "DEAD", "DIRECT", "DROPPED", "GOING", "HANDOVER",
+    "HEARD", "HEARTBEAT", "HELLO", "HERE", "JOINED", "LEFT", "LENGTH", "MAX_NAME", "MEMBERS",
     "MEMBERS_MORE", "NONE_HERE", "OFFER", "PIECE", "PROBE", "READY", "REQUEST", "ROOM", "SEQ",
     "header", "pack_names", "unpack_names",
 ]
@@ -89,6 +91,7 @@ CLAIM = ord("T")
 OFFER = ord("O")
 READY = ord("Y")
 HANDOVER = ord("Z")
+GOING = ord("G")
 
 #: Bytes of a frame's sequence number.
 SEQ = 8
