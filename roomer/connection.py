@@ -241,6 +241,12 @@ class Connection(fanout.Peer):
         return self._session is not None
 
     @property
+    def held(self) -> bool:
+        """Whether its session is held: its socket dropped, and what is sent to it waits
+        for the client to resume within the window."""
+        return self._session is not None and self._session.held
+
+    @property
     def _default(self) -> Namespace[Connection]:
         return self._core.namespaces[""]
 

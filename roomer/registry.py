@@ -449,7 +449,7 @@ class Nodes:
         # A direct message crosses as its namespace (1 byte of length), then a v1 frame.
         registry = self.registries.get(frame[1:1 + frame[0]].decode())
         conn = registry.conns.get(member) if registry is not None else None
-        if registry is None or conn is None or not conn.inbound.open:
+        if registry is None or conn is None or not (conn.inbound.open or conn.held):
             return False
         registry.send(conn, frame[1 + frame[0]:])
         return True

@@ -22,14 +22,18 @@ Nodes = Callable[..., Awaitable[list[roomer.Server]]]
 
 @pytest.fixture
 async def nodes(backplane_url: str, prefix: str) -> AsyncIterator[Nodes]:
-    """``await nodes(n, **options)``: n servers on free ports over one backplane."""
+    """``await nodes(n, setup=None, **options)``: n servers on free ports over one
+    backplane (``setup(server)`` before each starts)."""
     started: list[roomer.Server] = []
 
-    async def start(count: int = 2, **options: Any) -> list[roomer.Server]:
+    async def start(count: int = 2, setup: Callable[[roomer.Server], None] | None = None,
+                    **options: Any) -> list[roomer.Server]:
         made = []
         for i in range(count):
             server = roomer.Server(backplane=backplane_url, backplane_prefix=prefix,
                                    node_id=f"n{len(started)}-{i}", **options)
+            if setup is not None:
+                setup(server)
             await server.start("127.0.0.1", 0)
             started.append(server)
             made.append(server)

@@ -8,11 +8,15 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
+from clusterkit import Proxy
 from rawclient import decode, eventually
 from test_scaleout import Nodes, nodes  # noqa: F401  (the fixture)
 from test_sessions import SessionClient
 from v2client import connect2
 from waiting import TIMEOUT, pace, scaled
+
+import roomer
 
 SECRET = "a secret the nodes share"
 
@@ -144,3 +148,141 @@ async def test_a_whole_group_shutting_down_does_not_wait_for_a_taker(nodes: Node
     await asyncio.gather(a_node.shutdown(timeout=30), b_node.shutdown(timeout=30))
     # Far less than the 29 s each would wait for a taker (the test's own bound).
     assert loop.time() - began < scaled(10)
+
+
+async def test_a_client_that_notices_first_takes_its_live_session_over_from_the_other_node(
+        nodes: Nodes) -> None:  # noqa: F811
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET)
+    client = await SessionClient.open(a_node.address[1])
+    await client.join("game")
+    for n in range(5):
+        a_node.broadcast("game", "tick", str(n).encode())
+    assert (await client.recv()).payload == b"0"
+    # Its socket on a is still up as far as a knows: b takes the session over from it.
+    client.port = b_node.address[1]
+    again = await client.resume()
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    assert [(await again.recv()).payload for _ in range(4)] == [b"1", b"2", b"3", b"4"]
+    with pytest.raises(ConnectionError):  # a dropped the old socket, without a close frame
+        while True:
+            await client.sock.recv_frame()
+    a_node.broadcast("game", "tick", b"5")  # from a, to the client on b now
+    assert (await again.recv()).payload == b"5"
+    assert b_node.members("game") == [client.id] and a_node.connection(client.id) is None
+
+
+async def test_tokens_the_other_node_cannot_take_are_one_error_and_a_fresh_session(
+        nodes: Nodes) -> None:  # noqa: F811
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET)
+    client = await SessionClient.open(a_node.address[1])
+    await client.join("game")
+    b_port = b_node.address[1]
+
+    async def refused(query: str) -> SessionClient:
+        fresh = await SessionClient.open(b_port, query)
+        assert fresh.verdict is not None and fresh.verdict.event == "session.lost"
+        assert fresh.verdict.json()["code"] == "resume_failed"
+        await fresh._start()  # then a new session, with a new id
+        assert fresh.id != client.id
+        return fresh
+
+    token = client.token
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    await refused(f"session={forged}&received=0")
+    # Signed with another secret: another cluster's token (a node with no secret set).
+    lone = await SessionClient.open((await nodes(1, resume_window=scaled(10)))[0].address[1])
+    await refused(f"session={lone.token}&received=0")
+    # A count beyond what was sent, then a resume on b that spends the token.
+    await refused(f"session={token}&received=99")
+    client.reset()
+    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+    client.port = b_port
+    again = await client.resume()
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    # The spent token, replayed on a (the session is on b now) and on b.
+    await refused(f"session={token}&received={client.count}")
+    assert (await SessionClient.open(a_node.address[1],
+                                     f"session={token}&received={client.count}")
+            ).verdict.event == "session.lost"  # type: ignore[union-attr]
+    # A session that ended (the app closed it): no node holds it.
+    b_node.connection(client.id).close()  # type: ignore[union-attr]
+    await refused(f"session={again.token}&received={again.count}")
+    assert b_node.stats()["resume_failures"] == 5 and a_node.stats()["resume_failures"] == 1
+    assert a_node.stats()["sessions_moved_out"] == 1
+
+
+async def test_a_session_in_a_game_room_does_not_move(nodes: Nodes) -> None:  # noqa: F811
+    """A seat lives with its room's owner: such a session is not taken over by another
+    node (its client starts over there), and still resumes on its own node."""
+    from test_sessions import Seat
+
+    Seat.gone = asyncio.Queue()
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET,
+                                 setup=lambda server: server.define("seat", Seat))
+    room = await a_node.default.create_room("seat", room_id="seat:a")
+    player = await SessionClient.open(a_node.address[1])
+    await player.join(room)
+    player.reset()
+    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+    elsewhere = await SessionClient.open(
+        b_node.address[1], f"session={player.token}&received={player.count}")
+    assert elsewhere.verdict is not None and elsewhere.verdict.event == "session.lost"
+    again = await player.resume()  # on a, where its seat is
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    assert a_node.stats()["sessions_moved_out"] == 0 and Seat.gone.empty()
+
+
+async def test_the_python_client_moves_with_its_namespace_direct_and_all_messages(
+        backplane_url: str, prefix: str) -> None:
+    """A v2 client of roomer.client behind a load balancer that sends its reconnect to the
+    other node: its namespace room, the messages sent to it by id and those to everyone
+    all arrive once and in order across the move."""
+    servers = []
+    for i in range(2):
+        server = roomer.Server(backplane=backplane_url, backplane_prefix=prefix,
+                               node_id=f"m{i}", resume_window=scaled(10), resume_secret=SECRET)
+        server.namespace("chat")
+        await server.start("127.0.0.1", 0)
+        servers.append(server)
+    a_node, b_node = servers
+    balancer = Proxy(a_node.address[1])
+    await balancer.start()
+    root = await roomer.connect(f"ws://127.0.0.1:{balancer.port}/ws", protocol="v2",
+                                resume=True)
+    try:
+        chat = root.namespace("chat")
+        await chat
+        table = chat.join("t")
+        await table
+        got: dict[str, list[int]] = {"tick": [], "dm": [], "all": []}
+        table.on("tick", lambda payload, sender: got["tick"].append(int(payload)))
+        root.on("dm", lambda payload, sender: got["dm"].append(int(payload)))
+        root.on("all", lambda payload, sender: got["all"].append(int(payload)))
+        resumed = asyncio.ensure_future(root.wait_for("resumed", TIMEOUT))
+        first_id = root.id()
+        assert a_node.namespace("chat").members("t") == [first_id]
+
+        async def streams() -> None:
+            for n in range(1500):
+                a_node.namespace("chat").broadcast("t", "tick", str(n))
+                b_node.send_to(first_id, "dm", str(n))
+                b_node.broadcast_all("all", str(n))
+                if n % 10 == 9:
+                    await pace(0.01)
+                if n == 500:
+                    await balancer.cut()  # a reset both ways, mid-stream
+                    balancer.target_port = b_node.address[1]
+                    await balancer.restore()
+
+        await asyncio.wait_for(streams(), scaled(20))
+        assert await resumed == (first_id,)
+        await eventually(lambda: all(len(seen) >= 1500 for seen in got.values()), 10)
+        for event, seen in got.items():
+            assert seen == list(range(1500)), (event, _gaps(seen))
+        assert root.id() == first_id and b_node.connection(first_id) is not None
+        assert b_node.stats()["sessions_moved_in"] == 1
+    finally:
+        await root.close()
+        await balancer.cut()
+        for server in servers:
+            await server.shutdown(timeout=2)

@@ -252,8 +252,9 @@ class _Room:
         self.announce_timer: asyncio.TimerHandle | None = None
         # While nobody is here: when the node stops following the room.
         self.linger: asyncio.TimerHandle | None = None
-        # The seq of the last frame from each origin (raw key -> 8 bytes), and the
-        # sessions moving here that keep this room's frames meanwhile.
+        # The seq of the last frame from each origin (raw key -> 8 bytes; a key that
+        # died stays: a cut must name it while a frame of it may be kept elsewhere), and
+        # the sessions moving here that keep this room's frames meanwhile.
         self.last: dict[bytes, bytes] = {}
         self.captures: list[Capture] = []
 
