@@ -14,8 +14,14 @@ server's side. Three parts:
 - ``throughput``: a room of 20 clients streamed at a fixed rate, with one of them reset
   and resumed over and over, against the same room with no one resuming: messages the
   clients read a second and the server's CPU per delivery.
+- ``across_nodes`` (with ``--backplane URL``): two server processes on that broker; a
+  client reading a room streamed at 1,000 messages/s from the first is reset over and
+  over and resumes on the other node, then on the same one, by turns: the time to its
+  verdict and to its first live message when its session moves, against a resume on the
+  node holding it.
 
     python bench/sessions.py --sessions 2000
+    python bench/sessions.py --backplane redis://127.0.0.1:6379/0 --only across
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # the server ----------------------------------------------------------------------------
 
 
-def serve() -> None:
+def serve(backplane: str | None) -> None:
     server = roomer.Server(resume_window=60.0, rate_limit=None, byte_limit=None,
-                           max_held_sessions=100_000, ping_interval=None)
+                           max_held_sessions=100_000, ping_interval=None,
+                           backplane=backplane, backplane_prefix=f"bench{os.getppid()}")
     streams: dict[str, asyncio.Task[None]] = {}
 
     async def stream(room: str, rate: float) -> None:
@@ -269,6 +276,38 @@ async def latency(port: int, rounds: int) -> dict[str, float]:
             "new_client_ms": statistics.median(fresh) * 1000}
 
 
+async def across_nodes(ports: list[int], rounds: int) -> dict[str, float]:
+    control, _ = await Client.open(ports[0])
+    control.send("root", "stream", b"stream 1000")
+    client, _ = await Client.open(ports[0])
+    await client.join("stream")
+    here = 0
+    same: list[float] = []
+    moved: list[float] = []
+    verdicts: tuple[list[float], list[float]] = ([], [])  # same node, other node
+    for turn in range(2 * rounds):
+        for _ in range(300):  # 0.3 s of the stream, acknowledged as it goes
+            await client.recv()
+            if client.count % 256 == 0:
+                client.ack()
+        client.reset()
+        there = 1 - here if turn % 2 == 0 else here
+        start = time.monotonic()
+        client, verdict = await client.resume(ports[there])
+        assert verdict[1] == "session.resumed", verdict
+        verdicts[there != here].append(time.monotonic() - start)
+        (moved if there != here else same).append(
+            await first_message_after(client, start) - start)
+        here = there
+    control.send("root", "stream", b"stream 0")
+    client.writer.close()
+    # The stream's batches are 5 ms apart: the first live message also waits for one.
+    return {"verdict_other_node_ms": statistics.median(verdicts[1]) * 1000,
+            "verdict_same_node_ms": statistics.median(verdicts[0]) * 1000,
+            "first_live_other_node_ms": statistics.median(moved) * 1000,
+            "first_live_same_node_ms": statistics.median(same) * 1000}
+
+
 async def throughput(port: int, pid: int, members: int, rate: float, seconds: float,
                      churn: bool, sessions: bool = True) -> dict[str, float]:
     room = f"flood{int(churn)}{int(sessions)}"
@@ -305,12 +344,28 @@ async def throughput(port: int, pid: int, members: int, rate: float, seconds: fl
     return {"read_per_s": read / seconds, "cpu_us_per_read": cpu / max(read, 1) * 1e6}
 
 
+def _server(backplane: str | None) -> tuple[subprocess.Popen[str], int]:
+    extra = ["--backplane", backplane] if backplane else []
+    env = dict(os.environ, ROOMER_RESUME_SECRET="the bench's shared secret")
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", *extra],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE,
-                            text=True)
+    if args.only == "across":
+        procs = [_server(args.backplane) for _ in range(2)]
+        try:
+            await asyncio.sleep(1.0)  # the nodes meet on the broker
+            return {"across_nodes": await across_nodes([port for _, port in procs],
+                                                       args.rounds)}
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait()
+    proc, port = _server(None)
     try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
         out: dict[str, Any] = {}
         out["latency"] = await latency(port, args.rounds)
         bare = await throughput(port, proc.pid, 20, args.rate, args.seconds, False, False)
@@ -336,10 +391,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0,
                         help="messages a second streamed to the throughput room")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--backplane", help="a broker URL for the across-nodes part")
+    parser.add_argument("--only", choices=["across"],
+                        help="run one part alone (across: needs --backplane)")
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(args.backplane)
         return 0
+    if args.only == "across" and not args.backplane:
+        parser.error("--only across needs --backplane URL")
     print(json.dumps(asyncio.run(main_async(args)), indent=2))
     return 0
 

@@ -25,9 +25,9 @@ suffix that starts before the cut (B subscribed before it said ready, and what w
 published before that reached A before B's ready did). What that rests on: one broker
 that delivers in the order it handles messages (one Redis; one NATS server in practice).
 
-Not moved: a session in a game room (its seat lives with the room's owner; the resume
-fails and the client starts over), and the joins and leaves of others that cross the
-broker during the hop of the cut (the next member list is right).
+A game seat moves with its session: roomer/games/seat_moves.py has the room owner's
+part. Not carried: the joins and leaves of others that cross the broker during the hop
+of the cut (the next member list is right).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .backplane import envelope as env
 from .connection import NamespaceConnection
 
 if TYPE_CHECKING:
-    from .backplane.cluster import Cluster
+    from .backplane.cluster import Capture, Cluster
     from .connection import Connection
     from .core import Core
     from .sessions import Sessions
@@ -55,6 +55,22 @@ log = logging.getLogger("roomer.sessions")
 MOVE_TIMEOUT = 5.0
 
 
+class _Claim:
+    """A session this node claims from its holder."""
+
+    __slots__ = ("capture", "conn", "member", "moved", "origin", "seats", "verdict")
+
+    def __init__(self, conn: Connection, member: str, capture: Capture,
+                 verdict: asyncio.Future[bytes | None]) -> None:
+        self.conn = conn
+        self.member = member
+        self.capture = capture
+        self.verdict = verdict
+        self.origin = ""
+        self.seats: list[list[str]] = []
+        self.moved = False
+
+
 class Moves:
     """A server's sessions moving in and out through its cluster. Loop thread only."""
 
@@ -63,6 +79,8 @@ class Moves:
         self._core = core
         # Answers this node waits for, by (member, kind): (origin, body).
         self._waiting: dict[tuple[str, int], asyncio.Future[tuple[str, bytes]]] = {}
+        # Claims that said ready, by member: their handover is taken in as it arrives.
+        self._claims: dict[str, _Claim] = {}
 
     @property
     def _cluster(self) -> Cluster | None:
@@ -94,11 +112,17 @@ class Moves:
         except (ValueError, KeyError, TypeError):
             log.warning("a malformed session move message from node %s", origin)
             return False
+        if kind == env.HANDOVER:
+            claim = self._claims.pop(member, None)
+            if claim is None or claim.origin != origin or claim.verdict.done():
+                log.warning("session %s was handed over after its claim here gave up",
+                            member)
+            else:
+                self._handed_over(claim, body)
+            return True
         waiting = self._waiting.pop((member, kind), None)
         if waiting is not None and not waiting.done():
             waiting.set_result((origin, body))
-        elif kind == env.HANDOVER:
-            log.warning("session %s was handed over after its claim here gave up", member)
         return True
 
     # the holding node ----------------------------------------------------------------
@@ -112,8 +136,6 @@ class Moves:
             return False
         why = self._sessions.check(conn, bytes.fromhex(ask["nonce"]), str(ask["received"]),
                                    bool(ask["v2"]), ask["claims"] != _claims(conn.claims))
-        if not why and self._in_game(conn):
-            why = "in a game room: its seat does not move between nodes"
         if not why and conn.transport is not None:
             conn.let_go()  # still connected here: its client came back elsewhere first
         session = conn._session
@@ -130,18 +152,9 @@ class Moves:
         timer = self._core.loop.call_later(2 * MOVE_TIMEOUT, self._abandoned, conn)
         session.moving = (origin, int(ask["received"]), timer)
         cluster.tell_node(origin, env.OFFER, json.dumps(
-            {"id": member, "ok": True, "rooms": _cluster_rooms(self._core, conn)}).encode())
+            {"id": member, "ok": True, "rooms": _cluster_rooms(self._core, conn),
+             "seats": self._core.games.seat_moves.seats(conn)}).encode())
         return True
-
-    def _in_game(self, conn: Connection) -> bool:
-        games = self._core.games
-        if not games.active:
-            return False
-        for ns in self._core.namespaces.values():
-            for room in ns.registry.rooms_of(conn) or ():
-                if games.room_type(ns.name, room) is not None:
-                    return True
-        return False
 
     def _abandoned(self, conn: Connection) -> None:
         """The claimer never said it was ready: it told its client the session is lost."""
@@ -175,20 +188,23 @@ class Moves:
         keys = _cluster_rooms(self._core, conn)
         rooms = {ns.name: list(rooms) for ns in self._core.namespaces.values()
                  if (rooms := ns.registry.rooms_of(conn)) is not None}
+        games = self._core.games
+        seats = games.seat_moves.seats(conn)
         replay = conn.replay
         assert replay is not None
         pos, _ = conn.replay_count(count - session.base)
-        header = json.dumps({"id": member, "count": count, "rooms": rooms,
+        header = json.dumps({"id": member, "count": count, "rooms": rooms, "seats": seats,
                              "cut": cluster.cut(member, keys)}).encode()
         cluster.tell_node(origin, env.HANDOVER, b"".join(
             (len(header).to_bytes(4, "big"), header, replay[pos:], conn.queued())))
-        # Gone from here without a word: the claimer says where it is now.
-        games = self._core.games
+        # Gone from here without a word: the claimer says where it is now; its seats
+        # in rooms owned here are on the claimer's node from now on.
         for ns in self._core.namespaces.values():
             if ns.registry.rooms_of(conn) is not None and games.active:
                 games.forget(ns, conn)
             ns.registry.moved_out(conn)
         cluster.moved_out(member, keys, origin)
+        games.seat_moves.moved_out(conn, seats, origin)
         conn._spaces = None
         self._sessions._release(conn, session)
         conn.replay = None
@@ -203,50 +219,73 @@ class Moves:
         verdict frame once ``conn`` is that session (what the client missed is queued
         after it), None if it cannot be (the client starts a new session)."""
         cluster = self._cluster
-        assert cluster is not None
+        assert cluster is not None and self._core.loop is not None
         config = self._core.config
-        capture = cluster.capture(member, config.resume_replay + config.outbox_limit)
-        moved = False
+        claim = _Claim(conn, member, cluster.capture(member, config.resume_replay
+                                                     + config.outbox_limit),
+                       self._core.loop.create_future())
+        seat_moves = self._core.games.seat_moves
         try:
             offered = self._expect(member, env.OFFER)
-            claim = json.dumps({"id": member, "nonce": nonce.hex(), "received": count,
+            asked = json.dumps({"id": member, "nonce": nonce.hex(), "received": count,
                                 "v2": conn.v2, "claims": _claims(conn.claims)}).encode()
-            held = cluster.claim(member, claim)
+            held = cluster.claim(member, asked)
             if not await _settled([held]) or not held.result():
                 return _failed("no node holds it")
-            origin, body = await asyncio.wait_for(offered, MOVE_TIMEOUT)
+            claim.origin, body = await asyncio.wait_for(offered, MOVE_TIMEOUT)
             offer = json.loads(body)
             if not offer["ok"]:
                 return _failed("its node refused the claim")
-            cluster.capture_rooms(capture, offer["rooms"])
-            if not await _settled(capture.waits):
+            claim.seats = offer["seats"]
+            if claim.seats and not await seat_moves.hold(claim.seats, claim.origin, member):
+                return _failed("the owner of a game room it is in did not answer")
+            cluster.capture_rooms(claim.capture, offer["rooms"])
+            if not await _settled(claim.capture.waits):
                 return _failed("the broker did not confirm its subscriptions")
-            handed = self._expect(member, env.HANDOVER)
-            cluster.tell_node(origin, env.READY, json.dumps({"id": member}).encode())
-            _, body = await asyncio.wait_for(handed, MOVE_TIMEOUT)
-            size = int.from_bytes(body[:4], "big")
-            header = json.loads(body[4:4 + size])
-            if header.get("lost"):
-                return _failed("a message it missed was forgotten")
-            moved = True
-            verdict = self._moved_in(conn, member, header, body[4 + size:],
-                                     cluster.captured(capture, header["cut"]))
-            if capture.overflowed:
-                # More came meanwhile than a session keeps: in, then ended as lost.
-                self._core.metrics.counters["sessions_lost"] += 1
-                self._core.lifecycle.disconnected(conn)
-                return None
-            return verdict
+            self._claims[member] = claim
+            cluster.tell_node(claim.origin, env.READY, json.dumps({"id": member}).encode())
+            return await asyncio.wait_for(asyncio.shield(claim.verdict), MOVE_TIMEOUT)
         except (TimeoutError, asyncio.CancelledError, ConnectionError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return _failed(f"no answer in {MOVE_TIMEOUT:g} s")
         finally:
-            for kind in (env.OFFER, env.HANDOVER):
-                waiting = self._waiting.pop((member, kind), None)
-                if waiting is not None:
-                    waiting.cancel()
-            cluster.capture_end(capture, moved_in=moved)
+            waiting = self._waiting.pop((member, env.OFFER), None)
+            if waiting is not None:
+                waiting.cancel()
+            if self._claims.get(member) is claim:
+                del self._claims[member]
+            if not claim.verdict.done():
+                claim.verdict.cancel()  # a handover after this is too late
+            cluster.capture_end(claim.capture, moved_in=claim.moved)
+            if claim.seats:
+                seat_moves.release(claim.seats, claim.origin, member)
+
+    def _handed_over(self, claim: _Claim, body: bytes) -> None:
+        """The holder's cut, in the loop turn it arrives (before what its node sends
+        after it, such as a game room's sends to the player): the session is this
+        node's."""
+        size = int.from_bytes(body[:4], "big")
+        header = json.loads(body[4:4 + size])
+        if header.get("lost"):
+            claim.verdict.set_result(_failed("a message it missed was forgotten"))
+            return
+        cluster = self._cluster
+        assert cluster is not None
+        conn = claim.conn
+        claim.moved = True
+        verdict = self._moved_in(conn, claim.member, header, body[4 + size:],
+                                 cluster.captured(claim.capture, header["cut"]))
+        self._core.games.seat_moves.moved_in(conn, header["seats"], claim.origin)
+        # Seats it lost meanwhile (the room let it go): their owners go on.
+        claim.seats = [seat for seat in claim.seats if seat not in header["seats"]]
+        if claim.capture.overflowed:
+            # More came meanwhile than a session keeps: in, then ended as lost.
+            self._core.metrics.counters["sessions_lost"] += 1
+            self._core.lifecycle.disconnected(conn)
+            claim.verdict.set_result(None)
+            return
+        claim.verdict.set_result(verdict)
 
     def _expect(self, member: str, kind: int) -> asyncio.Future[tuple[str, bytes]]:
         assert self._core.loop is not None

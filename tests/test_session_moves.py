@@ -211,25 +211,60 @@ async def test_tokens_the_other_node_cannot_take_are_one_error_and_a_fresh_sessi
     assert a_node.stats()["sessions_moved_out"] == 1
 
 
-async def test_a_session_in_a_game_room_does_not_move(nodes: Nodes) -> None:  # noqa: F811
-    """A seat lives with its room's owner: such a session is not taken over by another
-    node (its client starts over there), and still resumes on its own node."""
-    from test_sessions import Seat
+@pytest.mark.parametrize("owner", ["holder", "claimer", "third"])
+async def test_a_game_seat_moves_with_its_session(nodes: Nodes, owner: str) -> None:  # noqa: F811
+    """A player keeps its seat when its session moves, wherever the room's owner is: what
+    the room sends it (player.send) meanwhile arrives once and in order, and its messages
+    reach the room's handlers from its new node."""
+    from game_app import Table
 
-    Seat.gone = asyncio.Queue()
-    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET,
-                                 setup=lambda server: server.define("seat", Seat))
-    room = await a_node.default.create_room("seat", room_id="seat:a")
-    player = await SessionClient.open(a_node.address[1])
-    await player.join(room)
-    player.reset()
-    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
-    elsewhere = await SessionClient.open(
-        b_node.address[1], f"session={player.token}&received={player.count}")
-    assert elsewhere.verdict is not None and elsewhere.verdict.event == "session.lost"
-    again = await player.resume()  # on a, where its seat is
-    assert again.verdict is not None and again.verdict.event == "session.resumed"
-    assert a_node.stats()["sessions_moved_out"] == 0 and Seat.gone.empty()
+    servers = await nodes(3, resume_window=scaled(10), resume_secret=SECRET,
+                          setup=lambda server: server.define("table", Table))
+    holder, claimer = servers[0], servers[1]
+    owning = servers[["holder", "claimer", "third"].index(owner)]
+    room_id = await owning.default.create_room("table", room_id="table:m")
+    room = owning.default.game_room(room_id)
+    assert room is not None
+    client = await SessionClient.open(holder.address[1])
+    await client.join(room_id)
+    await eventually(lambda: client.id in room.players)
+    player = room.players[client.id]
+    seen: dict[str, list[int]] = {"n": []}
+    sent = 0
+    stop = asyncio.Event()
+
+    async def sends() -> None:
+        # One a loop turn, so that every step of the move has some in flight.
+        nonlocal sent
+        while not stop.is_set():
+            player.send("n", str(sent))
+            sent += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(sends())
+    try:
+        await _read(client, seen, 300)
+        client.reset()
+        await eventually(lambda: holder.stats()["sessions_held"] == 1)
+        client.port = claimer.address[1]
+        again = await client.resume()
+        assert again.verdict is not None and again.verdict.event == "session.resumed", \
+            again.verdict
+        await _read(again, seen, seen["n"][-1] + 300)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
+    await _read(again, seen, sent - 1)
+    assert seen["n"] == list(range(sent)), _gaps(seen["n"])
+    assert room.players.get(client.id) is player
+    cluster = claimer.registry.cluster
+    assert cluster is not None
+    assert player.node == ("" if owner == "claimer" else cluster.key)
+    await again.send(room_id, "note", b"still here")
+    while (msg := await again.recv()).event != "noted":
+        pass
+    assert msg.payload == b"still here" and room.seen[-1] == (client.id, "still here")
+    assert claimer.members(room_id) == [client.id]
 
 
 async def test_the_python_client_moves_with_its_namespace_direct_and_all_messages(

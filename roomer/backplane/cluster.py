@@ -55,7 +55,8 @@ share the next one (a list on the room channel answers every node subscribed to 
 the protocol relies on: the
 broker delivers messages from one publisher connection on one channel in publish order
 (Redis and NATS both do), each transport publishes on one connection in call order, and
-member ids are unique across nodes (UUIDs). It does not rely on any order across channels.
+member ids are unique across nodes (UUIDs). It does not rely on any order across channels,
+but for a session moving between nodes (below).
 
 Liveness. Every node publishes a heartbeat every ``heartbeat_interval``; a node not heard
 for ``node_timeout`` is dead: its members are reported left (``remote_left``) and dropped
@@ -99,6 +100,17 @@ are dropped and counted, not everyone's. A frame larger than the broker takes (N
 max_payload, 1 MiB by default, which a 1 MiB message wrapped in its header passes)
 crosses in pieces that the receiving node joins; :attr:`Cluster.max_payload` is the
 largest frame the backplane carries at all.
+
+Sessions moving. Every frame (room, to all, direct) carries its node's sequence number,
+and each node keeps, per channel it hears, the last one it got from each origin. A node
+taking a resumed session over from the node holding it (roomer/session_moves.py) keeps
+what arrives for the session (:meth:`Cluster.capture`), the holder says what it delivered
+(:meth:`Cluster.cut`), and the frames newer than that are the claimer's to deliver
+(:meth:`Cluster.captured`); a ``HERE`` presence message then lists the member on its new
+node everywhere, without a leave or a join. That the claimer kept everything the holder
+did not deliver rests on one broker delivering in the order it handles messages: a frame
+published before the claimer's subscription took effect reaches the holder before the
+claimer's "ready" does.
 
 Order. Across nodes exactly this holds: the frames and presence one node publishes into one
 room reach every other node's members of that room in that node's publish order (one
@@ -297,8 +309,9 @@ def _listed(st: _Room, member: str) -> bool:
 
 def _keep_own(captures: Iterable[Capture], channel: str, message: bytes, frame: bytes,
               exclude: str | None) -> None:
-    """A frame this node publishes, kept for the sessions moving here: the broker does
-    not echo it back, and the holder may have its cut before it."""
+    """A frame this node publishes, kept for the sessions moving here: the broker may
+    not echo it back (NATS does not, and the cluster drops its own room frames), and the
+    holder may have its cut before it."""
     for capture in captures:
         if exclude != capture.member:
             capture.keep(channel, message, frame)
@@ -757,10 +770,12 @@ class Cluster:
         self._awake()
         self.direct_out += 1
         self._seq += 1
-        return self.transport.publish_direct(
-            self.names.client(member), self._pieces(b"".join(
-                (self._hdr[env.DIRECT], self._seq.to_bytes(env.SEQ, "big"), frame))),
-            sender=sender)
+        message = b"".join((self._hdr[env.DIRECT], self._seq.to_bytes(env.SEQ, "big"), frame))
+        capture = self._captures.get(member)
+        if capture is not None:
+            _keep_own((capture,), "d", message, frame, None)
+        return self.transport.publish_direct(self.names.client(member), self._pieces(message),
+                                             sender=sender)
 
     # -- sessions moving between nodes (roomer/sessions.py) ----------------------------------
 
@@ -1086,7 +1101,8 @@ class Cluster:
         last[data[2:pos]] = data[pos:pos + env.SEQ]
         capture = self._captures.get(member)
         if capture is not None:
-            capture.keep("d", data, data[pos + env.SEQ:])
+            if not self._own(data):  # (this node's own were kept as they went out)
+                capture.keep("d", data, data[pos + env.SEQ:])
             return True
         assert self._events is not None
         return bool(self._events.remote_direct(member, data[pos + env.SEQ:]))

@@ -32,6 +32,10 @@ O     remove                   ``{"ns", "room", "c"}``: the room takes the clien
 X     closed                   ``{"ns", "room", "code", "msg", "ids"?}``: the room ended
                                for the node's members (``ids``: only those)
 V     reservation              ``{"r": id, "ns", "room", "ids", "s": seconds}``
+W     freeze                   ``{"r": id, "ns", "room", "c"}``: hold back what the room
+                               sends the client, whose session moves (answered by A)
+G     moved                    ``{"ns", "room", "c", "to"}``: the client is on node
+                               ``to`` now ("": its move failed); send what was held back
 Y     sync                     ``{"rooms": [[ns, room, [ids]], ...]}``: the sender's
                                members in rooms the receiver owns (after an outage)
 U     listings                 ``[[ns, id, type, clients, max, locked, private, unlisted,
@@ -133,6 +137,10 @@ class GamesSide(Protocol):
 
     def remote_sync(self, origin: str, rooms: list[tuple[str, str, list[str]]]) -> None: ...
 
+    def remote_freeze(self, namespace: str, room: str, client: str) -> bool: ...
+
+    def remote_moved(self, namespace: str, room: str, client: str, to: str | None) -> None: ...
+
     def listings(self, origin: str, entries: list[list[Any]], full: bool) -> None: ...
 
     def unlisted(self, origin: str, keys: list[tuple[str, str]]) -> None: ...
@@ -190,7 +198,7 @@ class GameLink:
         key = self.cluster.key
         self._node_channel = self.channel_of(key)
         raw = key.encode()
-        self._hdr = {kind: bytes((kind, len(raw))) + raw for kind in b"JACKLMRSOXVYUDFfQ"}
+        self._hdr = {kind: bytes((kind, len(raw))) + raw for kind in b"JACKLMRSOXVYUDFfQWG"}
 
     def channel_of(self, key: str) -> str:
         return f"{self._prefix}.games.node.{encode_token(key)}"
@@ -255,6 +263,21 @@ class GameLink:
         except SeatRefused:
             return False
         return bool(answer.get("ok"))
+
+    async def request_freeze(self, owner: str, namespace: str, room: str,
+                             client: str) -> bool:
+        """Ask the owner to hold back what it sends ``client``, whose session moves to
+        this node (roomer/games/seat_moves.py); False if it did not answer."""
+        try:
+            answer = await self._request(owner, ord("W"), {
+                "ns": namespace, "room": room, "c": client})
+        except SeatRefused:
+            return False
+        return bool(answer.get("ok"))
+
+    def moved(self, owner: str, namespace: str, room: str, client: str, to: str) -> None:
+        """``client``'s move ended: it is on node ``to`` now ("": it did not move)."""
+        self._json(owner, ord("G"), {"ns": namespace, "room": room, "c": client, "to": to})
 
     def confirm(self, owner: str, namespace: str, room: str, client: str) -> None:
         self._json(owner, ord("C"), {"ns": namespace, "room": room, "c": client})
@@ -451,6 +474,11 @@ class GameLink:
             self._json(origin, ord("A"), {"r": value["r"], "ok": ok})
         elif kind == ord("Y"):
             side.remote_sync(origin, [(ns, room, ids) for ns, room, ids in value["rooms"]])
+        elif kind == ord("W"):
+            ok = side.remote_freeze(value["ns"], value["room"], value["c"])
+            self._json(origin, ord("A"), {"r": value["r"], "ok": ok})
+        elif kind == ord("G"):
+            side.remote_moved(value["ns"], value["room"], value["c"], value["to"] or None)
         elif kind == ord("Q"):
             self._full_list(self.channel_of(origin))
 

@@ -28,6 +28,7 @@ from ..errors import RoomerError
 from ..message import Message
 from .listing import Feed, Replica, RoomListing, Watches, matches
 from .room import ENDED, OPEN, GameRoom, Player, SeatRefused, _AlreadyIn, _refusal, claims_json
+from .seat_moves import SeatMoves
 from .ticker import Ticker
 from .types import RoomType, make_type, split_id
 
@@ -110,6 +111,7 @@ class Games:
         # Lookups of a room id this node does not know yet (created a moment ago
         # elsewhere): woken when its listing arrives.
         self._awaited: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        self.seat_moves = SeatMoves(self)
 
     # definition and start ----------------------------------------------------------------
 
@@ -677,6 +679,9 @@ class Games:
         name = room.namespace.name
         conn = player._conn
         if conn is None:  # on another node
+            if self.seat_moves.held_back(room, player, lambda: self.answer(
+                    room, player, event, ask, code, value)):
+                return
             if code is None:
                 try:
                     body = frames.reply_payload(value)
@@ -717,6 +722,9 @@ class Games:
     def send(self, room: GameRoom, player: Player, event: str, payload: Payload) -> None:
         conn = player._conn
         if conn is None:
+            if self.seat_moves.held_back(room, player, lambda: self.send(
+                    room, player, event, payload)):
+                return
             self.link.send(player.node, room.namespace.name, room.id, player.id, event,
                            bytes(payload.encode() if isinstance(payload, str) else payload))
             return
@@ -728,7 +736,9 @@ class Games:
         if conn is not None:
             room.namespace.registry.remove_member(conn, room.id, ack=True)
             return
-        if player.node and self.link is not None:
+        if player.node and self.link is not None and not self.seat_moves.held_back(
+                room, player, lambda: self.link.remove(player.node, room.namespace.name,
+                                                       room.id, player.id)):
             self.link.remove(player.node, room.namespace.name, room.id, player.id)
         room._left(player.id, False)
 

@@ -33,7 +33,8 @@ class FromOtherNodes:
         if ns is None:
             return None, None
         conn = ns.registry.conns.get(client)
-        return ns, conn if conn is not None and conn.inbound.open else None
+        # (A held session takes what is sent to it, for its resume.)
+        return ns, conn if conn is not None and (conn.inbound.open or conn.held) else None
 
     async def remote_join(self, origin: str, namespace: str, room: str, client: str,
                           claims: Any, options: dict[str, Any]) -> None:
@@ -149,6 +150,13 @@ class FromOtherNodes:
                 self.games.link.closed(origin, ns, room, "owner_lost",
                                  "the room lost this player while its server was away",
                                  unknown)
+
+    def remote_freeze(self, namespace: str, room: str, client: str) -> bool:
+        """A node takes over the session of ``client``, a player of a room owned here."""
+        return self.games.seat_moves.freeze(namespace, room, client)
+
+    def remote_moved(self, namespace: str, room: str, client: str, to: str | None) -> None:
+        self.games.seat_moves.thaw(namespace, room, client, to)
 
     def listings(self, origin: str, entries: list[list[Any]], full: bool) -> None:
         """Listings of rooms ``origin`` owns (``full``: all of them)."""
