@@ -397,7 +397,6 @@ class Registry:
             self.fan(room, members, codec.encode_frame(room, event, "", "", member), None,
                       True)
 
-
     def presence_v2(self, room: str, event: str, member: str) -> None:
         """``member_dropped`` or ``member_back`` of ``member`` to ``room``'s v2 members
         here (v1 has no such event), if the room has presence."""

@@ -63,8 +63,9 @@ class Session:
         # A new socket claimed it at its upgrade: (messages received, the verdict
         # frame's payload) until the socket is up.
         self.resuming: tuple[int, bytes] | None = None
-        # Another node claimed it (roomer/session_moves.py): what the move needs.
-        self.moving: Any = None
+        # Another node claimed it (roomer/session_moves.py): that node's key, the
+        # messages its client received, and when the claim is given up.
+        self.moving: tuple[str, int, asyncio.TimerHandle] | None = None
 
 
 class Sessions:

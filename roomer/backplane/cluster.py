@@ -1716,4 +1716,3 @@ class Cluster:
         if len(raw) > 255:
             raise ValueError("member ids are at most 255 bytes on the backplane")
         return b"".join((head, env.LENGTH[len(raw)], raw, frame))
-

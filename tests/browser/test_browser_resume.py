@@ -5,6 +5,7 @@ protocol (the URL it asks with, its acks, the verdicts) against a scripted socke
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -105,6 +106,49 @@ async def test_a_dropped_page_resumes_its_id_rooms_and_stream(pages: Pages, serv
     finally:
         if listening:
             await proxy.cut()
+
+
+async def test_a_page_whose_server_restarts_resumes_on_the_other_node(
+        pages: Pages, serve: Any, redis_url: str, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two nodes over Redis sharing a resume secret; A reaches the first through a proxy
+    # (its load balancer). The first node is stopped with SIGTERM while B, on the second,
+    # streams: A's page is closed with 1012, its reconnect reaches the second node, and the
+    # session moves there with nothing lost and nobody seeing A leave.
+    monkeypatch.setenv("ROOMER_RESUME_SECRET", "the browser test's shared secret")
+    cluster = ("--backplane", redis_url, "--backplane-prefix", prefix)
+    first, second = serve(*harness_args(*cluster)), serve(*harness_args(*cluster))
+    proxy = Proxy(first.port)
+    await proxy.start()
+    a, b = await harness(pages, second), await harness(pages, second)
+    try:
+        a_id = await connect(a, "match", f"ws://127.0.0.1:{proxy.port}/ws", FAST)
+        b_id = await connect(b, "match", options="protocol: 'v2'")
+        await until(a, "room.members().length === 2")
+        await b.evaluate("""() => {
+            window.sent = 0;
+            const timer = setInterval(() => {
+                room.send('seq', String(sent));
+                if (++sent === 300) clearInterval(timer);
+            }, 10);
+        }""")
+        await until(a, "seen('match', 'seq').length >= 60")
+        proxy.target_port = second.port  # what connects from now on reaches the second
+        await asyncio.to_thread(first.stop)  # SIGTERM: it hands A's session over
+        await until(a, "seen('match', 'seq').length === 300")
+        assert await a.evaluate(texts("seq")) == [[str(i), b_id] for i in range(300)]
+        assert await a.evaluate("root.id()") == a_id
+        assert await a.evaluate("""[seen('root', 'resumed').length, seen('root', 'lost').length,
+            seen('root', 'reconnected').length, seen('match', 'close').length]""") == [
+            1, 0, 0, 0]
+        closed = await a.evaluate("seen('root', 'reconnecting').map((e) => e.args[2].code)")
+        assert closed[:1] == [1012], closed
+        await until(b, "seen('match', 'member_back').length === 1")
+        assert await b.evaluate("""['member_dropped', 'member_back', 'member_left',
+            'new_member'].map((name) => seen('match', name).map((e) => e.args[0]))""") == [
+            [a_id], [a_id], [], []]
+    finally:
+        await proxy.cut()
 
 
 async def test_a_page_reloaded_while_dropped_resumes_from_session_storage(
