@@ -1,5 +1,7 @@
 """A player for the tables of ``examples/tables.py``: watches the table list, takes a seat
-with one ask (join-or-create), steers, and prints what it sees for a number of ticks.
+with one ask (join-or-create), steers, and prints what it sees for a number of ticks. When
+its connection drops, or its server restarts beside another node of the cluster, it
+resumes its session: the same seat, and every tick once.
 
     python examples/table_player.py [URL] [--name NAME] [--ticks N]
 """
@@ -13,7 +15,8 @@ import roomer
 
 
 async def play(url: str, name: str, ticks: int) -> None:
-    root = await roomer.connect(url, protocol="v2")  # game rooms are found with asks
+    # Game rooms are found with asks (v2); a session survives drops and restarts.
+    root = await roomer.connect(url, protocol="v2", resume=True)
     tables = await root.watch_rooms("table")
     print(f"{len(tables.rooms)} tables open", flush=True)
 
@@ -25,6 +28,7 @@ async def play(url: str, name: str, ticks: int) -> None:
     except roomer.ClientError as refused:
         raise SystemExit(f"refused: {refused.code} ({refused.server_message})") from None
     print(f"seated at {table.name} with {len(table.members()) - 1} others", flush=True)
+    root.on("resumed", lambda *_: print(f"back at {table.name}, still seated", flush=True))
 
     table.send("steer", json.dumps([1, -1]))  # towards the top right corner
     for _ in range(ticks):

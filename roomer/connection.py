@@ -45,8 +45,8 @@ class Connection(fanout.Peer):
     """
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
-    __slots__ = ("_core", "_cut", "_pending_joins", "_rooms", "_session", "_spaces", "asks",
-                 "claims", "id", "inbound", "request")
+    __slots__ = ("_core", "_cut", "_data", "_pending_joins", "_rooms", "_session", "_spaces",
+                 "asks", "claims", "id", "inbound", "request")
 
     def __init__(self, core: Core, request: Any, claims: Any, v2: bool = False) -> None:
         super().__init__(core.engine)
@@ -68,6 +68,7 @@ class Connection(fanout.Peer):
         self._cut = False  # disconnected as a slow consumer: counted once
         # A resumable session's state (roomer/sessions.py), None without one.
         self._session: Session | None = None
+        self._data: dict[str, Any] | None = None  # made when first asked for
 
     def __repr__(self) -> str:
         return f"<roomer.Connection {self.id}>"
@@ -241,6 +242,15 @@ class Connection(fanout.Peer):
         return self._session is not None
 
     @property
+    def data(self) -> dict[str, Any]:
+        """The app's own data about this client, for as long as it is connected: kept
+        while its session is held, and carried along when the session moves to another
+        node (then only what JSON can encode crosses)."""
+        if self._data is None:
+            self._data = {}
+        return self._data
+
+    @property
     def held(self) -> bool:
         """Whether its session is held: its socket dropped, and what is sent to it waits
         for the client to resume within the window."""
@@ -315,6 +325,11 @@ class NamespaceConnection:
     def claims(self) -> Any:
         """What ``authorize`` returned for the client."""
         return self.conn.claims
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The client's `Connection.data` (the same in every namespace)."""
+        return self.conn.data
 
     @property
     def request(self) -> Any:

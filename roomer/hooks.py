@@ -1,6 +1,7 @@
 """Lifecycle hooks of a namespace (docs/protocol.md §6: on_connect, on_connected,
-on_disconnect, on_join, on_joined, on_leave, on_left, and the on_event catch-all): sync
-or async, run in registration order; the first that raises stops the rest."""
+on_disconnect, on_join, on_joined, on_leave, on_left, the on_event catch-all, and
+on_moved_in/on_moved_out for sessions moving between nodes): sync or async, run in
+registration order; the first that raises stops the rest."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Hooks:
     """The hook lists of one namespace."""
 
     __slots__ = ("connect", "connected", "disconnect", "event", "join", "joined", "leave",
-                 "left")
+                 "left", "moved_in", "moved_out")
 
     def __init__(self) -> None:
         self.connect: list[Hook] = []
@@ -28,6 +29,8 @@ class Hooks:
         self.leave: list[Hook] = []
         self.left: list[Hook] = []
         self.event: list[Hook] = []
+        self.moved_in: list[Hook] = []
+        self.moved_out: list[Hook] = []
 
     @staticmethod
     def add(hooks: list[Hook], fn: Hook) -> Hook:

@@ -103,6 +103,18 @@ class Namespace(Generic[C]):
         on_disconnect hook runs, whatever an earlier one raised."""
         return self._add(self.hooks.disconnect, fn, "on_disconnect")
 
+    def on_moved_in(self, fn: Callable[[C], Any]) -> Callable[[C], Any]:
+        """Decorator: ``fn(conn)`` when a client's session moved here from another node
+        (its resume landed here): it is in its rooms, ``conn.data`` came with it; no
+        connect or join hook ran here for it."""
+        return self._add(self.hooks.moved_in, fn, "on_moved_in")
+
+    def on_moved_out(self, fn: Callable[[C], Any]) -> Callable[[C], Any]:
+        """Decorator: ``fn(conn)`` when a client's session moved to another node: it is
+        gone from here without leaving its rooms (no leave or disconnect hook runs), so
+        forget what this process kept for it."""
+        return self._add(self.hooks.moved_out, fn, "on_moved_out")
+
     def on_join(self, fn: Callable[[C, str], Any]) -> Callable[[C, str], Any]:
         """Decorator: ``fn(conn, room)`` before a client's join; raise Deny to refuse."""
         return self._add(self.hooks.join, fn, "on_join")

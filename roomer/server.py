@@ -352,6 +352,14 @@ class Server:
         """Decorator: `Namespace.on_join` of the default namespace."""
         return self.default.on_join(fn)
 
+    def on_moved_in(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
+        """Decorator: `Namespace.on_moved_in` of the default namespace."""
+        return self.default.on_moved_in(fn)
+
+    def on_moved_out(self, fn: Callable[[Connection], Any]) -> Callable[[Connection], Any]:
+        """Decorator: `Namespace.on_moved_out` of the default namespace."""
+        return self.default.on_moved_out(fn)
+
     def on_joined(self, fn: Callable[[Connection, str], Any]
                   ) -> Callable[[Connection, str], Any]:
         """Decorator: `Namespace.on_joined` of the default namespace."""

@@ -194,7 +194,9 @@ class Moves:
         assert replay is not None
         pos, _ = conn.replay_count(count - session.base)
         header = json.dumps({"id": member, "count": count, "rooms": rooms, "seats": seats,
-                             "cut": cluster.cut(member, keys)}).encode()
+                             "data": _data(conn), "cut": cluster.cut(member, keys)}).encode()
+        views = [(ns, ns.view(conn)) for ns in self._core.namespaces.values()
+                 if ns.registry.rooms_of(conn) is not None]
         cluster.tell_node(origin, env.HANDOVER, b"".join(
             (len(header).to_bytes(4, "big"), header, replay[pos:], conn.queued())))
         # Gone from here without a word: the claimer says where it is now; its seats
@@ -210,6 +212,8 @@ class Moves:
         conn.replay = None
         conn.discard_outbox()
         self._core.metrics.counters["sessions_moved_out"] += 1
+        for ns, view in views:
+            self._core.after(ns.hooks.moved_out, view, what="on_moved_out")
 
     # the claiming node ---------------------------------------------------------------
 
@@ -315,6 +319,7 @@ class Moves:
                     conn._spaces = {}
                 conn._spaces[name] = NamespaceConnection(conn, ns)
             cluster.moved_in(member, ns.registry.moved_in(conn, rooms[name]))
+        conn._data = header.get("data")
         conn.prepend(b"".join([missed, *(_for(conn, channel, frame) for channel, frame in kept)]))
         conn.inbound.accept()
         counters = core.metrics.counters
@@ -323,6 +328,10 @@ class Moves:
         from .sessions import _presence
 
         _presence(core, conn, "member_back", publish=False)  # the cluster's HERE says it there
+        for name in sorted(rooms):
+            ns = core.namespaces.get(name)
+            if ns is not None:
+                core.after(ns.hooks.moved_in, ns.view(conn), what="on_moved_in")
         return sessions.resumed_verdict(conn)
 
 
@@ -338,6 +347,20 @@ def _failed(why: str) -> bytes | None:
     """No session moves here (the client gets a new one): None, and why in the log."""
     log.debug("a session could not be taken over from another node: %s", why)
     return None
+
+
+def _data(conn: Connection) -> dict[str, Any] | None:
+    """``conn.data`` as JSON can carry it (what it cannot is left behind, and logged)."""
+    data = conn._data
+    if not data:
+        return None
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        log.warning("conn.data of session %s cannot move to another node (not JSON: %s): "
+                    "it starts empty there", conn.id, exc)
+        return None
+    return data
 
 
 def _claims(claims: Any) -> str:

@@ -464,6 +464,35 @@ async def test_table_player_sits_and_steers(serve: Any, programs: Any) -> None:
     assert xs[-1] > xs[0] and ys[-1] < ys[0], positions  # steering towards top right
 
 
+async def test_a_table_player_keeps_its_seat_through_a_rolling_restart(
+        serve: Any, programs: Any, redis_url: str, prefix: str) -> None:
+    """The reconnect guide's rolling restart: the player's node is stopped with SIGTERM,
+    its reconnect reaches the other node, and it keeps its seat and every tick."""
+    cluster = ("--backplane", redis_url, "--backplane-prefix", prefix)
+    secret = {"ROOMER_RESUME_SECRET": "examples-rolling-restart"}
+    a = await serve("tables:setup", extra=(*cluster, "--node-id", "a"), **secret)
+    b = await serve("tables:setup", extra=(*cluster, "--node-id", "b"), **secret)
+    balancer = Proxy(a.port)  # the player's load balancer
+    await balancer.start()
+    try:
+        async with connected(b.url, protocol="v2") as bob:
+            table = await bob.join_or_create("table", {"name": "bob"})
+            player = await programs("table_player.py", f"ws://127.0.0.1:{balancer.port}/ws",
+                                    "--name", "ada", "--ticks", "80")
+            seated = await player.expect(r"^seated at (table:\w+) with 1 others$")
+            assert seated.group(1) == table.name
+            tick = r"^tick (\d+): at \(\d+, \d+\), 2 at the table$"
+            ticks = [int((await player.expect(tick)).group(1)) for _ in range(5)]
+            balancer.target_port = b.port  # new connections reach b from now on
+            await a.stop()  # SIGTERM: a hands the player's session over to b
+            await player.expect(rf"^back at {table.name}, still seated$")
+            while len(ticks) < 40:
+                ticks.append(int((await player.expect(tick)).group(1)))
+            assert ticks == list(range(ticks[0], ticks[0] + 40))  # none lost, none twice
+    finally:
+        await balancer.cut()
+
+
 async def test_tables_on_two_nodes(serve: Any, redis_url: str, prefix: str) -> None:
     """The chapter's two-node run: a table's tick reaches its players on both nodes,
     each tick once, and its seats are counted once."""

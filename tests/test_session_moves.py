@@ -321,3 +321,50 @@ async def test_the_python_client_moves_with_its_namespace_direct_and_all_message
         await balancer.cut()
         for server in servers:
             await server.shutdown(timeout=2)
+
+
+async def test_conn_data_moves_and_the_move_hooks_run(nodes: Nodes) -> None:  # noqa: F811
+    """``conn.data`` crosses with the session (what JSON can carry); on_moved_out runs on
+    the node it leaves, on_moved_in on the node it reaches, and no connect, disconnect,
+    join or leave hook runs on either."""
+    seen: list[tuple[str, Any]] = []
+
+    def setup(server: roomer.Server) -> None:
+        @server.on_connect
+        def named(conn: roomer.Connection) -> None:
+            seen.append(("connect", conn.id))
+            conn.data["nick"] = "ada"
+            conn.data["since"] = [1, 2]
+
+        server.on_disconnect(lambda conn: seen.append(("disconnect", conn.id)))
+        server.on_left(lambda conn, room: seen.append(("left", conn.id)))
+        server.on_joined(lambda conn, room: seen.append(("joined", conn.id)))
+        server.on_moved_out(lambda conn: seen.append(("out", server.config.node_id, conn.id)))
+        server.on_moved_in(lambda conn: seen.append(
+            ("in", server.config.node_id, conn.id, dict(conn.data))))
+
+    a_node, b_node = await nodes(2, resume_window=scaled(10), resume_secret=SECRET,
+                                 setup=setup)
+    client = await SessionClient.open(a_node.address[1])
+    await client.join("game")
+    seen.clear()
+    client.reset()
+    await eventually(lambda: a_node.stats()["sessions_held"] == 1)
+    client.port = b_node.address[1]
+    again = await client.resume()
+    assert again.verdict is not None and again.verdict.event == "session.resumed"
+    await eventually(lambda: len(seen) == 2)
+    assert sorted(seen, key=str) == sorted([
+        ("in", b_node.config.node_id, client.id, {"nick": "ada", "since": [1, 2]}),
+        ("out", a_node.config.node_id, client.id)], key=str)
+    moved = b_node.connection(client.id)
+    assert moved is not None and moved.data == {"nick": "ada", "since": [1, 2]}
+    # What JSON cannot carry stays behind: the session still moves, with empty data.
+    moved.data["socket"] = object()
+    again.reset()
+    await eventually(lambda: b_node.stats()["sessions_held"] == 1)
+    again.port = a_node.address[1]
+    back = await again.resume()
+    assert back.verdict is not None and back.verdict.event == "session.resumed"
+    home = a_node.connection(client.id)
+    assert home is not None and home.data == {}
