@@ -48,15 +48,19 @@ _TOKEN_CHARS = 59
 class Session:
     """One connection's session state."""
 
-    __slots__ = ("base", "dropped", "held", "moving", "nonce", "resuming", "timer")
+    __slots__ = ("base", "dropped", "dropped_at", "held", "moving", "nonce", "resuming",
+                 "timer", "windows")
 
     def __init__(self) -> None:
         self.nonce = b""
         # Messages before the first byte of conn.replay.
         self.base = 0
-        # Held: the socket dropped and the window runs (its timer).
+        # Held: the socket dropped (at loop time dropped_at) and the window runs (its
+        # timer): the shortest of what its game rooms set (windows), else the server's.
         self.held = False
+        self.dropped_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.windows: dict[tuple[str, str], float] | None = None
         # Messages the fan-out had dropped for it when it was held: one more means a
         # message the client can never get.
         self.dropped = 0
@@ -173,7 +177,9 @@ class Sessions:
         if session is None or session.held or (core.closing and not leaving) \
                 or not self.enabled:
             return False
-        window = self._window(conn)
+        games = core.games
+        windows = games.drop_windows(conn) if games.active else None
+        window = min(windows.values()) if windows else core.config.resume_window
         if window <= 0:
             return False
         if len(self.held) >= core.config.max_held_sessions:
@@ -182,7 +188,9 @@ class Sessions:
             self.end(oldest)
         session.held = True
         session.dropped = conn.dropped
+        session.windows = windows
         assert core.loop is not None
+        session.dropped_at = core.loop.time()
         session.timer = core.loop.call_later(window, self._expired, conn)
         self.held[conn.id] = conn
         conn.detach()
@@ -190,7 +198,25 @@ class Sessions:
         conn.asks.fail("the client disconnected")
         core.metrics.counters["sessions_dropped"] += 1
         _presence(core, conn, "member_dropped")
+        if games.active:
+            games.ask_drop_windows(conn)  # the owners of its other game rooms answer later
         return True
+
+    def rewindow(self, member: str, room: tuple[str, str], window: float) -> None:
+        """The owner of game room ``room`` (another node) says how long held ``member``
+        keeps its seat there: its window is the shortest again, from its drop."""
+        conn = self._core.default.registry.conns.get(member)
+        session = None if conn is None else conn._session
+        if conn is None or session is None or not session.held:
+            return
+        windows = session.windows = session.windows or {}
+        windows[room] = window
+        loop = self._core.loop
+        assert loop is not None and session.timer is not None
+        session.timer.cancel()
+        session.timer = loop.call_later(
+            max(0.0, session.dropped_at + min(windows.values()) - loop.time()),
+            self._expired, conn)
 
     async def leave(self, until: float) -> None:
         """The server shuts down with a backplane: every connected session's client is
@@ -218,19 +244,6 @@ class Sessions:
                                            min(0.1, max(0.0, until - loop.time())))
         finally:
             self._none_held = None
-
-    def _window(self, conn: Connection) -> float:
-        """How long ``conn`` is held: the shortest window its game rooms' types set,
-        else the server's."""
-        games = self._core.games
-        windows = []
-        if games.active:
-            for ns in self._core.namespaces.values():
-                for room in ns.registry.rooms_of(conn) or ():
-                    room_type = games.room_type(ns.name, room)
-                    if room_type is not None and room_type.resume_window is not None:
-                        windows.append(room_type.resume_window)
-        return min(windows) if windows else self._core.config.resume_window
 
     def _expired(self, conn: Connection) -> None:
         session = conn._session

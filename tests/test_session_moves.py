@@ -368,3 +368,49 @@ async def test_conn_data_moves_and_the_move_hooks_run(nodes: Nodes) -> None:  # 
     assert back.verdict is not None and back.verdict.event == "session.resumed"
     home = a_node.connection(client.id)
     assert home is not None and home.data == {}
+
+
+class Match(roomer.GameRoom):
+    """A room type whose on_drop holds a dropped player by the room's id: ``match:zero-*``
+    not at all, ``match:long-*`` for a long time (more than the server's window)."""
+
+    max_clients = 8
+    auto_dispose = False
+    gone: asyncio.Queue[tuple[str, str]]
+
+    def on_drop(self, player: roomer.Player) -> float | None:
+        if self.id.startswith("match:zero"):
+            return 0
+        return scaled(60) if self.id.startswith("match:long") else None
+
+    def on_left(self, player: roomer.Player, consented: bool) -> None:
+        Match.gone.put_nowait((self.id, player.id))
+
+
+async def test_on_drop_sets_each_players_window_on_any_node(nodes: Nodes) -> None:  # noqa: F811
+    """A room's on_drop shortens (0: the player leaves now) or lengthens the window of a
+    dropped player, whether the room is owned by the player's node or another one (whose
+    answer comes through the backplane)."""
+    Match.gone = asyncio.Queue()
+    a_node, b_node = await nodes(2, resume_window=scaled(3), resume_secret=SECRET,
+                                 setup=lambda server: server.define("match", Match))
+    for owner, name in ((a_node, "a"), (b_node, "b")):
+        for kind in ("zero", "long"):
+            await owner.default.create_room("match", room_id=f"match:{kind}-{name}")
+    players = {}
+    for room in ("match:zero-a", "match:long-a", "match:zero-b", "match:long-b", "game"):
+        players[room] = client = await SessionClient.open(a_node.address[1])
+        await client.join(room)
+    for client in players.values():
+        client.reset()
+    # Owned here, 0: never held. Owned by b, 0: held until b's answer, then it ends.
+    left = {await asyncio.wait_for(Match.gone.get(), TIMEOUT) for _ in range(2)}
+    assert left == {("match:zero-a", players["match:zero-a"].id),
+                    ("match:zero-b", players["match:zero-b"].id)}
+    assert a_node.stats()["sessions_held"] >= 3  # the others, within the server's window
+    # The server's window (3 s) ends for the player in no game room; the long ones stay.
+    await eventually(lambda: a_node.stats()["sessions_expired"] == 2, 10)
+    for room in ("match:long-a", "match:long-b"):
+        again = await players[room].resume()
+        assert again.verdict is not None and again.verdict.event == "session.resumed", room
+    assert Match.gone.empty()

@@ -32,6 +32,9 @@ O     remove                   ``{"ns", "room", "c"}``: the room takes the clien
 X     closed                   ``{"ns", "room", "code", "msg", "ids"?}``: the room ended
                                for the node's members (``ids``: only those)
 V     reservation              ``{"r": id, "ns", "room", "ids", "s": seconds}``
+P     dropped                  ``{"ns", "room", "c"}``: the client's connection dropped,
+                               its session is held: what does ``on_drop`` say?
+H     hold                     ``{"ns", "room", "c", "w": seconds}``: on_drop's answer
 W     freeze                   ``{"r": id, "ns", "room", "c"}``: hold back what the room
                                sends the client, whose session moves (answered by A)
 G     moved                    ``{"ns", "room", "c", "to"}``: the client is on node
@@ -139,6 +142,11 @@ class GamesSide(Protocol):
 
     def remote_freeze(self, namespace: str, room: str, client: str) -> bool: ...
 
+    def remote_dropped(self, origin: str, namespace: str, room: str, client: str) -> None: ...
+
+    def remote_window(self, namespace: str, room: str, client: str, seconds: float
+                      ) -> None: ...
+
     def remote_moved(self, namespace: str, room: str, client: str, to: str | None) -> None: ...
 
     def listings(self, origin: str, entries: list[list[Any]], full: bool) -> None: ...
@@ -198,7 +206,8 @@ class GameLink:
         key = self.cluster.key
         self._node_channel = self.channel_of(key)
         raw = key.encode()
-        self._hdr = {kind: bytes((kind, len(raw))) + raw for kind in b"JACKLMRSOXVYUDFfQWG"}
+        self._hdr = {kind: bytes((kind, len(raw))) + raw
+                     for kind in b"JACKLMRSOXVYUDFfQWGPH"}
 
     def channel_of(self, key: str) -> str:
         return f"{self._prefix}.games.node.{encode_token(key)}"
@@ -278,6 +287,17 @@ class GameLink:
     def moved(self, owner: str, namespace: str, room: str, client: str, to: str) -> None:
         """``client``'s move ended: it is on node ``to`` now ("": it did not move)."""
         self._json(owner, ord("G"), {"ns": namespace, "room": room, "c": client, "to": to})
+
+    def dropped(self, owner: str, namespace: str, room: str, client: str) -> None:
+        """``client``'s connection dropped (its session is held here): what does the
+        room's ``on_drop`` say?"""
+        self._json(owner, ord("P"), {"ns": namespace, "room": room, "c": client})
+
+    def window(self, node: str, namespace: str, room: str, client: str,
+               seconds: float) -> None:
+        """The room's ``on_drop`` answer for ``client``: hold it ``seconds``."""
+        self._json(node, ord("H"), {"ns": namespace, "room": room, "c": client,
+                                    "w": seconds})
 
     def confirm(self, owner: str, namespace: str, room: str, client: str) -> None:
         self._json(owner, ord("C"), {"ns": namespace, "room": room, "c": client})
@@ -474,6 +494,10 @@ class GameLink:
             self._json(origin, ord("A"), {"r": value["r"], "ok": ok})
         elif kind == ord("Y"):
             side.remote_sync(origin, [(ns, room, ids) for ns, room, ids in value["rooms"]])
+        elif kind == ord("P"):
+            side.remote_dropped(origin, value["ns"], value["room"], value["c"])
+        elif kind == ord("H"):
+            side.remote_window(value["ns"], value["room"], value["c"], float(value["w"]))
         elif kind == ord("W"):
             ok = side.remote_freeze(value["ns"], value["room"], value["c"])
             self._json(origin, ord("A"), {"r": value["r"], "ok": ok})

@@ -905,6 +905,38 @@ class Games:
     def _send_feed(self, feed: Feed, frame: bytes) -> None:
         self.core.engine.broadcast_control(feed.watchers, frame)
 
+    def drop_windows(self, conn: Connection) -> dict[tuple[str, str], float]:
+        """How long each game room of dropped ``conn`` keeps its seat: the room's
+        ``on_drop`` (rooms owned here), else its type's ``resume_window`` (rooms with
+        neither are left out)."""
+        out = {}
+        for name, ns in self.core.namespaces.items():
+            for room in ns.registry.rooms_of(conn) or ():
+                room_type = self.room_type(name, room)
+                if room_type is None:
+                    continue
+                local = self.rooms.get((name, room))
+                player = None if local is None else local.players.get(conn.id)
+                window = None
+                if local is not None and player is not None:
+                    window = local._drop_window(player)
+                if window is None:
+                    window = room_type.resume_window
+                if window is not None:
+                    out[(name, room)] = window
+        return out
+
+    def ask_drop_windows(self, conn: Connection) -> None:
+        """``conn`` is held: the owners of its game rooms on other nodes are asked what
+        their ``on_drop`` says (roomer/sessions.py's ``rewindow`` takes the answers)."""
+        if self.link is None:
+            return
+        for name, ns in self.core.namespaces.items():
+            for room in ns.registry.rooms_of(conn) or ():
+                owner = self.remote.get((name, room))
+                if owner is not None:
+                    self.link.dropped(owner, name, room, conn.id)
+
     def forget(self, ns: Namespace[Any], conn: Connection) -> None:
         """``conn`` left namespace ``ns``: its watches there end."""
         self.watches.forget(conn, ns.name)

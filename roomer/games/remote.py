@@ -151,6 +151,20 @@ class FromOtherNodes:
                                  "the room lost this player while its server was away",
                                  unknown)
 
+    def remote_dropped(self, origin: str, namespace: str, room: str, client: str) -> None:
+        """A player of a room owned here dropped on its node: the room's on_drop says
+        how long it is held, if it says anything."""
+        local = self.games.rooms.get((namespace, room))
+        player = None if local is None else local.players.get(client)
+        if local is None or player is None or player.node != origin:
+            return
+        window = local._drop_window(player)
+        if window is not None:
+            self.games.link.window(origin, namespace, room, client, window)
+
+    def remote_window(self, namespace: str, room: str, client: str, seconds: float) -> None:
+        self.games.core.sessions.rewindow(client, (namespace, room), seconds)
+
     def remote_freeze(self, namespace: str, room: str, client: str) -> bool:
         """A node takes over the session of ``client``, a player of a room owned here."""
         return self.games.seat_moves.freeze(namespace, room, client)

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -222,6 +223,13 @@ class GameRoom:
 
     def on_dispose(self) -> Any:
         """The room ends (its last seat freed, ``close()``, shutdown)."""
+
+    def on_drop(self, player: Player) -> float | None:
+        """The player's connection dropped and its session is held for a resume: return
+        how many seconds it keeps its seat here (more or less than ``resume_window``; 0:
+        it leaves now), or None for ``resume_window``. Sync only; runs on the room's
+        node (a player on another node holds the type's window until the answer)."""
+        return None
 
     # what the room can do -------------------------------------------------------------------
 
@@ -497,6 +505,27 @@ class GameRoom:
             log.exception("on_tick of %s raised", self.id)
         finally:
             self._ticking = False
+
+    def _drop_window(self, player: Player) -> float | None:
+        """What ``on_drop`` says for ``player`` (None: nothing, or nothing usable)."""
+        try:
+            window = self.on_drop(player)
+        except Exception:
+            log.exception("on_drop of %s raised", self.id)
+            return None
+        if inspect.isawaitable(window):
+            if inspect.iscoroutine(window):
+                window.close()
+            log.error("on_drop of %s is async: it must return its seconds at once", self.id)
+            return None
+        if window is None:
+            return None
+        if isinstance(window, bool) or not isinstance(window, (int, float)) \
+                or not (math.isfinite(window) and window >= 0):
+            log.error("on_drop of %s returned %r: seconds (0 or more) or None", self.id,
+                      window)
+            return None
+        return float(window)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
         """Run a hook or timer that cannot refuse: what it raises is logged; async, it
