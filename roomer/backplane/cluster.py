@@ -925,6 +925,13 @@ class Cluster:
         return [b"".join((head, ident, i.to_bytes(2, "big"), total, view[i * step:(i + 1) * step]))
                 for i in range(count)]
 
+    def _whole(self, data: bytes) -> bytes | None:
+        """A piece on a channel that checks staleness per piece: the whole message once
+        its last piece is here, else (not yet, or from a node declared dead) None."""
+        if self._gone_raw and self._stale(data):
+            return None
+        return self._assemble(data)
+
     def _assemble(self, data: bytes) -> bytes | None:
         """A piece received: the whole message once its last piece is here, else None.
         What is being joined is bounded (``max_buffer`` bytes: the oldest goes, counted in
@@ -1008,9 +1015,7 @@ class Cluster:
         if self._own(data):
             return
         if data[0] == env.PIECE:
-            if self._gone_raw and self._stale(data):
-                return
-            whole = self._assemble(data)
+            whole = self._whole(data)
             if whole is None:
                 return
             data = whole
@@ -1136,9 +1141,7 @@ class Cluster:
 
     def _on_node(self, data: bytes) -> None:
         if data[0] == env.PIECE:
-            if self._gone_raw and self._stale(data):
-                return
-            whole = self._assemble(data)
+            whole = self._whole(data)
             if whole is None:
                 return
             data = whole

@@ -41,6 +41,19 @@ def texts(event: str, room: str = "match") -> str:
     return f"seen({room!r}, {event!r}).map((e) => [e.args[0].text, e.args[1]])"
 
 
+async def stream(sender: Any, receiver: Any) -> None:
+    """``sender`` starts sending 300 numbered messages ('seq') to the room, 100 a second
+    (the server's rate limit is 200); back once ``receiver`` has seen 60 of them."""
+    await sender.evaluate("""() => {
+        window.sent = 0;
+        const timer = setInterval(() => {
+            room.send('seq', String(sent));
+            if (++sent === 300) clearInterval(timer);
+        }, 10);
+    }""")
+    await until(receiver, "seen('match', 'seq').length >= 60")
+
+
 async def test_a_dropped_page_resumes_its_id_rooms_and_stream(pages: Pages, serve: Any) -> None:
     # A's TCP connection goes through a proxy that the test cuts: no close frame either
     # way, as a failed network ends it. The server holds A's session while B streams into
@@ -54,15 +67,7 @@ async def test_a_dropped_page_resumes_its_id_rooms_and_stream(pages: Pages, serv
         a_id = await connect(a, "match", f"ws://127.0.0.1:{proxy.port}/ws", FAST)
         b_id = await connect(b, "match", options="protocol: 'v2'")
         await until(a, "room.members().length === 2")
-        # B sends 300 numbered messages, 100 a second (the server's rate limit is 200).
-        await b.evaluate("""() => {
-            window.sent = 0;
-            const timer = setInterval(() => {
-                room.send('seq', String(sent));
-                if (++sent === 300) clearInterval(timer);
-            }, 10);
-        }""")
-        await until(a, "seen('match', 'seq').length >= 60")
+        await stream(b, a)
         # While away A sends 3 messages: they wait in its queue for the resume.
         await a.evaluate("""() => root.once('reconnecting', () => {
             window.away = [root.open(), room.open()];
@@ -125,14 +130,7 @@ async def test_a_page_whose_server_restarts_resumes_on_the_other_node(
         a_id = await connect(a, "match", f"ws://127.0.0.1:{proxy.port}/ws", FAST)
         b_id = await connect(b, "match", options="protocol: 'v2'")
         await until(a, "room.members().length === 2")
-        await b.evaluate("""() => {
-            window.sent = 0;
-            const timer = setInterval(() => {
-                room.send('seq', String(sent));
-                if (++sent === 300) clearInterval(timer);
-            }, 10);
-        }""")
-        await until(a, "seen('match', 'seq').length >= 60")
+        await stream(b, a)
         proxy.target_port = second.port  # what connects from now on reaches the second
         await asyncio.to_thread(first.stop)  # SIGTERM: it hands A's session over
         await until(a, "seen('match', 'seq').length === 300")
