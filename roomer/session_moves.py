@@ -249,9 +249,7 @@ class Moves:
             self._claims[member] = claim
             cluster.tell_node(claim.origin, env.READY, json.dumps({"id": member}).encode())
             return await asyncio.wait_for(asyncio.shield(claim.verdict), MOVE_TIMEOUT)
-        except (TimeoutError, asyncio.CancelledError, ConnectionError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except (TimeoutError, ConnectionError):
             return _failed(f"no answer in {MOVE_TIMEOUT:g} s")
         finally:
             waiting = self._waiting.pop((member, env.OFFER), None)
