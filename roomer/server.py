@@ -208,7 +208,11 @@ class WSConnection(Connection):
                 return
             self.claims = claims
         sessions = self._core.sessions
-        verdict = await sessions.moves.take_over(self, member, nonce, count)
+        try:
+            verdict = await sessions.moves.take_over(self, member, nonce, count)
+        except asyncio.CancelledError:
+            transport.disconnect(False)  # the server shuts down: nobody else closes it
+            raise
         if verdict is None:
             self._core.metrics.counters["resume_failures"] += 1
             sessions.start(self)
@@ -315,6 +319,8 @@ class Server:
         self._started_hooks: list[Hook] = []
         self._stopping_hooks: list[Hook] = []
         self._server: asyncio.Server | None = None
+        # The transports HttpFront reads (WebSockets are the registry's to close).
+        self._clients: set[Any] = set()
         self._closed: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         # Tasks awaiting wait_closed(): shutdown neither waits for them nor cancels them
@@ -661,6 +667,7 @@ class Server:
             self._http,
             host,
             port,
+            clients=self._clients,
             websocket_handshake_timeout=config.handshake_timeout,
             max_frame_size=config.max_message_size,
             read_buffer_init_size=config.read_buffer_size,
@@ -780,9 +787,8 @@ class Server:
         for conn in list(conns.values()):
             conn.stop(1001, "server shutdown", flush=False, graceful=False)
         tasks.cancel_work(self._waiting)
-        abort_clients = getattr(self._server, "abort_clients", None)
-        if abort_clients is not None:  # aiofastnet's server (picows' default)
-            abort_clients()
+        for transport in list(self._clients):  # plain HTTP clients, heads still coming
+            transport.abort()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._closed.set()
@@ -1010,15 +1016,17 @@ class HttpFront(asyncio.BufferedProtocol):
     (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
     """
 
-    __slots__ = ("_answer", "_at", "_buf", "_discarded", "_eof", "_expiry", "_http",
+    __slots__ = ("_answer", "_at", "_buf", "_clients", "_discarded", "_eof", "_expiry", "_http",
                  "_lingering", "_loop", "_paused", "_pumping", "_timer", "_transport",
                  "_ws_protocol")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
-                 ws_protocol: Callable[[], Any], expiry: _Expiry) -> None:
+                 ws_protocol: Callable[[], Any], expiry: _Expiry,
+                 clients: set[Any]) -> None:
         self._loop = loop
         self._http = http
         self._expiry = expiry
+        self._clients = clients
         self._ws_protocol = ws_protocol
         self._transport: Any = None
         self._buf = bytearray(HEAD_BUFFER)
@@ -1033,12 +1041,14 @@ class HttpFront(asyncio.BufferedProtocol):
 
     @classmethod
     async def listen(cls, http: HttpSide, host: str, port: int, *,
-                     websocket_handshake_timeout: float, max_frame_size: int,
-                     read_buffer_init_size: int, enable_auto_pong: bool, logger_name: str,
+                     clients: set[Any], websocket_handshake_timeout: float,
+                     max_frame_size: int, read_buffer_init_size: int,
+                     enable_auto_pong: bool, logger_name: str,
                      **kwargs: Any) -> asyncio.Server:
         """Listen on host:port as ``picows.ws_create_server`` does (its options, and
-        ``kwargs`` for ``aiofastnet.create_server``), each connection read by an HttpFront."""
-        import aiofastnet
+        ``kwargs`` for the event loop's ``create_server``), each connection read by an
+        HttpFront; ``clients`` holds the transports still read by one (plain HTTP, a
+        request head still coming), for a shutdown to cut."""
         from picows import WSAutoPingStrategy
         from picows import picows as picows_impl
 
@@ -1065,14 +1075,15 @@ class HttpFront(asyncio.BufferedProtocol):
             raise RuntimeError("this picows builds its server protocol differently from "
                                "picows 2.3.1, which roomer needs") from exc
         expiry = _Expiry(loop)
-        server: asyncio.Server = await aiofastnet.create_server(
-            loop, lambda: cls(loop, http, ws_protocol, expiry), host, port, **kwargs)
+        server: asyncio.Server = await loop.create_server(
+            lambda: cls(loop, http, ws_protocol, expiry, clients), host, port, **kwargs)
         return server
 
     # reading ---------------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
+        self._clients.add(transport)
         self._timer = self._loop.call_later(self._http.config.handshake_timeout,
                                             self._expiry.add, transport)
 
@@ -1114,6 +1125,7 @@ class HttpFront(asyncio.BufferedProtocol):
     def _hand_over(self) -> None:
         self._cancel_timer()
         transport, self._transport = self._transport, None
+        self._clients.discard(transport)
         ws = self._ws_protocol()
         ws.connection_made(transport)
         transport.set_protocol(ws)
@@ -1219,4 +1231,5 @@ class HttpFront(asyncio.BufferedProtocol):
         answer, self._answer = self._answer, None
         if answer is not None:
             answer.close()
+        self._clients.discard(self._transport)
         self._transport = None
