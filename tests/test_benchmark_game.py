@@ -9,6 +9,7 @@ other loopback addresses and reports the limits that would stop a larger run.
 from __future__ import annotations
 
 import json
+import math
 import socket
 from pathlib import Path
 
@@ -146,6 +147,10 @@ def test_connections_mode_binds_other_loopback_addresses(tmp_path: Path) -> None
         assert res["expected"] == res["sent"] * 7 > 0
         assert res["delivered"] == res["expected"] and res["lost"] == 0
         assert res["latency_samples"] == res["delivered"]  # every receiver times them
+        # Then every client left: the run waited for the server to close their sockets
+        # (an error otherwise) and read what memory they left behind.
+        assert res["kib_per_connection_idle"] > 0
+        assert math.isfinite(res["kib_left_per_connection"])
 
 
 def test_bound_socket_uses_the_given_source_address() -> None:

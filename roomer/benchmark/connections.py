@@ -174,6 +174,7 @@ class ConnectionsResult:
     connections: int
     room_size: int
     interval_s: float
+    idle_s: float = 0.0
     procs: int = 0
     connect_s: float = 0.0
     connects_per_s: float = 0.0
@@ -181,6 +182,10 @@ class ConnectionsResult:
     rss_before_mib: float = 0.0
     rss_mib: float = 0.0  # once all are connected and joined
     kib_per_connection: float = 0.0
+    # Once idle for ``idle`` seconds (what the joins' bursts left is given back by then?).
+    kib_per_connection_idle: float = 0.0
+    # ``idle`` seconds after every client left at once: what they leave behind.
+    kib_left_per_connection: float = 0.0
     peak_rss_mib: float = 0.0
     idle_cpu_pct: float = 0.0  # the server, all connected, no messages
     sent: int = 0
@@ -203,7 +208,7 @@ def run_connections(cfg: ConnectionsConfig, limits: Limits, server: str) -> Conn
     """One server process holding ``cfg.connections`` clients (see the module docstring)."""
     res = ConnectionsResult(server=server, connections=cfg.connections,
                             room_size=cfg.room_size, interval_s=cfg.interval,
-                            procs=limits.procs)
+                            idle_s=cfg.idle, procs=limits.procs)
     game_cfg = GameConfig(clients=cfg.connections, room_sizes=[cfg.room_size],
                           rate=1.0 / cfg.interval, payloads=[cfg.payload],
                           duration=cfg.duration, warmup=0.0, peers=[server],
@@ -233,12 +238,18 @@ def run_connections(cfg: ConnectionsConfig, limits: Limits, server: str) -> Conn
         cpu0 = sum(cpu_times(pid))
         time.sleep(cfg.idle)
         res.idle_cpu_pct = round(100.0 * (sum(cpu_times(pid)) - cpu0) / cfg.idle, 1)
+        res.kib_per_connection_idle = ((memory_kib(pid)["VmRSS"] - session.rss_before_kib)
+                                       / max(session.clients, 1))
         window = session.measure(1.0 / cfg.interval, cfg.duration)
         for name in ("sent", "expected", "delivered", "lost", "deliveries_per_s",
                      "server_cpu_pct", "p50_ms", "p99_ms", "max_ms", "latency_samples",
                      "loadgen_cpu_pct", "machine_busy_pct", "cpu_pressure_pct",
                      "peak_rss_mib"):
             setattr(res, name, getattr(window, name))
+        session.drop_clients()
+        time.sleep(cfg.idle)
+        res.kib_left_per_connection = ((memory_kib(pid)["VmRSS"] - session.rss_before_kib)
+                                       / max(session.clients, 1))
     except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -256,7 +267,10 @@ def format_result(res: ConnectionsResult) -> str:
         f"  connect: all connected and joined in {res.connect_s:.1f} s "
         f"({res.connects_per_s:,.0f}/s), server CPU {res.connect_cpu_pct:.0f}% meanwhile",
         f"  memory: RSS {res.rss_before_mib:.1f} MiB before, {res.rss_mib:.1f} MiB connected "
-        f"({res.kib_per_connection:.2f} KiB per connection), peak {res.peak_rss_mib:.1f} MiB",
+        f"({res.kib_per_connection:.2f} KiB per connection, {res.kib_per_connection_idle:.2f}"
+        f" after {res.idle_s:g} s idle), peak {res.peak_rss_mib:.1f} MiB; "
+        f"{res.kib_left_per_connection:.2f} KiB per connection left {res.idle_s:g} s after "
+        "all were gone",
         f"  CPU: server {res.idle_cpu_pct:.1f}% idle, {res.server_cpu_pct:.1f}% under the "
         f"messages; load generators "
         f"{'/'.join(f'{p:.0f}' for p in res.loadgen_cpu_pct)}%; box {res.machine_busy_pct:.0f}%"
@@ -281,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=30.0,
                    help="seconds of messages (default 30)")
     p.add_argument("--idle", type=float, default=5.0,
-                   help="seconds of idle CPU measured once all are connected (default 5)")
+                   help="seconds idle once all are connected (the server's CPU meanwhile, and "
+                        "its memory at the end), and once all are gone (its memory then); "
+                        "roomer returns freed memory at each ping round, every 20 s "
+                        "(default 5)")
     p.add_argument("--payload", type=int, default=48, help="message payload bytes (48)")
     p.add_argument("--servers", default="roomer,picows",
                    help="servers measured one after the other, comma-separated (default "

@@ -36,6 +36,7 @@ from roomer.benchmark.procs import (
     kill_all,
     machine_cpu,
     memory_kib,
+    open_fds,
     wait_listening,
 )
 
@@ -188,6 +189,7 @@ class GameSession:
             wait_listening(self.server, self.port)
             # The server before any client: what connecting them costs is measured from here.
             self.rss_before_kib = memory_kib(self.server.pid)["VmRSS"]
+            self.fds_before = open_fds(self.server.pid)
             self.cpu_before = sum(cpu_times(self.server.pid))
             self._start_loadgens(cfg.procs, sources or [])
         except BaseException:
@@ -222,6 +224,17 @@ class GameSession:
 
     def close(self) -> None:
         kill_all(self.children)
+
+    def drop_clients(self, timeout: float = 60.0) -> None:
+        """Every client gone at once (the load generators killed: the kernel closes their
+        sockets); back once the server holds no more file descriptors than it did before
+        the first one came."""
+        kill_all(self.loadgens)
+        deadline = time.monotonic() + timeout
+        while open_fds(self.server.pid) > self.fds_before:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server still holds the clients' sockets")
+            time.sleep(0.1)
 
     def stats(self) -> list[dict[str, Any]]:
         for child in self.loadgens:

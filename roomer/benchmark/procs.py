@@ -261,6 +261,11 @@ def cpu_stall_us() -> int | None:
     return None
 
 
+def open_fds(pid: int) -> int:
+    """How many file descriptors process ``pid`` holds open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
     out: dict[str, int] = {}
