@@ -97,7 +97,9 @@ class Child:
         # Kept open for the child's life (closed in kill()): its traceback, if it dies.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            # -P: the working directory is not put first on the import path, so a child
+            # run from inside another checkout still imports this roomer (_child_env).
+            [sys.executable, "-P", "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
