@@ -925,7 +925,7 @@ class Server:
         self._scan = None
         # Once a round, the allocator returns what is free: glibc keeps freed memory
         # otherwise (read buffers cut back, a crowd gone, and what a lobby's join storm
-        # allocated: 5,000 members of one room kept 15.7 KiB each, 8.2 once returned).
+        # allocated: 5,000 members of one room kept 15.7 KiB each, 8.0 once returned).
         # It costs microseconds when there is nothing to return, about 10 ms for 100 MB.
         if _malloc_trim is not None:
             _malloc_trim(0)
