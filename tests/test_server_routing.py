@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 from rawclient import RawClient, connect, encode
+from rawsocket import joined
 from waiting import eventually, pace, scaled
+
+from roomer import fanout
 
 RESERVED = ("join_ack", "leave_ack", "new_member", "member_left", "error", "open", "close")
 
@@ -406,3 +409,31 @@ async def test_fragmented_messages(make_server) -> None:
     assert code == 1009
     await b.expect("member_left", "r")
     await b.expect_nothing()  # nothing of the oversized message was relayed
+
+
+async def test_big_and_small_messages_arrive_whole_across_read_buffer_cuts(
+        make_server) -> None:
+    """A read that grows picows' read buffer past 64 KiB is cut back once handled (the
+    compiled fan-out), between two reads of the same socket, on the event loop's own
+    transport: messages of 150 KB and 10 bytes sent six to a write, a partial frame often
+    left over at the cut, reach a room member whole and in order, and the sender is never
+    closed."""
+    server = await make_server(rate_limit=None, byte_limit=None)
+    port = server.address[1]
+    sender, _ = await joined(port, "r")
+    receiver, _ = await joined(port, "r")
+    payloads = [i.to_bytes(4, "big") + bytes([i % 251]) * (150_000 if i % 2 else 6)
+                for i in range(60)]
+    for start in range(0, len(payloads), 6):
+        await sender.send_many([("r", "m", p) for p in payloads[start:start + 6]])
+        got = []
+        while len(got) < 6:
+            _, event, _, _, payload = await receiver.recv()
+            if event == "m":
+                got.append(payload)
+        assert got == payloads[start:start + 6]
+    if fanout.COMPILED:
+        assert server.stats()["read_buffer_trims"] >= 1
+    assert len(server.registry.conns) == 2  # neither was closed
+    sender.close()
+    receiver.close()
