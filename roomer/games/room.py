@@ -151,6 +151,12 @@ class Player:
         self._room._games.remove_player(self._room, self)
 
 
+def is_window(value: object) -> bool:
+    """Whether ``value`` is a dropped player's window: finite seconds, 0 or more."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value >= 0)
+
+
 class GameRoom:
     """Base class of an app's game room type (docs: the game rooms guide).
 
@@ -520,8 +526,7 @@ class GameRoom:
             return None
         if window is None:
             return None
-        if isinstance(window, bool) or not isinstance(window, (int, float)) \
-                or not (math.isfinite(window) and window >= 0):
+        if not is_window(window):
             log.error("on_drop of %s returned %r: seconds (0 or more) or None", self.id,
                       window)
             return None

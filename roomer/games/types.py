@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..handlers import RESERVED_EVENTS
-from .room import GameRoom, handlers_of
+from .room import GameRoom, handlers_of, is_window
 
 __all__ = ["SETTINGS", "RoomType", "check_seats", "check_tick_rate", "make_type",
            "split_id"]
@@ -112,9 +112,7 @@ def make_type(namespace: str, name: str, cls: object, settings: Mapping[str, Any
             max_rooms, int) or max_rooms < 1):
         raise ValueError("max_rooms must be a positive int or None")
     resume_window = pick("resume_window", None)
-    if resume_window is not None and (
-            isinstance(resume_window, bool) or not isinstance(resume_window, (int, float))
-            or not (math.isfinite(resume_window) and resume_window >= 0)):
+    if resume_window is not None and not is_window(resume_window):
         raise ValueError("resume_window must be seconds (0: a dropped player leaves at "
                          "once) or None (the server's)")
     return RoomType(namespace, name, cls, max_clients, tick_rate, auto_dispose,
