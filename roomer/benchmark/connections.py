@@ -182,7 +182,7 @@ class ConnectionsResult:
     rss_before_mib: float = 0.0
     rss_mib: float = 0.0  # once all are connected and joined
     kib_per_connection: float = 0.0
-    # Once idle for ``idle`` seconds (what the joins' bursts left is given back by then?).
+    # Once idle for ``idle`` seconds (what the joins' bursts left may be given back by then).
     kib_per_connection_idle: float = 0.0
     # ``idle`` seconds after every client left at once: what they leave behind.
     kib_left_per_connection: float = 0.0
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=5.0,
                    help="seconds idle once all are connected (the server's CPU meanwhile, and "
                         "its memory at the end), and once all are gone (its memory then); "
-                        "roomer returns freed memory at each ping round, every 20 s "
+                        "roomer returns freed memory at each ping round, every 10 s by default "
                         "(default 5)")
     p.add_argument("--payload", type=int, default=48, help="message payload bytes (48)")
     p.add_argument("--servers", default="roomer,picows",
