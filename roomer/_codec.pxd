@@ -1,5 +1,5 @@
 # The compiled codec's C-level API, for other extension modules (tests/test_codec_cdef.py
-# builds one; roomer._fanout takes frames already made and does not cimport it).
+# builds one; roomer._fanout's relay path frames what it relays with it).
 from libc.stdint cimport uint8_t, uint32_t
 
 cdef bytes c_encode_frame(str room, str event, str dst, str src, object payload)
@@ -9,6 +9,10 @@ cdef bytes c_encode_frame_v2(int kind, uint32_t id, str namespace, str room, str
 cdef bytes c_frame_header(Py_ssize_t size)
 # Where the body starts in a frame made here (2, 4 or 10): reads frame[1] only.
 cdef Py_ssize_t c_frame_body_offset(const uint8_t* frame) noexcept nogil
+# The size of that header for ``size`` payload bytes (2, 4 or 10), and writing it at
+# ``p``, which has room for it.
+cdef Py_ssize_t c_header_size(Py_ssize_t size) noexcept nogil
+cdef void c_write_header(uint8_t* p, Py_ssize_t size) noexcept nogil
 # A framed v2 message from the ``size`` bytes of a v1 body at ``body``, such as the
 # body of a c_encode_frame frame (frame + c_frame_body_offset(frame)): a second version
 # of a broadcast in one copy. The body's lengths are checked (ProtocolError).

@@ -234,6 +234,14 @@ cdef bytes c_frame_header(Py_ssize_t size):
     return out
 
 
+cdef Py_ssize_t c_header_size(Py_ssize_t size) noexcept nogil:
+    return _header_size(size)
+
+
+cdef void c_write_header(uint8_t* p, Py_ssize_t size) noexcept nogil:
+    _write_header(p, size)
+
+
 cdef Py_ssize_t c_frame_body_offset(const uint8_t* frame) noexcept nogil:
     cdef uint8_t length7 = frame[1] & 0x7F
     if length7 == 126:

@@ -1,5 +1,8 @@
 # The compiled fan-out engine's C-level API.
-from picows.picows cimport MemoryBuffer, WSListener, WSTransport
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
+
+
+cdef class Relay
 
 
 cdef class Fanout:
@@ -30,6 +33,7 @@ cdef class Fanout:
         readonly Py_ssize_t turn_bytes
         Py_ssize_t _turn_receivers
         unsigned long long _turn
+        public Relay relay
 
     cdef int _schedule(self) except -1
     cdef int _schedule_turn_end(self) except -1
@@ -63,6 +67,11 @@ cdef class Peer(WSListener):
         readonly bint overflowed
         public bint v2
         public bytearray replay
+        public InboundCore inbound
+        # The last room and event names it relayed to (str): most messages of a client
+        # name the same ones, so the relay path compares bytes instead of decoding.
+        object _room_name
+        object _event_name
 
     cdef int _drop(self, Py_ssize_t size) except -1
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
@@ -71,3 +80,69 @@ cdef class Peer(WSListener):
     cdef int _record(self, Py_ssize_t size) except -1
     cdef int _grow(self, Py_ssize_t need) except -1
     cdef int _trim_read_buffer(self) except -1
+    cdef int _read_done(self) except -1
+
+
+cdef class InboundCore:
+    cdef:
+        public int state
+        public bint busy
+        public bint held
+        public object _backlog
+        public object _fragments
+        public bint _skipping
+        public double _tokens
+        public double _bytes
+        public double _tokens_at
+        public Py_ssize_t _limited
+        public double _limited_since
+        public bint _heard
+        public long long _turn
+        public Py_ssize_t _turn_work
+
+    cdef int _admit(self, double now, double count, double per, double stall,
+                    Py_ssize_t size, double volume, double span) except -1
+    cdef Py_ssize_t _work(self, long long turn) noexcept
+    cdef int _handled(self) except -1
+
+
+cdef class Relay:
+    cdef:
+        readonly unsigned long long taken
+        object _clock
+        bint _c_clock
+        public double beat_at
+        public double stall
+        public double stall_until
+        public long long turn
+        public bint tick_pending
+        double _count
+        double _per
+        double _volume
+        double _span
+        bint _limited
+        Py_ssize_t _turn_messages
+        Py_ssize_t _turn_budget
+        bint _allow_root
+        str _root
+        double _stall_after
+        Py_ssize_t _max_room
+        Py_ssize_t _max_event
+        frozenset _slow
+        object _refused
+        object _hold
+        object _tick_cb
+        Fanout _engine
+        object _call_soon
+        dict _rooms
+        dict _v2_rooms
+        object _registry
+        dict _handlers
+        dict _registered
+        list _catch_all
+        object _games
+        dict _counters
+
+    cdef double _now(self) except? -1.0
+    cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1
+    cdef int _worked(self, InboundCore inbound, object conn) except -1

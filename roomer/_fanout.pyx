@@ -20,17 +20,27 @@ from cpython.dict cimport PyDict_Next
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.string cimport memcpy, memmove
-from picows.picows cimport MemoryBuffer, WSListener, WSTransport
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.math cimport INFINITY
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memchr, memcmp, memcpy, memmove
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from ._codec cimport c_frame_v2_from_v1_body, c_header_size, c_write_header
 
 import gc
+from collections import deque
 from time import monotonic
 
 import picows
 
 from .errors import ExtensionMismatch
 
-__all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]
+__all__ = ["BUILT_FOR_PICOWS", "Fanout", "InboundCore", "Peer", "Relay"]
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
 
 cdef extern from *:
     """
@@ -591,16 +601,32 @@ cdef class Peer(WSListener):
     def read_done(self):
         """The last frame of a read was handled: a read buffer grown past its need is
         cut back once this turn ends."""
+        if self.engine is None:
+            raise _uninitialised()
+        self._read_done()
+
+    cdef int _read_done(self) except -1:
         cdef Fanout engine = self.engine
         cdef MemoryBuffer rb = self._rbuf
-        if engine is None:
-            raise _uninitialised()
         if rb is None or self._trim_pending or rb.capacity <= TRIM_ABOVE:
-            return
+            return 0
         self._trim_pending = True
         if not engine._trims:
             engine._loop.call_soon(engine._run_trims)
         engine._trims.append(self)
+        return 0
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        # A plain relay goes through the engine's relay path without entering Python;
+        # every other frame, and every frame while anything holds the connection, goes
+        # to on_frame.
+        cdef Fanout engine = self.engine
+        if engine is None or engine.relay is None or not engine.relay._take(
+                self, transport, frame):
+            self.on_frame(transport, frame)
+
+    def on_frame(self, transport, frame):
+        """A frame the relay path did not take (the server's connection handles it)."""
 
     def flush(self):
         """Write what is queued now, without waiting for the end of the turn."""
@@ -673,3 +699,319 @@ cdef MemoryBuffer _read_buffer_of(object protocol):
     # the protocol references is it. None (no trimming) if that ever stops being true.
     found = [obj for obj in gc.get_referents(protocol) if type(obj) is MemoryBuffer]
     return found[0] if len(found) == 1 else None
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+cdef class InboundCore:
+    """The part of a connection's inbound state (roomer.inbound.Inbound, which
+    subclasses it) that the relay path reads and changes: its lifecycle state, whether
+    anything holds its messages, its rate-limit buckets, whether it was heard from and
+    its work in the current loop turn; with the decisions made on them."""
+
+    def admit(self, double now, rate, double stall=0.0, Py_ssize_t size=0,
+              byte_rate=None):
+        """Draw one frame of ``size`` payload bytes from the rate limits (frames, seconds)
+        and (bytes, seconds), each None for none: an Admission value (0 take, 1 drop,
+        2 refuse, 3 abuse). roomer.inbound.Inbound.admit says how."""
+        cdef double count = 0.0, per = 1.0, volume = 0.0, span = 1.0
+        if rate is not None:
+            count, per = rate
+        if byte_rate is not None:
+            volume, span = byte_rate
+        return self._admit(now, count if rate is not None else -1.0, per, stall, size,
+                           volume if byte_rate is not None else -1.0, span)
+
+    cdef int _admit(self, double now, double count, double per, double stall,
+                    Py_ssize_t size, double volume, double span) except -1:
+        # count, volume < 0: that limit is off.
+        cdef double elapsed = now - self._tokens_at
+        cdef double cap, window
+        cdef bint frames_ok = True, bytes_ok = True
+        self._tokens_at = now
+        if count >= 0:
+            self._tokens = min(count * (1.0 + stall / per), self._tokens + elapsed * count / per)
+            frames_ok = self._tokens >= 1.0
+        if volume >= 0:
+            cap = volume * (1.0 + stall / span)
+            self._bytes = min(cap, self._bytes + elapsed * volume / span)
+            bytes_ok = self._bytes >= min(<double>size, volume)
+        if frames_ok and bytes_ok:
+            if count >= 0:
+                self._tokens -= 1.0
+            if volume >= 0:
+                self._bytes -= size
+            return 0
+        if count >= 0:
+            window = per
+        else:
+            count, window = INFINITY, span
+        if now - self._limited_since >= window:
+            self._limited_since = now
+            self._limited = 0
+        self._limited += 1
+        if self._limited == 1:
+            return 2
+        if self._limited >= count:
+            return 3
+        return 1
+
+    def heard(self):
+        """A frame came in."""
+        self._heard = True
+
+    def work(self, long long turn):
+        """Count one message handled in loop turn ``turn``; how many it handled then."""
+        return self._work(turn)
+
+    cdef Py_ssize_t _work(self, long long turn) noexcept:
+        if self._turn != turn:
+            self._turn = turn
+            self._turn_work = 0
+        self._turn_work += 1
+        return self._turn_work
+
+    def handled(self):
+        """A message was just handled; if it left the connection busy or held, the rest
+        of this read waits like the reads after it."""
+        self._handled()
+
+    cdef int _handled(self) except -1:
+        if (self.busy or self.held) and self._backlog is None:
+            self._backlog = deque()
+        return 0
+
+
+# --------------------------------------------------------------------------- relay
+
+
+cdef inline uint32_t _load_u32(const uint8_t* p) noexcept nogil:
+    return ((<uint32_t>p[0]) << 24) | ((<uint32_t>p[1]) << 16) | ((<uint32_t>p[2]) << 8) | p[3]
+
+
+cdef inline uint8_t* _put(uint8_t* p, const void* data, Py_ssize_t size) noexcept nogil:
+    p[0] = (size >> 24) & 0xFF
+    p[1] = (size >> 16) & 0xFF
+    p[2] = (size >> 8) & 0xFF
+    p[3] = size & 0xFF
+    if size:
+        memcpy(p + 4, data, size)
+    return p + 4 + size
+
+
+cdef object _name_at(object known, const char* data, Py_ssize_t size):
+    # ``known`` when it is these bytes, else them decoded; None if they are not UTF-8.
+    cdef Py_ssize_t n
+    cdef const char* have
+    if known is not None:
+        have = PyUnicode_AsUTF8AndSize(known, &n)
+        if n == size and memcmp(have, data, size) == 0:
+            return known
+    try:
+        return PyUnicode_DecodeUTF8(data, size, NULL)
+    except UnicodeDecodeError:
+        return None
+
+
+cdef class Relay:
+    """The path of a plain relay: a client's message to a room it is in, in the
+    default namespace, that no handler, hook, game room or ask is concerned with. It
+    goes from picows' frame callback to the members' outboxes in compiled code: header,
+    checks, rate limits, framing once, fan-out. Anything else — any other message,
+    a malformed one, a refused one, any connection whose messages something holds
+    (async work, the turn budget, a backlog, a fragment) — is left to the router
+    (``Peer.on_frame``), which does exactly what this path does for what it takes.
+
+    The router owns it and keeps its state: the clock, the beat that tells a stall,
+    the loop turn that the turn budget counts in.
+    """
+
+    def __init__(self, refused, hold, *, rate, byte_rate, Py_ssize_t turn_messages,
+                 Py_ssize_t turn_budget, bint allow_root, str root, Py_ssize_t max_room,
+                 Py_ssize_t max_event, frozenset slow not None, double stall_after):
+        self._refused = refused
+        self._hold = hold
+        self._count = rate[0] if rate is not None else -1.0
+        self._per = rate[1] if rate is not None else 1.0
+        self._volume = byte_rate[0] if byte_rate is not None else -1.0
+        self._span = byte_rate[1] if byte_rate is not None else 1.0
+        self._limited = rate is not None or byte_rate is not None
+        self._turn_messages = turn_messages
+        self._turn_budget = turn_budget
+        self._allow_root = allow_root
+        self._root = root
+        self._max_room = max_room
+        self._max_event = max_event
+        self._slow = slow
+        self._stall_after = stall_after
+        self._tick_cb = self._tick
+        self.clock = monotonic
+
+    @property
+    def clock(self):
+        """The clock admission reads (monotonic seconds)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, value):
+        self._clock = value
+        self._c_clock = value is monotonic
+
+    cdef double _now(self) except? -1.0:
+        cdef timespec ts
+        if self._c_clock:  # time.monotonic's own clock, without a call into Python
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            return ts.tv_sec + ts.tv_nsec * 1e-9
+        return self._clock()
+
+    def bind(self, Fanout engine not None, call_soon, registry, dict handlers not None,
+             dict registered not None, list catch_all not None, games,
+             dict counters not None):
+        """The server starts: relay through ``engine`` into ``registry`` (the default
+        namespace's), unless ``handlers``, ``registered`` (module-level) or a hook in
+        ``catch_all`` takes the event or ``games`` the room; count in ``counters``."""
+        self._engine = engine
+        self._call_soon = call_soon
+        self._registry = registry
+        self._rooms = registry.rooms
+        self._v2_rooms = registry._v2_members
+        self._handlers = handlers
+        self._registered = registered
+        self._catch_all = catch_all
+        self._games = games
+        self._counters = counters
+        engine.relay = self
+
+    def _tick(self):
+        self.tick_pending = False
+        self.turn += 1
+
+    def worked(self, conn):
+        """``conn`` caused one unit of work this turn: held once it used its share."""
+        self._worked(conn.inbound, conn)
+
+    cdef int _worked(self, InboundCore inbound, object conn) except -1:
+        cdef Fanout engine = self._engine
+        cdef Py_ssize_t receivers = engine._turn_receivers or 1
+        if not self.tick_pending:
+            self.tick_pending = True
+            self._call_soon(self._tick_cb)
+        if (inbound._work(self.turn) >= self._turn_messages
+                or engine.turn_bytes >= self._turn_budget * receivers):
+            self._hold(conn)
+        return 0
+
+    cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1:
+        cdef InboundCore inbound = peer.inbound
+        cdef Fanout engine = self._engine
+        cdef const uint8_t* p
+        cdef const char* src
+        cdef Py_ssize_t total, pos, body, head, src_size
+        cdef Py_ssize_t starts[5]
+        cdef Py_ssize_t sizes[5]
+        cdef uint32_t n
+        cdef int i, verdict
+        cdef double now = 0.0, stall = 0.0
+        cdef bytes out, out_v2
+        cdef uint8_t* q
+        if (inbound is None or engine is None or engine.sync or transport is not peer._ws
+                or transport.is_close_frame_sent):
+            return 0
+        if ((<int>frame.msg_type != 2 and <int>frame.msg_type != 1) or not frame.fin
+                or frame.rsv1 or frame.rsv2 or frame.rsv3):
+            return 0
+        if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
+                or inbound._backlog is not None or inbound._fragments is not None):
+            return 0
+        # The header (docs/protocol.md §2-§3): an event of the default namespace, to a
+        # room, whose fields fill the message exactly.
+        p = <const uint8_t*>frame.payload_ptr
+        total = frame.payload_size
+        pos = 0
+        if peer.v2:
+            if total < 29 or p[0] != 0 or _load_u32(p + 1) != 0 or _load_u32(p + 5) != 0:
+                return 0
+            pos = 9
+        elif total < 20:
+            return 0
+        for i in range(5):
+            if total - pos < 4:
+                return 0
+            n = _load_u32(p + pos)
+            pos += 4
+            if <Py_ssize_t>n > total - pos:
+                return 0
+            starts[i] = pos
+            sizes[i] = n
+            pos += n
+        if (pos != total or sizes[2] != 0 or sizes[0] == 0 or sizes[0] > self._max_room
+                or sizes[1] == 0 or sizes[1] > self._max_event):
+            return 0
+        room = _name_at(peer._room_name, <const char*>p + starts[0], sizes[0])
+        if room is None:
+            return 0
+        peer._room_name = room
+        event = _name_at(peer._event_name, <const char*>p + starts[1], sizes[1])
+        if event is None:
+            return 0
+        peer._event_name = event
+        if (event in self._slow or event in self._handlers or event in self._registered
+                or self._catch_all):
+            return 0
+        if not self._allow_root and room == self._root:
+            return 0
+        if (memchr(p + starts[0] + 1, b":", sizes[0] - 1) != NULL and self._games is not None
+                and self._games.active):
+            return 0  # possibly a game room's id
+        members = self._rooms.get(room)
+        if members is None:
+            return 0
+        conn = <object>peer
+        sender = conn.id
+        if (<dict>members).get(sender) is not conn:
+            return 0
+        if self._limited:
+            now = self._now()
+            if now - self.beat_at > self._stall_after:
+                return 0  # the router tells the stall first
+            if now < self.stall_until:
+                stall = self.stall
+        # Taken: from here on it is this message's work.
+        if frame.last_in_buffer:
+            peer._read_done()
+        inbound._heard = True
+        if self._limited:
+            verdict = inbound._admit(now, self._count, self._per, stall, total, self._volume,
+                                     self._span)
+            if verdict != 0:
+                self._refused(conn, frame, verdict)
+                self.taken += 1
+                return 1
+        counters = self._counters
+        counters["messages_in"] += 1
+        counters["relayed"] += 1
+        # One v1 frame, as a relay's is: room, event, no dst, the sender as src.
+        src = PyUnicode_AsUTF8AndSize(sender, &src_size)
+        body = 20 + sizes[0] + sizes[1] + src_size + sizes[4]
+        head = c_header_size(body)
+        out = PyBytes_FromStringAndSize(NULL, head + body)
+        q = <uint8_t*>PyBytes_AS_STRING(out)
+        c_write_header(q, body)
+        q = _put(q + head, p + starts[0], sizes[0])
+        q = _put(q, p + starts[1], sizes[1])
+        q = _put(q, NULL, 0)
+        q = _put(q, src, src_size)
+        _put(q, p + starts[4], sizes[4])
+        out_v2 = out
+        if room in self._v2_rooms:
+            out_v2 = c_frame_v2_from_v1_body(0, 0, "", <const uint8_t*>PyBytes_AS_STRING(out)
+                                             + head, body)
+        engine._broadcast(<dict>members, out, out_v2, conn, False)
+        registry = self._registry
+        if registry.cluster is not None:
+            registry.publish_room(room, out, sender)
+        self.taken += 1
+        self._worked(inbound, conn)
+        inbound._handled()
+        return 1

@@ -10,15 +10,19 @@ hard limit. It cannot reach picows' read buffer, so it never trims one.
 from __future__ import annotations
 
 import asyncio
+import math
 import operator
 import sys
+from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 from picows import WSListener
 
-__all__ = ["BUILT_FOR_PICOWS", "Fanout", "Peer"]
+from . import _codec_py
+
+__all__ = ["BUILT_FOR_PICOWS", "Fanout", "InboundCore", "Peer", "Relay"]
 
 #: The compiled twin names the picows version it was built against; this one uses none.
 BUILT_FOR_PICOWS: str | None = None
@@ -105,6 +109,7 @@ class Fanout:
         self.turn_bytes = 0
         self._turn_receivers = 0
         self._turn = 1  # a new Peer has seen turn 0
+        self.relay: Relay | None = None
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -270,6 +275,7 @@ class Peer(WSListener):
         self.over_since = 0.0
         self.closing = False
         self.overflowed = False
+        self.inbound: InboundCore | None = None
 
     def __reduce__(self) -> Any:
         # An outbox is a live connection's (and the compiled twin's holds a C buffer).
@@ -439,6 +445,16 @@ class Peer(WSListener):
         """The last frame of a read was handled (the compiled twin trims picows' read
         buffer then; this one cannot reach it)."""
 
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        # A plain relay goes through the engine's relay path; every other frame, and
+        # every frame while anything holds the connection, goes to on_frame.
+        relay = self.engine.relay
+        if relay is None or not relay.take(self, transport, frame):
+            self.on_frame(transport, frame)
+
+    def on_frame(self, transport: Any, frame: Any) -> None:
+        """A frame the relay path did not take (the server's connection handles it)."""
+
     def flush(self) -> None:
         """Write what is queued now, without waiting for the end of the turn."""
         self._flush()
@@ -486,3 +502,219 @@ class Peer(WSListener):
         self._paused = False
         if self._buf:
             self._flush()
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+class InboundCore:
+    """The part of a connection's inbound state (roomer.inbound.Inbound, which
+    subclasses it) that the relay path reads and changes: its lifecycle state, whether
+    anything holds its messages, its rate-limit buckets, whether it was heard from and
+    its work in the current loop turn; with the decisions made on them."""
+
+    __slots__ = ("_backlog", "_bytes", "_fragments", "_heard", "_limited", "_limited_since",
+                 "_skipping", "_tokens", "_tokens_at", "_turn", "_turn_work", "busy", "held",
+                 "state")
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.busy = self.held = self._skipping = self._heard = False
+        self._backlog: deque[bytes] | None = None
+        self._fragments: bytearray | None = None
+        self._tokens = self._bytes = self._tokens_at = self._limited_since = 0.0
+        self._limited = 0
+        self._turn = 0
+        self._turn_work = 0
+
+    def admit(self, now: float, rate: tuple[float, float] | None, stall: float = 0.0,
+              size: int = 0, byte_rate: tuple[float, float] | None = None) -> int:
+        """Draw one frame of ``size`` payload bytes from the rate limits (frames, seconds)
+        and (bytes, seconds), each None for none: an Admission value (0 take, 1 drop,
+        2 refuse, 3 abuse). roomer.inbound.Inbound.admit says how."""
+        elapsed = now - self._tokens_at
+        self._tokens_at = now
+        frames_ok = bytes_ok = True
+        if rate is not None:
+            count, per = rate
+            self._tokens = min(count * (1.0 + stall / per),
+                               self._tokens + elapsed * count / per)
+            frames_ok = self._tokens >= 1.0
+        if byte_rate is not None:
+            volume, span = byte_rate
+            cap = volume * (1.0 + stall / span)
+            self._bytes = min(cap, self._bytes + elapsed * volume / span)
+            bytes_ok = self._bytes >= min(size, volume)
+        if frames_ok and bytes_ok:
+            if rate is not None:
+                self._tokens -= 1.0
+            if byte_rate is not None:
+                self._bytes -= size
+            return 0
+        if rate is not None:
+            count, per = rate
+        else:
+            assert byte_rate is not None
+            count, per = math.inf, byte_rate[1]
+        if now - self._limited_since >= per:
+            self._limited_since = now
+            self._limited = 0
+        self._limited += 1
+        if self._limited == 1:
+            return 2
+        if self._limited >= count:
+            return 3
+        return 1
+
+    def heard(self) -> None:
+        """A frame came in."""
+        self._heard = True
+
+    def work(self, turn: int) -> int:
+        """Count one message handled in loop turn ``turn``; how many it handled then."""
+        if self._turn != turn:
+            self._turn = turn
+            self._turn_work = 0
+        self._turn_work += 1
+        return self._turn_work
+
+    def handled(self) -> None:
+        """A message was just handled; if it left the connection busy or held, the rest
+        of this read waits like the reads after it."""
+        if (self.busy or self.held) and self._backlog is None:
+            self._backlog = deque()
+
+
+# --------------------------------------------------------------------------- relay
+
+_TEXT, _BINARY = 1, 2
+
+
+class Relay:
+    """The path of a plain relay (roomer._fanout.Relay says what it takes and why); the
+    same decisions, in Python."""
+
+    def __init__(self, refused: Callable[..., Any], hold: Callable[[Any], Any], *,
+                 rate: tuple[float, float] | None, byte_rate: tuple[float, float] | None,
+                 turn_messages: int, turn_budget: int, allow_root: bool, root: str,
+                 max_room: int, max_event: int, slow: frozenset[str],
+                 stall_after: float) -> None:
+        _exact(slow, frozenset, "slow")
+        self._refused = refused
+        self._hold = hold
+        self._rate = rate
+        self._byte_rate = byte_rate
+        self._turn_messages = turn_messages
+        self._turn_budget = turn_budget
+        self._allow_root = allow_root
+        self._root = root
+        self._max_room = max_room
+        self._max_event = max_event
+        self._slow = slow
+        self._stall_after = stall_after
+        self.clock: Callable[[], float] = monotonic
+        self.beat_at = self.stall = self.stall_until = 0.0
+        self.turn = 0
+        self.tick_pending = False
+        self.taken = 0
+        self._engine: Fanout | None = None
+
+    def bind(self, engine: Fanout, call_soon: Callable[[Callable[[], Any]], Any],
+             registry: Any, handlers: dict[str, Any], registered: dict[str, Any],
+             catch_all: list[Any], games: Any, counters: dict[str, int]) -> None:
+        """The server starts: relay through ``engine`` into ``registry`` (see the
+        compiled twin)."""
+        _exact(engine, Fanout, "engine")
+        self._engine = engine
+        self._call_soon = call_soon
+        self._registry = registry
+        self._handlers = handlers
+        self._registered = registered
+        self._catch_all = catch_all
+        self._games = games
+        self._counters = counters
+        engine.relay = self
+
+    def _tick(self) -> None:
+        self.tick_pending = False
+        self.turn += 1
+
+    def worked(self, conn: Any) -> None:
+        """``conn`` caused one unit of work this turn: held once it used its share."""
+        engine = self._engine
+        assert engine is not None
+        if not self.tick_pending:
+            self.tick_pending = True
+            self._call_soon(self._tick)
+        if (conn.inbound.work(self.turn) >= self._turn_messages
+                or engine.turn_bytes >= self._turn_budget * (engine._turn_receivers or 1)):
+            self._hold(conn)
+
+    def take(self, peer: Peer, transport: Any, frame: Any) -> bool:
+        """Whether ``frame`` was a plain relay, now done (see the compiled twin)."""
+        inbound = peer.inbound
+        engine = self._engine
+        if (inbound is None or engine is None or engine.sync
+                or transport is not peer.transport or transport.is_close_frame_sent):
+            return False
+        if (frame.msg_type not in (_TEXT, _BINARY) or not frame.fin or frame.rsv1
+                or frame.rsv2 or frame.rsv3):
+            return False
+        if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
+                or inbound._backlog is not None or inbound._fragments is not None):
+            return False
+        data = frame.get_payload_as_bytes()
+        if peer.v2:
+            if len(data) < 29 or data[0] != 0 or data[1:9] != bytes(8):
+                return False
+            data = data[9:]
+        try:
+            room, event, dst, payload = _codec_py.decode_client(data)
+        except Exception:  # the router answers what is wrong with it
+            return False
+        if (dst or not 0 < len(room.encode()) <= self._max_room
+                or not 0 < len(event.encode()) <= self._max_event):
+            return False
+        if (event in self._slow or event in self._handlers or event in self._registered
+                or self._catch_all):
+            return False
+        if not self._allow_root and room == self._root:
+            return False
+        if room.find(":") > 0 and self._games is not None and self._games.active:
+            return False
+        members = self._registry.rooms.get(room)
+        sender = peer.id  # type: ignore[attr-defined]
+        if members is None or members.get(sender) is not peer:
+            return False
+        now = stall = 0.0
+        limited = self._rate is not None or self._byte_rate is not None
+        if limited:
+            now = self.clock()
+            if now - self.beat_at > self._stall_after:
+                return False
+            if now < self.stall_until:
+                stall = self.stall
+        if frame.last_in_buffer:
+            peer.read_done()
+        inbound._heard = True
+        if limited:
+            verdict = inbound.admit(now, self._rate, stall, frame.payload_size,
+                                    self._byte_rate)
+            if verdict != 0:
+                self._refused(peer, frame, verdict)
+                self.taken += 1
+                return True
+        counters = self._counters
+        counters["messages_in"] += 1
+        counters["relayed"] += 1
+        body = _codec_py.encode(room, event, "", sender, payload)
+        out = out_v2 = _codec_py.frame_header(len(body)) + body
+        if room in self._registry._v2_members:
+            out_v2 = _codec_py.frame_v2_from_v1_body(0, 0, "", body)
+        engine.broadcast_mixed(members, out, out_v2, peer)
+        if self._registry.cluster is not None:
+            self._registry.publish_room(room, out, sender)
+        self.taken += 1
+        self.worked(peer)
+        inbound.handled()
+        return True

@@ -46,7 +46,7 @@ class Connection(fanout.Peer):
 
     # Slots keep an idle connection small (no per-instance dict with the compiled Peer).
     __slots__ = ("_core", "_cut", "_data", "_pending_joins", "_rooms", "_session", "_spaces",
-                 "asks", "claims", "id", "inbound", "request")
+                 "asks", "claims", "id", "request")
 
     def __init__(self, core: Core, request: Any, claims: Any, v2: bool = False) -> None:
         super().__init__(core.engine)

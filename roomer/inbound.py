@@ -14,9 +14,10 @@ so it is tested with no socket and no clock (tests/test_inbound.py); docs/design
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from enum import IntEnum
+
+from .fanout import InboundCore
 
 __all__ = ["BACKLOG_HARD", "BACKLOG_HARD_BYTES", "BACKLOG_PAUSE", "BACKLOG_PAUSE_BYTES",
            "CLOSING", "CONNECTING", "GONE", "OPEN", "Admission", "Inbound", "Liveness"]
@@ -55,19 +56,23 @@ class Liveness(IntEnum):
     DEAD = 3  # pinged and silent for ping_timeout: cut it
 
 
-class Inbound:
+_VERDICTS = tuple(Admission)
+
+
+class Inbound(InboundCore):
     """One connection's inbound state (see the module docstring). ``rate`` is the
     connection's rate limit as (frames, seconds), or None for none; ``byte_rate`` its
-    limit in bytes, as (bytes, seconds), or None."""
+    limit in bytes, as (bytes, seconds), or None.
 
-    __slots__ = ("_backlog", "_backlog_bytes", "_backlog_held", "_bytes", "_errors",
-                 "_errors_since",
-                 "_fragments", "_heard", "_held_at", "_lifted", "_limited", "_limited_since",
-                 "_pinged_at", "_quiet_since", "_read_holds", "_skipping", "_tokens",
-                 "_tokens_at", "_turn", "_turn_work", "busy", "held", "state")
+    Its base (roomer.fanout.InboundCore, compiled unless the extensions are off) holds
+    what the relay path reads and changes, with `admit`, `heard`, `work` and `handled`."""
+
+    __slots__ = ("_backlog_bytes", "_backlog_held", "_errors", "_errors_since", "_held_at",
+                 "_lifted", "_pinged_at", "_quiet_since", "_read_holds")
 
     def __init__(self, rate: tuple[float, float] | None, now: float,
                  byte_rate: tuple[float, float] | None = None) -> None:
+        super().__init__()
         self.state = CONNECTING
         # Async work of one of its messages runs: the next ones wait in the backlog.
         self.busy = False
@@ -129,43 +134,11 @@ class Inbound:
         a pause of the process): frames that waited in the kernel meanwhile arrive in
         one burst, and the buckets hold that much more for them, so a server's pause is
         never charged to its clients as a burst of theirs. A frame larger than the whole
-        byte bucket passes when the bucket is full and leaves it in debt.
+        byte bucket passes when the bucket is full and leaves it in debt. Refused: one
+        REFUSE per window, then DROP, and ABUSE once as many frames again as the frame
+        limit were refused in one window (never for the byte limit alone).
         """
-        elapsed = now - self._tokens_at
-        self._tokens_at = now
-        frames_ok = bytes_ok = True
-        if rate is not None:
-            count, per = rate
-            self._tokens = min(count * (1.0 + stall / per),
-                               self._tokens + elapsed * count / per)
-            frames_ok = self._tokens >= 1.0
-        if byte_rate is not None:
-            volume, span = byte_rate
-            cap = volume * (1.0 + stall / span)
-            self._bytes = min(cap, self._bytes + elapsed * volume / span)
-            bytes_ok = self._bytes >= min(size, volume)
-        if frames_ok and bytes_ok:
-            if rate is not None:
-                self._tokens -= 1.0
-            if byte_rate is not None:
-                self._bytes -= size
-            return Admission.TAKE
-        # Refused: one error per window; as many refusals again as the frame limit
-        # allows in a window close the connection (never for the byte limit alone).
-        if rate is not None:
-            count, per = rate
-        else:
-            assert byte_rate is not None
-            count, per = math.inf, byte_rate[1]
-        if now - self._limited_since >= per:
-            self._limited_since = now
-            self._limited = 0
-        self._limited += 1
-        if self._limited == 1:
-            return Admission.REFUSE
-        if self._limited >= count:
-            return Admission.ABUSE
-        return Admission.DROP
+        return _VERDICTS[super().admit(now, rate, stall, size, byte_rate)]
 
     def refund(self, rate: tuple[float, float] | None) -> None:
         """Give one frame back to the bucket (an answer to the server's own ask)."""
@@ -273,12 +246,6 @@ class Inbound:
         self._lifted = True
         return self.pace(now, False)
 
-    def handled(self) -> None:
-        """A message was just handled; if it left the connection busy or held, the rest
-        of this read waits like the reads after it."""
-        if (self.busy or self.held) and self._backlog is None:
-            self._backlog = deque()
-
     def next(self) -> bytes | None:
         """The next queued message to handle now, or None: none, or it must wait (busy,
         held, not open)."""
@@ -309,16 +276,6 @@ class Inbound:
         """Messages waiting."""
         return len(self._backlog) if self._backlog is not None else 0
 
-    # turn budget -----------------------------------------------------------------------
-
-    def work(self, turn: int) -> int:
-        """Count one message handled in loop turn ``turn``; how many it handled then."""
-        if self._turn != turn:
-            self._turn = turn
-            self._turn_work = 0
-        self._turn_work += 1
-        return self._turn_work
-
     # read pauses (nested: the backlog, the turn budget and a sync-mode wait) -----------
 
     def hold_reading(self) -> bool:
@@ -336,10 +293,6 @@ class Inbound:
         return self._read_holds == 0
 
     # liveness --------------------------------------------------------------------------
-
-    def heard(self) -> None:
-        """A frame came in."""
-        self._heard = True
 
     def liveness(self, now: float, interval: float, timeout: float) -> Liveness:
         """The ping round's verdict at ``now``; it pinged when it was told PING."""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import codec, frames
+from . import codec, fanout, frames
 from .connection import NamespaceConnection
 from .errors import ClientError, Deny, ProtocolError, RoomerError
 from .games import GAME_EVENTS
@@ -57,6 +57,8 @@ log = logging.getLogger("roomer")
 # v2 only: the events that connect to and leave a namespace (docs/protocol.md §6).
 NAMESPACE_EVENTS = frozenset({"connect", "disconnect"})
 JOIN_LEAVE = frozenset({"join", "leave"})
+# Events the relay path leaves to the router whatever handlers there are.
+ROUTED_EVENTS = RESERVED_EVENTS | GAME_EVENTS | NAMESPACE_EVENTS | JOIN_LEAVE
 
 # The router's beat: a loop that runs less often than every STALL seconds is stalled (a
 # blocking handler, a GC pause, a stopped process), and what clients sent meanwhile
@@ -86,25 +88,43 @@ class Router:
         self._core = core
         self.config = core.config
         self.metrics = core.metrics
-        #: The clock admission reads (monotonic seconds); tests set their own.
-        self.clock: Callable[[], float] = time.monotonic
+        config = self.config
+        #: The path of a plain relay, in compiled code (roomer.fanout.Relay); it keeps
+        #: the state it shares with the router: the clock, the beat, the loop turn.
+        self.relay = fanout.Relay(
+            self._refused, self._hold, rate=config.rate_limit, byte_rate=config.byte_limit,
+            turn_messages=config.turn_messages, turn_budget=config.turn_budget,
+            allow_root=config.allow_root_broadcast, root=ROOT,
+            max_room=config.max_room_name, max_event=config.max_event_name,
+            slow=ROUTED_EVENTS, stall_after=STALL)
+        self.relay.beat_at = time.monotonic()
         self._held: list[Connection] = []
-        self._turn = 0
-        self._tick_pending = False
-        self._beat_at = time.monotonic()
-        self._stall = 0.0
-        self._stall_until = 0.0
         #: When the last stall of the server ended (clock time; 0: none yet): the server's
         #: own rounds (pings, write timeouts) do not count time before it against clients.
         self.stall_end = 0.0
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock admission reads (monotonic seconds); tests set their own."""
+        clock: Callable[[], float] = self.relay.clock
+        return clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self.relay.clock = value
 
     def inbound(self) -> Inbound:
         """A new connection's inbound state."""
         return Inbound(self.config.rate_limit, self.clock(), self.config.byte_limit)
 
     def start(self) -> None:
-        """The server starts: its beat starts now."""
-        self._beat_at = self.clock()
+        """The server starts: its beat starts now, and plain relays of the default
+        namespace take the relay path."""
+        core = self._core
+        ns = core.default
+        self.relay.beat_at = self.clock()
+        self.relay.bind(core.engine, core.call_soon, ns.registry, ns.handlers, registered(),
+                        ns.hooks.event, core.games, self.metrics.counters)
 
     # the loop's pulse ----------------------------------------------------------------
 
@@ -114,19 +134,21 @@ class Router:
 
     def _stalled(self, now: float) -> float:
         """How long the server was stalled lately (0: it was not)."""
-        late = now - self._beat_at
-        self._beat_at = now
+        relay = self.relay
+        late = now - relay.beat_at
+        relay.beat_at = now
         if late > STALL:
             # What arrived meanwhile is read in the turns to come: for as long again
             # (and one rate-limit window more), admission allows for it.
             rate = self.config.rate_limit or self.config.byte_limit
             per = rate[1] if rate else 1.0
-            self._stall = late
-            self._stall_until = now + late + per
+            relay.stall = late
+            relay.stall_until = now + late + per
             self.stall_end = now
             self.metrics.counters["stalls"] += 1
-        if now < self._stall_until:
-            return self._stall
+        if now < relay.stall_until:
+            stall: float = relay.stall
+            return stall
         return 0.0
 
     # frames from the socket ------------------------------------------------------------
@@ -140,8 +162,9 @@ class Router:
         rate, byte_rate = config.rate_limit, config.byte_limit
         if rate is not None or byte_rate is not None:
             now = self.clock()
-            stall = self._stalled(now) if now - self._beat_at > STALL else (
-                self._stall if now < self._stall_until else 0.0)
+            relay = self.relay
+            stall = self._stalled(now) if now - relay.beat_at > STALL else (
+                relay.stall if now < relay.stall_until else 0.0)
             verdict = inbound.admit(now, rate, stall, frame.payload_size, byte_rate)
             if verdict is not Admission.TAKE:
                 self._refused(conn, frame, verdict)
@@ -170,17 +193,18 @@ class Router:
             return
         self.received(conn, message)
 
-    def _refused(self, conn: Connection, frame: Any, verdict: Admission) -> None:
+    def _refused(self, conn: Connection, frame: Any, verdict: int) -> None:
+        """A frame the rate limits refused (``verdict``: an Admission value)."""
         kind = frame.msg_type
         if kind != PING and kind != PONG:
             conn.inbound.dropped(frame.fin)
         if not conn.inbound.open:
             return
-        if verdict is Admission.REFUSE:
+        if verdict == Admission.REFUSE:
             room, event, namespace, ask = self._names_of(conn, frame.get_payload_as_bytes())
             self.error(conn, "rate_limited", "too many messages or bytes", room, event,
                        namespace, ask)
-        elif verdict is Admission.ABUSE:
+        elif verdict == Admission.ABUSE:
             self.abuse(conn, "rate limit exceeded")
 
     def _names_of(self, conn: Connection, data: bytes) -> tuple[str, str, str, int]:
@@ -277,17 +301,7 @@ class Router:
 
     def _worked(self, conn: Connection) -> None:
         """``conn`` caused one unit of work this turn: held once it used its share."""
-        if not self._tick_pending:
-            self._tick_pending = True
-            self._core.call_soon(self._tick)
-        engine = self._core.engine
-        if (conn.inbound.work(self._turn) >= self.config.turn_messages
-                or engine.turn_bytes >= self.config.turn_budget * engine.turn_receivers):
-            self._hold(conn)
-
-    def _tick(self) -> None:
-        self._tick_pending = False
-        self._turn += 1
+        self.relay.worked(conn)
 
     async def _continue(self, conn: Connection, pending: Awaitable[None]) -> None:
         inbound = conn.inbound

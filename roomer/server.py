@@ -118,7 +118,8 @@ class WSConnection(Connection):
         authorizing, self._authorizing = self._authorizing, None
         self._core.lifecycle.connected(self, authorizing)
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # Every frame but a plain relay's (Peer.on_ws_frame takes those).
         if transport is not self.transport:
             return  # a session's old socket, or its new one still being authorized
         if frame.last_in_buffer:

@@ -1,0 +1,117 @@
+"""The relay path (roomer.fanout.Relay): a plain relay goes from picows' frame callback to
+the members' outboxes without the router, and does exactly what the router would; every
+other message is left to the router. Over real sockets, on the event loop production
+runs; the compiled pass runs the compiled path and the pure pass its twin."""
+
+from __future__ import annotations
+
+import os
+
+from rawclient import connect
+from rawsocket import joined
+from v2client import connect2
+from waiting import eventually
+
+import roomer
+from roomer import fanout
+
+
+def taken(server: roomer.Server) -> int:
+    return server._core.router.relay.taken  # type: ignore[no-any-return]
+
+
+def test_the_twin_under_test_is_the_one_loaded() -> None:
+    assert (os.environ.get("ROOMER_NO_EXTENSIONS") != "1") == fanout.COMPILED
+    assert fanout.Relay.__module__ == ("roomer._fanout" if fanout.COMPILED
+                                       else "roomer._fanout_py")
+
+
+async def test_a_burst_of_relays_takes_the_path_and_arrives_whole_and_in_order(
+        make_server) -> None:
+    server = await make_server(turn_messages=8)
+    sender, sender_id = await joined(server.address[1], "r")
+    b = await connect(server)
+    await b.join("r")
+    c = await connect2(server)
+    await c.ask("", "r", "join")
+    await b.expect("new_member", "r")
+    before = (taken(server), server.counters["relayed"], server.counters["messages_in"],
+              server.counters["turn_holds"])
+    payloads = [bytes([i % 256]) * (i % 300) for i in range(200)]
+    # One write: many frames in each read, far past the turn budget (8 per turn).
+    await sender.send_many([("r", "move", p) for p in payloads])
+    assert [await b.recv() for _ in payloads] == [
+        ("r", "move", "", sender_id, p) for p in payloads]
+    got = [await c.recv() for _ in payloads]
+    assert [(m.kind, m.namespace, m.room, m.event, m.src) for m in got] == [
+        (0, "", "r", "move", sender_id)] * 200
+    assert [m.payload for m in got] == payloads
+    # The first turn's share went the relay path; what the budget held waited in the
+    # backlog, which the router drains (in order, as the path would have).
+    assert 8 <= taken(server) - before[0] < 200
+    assert server.counters["relayed"] - before[1] == 200
+    assert server.counters["messages_in"] - before[2] == 200
+    assert server.counters["turn_holds"] > before[3]  # the budget held the sender
+    await b.expect_nothing()
+    sender.close()
+
+
+async def test_what_is_not_a_plain_relay_is_left_to_the_router(make_server) -> None:
+    server = await make_server()
+    handled = []
+
+    @server.on("echo")
+    def echo(conn: roomer.Connection, msg: roomer.Message) -> None:
+        handled.append(msg.payload)
+
+    a, b = await connect(server), await connect(server)
+    await a.join("r")
+    await b.join("r")
+    await a.expect("new_member", "r")
+    before = taken(server)
+    await a.send("r", "echo", payload=b"h")  # a handler's event
+    await eventually(lambda: handled == [b"h"])
+    await a.send("r", "chat", dst=b.id, payload=b"d")  # a direct message
+    assert await b.recv() == ("r", "chat", b.id, a.id, b"d")
+    await a.send("elsewhere", "chat")  # a room it is not in
+    await a.expect_error("not_member", "elsewhere", "chat")
+    await a.send("root", "chat")  # root broadcast is off by default
+    await a.expect_error("forbidden", "root", "chat")
+    await a.send("r", "new_member")  # reserved
+    await a.expect_error("reserved_event", "r", "new_member")
+    await a.send("r", "x" * 200)  # an event name too long
+    await a.expect_error("invalid_name", "r", "")
+    await a.send(b"r\xff", "chat")  # not UTF-8
+    await a.expect_error("invalid_name", "root", "chat")
+    await a.send("r", "chat", payload=b"relayed")  # and then a plain relay
+    assert await b.recv() == ("r", "chat", "", a.id, b"relayed")
+    assert taken(server) - before == 1
+    await b.expect_nothing()
+
+    # A handler registered while the server runs takes its event from the next message.
+    server.on("late")(lambda conn, msg: handled.append(msg.event))
+    await a.send("r", "late")
+    await eventually(lambda: handled[-1:] == ["late"])
+    assert taken(server) - before == 1
+    await b.expect_nothing()
+
+
+async def test_rate_limits_hold_on_the_path(make_server) -> None:
+    server = await make_server(rate_limit=(5, 60.0))
+    a, b = await connect(server), await connect(server)
+    await a.join("r")
+    await b.join("r")
+    await a.expect("new_member", "r")
+    before = taken(server)
+    for i in range(9):
+        await a.send("r", "chat", payload=str(i))
+    # 5 frames a minute: the join and four relays; then one rate_limited error, three
+    # drops, and the fifth refusal in the window closes it.
+    for i in range(4):
+        assert (await b.recv()).payload == str(i).encode()
+    body = await a.expect_error("rate_limited", "r", "chat")
+    assert "too many" in body["message"]
+    assert (await a.closed())[0] == 1008
+    assert taken(server) - before == 9
+    assert server.counters["abuse_closes"] == 1
+    assert (await b.expect("member_left", "r")).payload == a.id.encode()  # nothing else
