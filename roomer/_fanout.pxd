@@ -129,8 +129,8 @@ cdef class Relay:
         Py_ssize_t _max_room
         Py_ssize_t _max_event
         frozenset _slow
-        object _refused
-        object _hold
+        object _router
+        public object on_taken
         object _tick_cb
         Fanout _engine
         object _call_soon
@@ -146,3 +146,4 @@ cdef class Relay:
     cdef double _now(self) except? -1.0
     cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1
     cdef int _worked(self, InboundCore inbound, object conn) except -1
+    cdef int _taken(self, object conn) except -1

@@ -824,14 +824,14 @@ cdef class Relay:
     (``Peer.on_frame``), which does exactly what this path does for what it takes.
 
     The router owns it and keeps its state: the clock, the beat that tells a stall,
-    the loop turn that the turn budget counts in.
+    the loop turn that the turn budget counts in. ``on_taken(conn)``, None unless set,
+    is called for each message it takes (tests count the work of a turn with it).
     """
 
-    def __init__(self, refused, hold, *, rate, byte_rate, Py_ssize_t turn_messages,
+    def __init__(self, router, *, rate, byte_rate, Py_ssize_t turn_messages,
                  Py_ssize_t turn_budget, bint allow_root, str root, Py_ssize_t max_room,
                  Py_ssize_t max_event, frozenset slow not None, double stall_after):
-        self._refused = refused
-        self._hold = hold
+        self._router = router
         self._count = rate[0] if rate is not None else -1.0
         self._per = rate[1] if rate is not None else 1.0
         self._volume = byte_rate[0] if byte_rate is not None else -1.0
@@ -899,7 +899,7 @@ cdef class Relay:
             self._call_soon(self._tick_cb)
         if (inbound._work(self.turn) >= self._turn_messages
                 or engine.turn_bytes >= self._turn_budget * receivers):
-            self._hold(conn)
+            self._router._hold(conn)
         return 0
 
     cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1:
@@ -985,8 +985,8 @@ cdef class Relay:
             verdict = inbound._admit(now, self._count, self._per, stall, total, self._volume,
                                      self._span)
             if verdict != 0:
-                self._refused(conn, frame, verdict)
-                self.taken += 1
+                self._router._refused(conn, frame, verdict)
+                self._taken(conn)
                 return 1
         counters = self._counters
         counters["messages_in"] += 1
@@ -1011,7 +1011,13 @@ cdef class Relay:
         registry = self._registry
         if registry.cluster is not None:
             registry.publish_room(room, out, sender)
-        self.taken += 1
+        self._taken(conn)
         self._worked(inbound, conn)
         inbound._handled()
         return 1
+
+    cdef int _taken(self, object conn) except -1:
+        self.taken += 1
+        if self.on_taken is not None:
+            self.on_taken(conn)
+        return 0

@@ -594,14 +594,14 @@ class Relay:
     """The path of a plain relay (roomer._fanout.Relay says what it takes and why); the
     same decisions, in Python."""
 
-    def __init__(self, refused: Callable[..., Any], hold: Callable[[Any], Any], *,
+    def __init__(self, router: Any, *,
                  rate: tuple[float, float] | None, byte_rate: tuple[float, float] | None,
                  turn_messages: int, turn_budget: int, allow_root: bool, root: str,
                  max_room: int, max_event: int, slow: frozenset[str],
                  stall_after: float) -> None:
         _exact(slow, frozenset, "slow")
-        self._refused = refused
-        self._hold = hold
+        self._router = router
+        self.on_taken: Callable[[Any], Any] | None = None
         self._rate = rate
         self._byte_rate = byte_rate
         self._turn_messages = turn_messages
@@ -648,7 +648,12 @@ class Relay:
             self._call_soon(self._tick)
         if (conn.inbound.work(self.turn) >= self._turn_messages
                 or engine.turn_bytes >= self._turn_budget * (engine._turn_receivers or 1)):
-            self._hold(conn)
+            self._router._hold(conn)
+
+    def _taken(self, conn: Any) -> None:
+        self.taken += 1
+        if self.on_taken is not None:
+            self.on_taken(conn)
 
     def take(self, peer: Peer, transport: Any, frame: Any) -> bool:
         """Whether ``frame`` was a plain relay, now done (see the compiled twin)."""
@@ -701,8 +706,8 @@ class Relay:
             verdict = inbound.admit(now, self._rate, stall, frame.payload_size,
                                     self._byte_rate)
             if verdict != 0:
-                self._refused(peer, frame, verdict)
-                self.taken += 1
+                self._router._refused(peer, frame, verdict)
+                self._taken(peer)
                 return True
         counters = self._counters
         counters["messages_in"] += 1
@@ -714,7 +719,7 @@ class Relay:
         engine.broadcast_mixed(members, out, out_v2, peer)
         if self._registry.cluster is not None:
             self._registry.publish_room(room, out, sender)
-        self.taken += 1
+        self._taken(peer)
         self.worked(peer)
         inbound.handled()
         return True

@@ -92,7 +92,7 @@ class Router:
         #: The path of a plain relay, in compiled code (roomer.fanout.Relay); it keeps
         #: the state it shares with the router: the clock, the beat, the loop turn.
         self.relay = fanout.Relay(
-            self._refused, self._hold, rate=config.rate_limit, byte_rate=config.byte_limit,
+            self, rate=config.rate_limit, byte_rate=config.byte_limit,
             turn_messages=config.turn_messages, turn_budget=config.turn_budget,
             allow_root=config.allow_root_broadcast, root=ROOT,
             max_room=config.max_room_name, max_event=config.max_event_name,

@@ -32,15 +32,21 @@ def _body(room: bytes, event: bytes, dst: bytes = b"", payload: bytes = b"") -> 
 
 
 def _spy_turns(server: roomer.Server) -> collections.Counter[tuple[int, str]]:
+    """Messages handled per (loop turn, connection), by the router or the relay path."""
     router = server._core.router
+    relay = router.relay
     counts: collections.Counter[tuple[int, str]] = collections.Counter()
     dispatch = router.dispatch
 
     def counted(conn: roomer.Connection, data: bytes) -> Any:
-        counts[(router._turn, conn.id)] += 1
+        counts[(relay.turn, conn.id)] += 1
         return dispatch(conn, data)
 
+    def taken(conn: roomer.Connection) -> None:
+        counts[(relay.turn, conn.id)] += 1
+
     router.dispatch = counted  # type: ignore[method-assign]
+    relay.on_taken = taken
     return counts
 
 
@@ -115,6 +121,8 @@ async def test_every_kind_of_message_is_paced(make_server: Any, kind: str) -> No
     assert len(mine) >= COUNT // TURN_MESSAGES  # spread over that many turns at least
     if kind != "async_handler":  # (each of those ends its turn by going async)
         assert server.counters["turn_holds"] > 0
+    if kind == "relay":  # relays took the relay path, under the same bound
+        assert server._core.router.relay.taken >= TURN_MESSAGES
     for client in (peer, abuser):
         client.close()
 
