@@ -68,10 +68,11 @@ cdef class Peer(WSListener):
         public bint v2
         public bytearray replay
         public InboundCore inbound
-        # The last room and event names it relayed to (str): most messages of a client
-        # name the same ones, so the relay path compares bytes instead of decoding.
+        # The last room, event and dst names it sent to (str): most messages of a
+        # client name the same ones, so the relay path compares bytes instead of decoding.
         object _room_name
         object _event_name
+        object _dst_name
 
     cdef int _drop(self, Py_ssize_t size) except -1
     cdef int _enqueue(self, const char* data, Py_ssize_t size, bint control) except -1
@@ -135,6 +136,7 @@ cdef class Relay:
         Fanout _engine
         object _call_soon
         dict _rooms
+        dict _conns
         dict _v2_rooms
         object _registry
         dict _handlers

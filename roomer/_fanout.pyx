@@ -815,13 +815,14 @@ cdef object _name_at(object known, const char* data, Py_ssize_t size):
 
 
 cdef class Relay:
-    """The path of a plain relay: a client's message to a room it is in, in the
-    default namespace, that no handler, hook, game room or ask is concerned with. It
-    goes from picows' frame callback to the members' outboxes in compiled code: header,
-    checks, rate limits, framing once, fan-out. Anything else — any other message,
-    a malformed one, a refused one, any connection whose messages something holds
-    (async work, the turn budget, a backlog, a fragment) — is left to the router
-    (``Peer.on_frame``), which does exactly what this path does for what it takes.
+    """The path of a plain relay: a client's message to a room it is in, or to a
+    client connected here, in the default namespace, that no handler, hook, game room or
+    ask is concerned with. It goes from picows' frame callback to the receivers'
+    outboxes in compiled code: header, checks, rate limits, framing once, fan-out.
+    Anything else (any other message, a malformed one, a refused one, any connection
+    whose messages something holds: async work, the turn budget, a backlog, a fragment)
+    is left to the router (``Peer.on_frame``), which does exactly what this path does
+    for what it takes.
 
     The router owns it and keeps its state: the clock, the beat that tells a stall,
     the loop turn that the turn budget counts in. ``on_taken(conn)``, None unless set,
@@ -875,6 +876,7 @@ cdef class Relay:
         self._call_soon = call_soon
         self._registry = registry
         self._rooms = registry.rooms
+        self._conns = registry.conns
         self._v2_rooms = registry._v2_members
         self._handlers = handlers
         self._registered = registered
@@ -945,8 +947,8 @@ cdef class Relay:
             starts[i] = pos
             sizes[i] = n
             pos += n
-        if (pos != total or sizes[2] != 0 or sizes[0] == 0 or sizes[0] > self._max_room
-                or sizes[1] == 0 or sizes[1] > self._max_event):
+        if (pos != total or sizes[0] == 0 or sizes[0] > self._max_room or sizes[1] == 0
+                or sizes[1] > self._max_event):
             return 0
         room = _name_at(peer._room_name, <const char*>p + starts[0], sizes[0])
         if room is None:
@@ -956,21 +958,30 @@ cdef class Relay:
         if event is None:
             return 0
         peer._event_name = event
-        if (event in self._slow or event in self._handlers or event in self._registered
-                or self._catch_all):
-            return 0
-        if not self._allow_root and room == self._root:
-            return 0
-        if (memchr(p + starts[0] + 1, b":", sizes[0] - 1) != NULL and self._games is not None
-                and self._games.active):
-            return 0  # possibly a game room's id
-        members = self._rooms.get(room)
-        if members is None:
+        if event in self._slow:
             return 0
         conn = <object>peer
         sender = conn.id
-        if (<dict>members).get(sender) is not conn:
-            return 0
+        if sizes[2]:
+            # A direct message (handlers never see one) to a client connected here.
+            dst = _name_at(peer._dst_name, <const char*>p + starts[2], sizes[2])
+            if dst is None:
+                return 0
+            peer._dst_name = dst
+            target = self._conns.get(dst)
+            if target is None:
+                return 0  # another node's, or nobody's: the router asks or answers
+        else:
+            if event in self._handlers or event in self._registered or self._catch_all:
+                return 0
+            if not self._allow_root and room == self._root:
+                return 0
+            if (memchr(p + starts[0] + 1, b":", sizes[0] - 1) != NULL
+                    and self._games is not None and self._games.active):
+                return 0  # possibly a game room's id
+            members = self._rooms.get(room)
+            if members is None or (<dict>members).get(sender) is not conn:
+                return 0
         if self._limited:
             now = self._now()
             if now - self.beat_at > self._stall_after:
@@ -990,27 +1001,34 @@ cdef class Relay:
                 return 1
         counters = self._counters
         counters["messages_in"] += 1
-        counters["relayed"] += 1
-        # One v1 frame, as a relay's is: room, event, no dst, the sender as src.
+        # One v1 frame, as the router makes it: room, event, dst, the sender as src.
         src = PyUnicode_AsUTF8AndSize(sender, &src_size)
-        body = 20 + sizes[0] + sizes[1] + src_size + sizes[4]
+        body = 20 + sizes[0] + sizes[1] + sizes[2] + src_size + sizes[4]
         head = c_header_size(body)
         out = PyBytes_FromStringAndSize(NULL, head + body)
         q = <uint8_t*>PyBytes_AS_STRING(out)
         c_write_header(q, body)
         q = _put(q + head, p + starts[0], sizes[0])
         q = _put(q, p + starts[1], sizes[1])
-        q = _put(q, NULL, 0)
+        q = _put(q, p + starts[2], sizes[2])
         q = _put(q, src, src_size)
         _put(q, p + starts[4], sizes[4])
-        out_v2 = out
-        if room in self._v2_rooms:
-            out_v2 = c_frame_v2_from_v1_body(0, 0, "", <const uint8_t*>PyBytes_AS_STRING(out)
-                                             + head, body)
-        engine._broadcast(<dict>members, out, out_v2, conn, False)
-        registry = self._registry
-        if registry.cluster is not None:
-            registry.publish_room(room, out, sender)
+        if sizes[2]:
+            counters["direct"] += 1
+            if (<Peer>target).v2:
+                out = c_frame_v2_from_v1_body(0, 0, "", <const uint8_t*>PyBytes_AS_STRING(out)
+                                              + head, body)
+            (<Peer>target)._enqueue(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out), False)
+        else:
+            counters["relayed"] += 1
+            out_v2 = out
+            if room in self._v2_rooms:
+                out_v2 = c_frame_v2_from_v1_body(
+                    0, 0, "", <const uint8_t*>PyBytes_AS_STRING(out) + head, body)
+            engine._broadcast(<dict>members, out, out_v2, conn, False)
+            registry = self._registry
+            if registry.cluster is not None:
+                registry.publish_room(room, out, sender)
         self._taken(conn)
         self._worked(inbound, conn)
         inbound._handled()

@@ -591,8 +591,8 @@ _TEXT, _BINARY = 1, 2
 
 
 class Relay:
-    """The path of a plain relay (roomer._fanout.Relay says what it takes and why); the
-    same decisions, in Python."""
+    """The path of a plain relay or direct message (roomer._fanout.Relay says what it
+    takes and why); the same decisions, in Python."""
 
     def __init__(self, router: Any, *,
                  rate: tuple[float, float] | None, byte_rate: tuple[float, float] | None,
@@ -677,20 +677,24 @@ class Relay:
             room, event, dst, payload = _codec_py.decode_client(data)
         except Exception:  # the router answers what is wrong with it
             return False
-        if (dst or not 0 < len(room.encode()) <= self._max_room
-                or not 0 < len(event.encode()) <= self._max_event):
+        if (not 0 < len(room.encode()) <= self._max_room
+                or not 0 < len(event.encode()) <= self._max_event or event in self._slow):
             return False
-        if (event in self._slow or event in self._handlers or event in self._registered
-                or self._catch_all):
-            return False
-        if not self._allow_root and room == self._root:
-            return False
-        if room.find(":") > 0 and self._games is not None and self._games.active:
-            return False
-        members = self._registry.rooms.get(room)
         sender = peer.id  # type: ignore[attr-defined]
-        if members is None or members.get(sender) is not peer:
-            return False
+        if dst:  # a direct message (handlers never see one) to a client connected here
+            target = self._registry.conns.get(dst)
+            if target is None:
+                return False
+        else:
+            if event in self._handlers or event in self._registered or self._catch_all:
+                return False
+            if not self._allow_root and room == self._root:
+                return False
+            if room.find(":") > 0 and self._games is not None and self._games.active:
+                return False
+            members = self._registry.rooms.get(room)
+            if members is None or members.get(sender) is not peer:
+                return False
         now = stall = 0.0
         limited = self._rate is not None or self._byte_rate is not None
         if limited:
@@ -711,14 +715,19 @@ class Relay:
                 return True
         counters = self._counters
         counters["messages_in"] += 1
-        counters["relayed"] += 1
-        body = _codec_py.encode(room, event, "", sender, payload)
+        body = _codec_py.encode(room, event, dst, sender, payload)
         out = out_v2 = _codec_py.frame_header(len(body)) + body
-        if room in self._registry._v2_members:
-            out_v2 = _codec_py.frame_v2_from_v1_body(0, 0, "", body)
-        engine.broadcast_mixed(members, out, out_v2, peer)
-        if self._registry.cluster is not None:
-            self._registry.publish_room(room, out, sender)
+        if dst:
+            counters["direct"] += 1
+            target.send_frame(_codec_py.frame_v2_from_v1_body(0, 0, "", body)
+                              if target.v2 else out)
+        else:
+            counters["relayed"] += 1
+            if room in self._registry._v2_members:
+                out_v2 = _codec_py.frame_v2_from_v1_body(0, 0, "", body)
+            engine.broadcast_mixed(members, out, out_v2, peer)
+            if self._registry.cluster is not None:
+                self._registry.publish_room(room, out, sender)
         self._taken(peer)
         self.worked(peer)
         inbound.handled()

@@ -6,6 +6,7 @@ runs; the compiled pass runs the compiled path and the pure pass its twin."""
 from __future__ import annotations
 
 import os
+import uuid
 
 from rawclient import connect
 from rawsocket import joined
@@ -71,8 +72,8 @@ async def test_what_is_not_a_plain_relay_is_left_to_the_router(make_server) -> N
     before = taken(server)
     await a.send("r", "echo", payload=b"h")  # a handler's event
     await eventually(lambda: handled == [b"h"])
-    await a.send("r", "chat", dst=b.id, payload=b"d")  # a direct message
-    assert await b.recv() == ("r", "chat", b.id, a.id, b"d")
+    await a.send("r", "chat", dst=str(uuid.uuid4()))  # a direct message to nobody
+    await a.expect_error("no_such_client", "r", "chat")
     await a.send("elsewhere", "chat")  # a room it is not in
     await a.expect_error("not_member", "elsewhere", "chat")
     await a.send("root", "chat")  # root broadcast is off by default
@@ -115,3 +116,30 @@ async def test_rate_limits_hold_on_the_path(make_server) -> None:
     assert taken(server) - before == 9
     assert server.counters["abuse_closes"] == 1
     assert (await b.expect("member_left", "r")).payload == a.id.encode()  # nothing else
+
+
+async def test_direct_messages_to_clients_here_take_the_path_in_each_version(
+        make_server) -> None:
+    server = await make_server()
+    a, b = await connect(server), await connect(server)
+    c = await connect2(server)
+    before = (taken(server), server.counters["direct"], server.counters["messages_in"])
+
+    @server.on("dm")  # handlers never see a direct message, on either path
+    def dm(conn: roomer.Connection, msg: roomer.Message) -> None:
+        raise AssertionError("a handler got a direct message")
+
+    for i in range(3):
+        await a.send("anywhere", "dm", dst=b.id, payload=b"%d" % i)
+        await a.send("anywhere", "dm", dst=c.id, payload=b"%d" % i)
+    await c.send("", "root", "dm", dst=a.id, payload=b"from v2")
+    for i in range(3):
+        assert await b.recv() == ("anywhere", "dm", b.id, a.id, b"%d" % i)
+        msg = await c.recv()
+        assert (msg.kind, msg.namespace, msg.room, msg.event, msg.dst, msg.src,
+                msg.payload) == (0, "", "anywhere", "dm", c.id, a.id, b"%d" % i)
+    assert await a.recv() == ("root", "dm", a.id, c.id, b"from v2")
+    assert taken(server) - before[0] == 7
+    assert server.counters["direct"] - before[1] == 7
+    assert server.counters["messages_in"] - before[2] == 7
+    await b.expect_nothing()
