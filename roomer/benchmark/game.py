@@ -625,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-delay", type=float, default=None, metavar="MS",
                    help="roomer's write_delay option in ms, where this roomer has it")
     p.add_argument("--peers", default=DEFAULT_PEERS,
-                   help=f"servers to run (default {DEFAULT_PEERS}; also roomer-sync)")
+                   help=f"servers to run (default {DEFAULT_PEERS}; also roomer-sync, "
+                        "roomer-limits: roomer keeping its default rate limits)")
     p.add_argument("--procs", type=int, default=3, help="load generator processes (default 3)")
     p.add_argument("--mode", choices=["bytes", "frames"], default="bytes",
                    help="receivers other than each room's probe count bytes (default) or "

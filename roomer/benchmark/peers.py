@@ -34,6 +34,7 @@ MAX_MESSAGE = 1 << 20
 PEERS: dict[str, str] = {
     "roomer": "roomer Server (async broadcaster)",
     "roomer-sync": "roomer Server(sync_broadcast=True)",
+    "roomer-limits": "roomer Server with its default rate, byte and error limits kept",
     "picows": "raw picows, transport.send per receiver",
     "picows-rb2k": "raw picows, read_buffer_init_size=2048 (its minimum)",
     "websockets": "websockets asyncio server, websockets.broadcast",
@@ -301,21 +302,22 @@ def roomer_supports(option: str) -> bool:
 
 def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None = None,
                   prefix: str = "roomer", node_id: str | None = None,
-                  write_delay_ms: float | None = None) -> None:
+                  write_delay_ms: float | None = None, limits: bool = False) -> None:
     from roomer import Server
 
     # The publisher sends far past the per-client rate limit on purpose: this measures
-    # fan-out, so the abuse limits are off (a real lobby keeps them).
+    # fan-out, so the abuse limits are off (a real lobby keeps them: roomer-limits, for
+    # loads within them such as the game lobby's).
     options: dict[str, Any] = {}
+    if not limits:
+        options.update(rate_limit=None, byte_limit=None, error_limit=None)
     if backplane is not None:
         options.update(backplane=backplane, backplane_prefix=prefix, node_id=node_id)
     if write_delay_ms is not None:
         if not roomer_supports("write_delay"):
             raise SystemExit("this roomer has no write_delay option")
         options["write_delay"] = write_delay_ms / 1000.0  # roomer's durations are seconds
-    server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, rate_limit=None,
-                    byte_limit=None,
-                    error_limit=None, **options)
+    server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, **options)
     server.run(host=HOST, port=port)
 
 
@@ -362,13 +364,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="roomer's write_delay, in milliseconds (where it has one)")
     args = parser.parse_args(argv)
     name = args.name
-    if args.backplane is not None and name not in ("roomer", "roomer-sync", "socketio"):
+    if args.backplane is not None and not name.startswith(("roomer", "socketio")):
         parser.error(f"{name} has no backplane")
     if args.write_delay is not None and not name.startswith("roomer"):
         parser.error(f"{name} has no write_delay")
-    if name in ("roomer", "roomer-sync"):
+    if name.startswith("roomer"):
         _serve_roomer(args.port, name == "roomer-sync", args.read_buffer, args.backplane,
-                      args.backplane_prefix, args.node_id, args.write_delay)
+                      args.backplane_prefix, args.node_id, args.write_delay,
+                      limits=name == "roomer-limits")
     elif name == "picows":
         _serve_picows(args.port, None)
     elif name == "picows-rb2k":
