@@ -508,6 +508,7 @@ def test_compiled_modules_are_the_ones_loaded() -> None:
     import roomer._fanout
     import roomer.codec
     import roomer.fanout
+    import roomer.inbound
 
     assert roomer.codec.COMPILED is True
     for name in ("decode", "decode_client", "encode", "encode_frame", "frame_header"):
@@ -515,6 +516,9 @@ def test_compiled_modules_are_the_ones_loaded() -> None:
     assert roomer.fanout.COMPILED is True
     assert roomer.fanout.Fanout is roomer._fanout.Fanout
     assert roomer.fanout.Peer is roomer._fanout.Peer
+    assert roomer.fanout.Relay is roomer._fanout.Relay
+    # A connection's inbound state stands on the compiled core the relay path reads.
+    assert roomer.inbound.Inbound.__mro__[1] is roomer._fanout.InboundCore
     assert roomer.COMPILED is True
     assert roomer._codec.__file__.endswith((".so", ".pyd"))
     assert roomer._fanout.__file__.endswith((".so", ".pyd"))
@@ -524,12 +528,15 @@ def test_no_extensions_env_selects_pure() -> None:
     script = textwrap.dedent(
         """
         import roomer, roomer.codec, roomer.fanout, roomer._codec_py, roomer._fanout_py
+        import roomer.inbound
         assert roomer.codec.COMPILED is False
         assert roomer.codec.decode is roomer._codec_py.decode
         assert roomer.codec.encode_frame is roomer._codec_py.encode_frame
         assert roomer.fanout.COMPILED is False
         assert roomer.fanout.Fanout is roomer._fanout_py.Fanout
         assert roomer.fanout.Peer is roomer._fanout_py.Peer
+        assert roomer.fanout.Relay is roomer._fanout_py.Relay
+        assert roomer.inbound.Inbound.__mro__[1] is roomer._fanout_py.InboundCore
         assert roomer.COMPILED is False
         print("pure-ok")
         """

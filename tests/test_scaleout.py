@@ -54,9 +54,12 @@ async def test_a_room_spans_nodes(nodes: Nodes) -> None:
     assert (await a.expect("new_member", "lobby")).text == b.id
     assert sorted(a_node.members("lobby")) == sorted(b_node.members("lobby")) == sorted(
         [a.id, b.id])
+    taken = a_node._core.router.relay.taken
     await a.send("lobby", "chat", payload=b"hi from a")
     got = await b.expect("chat", "lobby")
     assert (got.src, got.payload) == (a.id, b"hi from a")
+    # It took the relay path, which publishes to the other nodes as the router does.
+    assert a_node._core.router.relay.taken == taken + 1
     await a.expect_nothing()  # the sender is excluded on every node
     await b.send("lobby", "chat", payload=b"hi from b")
     assert (await a.expect("chat", "lobby")).payload == b"hi from b"
