@@ -6,7 +6,9 @@ runs; the compiled pass runs the compiled path and the pure pass its twin."""
 from __future__ import annotations
 
 import os
+import struct
 import uuid
+from typing import Any
 
 from rawclient import connect
 from rawsocket import joined
@@ -143,3 +145,122 @@ async def test_direct_messages_to_clients_here_take_the_path_in_each_version(
     assert server.counters["direct"] - before[1] == 7
     assert server.counters["messages_in"] - before[2] == 7
     await b.expect_nothing()
+
+
+# The same messages to a server with the relay path and to one without it --------------
+
+
+def _v1(room: bytes, event: bytes, dst: bytes = b"", payload: bytes = b"p") -> bytes:
+    return b"".join(struct.pack(">I", len(f)) + f for f in (room, event, dst, b"", payload))
+
+
+def _v2(kind: int, ask: int, namespace: bytes, room: bytes, event: bytes, dst: bytes = b"",
+        payload: bytes = b"p") -> bytes:
+    return bytes([kind]) + struct.pack(">I", ask) + b"".join(
+        struct.pack(">I", len(f)) + f for f in (namespace, room, event, dst, b"", payload))
+
+
+def _crafted(ids: dict[str, bytes]) -> tuple[list[bytes], list[bytes]]:
+    """What the v1 client and the v2 client send: every way a message can be or almost
+    be a plain relay or direct message."""
+    b, c, nobody = ids["b"], ids["c"], str(uuid.uuid4()).encode()
+    v1 = [
+        _v1(b"r", b"chat"), _v1(b"r", b"chat", payload=b""), _v1(b"r", b"\xc3\xa9v\xc3\xa9nt"),
+        _v1(b"r", b"chat", b), _v1(b"r", b"chat", c), _v1(b"x", b"dm", b), _v1(b"r", b"dm", nobody),
+        _v1(b"r", b"dm", b"not-an-id"), _v1(b"r", b"dm", b"\xff"),
+        _v1(b"x", b"chat"), _v1(b"root", b"chat"), _v1(b"", b"chat"), _v1(b"r", b""),
+        _v1(b"r" * 128, b"chat"), _v1(b"r" * 129, b"chat"), _v1(b"r", b"e" * 64),
+        _v1(b"r", b"e" * 65), _v1("é".encode() * 64, b"chat"), _v1(b"\xff", b"chat"),
+        _v1(b"r", b"\xfe"), _v1(b"r", b"echo"), _v1(b"r", b"join_ack"), _v1(b"r", b"error"),
+        _v1(b"r", b"session.ack", payload=b"1"), _v1(b"r2", b"join"), _v1(b"r2", b"chat"),
+        _v1(b"r2", b"leave"), _v1(b"r2", b"chat"), _v1(b"table:abc", b"chat"),
+        _v1(b"table:abc", b"chat", b), _v1(b":abc", b"chat"), _v1(b"r", b"room.create"),
+        _v1(b"r", b"chat")[:-1], _v1(b"r", b"chat") + b"\x00", b"\x00" * 19, b"",
+        struct.pack(">I", 0xFFFFFFFF) + b"\x00" * 16,
+    ]
+    v2 = [
+        _v2(0, 0, b"", b"r", b"chat"), _v2(0, 0, b"", b"r", b"chat", b), _v2(1, 7, b"", b"r",
+                                                                             b"chat"),
+        _v2(0, 0, b"ns", b"r", b"chat"), _v2(0, 0, b"nope", b"r", b"chat"),
+        _v2(2, 9, b"", b"r", b"chat"), _v2(5, 0, b"", b"r", b"chat"), _v2(0, 3, b"", b"r",
+                                                                         b"chat"),
+        _v2(0, 0, b"", b"r", b"echo"), _v2(0, 0, b"", b"x", b"chat"),
+        _v2(0, 0, b"", b"r", b"connect"), _v2(0, 0, b"", b"r", b"disconnect"),
+        _v2(0, 0, b"", b"r", b"chat")[:-2],
+    ]
+    return v1, v2
+
+
+async def _observe(server: roomer.Server) -> tuple[dict[tuple[str, str], list], dict]:
+    """Run the crafted messages through ``server``: what each client got from each
+    sender (ids as the clients' names; the order between senders is the network's), and
+    the counters that moved."""
+    server.on("echo")(lambda conn, msg: conn.send("echoed", msg.payload, msg.room))
+    a, a_id = await joined(server.address[1], "r")
+    b = await connect(server)
+    await b.join("r")
+    c = await connect2(server)
+    await c.ask("", "r", "join")
+    await b.expect("new_member", "r")
+    names = {a_id: "a", b.id: "b", c.id: "c", "": "server"}
+    before = dict(server.counters)
+    v1, v2 = _crafted({"b": b.id.encode(), "c": c.id.encode()})
+    # Each ends with a relay to r and a direct message to itself: the anchors after
+    # which nothing more is owed to anyone.
+    await a.send_bodies([*v1, _v1(b"r", b"end"), _v1(b"r", b"mine", a_id.encode())])
+    for data in [*v2, _v2(0, 0, b"", b"r", b"end"), _v2(0, 0, b"", b"r", b"mine",
+                                                           c.id.encode())]:
+        await c.ws.send(data)
+    seen: dict[tuple[str, str], list] = {}
+
+    def named(field: Any) -> Any:
+        if isinstance(field, str):
+            return names.get(field, field)
+        if isinstance(field, bytes):  # ids in payloads: presence, member lists
+            for cid, name in names.items():
+                if cid:
+                    field = field.replace(cid.encode(), name.encode())
+        return field
+
+    async def read(who: str, recv: Any, waits: set[tuple[str, str]]) -> None:
+        while waits:
+            msg = await recv()
+            src = names.get(msg.src, msg.src)
+            seen.setdefault((who, src), []).append(tuple(named(f) for f in msg))
+            waits.discard((src, msg.event))
+
+    await read("a", a.recv, {("c", "end"), ("a", "mine")})
+    await read("b", b.recv, {("a", "end"), ("c", "end")})
+    await read("c", c.recv, {("a", "end"), ("c", "mine")})
+    moved = {k: v - before.get(k, 0) for k, v in server.counters.items()
+             if v != before.get(k, 0) and k != "connections_total"}
+    a.close()
+    return seen, moved
+
+
+async def test_the_relay_path_does_what_the_router_does(make_server) -> None:
+    from game_app import Table
+
+    def make(**options: object):
+        async def start() -> roomer.Server:
+            server = roomer.Server(allow_root_broadcast=False, **options)
+            server.define("table", Table)
+            server.namespace("ns")
+            await server.start("127.0.0.1", 0)
+            return server
+        return start
+
+    with_path = await make()()
+    without = await make()()
+    try:
+        without._core.engine.relay = None  # every frame to the router
+        got_with, moved_with = await _observe(with_path)
+        got_without, moved_without = await _observe(without)
+        assert taken(with_path) > 10
+        assert taken(without) == 0
+        assert got_with == got_without
+        assert moved_with == moved_without
+        assert with_path.errors == without.errors
+    finally:
+        await with_path.shutdown(timeout=1.0)
+        await without.shutdown(timeout=1.0)
