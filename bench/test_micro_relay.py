@@ -1,6 +1,8 @@
-"""The server's v1 relay path as a micro-benchmark: one client message through the
+"""The router's v1 relay path as a micro-benchmark: one client message through the
 router (decode, docs/protocol.md §9 checks, encode once) and the fan-out to a room's members, then
-the end-of-turn flush. Members are roomer Connections on counting transports, so the
+the end-of-turn flush. A relay read from a picows socket takes the compiled relay path
+instead (docs/design.md §2) unless something holds its connection; `roomer bench --game`
+measures that one end to end. Members are roomer Connections on counting transports, so the
 kernel's send() is left out; both codec/fan-out twins, whichever roomer.codec picks
 (ROOMER_NO_EXTENSIONS=1 for the pure ones).
 
