@@ -23,6 +23,18 @@ def taken(server: roomer.Server) -> int:
     return server._core.router.relay.taken  # type: ignore[no-any-return]
 
 
+async def three_in_r(server: roomer.Server) -> tuple[Any, str, Any, Any]:
+    """In room r: a bare-socket v1 client (and its id), a v1 client and a v2 client,
+    the presence of their joins read by the two that read."""
+    a, a_id = await joined(server.address[1], "r")
+    b = await connect(server)
+    await b.join("r")
+    c = await connect2(server)
+    await c.ask("", "r", "join")
+    await b.expect("new_member", "r")
+    return a, a_id, b, c
+
+
 def test_the_twin_under_test_is_the_one_loaded() -> None:
     assert (os.environ.get("ROOMER_NO_EXTENSIONS") != "1") == fanout.COMPILED
     assert fanout.Relay.__module__ == ("roomer._fanout" if fanout.COMPILED
@@ -32,12 +44,7 @@ def test_the_twin_under_test_is_the_one_loaded() -> None:
 async def test_a_burst_of_relays_takes_the_path_and_arrives_whole_and_in_order(
         make_server) -> None:
     server = await make_server(turn_messages=8)
-    sender, sender_id = await joined(server.address[1], "r")
-    b = await connect(server)
-    await b.join("r")
-    c = await connect2(server)
-    await c.ask("", "r", "join")
-    await b.expect("new_member", "r")
+    sender, sender_id, b, c = await three_in_r(server)
     before = (taken(server), server.counters["relayed"], server.counters["messages_in"],
               server.counters["turn_holds"])
     payloads = [bytes([i % 256]) * (i % 300) for i in range(200)]
@@ -196,12 +203,7 @@ async def _observe(server: roomer.Server) -> tuple[dict[tuple[str, str], list], 
     sender (ids as the clients' names; the order between senders is the network's), and
     the counters that moved."""
     server.on("echo")(lambda conn, msg: conn.send("echoed", msg.payload, msg.room))
-    a, a_id = await joined(server.address[1], "r")
-    b = await connect(server)
-    await b.join("r")
-    c = await connect2(server)
-    await c.ask("", "r", "join")
-    await b.expect("new_member", "r")
+    a, a_id, b, c = await three_in_r(server)
     names = {a_id: "a", b.id: "b", c.id: "c", "": "server"}
     before = dict(server.counters)
     v1, v2 = _crafted({"b": b.id.encode(), "c": c.id.encode()})
