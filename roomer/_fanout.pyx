@@ -25,7 +25,6 @@ from libc.math cimport INFINITY
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._codec cimport c_frame_v2_from_v1_body, c_header_size, c_write_header
 
@@ -41,6 +40,25 @@ __all__ = ["BUILT_FOR_PICOWS", "Fanout", "InboundCore", "Peer", "Relay"]
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+cdef extern from *:
+    """
+    #include <time.h>
+    /* time.monotonic() without calling it, where it is CLOCK_MONOTONIC (Linux); 0 where
+       Python reads another clock (macOS), so the caller calls it instead. */
+    static int roomer_monotonic(double* out) {
+    #ifdef __linux__
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+        *out = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        return 1;
+    #else
+        (void)out;
+        return 0;
+    #endif
+    }
+    """
+    int roomer_monotonic(double* out) noexcept nogil
 
 cdef extern from *:
     """
@@ -860,10 +878,9 @@ cdef class Relay:
         self._c_clock = value is monotonic
 
     cdef double _now(self) except? -1.0:
-        cdef timespec ts
-        if self._c_clock:  # time.monotonic's own clock, without a call into Python
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return ts.tv_sec + ts.tv_nsec * 1e-9
+        cdef double now
+        if self._c_clock and roomer_monotonic(&now):
+            return now
         return self._clock()
 
     def bind(self, Fanout engine not None, call_soon, registry, dict handlers not None,
@@ -923,6 +940,7 @@ cdef class Relay:
         if ((<int>frame.msg_type != 2 and <int>frame.msg_type != 1) or not frame.fin
                 or frame.rsv1 or frame.rsv2 or frame.rsv3):
             return 0
+        # 1: OPEN (roomer.inbound), accepted and not closing.
         if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
                 or inbound._backlog is not None or inbound._fragments is not None):
             return 0

@@ -665,6 +665,7 @@ class Relay:
         if (frame.msg_type not in (_TEXT, _BINARY) or not frame.fin or frame.rsv1
                 or frame.rsv2 or frame.rsv3):
             return False
+        # 1: OPEN (roomer.inbound), accepted and not closing.
         if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
                 or inbound._backlog is not None or inbound._fragments is not None):
             return False
