@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,23 @@ def reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:
 
 
 def free_port() -> int:
+    """A port nothing listens on now, for a server a test starts in another process.
+
+    Taken below the kernel's ephemeral range where there is one: bind(0) hands out an
+    ephemeral port, which any client socket of a test running in parallel may take before
+    the server gets to bind it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(100 if low > 20000 else 0):
+        port = random.randrange(10000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -15,15 +15,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from services import free_port
 from waiting import scaled
 
 from roomer import Server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -53,7 +48,7 @@ Served = tuple[subprocess.Popen[str], int, list[str]]
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     proc = _spawn("serve", "--port", str(port))
     try:
         yield proc, port, _wait_listening(proc)
@@ -89,7 +84,7 @@ def test_stops_cleanly_on_signal(
 
 
 def test_bad_app_is_a_clear_error() -> None:
-    proc = _spawn("serve", "no_such_module_xyz:app", "--port", str(_free_port()))
+    proc = _spawn("serve", "no_such_module_xyz:app", "--port", str(free_port()))
     _, err = proc.communicate(timeout=scaled(15))
     assert proc.returncode != 0
     assert "cannot import 'no_such_module_xyz'" in err
@@ -128,7 +123,7 @@ def test_workers_are_refused_with_a_reason(flags: list[str], why: str) -> None:
     # Refused before anything listens or connects (no broker is needed to be refused).
     args = ["serve", *flags]
     if "--port" not in flags:
-        args += ["--port", str(_free_port())]
+        args += ["--port", str(free_port())]
     proc = _spawn(*args)
     _, err = proc.communicate(timeout=scaled(30))
     assert proc.returncode != 0
@@ -146,13 +141,13 @@ def test_workers_auto_is_one_per_core_and_node_ids_stay_unique() -> None:
     assert worker_argv(["serve", "--workers=4", "--node-id=edge"], 1) == [
         "serve", "--node-id=edge-1", "--workers", "1", "--reuse-port"]
     if (os.cpu_count() or 1) > 1:  # auto means several workers: the backplane is required
-        proc = _spawn("serve", "--workers", "auto", "--port", str(_free_port()))
+        proc = _spawn("serve", "--workers", "auto", "--port", str(free_port()))
         _, err = proc.communicate(timeout=scaled(30))
         assert proc.returncode != 0 and f"--workers {os.cpu_count()} needs" in err, err
 
 
 def test_an_unreachable_broker_is_a_clear_error_at_start() -> None:
-    proc = _spawn("serve", "--port", str(_free_port()), "--backplane", "redis://127.0.0.1:1/0")
+    proc = _spawn("serve", "--port", str(free_port()), "--backplane", "redis://127.0.0.1:1/0")
     out, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode != 0
     assert "cannot reach the broker" in err and "redis://127.0.0.1:1/0" in err, err
@@ -180,7 +175,7 @@ def test_a_signal_while_workers_start_stops_them_all(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     t0 = time.monotonic()
     try:
-        workers.run_workers(3, ["serve"], "127.0.0.1", _free_port())
+        workers.run_workers(3, ["serve"], "127.0.0.1", free_port())
     finally:
         for child in started:
             child.kill()
@@ -246,7 +241,7 @@ def test_an_address_in_use_is_one_line_and_status_1() -> None:
 
 
 def test_an_address_not_of_this_machine_is_one_line_and_status_1() -> None:
-    proc = _spawn("serve", "--host", "192.0.2.1", "--port", str(_free_port()))  # TEST-NET-1
+    proc = _spawn("serve", "--host", "192.0.2.1", "--port", str(free_port()))  # TEST-NET-1
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
     assert "cannot listen on 192.0.2.1:" in _one_line_error(err)
@@ -335,7 +330,7 @@ def test_the_console_script_finds_the_app_in_the_current_folder(tmp_path: Path) 
     app = tmp_path / "project"
     app.mkdir()
     (app / "chatapp_cwd.py").write_text(CHAT)
-    port = _free_port()
+    port = free_port()
     proc = _run_in(app, [*_console_script(tmp_path), "serve", "chatapp_cwd:server",
                          "--port", str(port)])
     try:
@@ -355,10 +350,10 @@ def test_app_dir_names_the_folder_the_app_is_imported_from(tmp_path: Path) -> No
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     command = [*_console_script(tmp_path), "serve", "chatapp_dir:server"]
-    lost = _run_in(elsewhere, [*command, "--port", str(_free_port())])
+    lost = _run_in(elsewhere, [*command, "--port", str(free_port())])
     _, err = lost.communicate(timeout=30)
     assert lost.returncode == 1 and "cannot import 'chatapp_dir'" in _one_line_error(err)
-    port = _free_port()
+    port = free_port()
     proc = _run_in(elsewhere, [*command, "--app-dir", "../project", "--port", str(port)])
     try:
         _wait_listening(proc)
@@ -375,7 +370,7 @@ def test_static_applies_to_a_ready_server(tmp_path: Path) -> None:
     public = tmp_path / "public"
     public.mkdir()
     (public / "hello.txt").write_text("hello from public")
-    port = _free_port()
+    port = free_port()
     proc = _run_in(tmp_path, [sys.executable, "-m", "roomer", "serve", "chatapp_static:server",
                               "--static", "public", "--port", str(port)])
     try:
@@ -403,7 +398,7 @@ def test_static_index_replaces_the_demo_page(tmp_path: Path, with_index: bool) -
     (tmp_path / "logo.txt").write_text("logo")
     if with_index:
         (tmp_path / "index.html").write_text("<h1>my own page</h1>")
-    port = _free_port()
+    port = free_port()
     proc = _spawn("serve", "--static", str(tmp_path), "--port", str(port))
     try:
         lines = _wait_listening(proc)

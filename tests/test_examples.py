@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 from clusterkit import Proxy, eventually
+from services import free_port
 
 import roomer
 
@@ -51,12 +51,6 @@ def repo_root(config: pytest.Config) -> Path:
 @pytest.fixture(scope="module")
 def examples(pytestconfig: pytest.Config) -> Path:
     return repo_root(pytestconfig) / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(folder: Path, **extra: str) -> dict[str, str]:
