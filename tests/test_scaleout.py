@@ -91,6 +91,10 @@ async def test_direct_messages_find_the_node_that_holds_the_id(nodes: Nodes) -> 
     a_node, b_node = await nodes(2)
     a = await connect(a_node)
     b = await connect(b_node)
+    # b's node has the broker's word that it listens on b's direct channel (a client
+    # that connected less than a broker round trip ago is not reachable yet).
+    cluster = b_node._core.default.registry.cluster
+    await asyncio.wait_for(cluster.transport.flush(), scaled(5))
     await a.send("root", "psst", dst=b.id, payload=b"secret")
     got = await b.expect("psst", "root")
     assert (got.src, got.dst, got.payload) == (a.id, b.id, b"secret")
