@@ -13,6 +13,14 @@ cdef Py_ssize_t c_frame_body_offset(const uint8_t* frame) noexcept nogil
 # ``p``, which has room for it.
 cdef Py_ssize_t c_header_size(Py_ssize_t size) noexcept nogil
 cdef void c_write_header(uint8_t* p, Py_ssize_t size) noexcept nogil
+# Bounds of ``count`` length-prefixed fields (docs/protocol.md §2) from ``pos``, which
+# must fill ``total`` bytes exactly: -1 when they do, else the index of the field whose
+# length runs past the end (``count``: bytes remain after the last). Reads nothing out of
+# bounds whatever the lengths claim.
+cdef int c_spans(const uint8_t* data, Py_ssize_t total, Py_ssize_t pos, int count,
+                 Py_ssize_t* starts, Py_ssize_t* ends) noexcept nogil
+# One field at ``p``: its u32 big-endian length, then its ``size`` bytes; past them.
+cdef uint8_t* c_put(uint8_t* p, const void* data, Py_ssize_t size) noexcept nogil
 # A framed v2 message from the ``size`` bytes of a v1 body at ``body``, such as the
 # body of a c_encode_frame frame (frame + c_frame_body_offset(frame)): a second version
 # of a broadcast in one copy. The body's lengths are checked (ProtocolError).

@@ -147,11 +147,15 @@ cdef int _kind_id(object kind, object mid, uint32_t* out) except -1:
 # --------------------------------------------------------------------------- encode
 
 
+cdef uint8_t* c_put(uint8_t* p, const void* data, Py_ssize_t size) noexcept nogil:
+    _store_u32(p, <uint32_t>size)
+    if size:
+        memcpy(p + 4, data, size)
+    return p + 4 + size
+
+
 cdef inline uint8_t* _put(uint8_t* p, bytes part) noexcept:
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(part)
-    _store_u32(p, <uint32_t>n)
-    memcpy(p + 4, PyBytes_AS_STRING(part), n)
-    return p + 4 + n
+    return c_put(p, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
 
 
 cdef bytes _encode(bint v2, int kind, uint32_t mid, object namespace, object room,
@@ -264,31 +268,42 @@ def frame_header(size):
 # --------------------------------------------------------------------------- decode
 
 
+cdef int c_spans(const uint8_t* data, Py_ssize_t total, Py_ssize_t pos, int count,
+                 Py_ssize_t* starts, Py_ssize_t* ends) noexcept nogil:
+    cdef uint32_t length
+    cdef int i
+    for i in range(count):
+        if total - pos < 4:
+            return i
+        length = _load_u32(data + pos)
+        # Compared as 64-bit values: a claimed 0xFFFFFFFF never wraps a position.
+        if <Py_ssize_t>length > total - pos - 4:
+            return i
+        pos += 4
+        starts[i] = pos
+        ends[i] = pos + length
+        pos += length
+    return -1 if pos == total else count
+
+
 cdef int _spans(const uint8_t* data, Py_ssize_t total, Py_ssize_t pos, int first,
                 Py_ssize_t* starts, Py_ssize_t* ends, object kind, object mid) except -1:
     """Bounds of fields _FIELDS[first:] from ``pos`` on; they must fill ``total`` exactly."""
-    cdef Py_ssize_t left
-    cdef uint32_t length
-    cdef int i, j = 0
-    for i in range(first, 6):
-        if total - pos < 4:
-            raise ProtocolError(f"{_FIELDS[i]} length runs past the end of the message",
-                                kind=kind, id=mid)
-        length = _load_u32(data + pos)
-        pos += 4
-        left = total - pos
-        # Compared as 64-bit values: a claimed 0xFFFFFFFF never wraps a position.
-        if <Py_ssize_t>length > left:
-            raise ProtocolError(
-                f"{_FIELDS[i]} length {length} runs past the end of the message"
-                f" ({left} bytes left)", kind=kind, id=mid)
-        starts[j] = pos
-        ends[j] = pos + length
-        pos += length
-        j += 1
-    if pos != total:
-        raise ProtocolError(f"{total - pos} bytes remain after the payload", kind=kind, id=mid)
-    return 0
+    cdef int count = 6 - first
+    cdef int bad = c_spans(data, total, pos, count, starts, ends)
+    if bad < 0:
+        return 0
+    if bad == count:
+        raise ProtocolError(f"{total - ends[count - 1]} bytes remain after the payload",
+                            kind=kind, id=mid)
+    if bad:
+        pos = ends[bad - 1]
+    if total - pos < 4:
+        raise ProtocolError(f"{_FIELDS[first + bad]} length runs past the end of the message",
+                            kind=kind, id=mid)
+    raise ProtocolError(
+        f"{_FIELDS[first + bad]} length {_load_u32(data + pos)} runs past the end of the"
+        f" message ({total - pos - 4} bytes left)", kind=kind, id=mid)
 
 
 cdef object _name_or_none(const uint8_t* p, Py_ssize_t start, Py_ssize_t end):

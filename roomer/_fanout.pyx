@@ -22,11 +22,12 @@ from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport INFINITY
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
-from ._codec cimport c_frame_v2_from_v1_body, c_header_size, c_write_header
+from ._codec cimport (c_frame_v2_from_v1_body, c_header_size, c_put, c_spans,
+                      c_write_header)
 
 import gc
 from collections import deque
@@ -804,18 +805,8 @@ cdef class InboundCore:
 # --------------------------------------------------------------------------- relay
 
 
-cdef inline uint32_t _load_u32(const uint8_t* p) noexcept nogil:
-    return ((<uint32_t>p[0]) << 24) | ((<uint32_t>p[1]) << 16) | ((<uint32_t>p[2]) << 8) | p[3]
-
-
-cdef inline uint8_t* _put(uint8_t* p, const void* data, Py_ssize_t size) noexcept nogil:
-    p[0] = (size >> 24) & 0xFF
-    p[1] = (size >> 16) & 0xFF
-    p[2] = (size >> 8) & 0xFF
-    p[3] = size & 0xFF
-    if size:
-        memcpy(p + 4, data, size)
-    return p + 4 + size
+# A v2 event of the default namespace starts with these (kind 0, id 0, namespace "").
+cdef uint8_t DEFAULT_EVENT_PREFIX[9]
 
 
 cdef object _name_at(object known, const char* data, Py_ssize_t size):
@@ -928,8 +919,8 @@ cdef class Relay:
         cdef const char* src
         cdef Py_ssize_t total, pos, body, head, src_size
         cdef Py_ssize_t starts[5]
+        cdef Py_ssize_t ends[5]
         cdef Py_ssize_t sizes[5]
-        cdef uint32_t n
         cdef int i, verdict
         cdef double now = 0.0, stall = 0.0
         cdef bytes out, out_v2
@@ -950,22 +941,14 @@ cdef class Relay:
         total = frame.payload_size
         pos = 0
         if peer.v2:
-            if total < 29 or p[0] != 0 or _load_u32(p + 1) != 0 or _load_u32(p + 5) != 0:
+            if total < 29 or memcmp(p, DEFAULT_EVENT_PREFIX, 9) != 0:
                 return 0
             pos = 9
-        elif total < 20:
+        if c_spans(p, total, pos, 5, starts, ends) >= 0:
             return 0
         for i in range(5):
-            if total - pos < 4:
-                return 0
-            n = _load_u32(p + pos)
-            pos += 4
-            if <Py_ssize_t>n > total - pos:
-                return 0
-            starts[i] = pos
-            sizes[i] = n
-            pos += n
-        if (pos != total or sizes[0] == 0 or sizes[0] > self._max_room or sizes[1] == 0
+            sizes[i] = ends[i] - starts[i]
+        if (sizes[0] == 0 or sizes[0] > self._max_room or sizes[1] == 0
                 or sizes[1] > self._max_event):
             return 0
         room = _name_at(peer._room_name, <const char*>p + starts[0], sizes[0])
@@ -1026,11 +1009,11 @@ cdef class Relay:
         out = PyBytes_FromStringAndSize(NULL, head + body)
         q = <uint8_t*>PyBytes_AS_STRING(out)
         c_write_header(q, body)
-        q = _put(q + head, p + starts[0], sizes[0])
-        q = _put(q, p + starts[1], sizes[1])
-        q = _put(q, p + starts[2], sizes[2])
-        q = _put(q, src, src_size)
-        _put(q, p + starts[4], sizes[4])
+        q = c_put(q + head, p + starts[0], sizes[0])
+        q = c_put(q, p + starts[1], sizes[1])
+        q = c_put(q, p + starts[2], sizes[2])
+        q = c_put(q, src, src_size)
+        c_put(q, p + starts[4], sizes[4])
         if sizes[2]:
             counters["direct"] += 1
             if (<Peer>target).v2:
