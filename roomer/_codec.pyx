@@ -18,8 +18,9 @@ from libc.string cimport memcpy
 from .errors import ProtocolError
 
 __all__ = [
-    "decode", "decode_client", "decode_client_v2", "decode_v2", "encode", "encode_frame",
-    "encode_frame_v2", "encode_v2", "frame_header", "frame_v2_from_v1_body",
+    "BATCH_MAX", "decode", "decode_client", "decode_client_v2", "decode_v2", "encode",
+    "encode_batch", "encode_frame", "encode_frame_v2", "encode_v2", "frame_header",
+    "frame_v2_from_v1_body", "split_batch",
 ]
 
 # v2 field order; a v1 body is the same minus the namespace (index 0).
@@ -28,6 +29,10 @@ cdef Py_ssize_t MIN_SIZE = 20
 cdef Py_ssize_t MIN_SIZE_V2 = 29
 cdef Py_ssize_t PREFIX_V2 = 5          # kind (u8) + id (u32)
 cdef Py_ssize_t MAX_FRAME = 0x7FFFFFFFFFFFFFFF
+cdef uint8_t BATCH = 4
+#: The most messages one batch frame may hold (docs/protocol.md §13).
+BATCH_MAX = 256
+cdef Py_ssize_t C_BATCH_MAX = 256
 
 
 cdef inline uint32_t _load_u32(const uint8_t* p) noexcept nogil:
@@ -451,3 +456,76 @@ def frame_v2_from_v1_body(kind, id, namespace, v1_body):
         return _frame_v2(k, mid, ns, <const uint8_t*>view.buf, view.len)
     finally:
         PyBuffer_Release(&view)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def split_batch(data):
+    """The v2 bodies of a batch (docs/protocol.md §13), in order, each a copy. The
+    batch's framing is checked (ProtocolError ``malformed``); the bodies are not
+    decoded: each is a message of its own to decode."""
+    cdef Py_buffer view
+    cdef const uint8_t* p
+    cdef Py_ssize_t total, pos = 1, count = 0
+    cdef uint32_t length
+    cdef list out = []
+    if type(data) is not bytes and type(data) is not bytearray:
+        data = _readable(data, "data")
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        p = <const uint8_t*>view.buf
+        total = view.len
+        if total == 0 or p[0] != BATCH:
+            raise ProtocolError("not a batch: its first byte is not 04")
+        if total == 1:
+            raise ProtocolError("a batch must hold at least one message")
+        while pos < total:
+            if count == C_BATCH_MAX:
+                raise ProtocolError(f"a batch holds more than {C_BATCH_MAX} messages")
+            count += 1
+            if total - pos < 4:
+                raise ProtocolError(f"entry {count} length runs past the end of the batch")
+            length = _load_u32(p + pos)
+            pos += 4
+            if length < <uint32_t>MIN_SIZE_V2:
+                raise ProtocolError(f"entry {count} is {length} bytes, shorter than the "
+                                    f"minimum of 29")
+            if <Py_ssize_t>length > total - pos:
+                raise ProtocolError(f"entry {count} length {length} runs past the end of "
+                                    f"the batch ({total - pos} bytes left)")
+            out.append(PyBytes_FromStringAndSize(<const char*>p + pos, length))
+            pos += length
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def encode_batch(bodies):
+    """One batch body of the v2 bodies in ``bodies`` (an iterable of bytes-like, 1 to
+    BATCH_MAX of them, each at least 29 bytes: ValueError otherwise). The bodies are
+    not decoded: what is not a v2 message is answered as such by its receiver."""
+    cdef list parts = []
+    cdef Py_ssize_t size = 1, n
+    cdef bytes out
+    cdef uint8_t* q
+    for body in bodies:
+        body = bytes(_readable(body, "body"))
+        n = PyBytes_GET_SIZE(body)
+        if n < MIN_SIZE_V2:
+            raise ValueError(f"a body of {n} bytes is shorter than the minimum of 29")
+        if n > 0xFFFFFFFF:
+            raise ValueError("a body is longer than 4294967295 bytes")
+        if len(parts) == C_BATCH_MAX:
+            raise ValueError(f"a batch holds at most {C_BATCH_MAX} messages")
+        parts.append(body)
+        size += 4 + n
+    if not parts:
+        raise ValueError("a batch must hold at least one message")
+    out = PyBytes_FromStringAndSize(NULL, size)
+    q = <uint8_t*>PyBytes_AS_STRING(out)
+    q[0] = BATCH
+    q += 1
+    for body in parts:
+        q = c_put(q, PyBytes_AS_STRING(<bytes>body), PyBytes_GET_SIZE(<bytes>body))
+    return out

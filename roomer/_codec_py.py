@@ -34,14 +34,16 @@ exception types and texts; tests/test_codec_args.py checks it on both):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from operator import index
 from struct import Struct
 
 from .errors import ProtocolError
 
 __all__ = [
-    "decode", "decode_client", "decode_client_v2", "decode_v2", "encode", "encode_frame",
-    "encode_frame_v2", "encode_v2", "frame_header", "frame_v2_from_v1_body",
+    "BATCH_MAX", "decode", "decode_client", "decode_client_v2", "decode_v2", "encode",
+    "encode_batch", "encode_frame", "encode_frame_v2", "encode_v2", "frame_header",
+    "frame_v2_from_v1_body", "split_batch",
 ]
 
 BytesLike = bytes | bytearray | memoryview
@@ -59,6 +61,9 @@ PREFIX_V2 = 5
 MAX_FIELD = 0xFFFFFFFF
 MAX_FRAME = (1 << 63) - 1
 _OP_BINARY = 0x82  # FIN + binary opcode
+BATCH = 4
+#: The most messages one batch frame may hold (docs/protocol.md §13).
+BATCH_MAX = 256
 
 
 # --------------------------------------------------------------------------- arguments
@@ -329,3 +334,59 @@ def frame_v2_from_v1_body(kind: int, id: int, namespace: str, v1_body: BytesLike
     _spans(body, 0, 1)
     size = PREFIX_V2 + 4 + n + len(body)
     return b"".join((_frame_header(size), _PREFIX.pack(k, i), _U32.pack(n), ns, body))
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def split_batch(data: BytesLike) -> list[bytes]:
+    """The v2 bodies of a batch (docs/protocol.md §13), in order, each a copy. The
+    batch's framing is checked (ProtocolError ``malformed``); the bodies are not
+    decoded: each is a message of its own to decode."""
+    view = _readable(data, "data")
+    total = len(view)
+    if total == 0 or view[0] != BATCH:
+        raise ProtocolError("not a batch: its first byte is not 04")
+    if total == 1:
+        raise ProtocolError("a batch must hold at least one message")
+    out: list[bytes] = []
+    pos = 1
+    while pos < total:
+        if len(out) == BATCH_MAX:
+            raise ProtocolError(f"a batch holds more than {BATCH_MAX} messages")
+        number = len(out) + 1
+        if total - pos < 4:
+            raise ProtocolError(f"entry {number} length runs past the end of the batch")
+        length = _U32.unpack_from(view, pos)[0]
+        pos += 4
+        if length < MIN_SIZE_V2:
+            raise ProtocolError(f"entry {number} is {length} bytes, shorter than the "
+                                f"minimum of 29")
+        if length > total - pos:
+            raise ProtocolError(f"entry {number} length {length} runs past the end of the "
+                                f"batch ({total - pos} bytes left)")
+        out.append(view[pos:pos + length].tobytes())
+        pos += length
+    return out
+
+
+def encode_batch(bodies: Iterable[BytesLike]) -> bytes:
+    """One batch body of the v2 bodies in ``bodies`` (an iterable of bytes-like, 1 to
+    BATCH_MAX of them, each at least 29 bytes: ValueError otherwise). The bodies are
+    not decoded: what is not a v2 message is answered as such by its receiver."""
+    parts = [bytes((BATCH,))]
+    count = 0
+    for body in bodies:
+        view = _readable(body, "body")
+        if len(view) < MIN_SIZE_V2:
+            raise ValueError(f"a body of {len(view)} bytes is shorter than the minimum of 29")
+        if len(view) > MAX_FIELD:
+            raise ValueError("a body is longer than 4294967295 bytes")
+        count += 1
+        if count > BATCH_MAX:
+            raise ValueError(f"a batch holds at most {BATCH_MAX} messages")
+        parts.append(_U32.pack(len(view)))
+        parts.append(view.tobytes())
+    if not count:
+        raise ValueError("a batch must hold at least one message")
+    return b"".join(parts)
