@@ -27,6 +27,7 @@ cdef class Fanout:
         readonly unsigned long long dropped
         readonly unsigned long long writes
         readonly unsigned long long bytes_out
+        readonly unsigned long long batches
         readonly unsigned long long read_buffer_trims
         readonly double write_delay
         readonly Py_ssize_t replay_limit
@@ -66,6 +67,8 @@ cdef class Peer(WSListener):
         readonly bint closing
         readonly bint overflowed
         public bint v2
+        # Its runs of data frames are written as batch frames (docs/protocol.md §13).
+        public bint batch
         public bytearray replay
         public InboundCore inbound
         # The last room, event and dst names it sent to (str): most messages of a

@@ -92,6 +92,91 @@ cdef Py_ssize_t TRIM_ABOVE = 64 * 1024
 cdef Py_ssize_t READ_HEADROOM = 256
 # A longer write delay is a misconfiguration (seconds typed as milliseconds), not a choice.
 cdef double MAX_WRITE_DELAY = 1.0
+# A batch frame (docs/protocol.md §13) holds at most this many messages and bytes of entries.
+cdef Py_ssize_t BATCH_MAX = 256
+cdef Py_ssize_t BATCH_BYTES = 64 * 1024
+
+
+cdef inline Py_ssize_t _frame_at(const uint8_t* p, Py_ssize_t* size) noexcept nogil:
+    # Header size of the whole frame made here at ``p``; its payload size into ``size``.
+    cdef Py_ssize_t n = p[1] & 0x7F, head = 2, i
+    if n == 126:
+        head = 4
+    elif n == 127:
+        head = 10
+    if head > 2:
+        n = 0
+        for i in range(2, head):
+            n = (n << 8) | p[i]
+    size[0] = n
+    return head
+
+
+cdef uint8_t* _room_for(uint8_t* out, Py_ssize_t* cap, Py_ssize_t need) except NULL:
+    cdef uint8_t* grown
+    if need <= cap[0] and out != NULL:
+        return out
+    if need > cap[0]:
+        cap[0] = max(need, 2 * cap[0])
+    grown = <uint8_t*>PyMem_Realloc(out, cap[0])
+    if grown == NULL:
+        PyMem_Free(out)
+        raise MemoryError()
+    return grown
+
+
+cdef uint8_t* _batched(const uint8_t* buf, Py_ssize_t end, Py_ssize_t* out_size,
+                       unsigned long long* batches) except? NULL:
+    # The whole frames of ``buf`` with each run of two or more data frames written as
+    # batch frames, in a new buffer (its size into ``out_size``); NULL when there is no
+    # such run (write ``buf`` as it is). Control frames keep their place between batches.
+    cdef Py_ssize_t pos = 0, start, walk, head, size, total, count, q = 0, cap = 0
+    cdef uint8_t* out = NULL
+    while pos < end:
+        head = _frame_at(buf + pos, &size)
+        if buf[pos] & 0x08:  # ping, pong, close
+            if out != NULL:
+                out = _room_for(out, &cap, q + head + size)
+                memcpy(out + q, buf + pos, head + size)
+                q += head + size
+            pos += head + size
+            continue
+        start = pos
+        total = count = 0
+        while pos < end and count < BATCH_MAX:
+            head = _frame_at(buf + pos, &size)
+            if buf[pos] & 0x08 or (count and total + 4 + size > BATCH_BYTES):
+                break
+            total += 4 + size
+            count += 1
+            pos += head + size
+            if total > BATCH_BYTES:
+                break  # larger than a batch takes: it goes alone
+        if count == 1:
+            if out != NULL:
+                out = _room_for(out, &cap, q + pos - start)
+                memcpy(out + q, buf + start, pos - start)
+                q += pos - start
+            continue
+        if out == NULL:
+            cap = end + end // 4 + 64
+            out = _room_for(out, &cap, start + 11 + total)
+            memcpy(out, buf, start)
+            q = start
+        out = _room_for(out, &cap, q + 11 + total)
+        c_write_header(out + q, 1 + total)
+        q += c_header_size(1 + total)
+        out[q] = 4
+        q += 1
+        walk = start
+        while walk < pos:
+            head = _frame_at(buf + walk, &size)
+            q = c_put(out + q, buf + walk + head, size) - out
+            walk += head + size
+        batches[0] += 1
+    if out != NULL:
+        out_size[0] = q
+    return out
 
 
 def _report_write_error(loop, peer, exc):
@@ -326,6 +411,7 @@ cdef class Fanout:
             "dropped": self.dropped,
             "writes": self.writes,
             "bytes_out": self.bytes_out,
+            "batches_out": self.batches,
             "read_buffer_trims": self.read_buffer_trims,
         }
 
@@ -452,27 +538,37 @@ cdef class Peer(WSListener):
 
     cdef int _flush(self) except -1:
         cdef Fanout engine = self.engine
-        cdef Py_ssize_t size = self._size
+        cdef Py_ssize_t size = self._size, written = self._size
+        cdef char* data = self._buf
+        cdef uint8_t* batched = NULL
         if size == 0 or self._paused or self.transport is None:
             return 0
         self._size = 0
         if self.replay is not None:
             self._record(size)
+        if self.batch:
+            # Only the write is batched: the replay above keeps one frame per message,
+            # which is what a session's acknowledgements count.
+            batched = _batched(<const uint8_t*>self._buf, size, &written, &engine.batches)
+            if batched != NULL:
+                data = <char*>batched
         try:
             if self._ws is not None:
                 if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
-                    self._ws._fast_write(self._buf, size)
+                    self._ws._fast_write(data, written)
             else:
                 # Not picows (test transports): written as given, no per-write lookups,
                 # so the benchmarks that use such transports time the real work.
-                self._write(PyBytes_FromStringAndSize(self._buf, size))
+                self._write(PyBytes_FromStringAndSize(data, written))
         except Exception as exc:
             # A transport closed under us: this receiver takes no more frames, and the
             # error must not stall the other receivers of this broadcast or flush.
             self.closing = True
             _report_write_error(engine._loop, self, exc)
+        finally:
+            PyMem_Free(batched)
         engine.writes += 1
-        engine.bytes_out += size
+        engine.bytes_out += written
         if self._cap > KEEP_CAPACITY or size <= KEEP_MIN:
             PyMem_Free(self._buf)
             self._buf = NULL

@@ -28,6 +28,54 @@ __all__ = ["BUILT_FOR_PICOWS", "Fanout", "InboundCore", "Peer", "Relay"]
 BUILT_FOR_PICOWS: str | None = None
 # A longer write delay is a misconfiguration (seconds typed as milliseconds), not a choice.
 MAX_WRITE_DELAY = 1.0
+# A batch frame (docs/protocol.md §13) holds at most this many messages and bytes of entries.
+BATCH_MAX = _codec_py.BATCH_MAX
+BATCH_BYTES = 64 * 1024
+
+
+def _frame_at(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """(header size, payload size) of the whole frame made here at ``pos``."""
+    size = buf[pos + 1] & 0x7F
+    if size < 126:
+        return 2, size
+    if size == 126:
+        return 4, int.from_bytes(buf[pos + 2:pos + 4], "big")
+    return 10, int.from_bytes(buf[pos + 2:pos + 10], "big")
+
+
+def batched(buf: bytes | bytearray) -> tuple[bytes, int]:
+    """The whole frames in ``buf`` with each run of two or more data frames written as
+    batch frames (docs/protocol.md §13), and how many batches that made (0: ``buf`` as
+    it was). Control frames stay where they were, between batches."""
+    out = bytearray()
+    batches = 0
+    pos, end = 0, len(buf)
+    while pos < end:
+        head, size = _frame_at(buf, pos)
+        if buf[pos] & 0x08:  # ping, pong, close
+            out += buf[pos:pos + head + size]
+            pos += head + size
+            continue
+        # The run of data frames from here that one batch takes.
+        bodies: list[bytes | bytearray] = []
+        total = 0
+        while pos < end and len(bodies) < BATCH_MAX:
+            head, size = _frame_at(buf, pos)
+            if buf[pos] & 0x08 or (bodies and total + 4 + size > BATCH_BYTES):
+                break
+            bodies.append(buf[pos + head:pos + head + size])
+            total += 4 + size
+            pos += head + size
+            if total > BATCH_BYTES:
+                break  # larger than a batch takes: it goes alone
+        if len(bodies) == 1:
+            out += _codec_py.frame_header(len(bodies[0])) + bodies[0]
+        else:
+            out += _codec_py.frame_header(1 + total) + b"\x04"
+            for body in bodies:
+                out += len(body).to_bytes(4, "big") + body
+            batches += 1
+    return (bytes(out) if batches else bytes(buf)), batches
 
 
 def _exact(value: object, kind: type, name: str) -> None:
@@ -103,6 +151,7 @@ class Fanout:
         self.dropped = 0
         self.writes = 0
         self.bytes_out = 0
+        self.batches = 0
         self.read_buffer_trims = 0
         # Bytes queued in this loop turn, and to how many receivers: what the server caps
         # a turn with.
@@ -250,6 +299,7 @@ class Fanout:
             "dropped": self.dropped,
             "writes": self.writes,
             "bytes_out": self.bytes_out,
+            "batches_out": self.batches,
             "read_buffer_trims": self.read_buffer_trims,
         }
 
@@ -261,6 +311,8 @@ class Peer(WSListener):
         _exact(engine, Fanout, "engine")
         self.engine = engine
         self.v2 = False  # which frame of broadcast_mixed it takes
+        # Its runs of data frames are written as batch frames (docs/protocol.md §13).
+        self.batch = False
         # What was handed to the transport and not yet acknowledged (a resumable
         # session's; None: nothing is kept).
         self.replay: bytearray | None = None
@@ -359,17 +411,23 @@ class Peer(WSListener):
             replay += buf
             if len(replay) > engine.replay_limit:
                 self.replay_full()
+        data = bytes(buf)
+        if self.batch:
+            # Only the write is batched: the replay above keeps one frame per message,
+            # which is what a session's acknowledgements count.
+            data, batches = batched(data)
+            engine.batches += batches
         if not (getattr(tr, "is_disconnected", False) or getattr(tr, "is_close_frame_sent", False)):
             assert self._write is not None
             try:
-                self._write(bytes(buf))
+                self._write(data)
             except Exception as exc:
                 # A transport closed under us: this receiver takes no more frames, and the
                 # error must not stall the other receivers of this broadcast or flush.
                 self.closing = True
                 _report_write_error(engine._loop, self, exc)
         engine.writes += 1
-        engine.bytes_out += len(buf)
+        engine.bytes_out += len(data)
         # A fresh bytearray rather than clear(): clear() keeps a burst's capacity.
         self._buf = bytearray()
         if self.over_since != 0:

@@ -85,7 +85,7 @@ async def test_encode_once_every_receiver_gets_identical_bytes(fanout_impl: Any)
     for tr in transports:
         assert tr.writes == [data]
     assert engine.stats == {"deliveries": 5, "dropped": 0, "writes": 5, "bytes_out": 5 * len(data),
-                            "read_buffer_trims": 0}
+                            "batches_out": 0, "read_buffer_trims": 0}
 
 
 async def test_exclude(fanout_impl: Any) -> None:
