@@ -41,8 +41,10 @@ log = logging.getLogger("roomer.client")
 ROOT = "root"
 Payload = bytes | bytearray | memoryview | str
 
-#: ``connect(protocol=...)`` values and the WebSocket subprotocol each offers.
-PROTOCOLS: dict[str, str | None] = {"v1": None, "v2": "roomer.v2"}
+#: ``connect(protocol=...)`` values and the WebSocket subprotocols each offers: v2 with
+#: batch frames (docs/protocol.md §13) first, plain v2 for a server without them.
+PROTOCOLS: dict[str, str | None] = {"v1": None, "v2": "roomer.v2.batch, roomer.v2"}
+_V2_NAMED = frozenset({"roomer.v2", "roomer.v2.batch"})
 
 MAX_ASK_ID = 0xFFFFFFFF
 
@@ -426,6 +428,8 @@ class _Client(WSListener):
         super().__init__()
         self.loop = loop
         self.v2 = v2
+        # This socket's server may send batch frames (it named roomer.v2.batch).
+        self.batch = False
         self.timeout = timeout
         self.id = ""
         self.transport: WSTransport | None = None
@@ -466,7 +470,8 @@ class _Client(WSListener):
         self.transport = transport
         if self.v2:
             chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
-            if chosen != PROTOCOLS["v2"]:
+            self.batch = chosen == "roomer.v2.batch"
+            if chosen not in _V2_NAMED:
                 # A server that speaks v1 only: every byte would be misread, so stop here.
                 if not self.root._joined.done():
                     self.root._joined.set_exception(ClientError(
@@ -489,12 +494,21 @@ class _Client(WSListener):
             return
         data = frame.get_payload_as_bytes()
         session = self.session
-        if session is not None:
-            if session.away:
-                self._verdict(data)
+        if session is not None and session.away:
+            self._verdict(data)  # never in a batch: written before anything else
+            return
+        if self.batch and data[:1] == b"\x04":
+            try:
+                messages = codec.split_batch(data)
+            except ProtocolError:
+                log.warning("server sent a malformed batch; ignored")
                 return
-            self._counted(session)
-        self._received(data)
+        else:
+            messages = [data]
+        for data in messages:
+            if session is not None:
+                self._counted(session)
+            self._received(data)
 
     def _received(self, data: bytes) -> None:
         if self.v2:
@@ -1206,8 +1220,9 @@ async def connect(url: str, *, protocol: str = "v1", timeout: float = 10.0,
     """Connect and return the root room once the server told this client its id.
 
     ``protocol``: ``"v1"`` (the default: the original roomer protocol, no subprotocol
-    offered) or ``"v2"`` (offers ``roomer.v2``: namespaces and asks; a server that does
-    not name it in its 101 answer raises roomer.ClientError ``unsupported_protocol``).
+    offered) or ``"v2"`` (offers ``roomer.v2.batch`` and ``roomer.v2``: namespaces and
+    asks, and the server may send several messages in one batch frame; a server that
+    names neither in its 101 answer raises roomer.ClientError ``unsupported_protocol``).
     ``timeout`` bounds the connection and, with v2, each join, leave and namespace
     connect. ``picows_options`` go to ``picows.ws_connect`` (e.g. ``extra_headers``).
 

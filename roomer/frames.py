@@ -12,11 +12,11 @@ import json
 
 from . import codec
 
-__all__ = ["ASK", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode", "reply_payload",
-           "v1_body"]
+__all__ = ["ASK", "BATCH", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode",
+           "reply_payload", "v1_body"]
 
-# v2 kinds (docs/protocol.md §3)
-EVENT, ASK, REPLY, ERROR_REPLY = range(4)
+# v2 kinds (docs/protocol.md §3), and the first byte of a batch frame (§13)
+EVENT, ASK, REPLY, ERROR_REPLY, BATCH = range(5)
 
 Payload = bytes | bytearray | memoryview | str
 

@@ -35,8 +35,10 @@ from .static_files import NOT_FOUND, StaticFiles
 __all__ = ["HEALTH_STATUS", "HTTP_COUNTERS", "HttpSide", "connection_tokens", "subprotocol"]
 
 # Subprotocols a client may offer (docs/protocol.md §1), the newest offered winning
-# wherever it is in the list: offering roomer.v2 means speaking it.
-SUBPROTOCOLS = {"roomer.v2": True, "roomer.v1": False}
+# wherever it is in the list: offering roomer.v2 means speaking it. Each says whether
+# it speaks v2, and whether with batch frames (§13).
+SUBPROTOCOLS = {"roomer.v2.batch": (True, True), "roomer.v2": (True, False),
+                "roomer.v1": (False, False)}
 
 log = logging.getLogger("roomer")
 
@@ -91,15 +93,16 @@ def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
 
 
 class HttpSide:
-    """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2)`` makes the
-    listener of an upgrade that passed (``v2``: it negotiated roomer.v2; ``claims`` is
-    an awaitable when ``authorize`` is async). ``counters``: the server's counters, where
-    the HTTP_COUNTERS are kept. Loop thread only."""
+    """Answers plain HTTP and vets upgrades; ``accept(request, claims, v2, batch)`` makes
+    the listener of an upgrade that passed (``v2``: it negotiated protocol v2, ``batch``:
+    with batch frames; ``claims`` is an awaitable when ``authorize`` is async).
+    ``counters``: the server's counters, where the HTTP_COUNTERS are kept. Loop thread
+    only."""
 
     def __init__(self, config: Config, routes: dict[str, tuple[str, bytes]],
                  metrics_text: Callable[[], str], health_text: Callable[[], str],
                  closing: Callable[[], bool],
-                 accept: Callable[[WSUpgradeRequest, Any, bool], Any],
+                 accept: Callable[[WSUpgradeRequest, Any, bool, bool], Any],
                  counters: dict[str, int] | None = None) -> None:
         self.config = config
         self.routes = routes
@@ -243,7 +246,8 @@ class HttpSide:
             # the upgrade now, and the connection awaits it before anything else
             # (Lifecycle.connected), its messages held.
         protocol = subprotocol(request)
-        listener = self._accept(request, claims, protocol is not None and SUBPROTOCOLS[protocol])
+        v2, batch = SUBPROTOCOLS[protocol] if protocol is not None else (False, False)
+        listener = self._accept(request, claims, v2, batch)
         if protocol is None:
             return listener
         return WSUpgradeResponseWithListener(

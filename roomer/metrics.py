@@ -46,6 +46,10 @@ COUNTERS = (
     ("dropped", "roomer_dropped_total", "Frames a receiver lost (outbox full, or cut off)."),
     ("writes", "roomer_writes_total", "Socket writes of corked outboxes."),
     ("bytes_out", "roomer_bytes_out_total", "Bytes written to clients."),
+    ("batches_in", "roomer_batches_in_total",
+     "Batch frames received (protocol v2 with batches): each holds several messages."),
+    ("batches_out", "roomer_batches_out_total",
+     "Batch frames written: runs of two or more messages to one client in one write."),
     ("read_buffer_trims", "roomer_read_buffer_trims_total",
      "Read buffers given back after a burst."),
     ("dropped_slow_disconnects", "roomer_slow_disconnects_total",
@@ -151,6 +155,7 @@ class Metrics:
         self.counters: dict[str, int] = {
             "connections_total": 0,
             "messages_in": 0,
+            "batches_in": 0,
             "relayed": 0,
             "direct": 0,
             "handled": 0,

@@ -33,7 +33,7 @@ __all__ = ["LINK_DOWN", "LINK_UP", "MAX_ID", "ROOT", "Nodes", "Registry", "could
 
 ROOT = "root"
 
-# Server events of protocol v2 about the backplane's link (docs/protocol.md §11).
+# Server events of protocol v2 about the backplane's link (docs/protocol.md §12).
 LINK_DOWN, LINK_UP = "cluster.down", "cluster.up"
 
 # The longest ``dst`` looked up as a client id (ids are 36 characters).
@@ -470,7 +470,7 @@ class Nodes:
 
     # The link to the broker (Cluster.state()["link"] says the same): v2 clients are told
     # that cross-node messages are being dropped, and then that some may have been lost
-    # (docs/protocol.md §11); v1 has no such event, and is told nothing.
+    # (docs/protocol.md §12); v1 has no such event, and is told nothing.
 
     def link_down(self) -> None:
         self._tell_v2(LINK_DOWN, {"message": "messages to and from other nodes are being "

@@ -159,13 +159,8 @@ class Router:
         inbound = conn.inbound
         inbound.heard()
         config = self.config
-        rate, byte_rate = config.rate_limit, config.byte_limit
-        if rate is not None or byte_rate is not None:
-            now = self.clock()
-            relay = self.relay
-            stall = self._stalled(now) if now - relay.beat_at > STALL else (
-                relay.stall if now < relay.stall_until else 0.0)
-            verdict = inbound.admit(now, rate, stall, frame.payload_size, byte_rate)
+        if config.rate_limit is not None or config.byte_limit is not None:
+            verdict = self._admit(conn, frame.payload_size, config.byte_limit)
             if verdict is not Admission.TAKE:
                 self._refused(conn, frame, verdict)
                 return
@@ -193,15 +188,29 @@ class Router:
             return
         self.received(conn, message)
 
+    def _admit(self, conn: Connection, size: int,
+               byte_rate: tuple[float, float] | None) -> Admission:
+        """Draw one message of ``size`` bytes from ``conn``'s rate limits (and from
+        ``byte_rate``, None for none)."""
+        now = self.clock()
+        relay = self.relay
+        stall = self._stalled(now) if now - relay.beat_at > STALL else (
+            relay.stall if now < relay.stall_until else 0.0)
+        return conn.inbound.admit(now, self.config.rate_limit, stall, size, byte_rate)
+
     def _refused(self, conn: Connection, frame: Any, verdict: int) -> None:
         """A frame the rate limits refused (``verdict``: an Admission value)."""
         kind = frame.msg_type
         if kind != PING and kind != PONG:
             conn.inbound.dropped(frame.fin)
+        self._refusal(conn, frame.get_payload_as_bytes(), verdict)
+
+    def _refusal(self, conn: Connection, data: bytes, verdict: int) -> None:
+        """Answer a message (``data``) the rate limits refused."""
         if not conn.inbound.open:
             return
         if verdict == Admission.REFUSE:
-            room, event, namespace, ask = self._names_of(conn, frame.get_payload_as_bytes())
+            room, event, namespace, ask = self._names_of(conn, data)
             self.error(conn, "rate_limited", "too many messages or bytes", room, event,
                        namespace, ask)
         elif verdict == Admission.ABUSE:
@@ -235,7 +244,36 @@ class Router:
     # order and pacing ----------------------------------------------------------------
 
     def received(self, conn: Connection, data: bytes) -> None:
-        """One whole message from ``conn``: handled now, or queued behind its others."""
+        """One whole message from ``conn`` (or a batch of them): handled now, or queued
+        behind its others."""
+        if conn.batch and data and data[0] == frames.BATCH:
+            self._batch(conn, data)
+        else:
+            self._message(conn, data)
+
+    def _batch(self, conn: Connection, data: bytes) -> None:
+        """A batch (docs/protocol.md §13): its messages one by one, as if each had come in
+        a frame of its own. The frame drew one message and its bytes from the rate
+        limits; each further message draws one more message."""
+        self.metrics.counters["batches_in"] += 1
+        try:
+            bodies = codec.split_batch(data)
+        except ProtocolError as exc:
+            self.metrics.counters["messages_in"] += 1
+            self.error(conn, "malformed", str(exc))
+            return
+        limited = self.config.rate_limit is not None
+        for i, body in enumerate(bodies):
+            if i and limited:
+                verdict = self._admit(conn, 0, None)
+                if verdict is not Admission.TAKE:
+                    self._refusal(conn, body, verdict)
+                    continue
+            if not conn.inbound.accepting():
+                return
+            self._message(conn, body)
+
+    def _message(self, conn: Connection, data: bytes) -> None:
         inbound = conn.inbound
         if not inbound.accepting():
             return

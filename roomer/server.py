@@ -827,7 +827,14 @@ class Server:
 
     # connections ---------------------------------------------------------------------------
 
-    def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
+    def _new_connection(self, request: WSUpgradeRequest, claims: Any, v2: bool,
+                        batch: bool) -> Connection:
+        conn = self._connection(request, claims, v2)
+        # Batch frames are the new socket's choice: a resumed session may differ.
+        conn.batch = batch
+        return conn
+
+    def _connection(self, request: WSUpgradeRequest, claims: Any, v2: bool) -> Connection:
         sessions = self._core.sessions
         asked = _session_asked(request.path) if sessions.enabled else None
         lost = False

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-EVENT, ASK, REPLY, ERROR_REPLY = range(4)
+EVENT, ASK, REPLY, ERROR_REPLY, BATCH = range(5)
 
 
 class Msg2(NamedTuple):
@@ -51,6 +51,24 @@ def encode(kind: int, id: int, namespace: str, room: str, event: str, dst: str =
         _field(f) for f in (namespace, room, event, dst, src, payload))
 
 
+def batch(*bodies: bytes) -> bytes:
+    """A batch frame's body (docs/protocol.md §13) of v2 ``bodies``, written by hand."""
+    return bytes([BATCH]) + b"".join(_field(body) for body in bodies)
+
+
+def split(data: bytes) -> list[bytes]:
+    """The v2 bodies of a batch the server sent, read by hand (§13)."""
+    assert data[0] == BATCH, data
+    out, pos = [], 1
+    while pos < len(data):
+        (size,) = struct.unpack_from(">I", data, pos)
+        assert size >= 29 and pos + 4 + size <= len(data), data
+        out.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    assert 1 <= len(out) <= 256, data
+    return out
+
+
 def decode(data: bytes) -> Msg2:
     assert isinstance(data, bytes), f"server sent a text frame: {data!r}"
     assert len(data) >= 29, data
@@ -75,6 +93,10 @@ class Client2:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        # It negotiated batch frames: what starts with byte 4 is a batch.
+        self.batch = ws.subprotocol == "roomer.v2.batch"
+        self.frames = 0  # WebSocket messages read
+        self.batches: list[int] = []  # the size of each batch read
         self.id = ""
         self.next_id = 1
         self.answers: dict[int, asyncio.Future[Msg2]] = {}
@@ -87,12 +109,19 @@ class Client2:
 
     async def _read_all(self) -> None:
         async for data in self.ws:
-            msg = decode(data)  # type: ignore[arg-type]
-            waiter = self.answers.pop(msg.id, None) if msg.kind in (REPLY, ERROR_REPLY) else None
-            if waiter is not None:
-                waiter.set_result(msg)
-            else:
-                await self.inbox.put(msg)
+            self.frames += 1
+            bodies = [data]
+            if self.batch and data[:1] == bytes([BATCH]):
+                bodies = split(data)  # type: ignore[arg-type]
+                self.batches.append(len(bodies))
+            for body in bodies:
+                msg = decode(body)  # type: ignore[arg-type]
+                waiter = (self.answers.pop(msg.id, None) if msg.kind in (REPLY, ERROR_REPLY)
+                          else None)
+                if waiter is not None:
+                    waiter.set_result(msg)
+                else:
+                    await self.inbox.put(msg)
 
     async def send(self, namespace: str, room: str, event: str, dst: str = "",
                    payload: str | bytes = b"", kind: int = EVENT, id: int = 0) -> None:
@@ -145,7 +174,7 @@ async def connect2(server: Any, subprotocols: list[str] | None = None) -> Client
         ws_connect(server if isinstance(server, str) else url_of(server),
                    subprotocols=subprotocols or ["roomer.v2"],  # type: ignore[list-item]
                    open_timeout=TIMEOUT), TIMEOUT)
-    assert ws.subprotocol == "roomer.v2", ws.subprotocol
+    assert ws.subprotocol == (subprotocols or ["roomer.v2"])[0], ws.subprotocol
     client = Client2(ws)
     first = await client.recv()
     assert (first.kind, first.namespace, first.room, first.event) == (EVENT, "", "root",
