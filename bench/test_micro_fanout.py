@@ -102,11 +102,16 @@ def test_fanout_one_frame_per_turn(
     assert engine.stats["dropped"] == 0
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["frames", "batches"])
 @pytest.mark.parametrize("impl", implementations("fanout"))
-def test_fanout_corked_burst(benchmark: Any, impl: str) -> None:
-    """20 broadcasts in one turn to 1000 receivers: 20 deliveries per write (corking)."""
+def test_fanout_corked_burst(benchmark: Any, impl: str, batch: bool) -> None:
+    """20 broadcasts in one turn to 1000 receivers: 20 deliveries per write (corking);
+    with ``batches`` each receiver negotiated batch frames, so each write is one batch
+    (docs/protocol.md §13): the cost of the copy that makes it."""
     receivers, per_turn, frame_size = 1000, 20, 64
     engine, loop, members, transports = setup_room(impl, receivers)
+    for peer in members.values():
+        peer.v2 = peer.batch = batch
     frame = make_frame(frame_size)
 
     def one_turn() -> None:
@@ -117,5 +122,9 @@ def test_fanout_corked_burst(benchmark: Any, impl: str) -> None:
     benchmark.group = f"fanout {per_turn}/turn {receivers} x {frame_size} B"
     benchmark.extra_info["items"] = receivers * per_turn
     benchmark(one_turn)
-    assert transports[0].bytes == transports[0].writes * per_turn * frame_size
+    # A batch: a 4-byte length instead of each 2-byte header, plus its own 4-byte header
+    # and kind byte.
+    per_write = per_turn * frame_size + (per_turn * 2 + 5 if batch else 0)
+    assert transports[0].bytes == transports[0].writes * per_write
+    assert engine.stats["batches_out"] == (transports[0].writes * receivers if batch else 0)
     assert engine.stats["dropped"] == 0

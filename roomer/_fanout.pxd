@@ -1,4 +1,5 @@
 # The compiled fan-out engine's C-level API.
+from libc.stdint cimport uint8_t
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
 
@@ -33,6 +34,10 @@ cdef class Fanout:
         readonly Py_ssize_t replay_limit
         readonly Py_ssize_t turn_bytes
         Py_ssize_t _turn_receivers
+        # Where a flush makes a batch-frame client's write (one at a time: flushes are
+        # synchronous, and picows copies what it cannot send at once).
+        uint8_t* _scratch
+        Py_ssize_t _scratch_cap
         unsigned long long _turn
         public Relay relay
 

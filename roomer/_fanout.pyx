@@ -112,32 +112,34 @@ cdef inline Py_ssize_t _frame_at(const uint8_t* p, Py_ssize_t* size) noexcept no
     return head
 
 
-cdef uint8_t* _room_for(uint8_t* out, Py_ssize_t* cap, Py_ssize_t need) except NULL:
+cdef int _room_for(Fanout engine, Py_ssize_t need) except -1:
+    # The engine's scratch buffer holds at least ``need`` bytes (what it held is kept).
     cdef uint8_t* grown
-    if need <= cap[0] and out != NULL:
-        return out
-    if need > cap[0]:
-        cap[0] = max(need, 2 * cap[0])
-    grown = <uint8_t*>PyMem_Realloc(out, cap[0])
+    cdef Py_ssize_t cap
+    if need <= engine._scratch_cap:
+        return 0
+    cap = max(need, 2 * engine._scratch_cap, MIN_CAPACITY)
+    grown = <uint8_t*>PyMem_Realloc(engine._scratch, cap)
     if grown == NULL:
-        PyMem_Free(out)
         raise MemoryError()
-    return grown
+    engine._scratch = grown
+    engine._scratch_cap = cap
+    return 0
 
 
-cdef uint8_t* _batched(const uint8_t* buf, Py_ssize_t end, Py_ssize_t* out_size,
-                       unsigned long long* batches) except? NULL:
+cdef Py_ssize_t _batched(Fanout engine, const uint8_t* buf, Py_ssize_t end) except -1:
     # The whole frames of ``buf`` with each run of two or more data frames written as
-    # batch frames, in a new buffer (its size into ``out_size``); NULL when there is no
+    # batch frames, into the engine's scratch buffer: their size, or 0 when there is no
     # such run (write ``buf`` as it is). Control frames keep their place between batches.
-    cdef Py_ssize_t pos = 0, start, walk, head, size, total, count, q = 0, cap = 0
-    cdef uint8_t* out = NULL
+    cdef Py_ssize_t pos = 0, start, walk, head, size, total, count, q = 0
+    cdef bint started = False
+    cdef uint8_t* out
     while pos < end:
         head = _frame_at(buf + pos, &size)
         if buf[pos] & 0x08:  # ping, pong, close
-            if out != NULL:
-                out = _room_for(out, &cap, q + head + size)
-                memcpy(out + q, buf + pos, head + size)
+            if started:
+                _room_for(engine, q + head + size)
+                memcpy(engine._scratch + q, buf + pos, head + size)
                 q += head + size
             pos += head + size
             continue
@@ -153,17 +155,18 @@ cdef uint8_t* _batched(const uint8_t* buf, Py_ssize_t end, Py_ssize_t* out_size,
             if total > BATCH_BYTES:
                 break  # larger than a batch takes: it goes alone
         if count == 1:
-            if out != NULL:
-                out = _room_for(out, &cap, q + pos - start)
-                memcpy(out + q, buf + start, pos - start)
+            if started:
+                _room_for(engine, q + pos - start)
+                memcpy(engine._scratch + q, buf + start, pos - start)
                 q += pos - start
             continue
-        if out == NULL:
-            cap = end + end // 4 + 64
-            out = _room_for(out, &cap, start + 11 + total)
-            memcpy(out, buf, start)
+        if not started:
+            started = True
+            _room_for(engine, end + end // 4 + 64)
+            memcpy(engine._scratch, buf, start)
             q = start
-        out = _room_for(out, &cap, q + 11 + total)
+        _room_for(engine, q + 11 + total)
+        out = engine._scratch
         c_write_header(out + q, 1 + total)
         q += c_header_size(1 + total)
         out[q] = 4
@@ -173,10 +176,8 @@ cdef uint8_t* _batched(const uint8_t* buf, Py_ssize_t end, Py_ssize_t* out_size,
             head = _frame_at(buf + walk, &size)
             q = c_put(out + q, buf + walk + head, size) - out
             walk += head + size
-        batches[0] += 1
-    if out != NULL:
-        out_size[0] = q
-    return out
+        engine.batches += 1
+    return q
 
 
 def _report_write_error(loop, peer, exc):
@@ -204,6 +205,10 @@ cdef class Fanout:
     any frame overflows the receiver in either mode: it takes nothing more and is handed
     to ``on_overflow`` once, at the end of the turn, to be disconnected.
     """
+
+    def __dealloc__(self):
+        PyMem_Free(self._scratch)
+        self._scratch = NULL
 
     def __init__(self, loop, *, Py_ssize_t outbox_limit=1 << 20,
                  Py_ssize_t flush_threshold=64 * 1024, bint sync=False,
@@ -540,7 +545,7 @@ cdef class Peer(WSListener):
         cdef Fanout engine = self.engine
         cdef Py_ssize_t size = self._size, written = self._size
         cdef char* data = self._buf
-        cdef uint8_t* batched = NULL
+        cdef Py_ssize_t batched = 0
         if size == 0 or self._paused or self.transport is None:
             return 0
         self._size = 0
@@ -549,9 +554,10 @@ cdef class Peer(WSListener):
         if self.batch:
             # Only the write is batched: the replay above keeps one frame per message,
             # which is what a session's acknowledgements count.
-            batched = _batched(<const uint8_t*>self._buf, size, &written, &engine.batches)
-            if batched != NULL:
-                data = <char*>batched
+            batched = _batched(engine, <const uint8_t*>self._buf, size)
+            if batched:
+                data = <char*>engine._scratch
+                written = batched
         try:
             if self._ws is not None:
                 if not (self._ws.is_disconnected or self._ws.is_close_frame_sent):
@@ -565,8 +571,10 @@ cdef class Peer(WSListener):
             # error must not stall the other receivers of this broadcast or flush.
             self.closing = True
             _report_write_error(engine._loop, self, exc)
-        finally:
-            PyMem_Free(batched)
+        if engine._scratch_cap > KEEP_CAPACITY:  # a burst's: not kept
+            PyMem_Free(engine._scratch)
+            engine._scratch = NULL
+            engine._scratch_cap = 0
         engine.writes += 1
         engine.bytes_out += written
         if self._cap > KEEP_CAPACITY or size <= KEEP_MIN:
