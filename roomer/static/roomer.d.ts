@@ -196,10 +196,12 @@ export interface ReconnectOptions {
 
 export interface RoomerOptions {
   /** `"v1"` (default: the original roomer protocol, no subprotocol offered) or `"v2"`
-   * (offers the `roomer.v2` subprotocol: namespaces and asks). A browser fails the
-   * handshake of a server that does not accept `roomer.v2` (it is retried as any failed
-   * connection); one that accepts another subprotocol closes every room with
-   * `unsupported_protocol`. */
+   * (offers the `roomer.v2.batch` and `roomer.v2` subprotocols: namespaces and asks,
+   * and batch frames where the server names `roomer.v2.batch`: it may then bring several
+   * messages in one WebSocket message, one `onmessage` for what it flushed at once, each
+   * handled and counted as if it came alone). A browser fails the handshake of a server
+   * that accepts neither (it is retried as any failed connection); one that accepts
+   * another subprotocol closes every room with `unsupported_protocol`. */
   protocol?: "v1" | "v2";
   /** `true` (default), `false` (a lost connection closes every room), or settings. */
   reconnect?: boolean | ReconnectOptions;
@@ -216,6 +218,18 @@ export interface RoomerOptions {
    * closed its socket as it unloaded, which ends the session: it gets `lost`). A server
    * with sessions off (`resume_window` 0) is unaffected. */
   resume?: boolean;
+  /** Write what this client sends (sends, asks, replies, joins, acks: everything, in
+   * order) once per animation frame, as one batch frame (docs/protocol.md §13): at the
+   * next `requestAnimationFrame`, or 16 ms later where none comes (outside a page; in a
+   * hidden page messages go out at once), or at once when 256 messages or 64 KiB are
+   * waiting; `close()` writes what waits first, and what a dropped connection had not
+   * written yet is queued as a send made while disconnected. One message waiting goes as
+   * itself. For a client that sends several messages a frame (a game's inputs): fewer
+   * frames for the server to read (each message still counts against its rate limit),
+   * for up to one frame (~16 ms) of latency. Needs `protocol: "v2"` and a server that
+   * names `roomer.v2.batch`; elsewhere (v1, an older server) it does nothing and each
+   * message goes out alone. Default `false`. */
+  coalesce?: boolean;
   /** Messages kept while disconnected, sent in order once connected again; past it a
    * send fires `dropped` (`queue_full`). Default 256. */
   sendQueueLimit?: number;

@@ -13,7 +13,9 @@
  * member_left and custom events with (payload, senderId)), adding promises (ready,
  * joined), automatic reconnection with rejoin, a bounded send queue, error events and
  * JSON helpers. With ``roomer(url, {protocol: "v2"})`` it speaks protocol v2
- * (docs/protocol.md): namespaces (``root.namespace(name)``) and asks both ways
+ * (docs/protocol.md), with batch frames (§13) when the server has them (the ``coalesce``
+ * option sends a frame's worth of messages as one): namespaces (``root.namespace(name)``)
+ * and asks both ways
  * (``room.ask(event, payload)``, ``room.onAsk(event, fn)``), and game rooms (§10):
  * ``root.joinOrCreate(type, options)``, ``root.create(...)``, ``root.joined(id, options)``
  * and live room lists (``root.watchRooms(type)``). It resumes sessions (docs/protocol.md
@@ -42,6 +44,11 @@ const ASK = 1;
 const REPLY = 2;
 const ERROR_REPLY = 3;
 const MAX_ASK_ID = 0xffffffff;
+/** Batch frames (docs/protocol.md §13): the first byte of a batch, and its bounds. */
+const BATCH = 4;
+const BATCH_ENTRIES = 256;
+const BATCH_BYTES = 65536;
+const V2_MIN = 29;
 
 /** Fields, each a uint32 big-endian length + its bytes, after `header` bytes left for the
  * caller to fill in; returns the buffer and a view of it. */
@@ -135,12 +142,50 @@ const v2 = Object.freeze({
   },
 });
 
-/** The subprotocol that selects v2 (docs/protocol.md §1). */
+/** The entries of a batch body (docs/protocol.md §13), each an ArrayBuffer of its own
+ * (a payload handed to the application does not keep the whole batch alive), or null
+ * when the batch is malformed: then none of it is handled. */
+function splitBatch(buffer) {
+  const bytes = new Uint8Array(buffer);
+  const view = new DataView(buffer);
+  const entries = [];
+  let at = 1;
+  while (at < bytes.length) {
+    if (entries.length === BATCH_ENTRIES || bytes.length - at < 4) return null;
+    const size = view.getUint32(at);
+    at += 4;
+    if (size < V2_MIN || size > bytes.length - at) return null;
+    entries.push(buffer.slice(at, at + size));
+    at += size;
+  }
+  return entries.length ? entries : null;
+}
+
+/** A batch body of v2 bodies whose entries take ``size`` bytes (4 + length each). */
+function joinBatch(bodies, size) {
+  const out = new Uint8Array(1 + size);
+  const view = new DataView(out.buffer);
+  out[0] = BATCH;
+  let at = 1;
+  for (const body of bodies) {
+    view.setUint32(at, body.length);
+    out.set(body, at + 4);
+    at += 4 + body.length;
+  }
+  return out;
+}
+
+/** The subprotocols that select v2 (docs/protocol.md §1): with batch frames, and without. */
 const V2 = "roomer.v2";
+const V2_BATCH = "roomer.v2.batch";
 /** Codecs by the subprotocol the server chose ("" = none requested: v1). */
-const CODECS = { "": v1, [V2]: v2 };
-/** Subprotocols offered at connect, by the protocol option (v1 offers none). */
-const OFFERED = { v1: [], v2: [V2] };
+const CODECS = { "": v1, [V2]: v2, [V2_BATCH]: v2 };
+/** Subprotocols offered at connect, by the protocol option (v1 offers none). v2 offers
+ * batches first: a server without them names roomer.v2, and batches stay off. */
+const OFFERED = { v1: [], v2: [V2_BATCH, V2] };
+/** Coalescing waits for the next animation frame, or this many ms where none comes (no
+ * requestAnimationFrame outside a page; none fires in a hidden one). */
+const FRAME_MS = 16;
 
 // ---- names and payloads ------------------------------------------------------------------
 
@@ -184,6 +229,32 @@ function pageStorage() {
   } catch {
     return null;
   }
+}
+
+let channel = null;
+const tasks = [];
+
+/** Run ``fn`` in a task of its own, at once after this one and its microtasks (no timer:
+ * timers are clamped, and throttled in hidden pages). */
+function nextTask(fn) {
+  if (typeof setImmediate === "function") {
+    setImmediate(fn); // Node.js
+  } else if (typeof MessageChannel === "function") {
+    if (channel === null) {
+      channel = new MessageChannel();
+      channel.port1.onmessage = () => tasks.shift()();
+    }
+    tasks.push(fn);
+    channel.port2.postMessage(null);
+  } else {
+    setTimeout(fn);
+  }
+}
+
+/** Whether this runs in a page that is hidden: it has no frames to wait for, and its
+ * timers run at most once a second. */
+function pageHidden() {
+  return typeof document !== "undefined" && document.visibilityState === "hidden";
 }
 
 /** ``url`` with ``query`` added to what query it has (kept byte for byte). */
@@ -350,6 +421,10 @@ function readOptions(options = {}) {
   if (typeof resume !== "boolean") {
     throw new TypeError("roomer: options.resume must be true or false");
   }
+  const coalesce = options.coalesce ?? false;
+  if (typeof coalesce !== "boolean") {
+    throw new TypeError("roomer: options.coalesce must be true or false");
+  }
   const WebSocket = options.WebSocket ?? globalThis.WebSocket;
   if (typeof WebSocket !== "function") {
     throw new TypeError(options.WebSocket === undefined
@@ -361,6 +436,7 @@ function readOptions(options = {}) {
     protocol,
     reconnect,
     resume,
+    coalesce,
     sendQueueLimit: limit,
     flushRate,
     connectTimeout: options.connectTimeout ?? 10000,
@@ -422,6 +498,7 @@ function removeEntry(rec, event, entry) {
 
 function settle(rec, error) {
   const waiters = rec.waiters;
+  if (waiters.length) rec.link.settled = true;
   rec.waiters = [];
   for (const w of waiters) {
     if (error) w.reject(error);
@@ -705,6 +782,17 @@ class Link {
     this.asks = new Map(); // v2: this socket's asks waiting for an answer, by id
     this.nextAskId = 1;
     this.unknownReplies = 0;
+    this.inbox = []; // messages that came, waiting their turn (drain); null: a bad batch
+    this.settled = false; // the message handled last settled a promise
+    // Batch frames (docs/protocol.md §13): whether this socket's server named them, and,
+    // with the coalesce option, what this socket was given to write at the next frame:
+    // {body, item, tail}, item being the send or ask to queue again if the socket drops.
+    this.batches = false;
+    this.held = [];
+    this.heldBytes = 0;
+    this.frameRequest = null;
+    this.frameTimer = null;
+    this.onHidden = null;
     this.attempt = 0;
     this.timer = null;
     // The session (docs/protocol.md §11): its token ("" while there is none), the
@@ -722,6 +810,14 @@ class Link {
     this.onPageHide = null;
     this.onPageShow = null;
     if (options.resume) this.restore();
+    if (options.coalesce && typeof addEventListener === "function" &&
+        typeof document !== "undefined") {
+      // A page going out of sight may never see its next frame (or soon its timers):
+      // what was held goes now.
+      this.onHidden = () => this.release();
+      addEventListener("visibilitychange", this.onHidden);
+      addEventListener("pagehide", this.onHidden);
+    }
     this.connect(true);
   }
 
@@ -794,6 +890,7 @@ class Link {
     const offered = OFFERED[this.options.protocol];
     const url = this.connectUrl();
     this.verdictDue = this.options.resume && this.token !== "";
+    this.batches = false; // until this socket's server names them
     let ws;
     try {
       ws = offered.length ? new this.options.WebSocket(url, offered)
@@ -817,7 +914,7 @@ class Link {
     this.ws = ws;
     ws.onopen = () => {
       if (ws !== this.ws) return;
-      if (this.v2 && ws.protocol !== V2) {
+      if (this.v2 && ws.protocol !== V2 && ws.protocol !== V2_BATCH) {
         // Browsers fail a handshake whose 101 names none of the offered subprotocols;
         // a WebSocket that lets one through would misread every byte: stop for good.
         this.ws = null;
@@ -828,9 +925,11 @@ class Link {
         return;
       }
       this.codec = CODECS[ws.protocol] ?? v1;
+      // Per socket: a reconnection may reach an older server, which names roomer.v2.
+      this.batches = ws.protocol === V2_BATCH;
     };
     ws.onmessage = (e) => {
-      if (ws === this.ws) this.received(e.data);
+      if (ws === this.ws) this.received(e.data, ws);
     };
     ws.onclose = (e) => {
       if (ws === this.ws) this.lost(e);
@@ -844,9 +943,47 @@ class Link {
     }
   }
 
-  received(data) {
+  received(data, ws) {
     const buffer = typeof data === "string" ? utf8.encode(data).buffer : data;
-    const msg = this.codec.parse(buffer);
+    const idle = this.inbox.length === 0;
+    if (this.batches && buffer.byteLength > 0 && new Uint8Array(buffer)[0] === BATCH) {
+      // Each entry as if it had come alone: counted, the verdict the first one.
+      const entries = splitBatch(buffer);
+      if (entries === null) this.inbox.push(null);
+      else for (const entry of entries) this.inbox.push(entry);
+    } else {
+      this.inbox.push(buffer);
+    }
+    if (idle) this.drain(ws);
+  }
+
+  /** Handle what came, in order. After a message that settled a promise (an answer, a
+   * room or namespace open, the connection up) the rest waits for a task of its own, as
+   * it would have in frames of their own: what the application does once its ``await``
+   * returns (the handlers of a room just joined) comes before the messages after it. */
+  drain(ws) {
+    while (this.inbox.length) {
+      // The client closed, or the socket went (both empty the inbox): what it held was
+      // not handled, so not counted either, and a resume brings it again.
+      if (ws !== this.ws) return;
+      const entry = this.inbox.shift();
+      this.settled = false;
+      try {
+        if (entry === null) this.handle(null, "batch");
+        else this.handle(this.codec.parse(entry), "message");
+      } catch (err) {
+        // As a throw out of its own message event would be: the next one is handled.
+        report(err);
+      }
+      if (this.settled && this.inbox.length) {
+        nextTask(() => this.drain(ws));
+        return;
+      }
+    }
+  }
+
+  /** One message of the server (``msg`` null: malformed, a ``what`` it warns of). */
+  handle(msg, what) {
     if (this.verdictDue) {
       this.verdictDue = false;
       if (msg !== null && msg.namespace === "" && msg.room === ROOT && msg.kind === EVENT) {
@@ -865,7 +1002,7 @@ class Link {
     }
     if (this.options.resume) this.tally();
     if (msg === null) {
-      console.warn("roomer: the server sent a malformed message; ignored");
+      console.warn(`roomer: the server sent a malformed ${what}; ignored`);
       return;
     }
     if (msg.kind >= REPLY) {
@@ -1235,6 +1372,8 @@ class Link {
     this.ackTimer = null;
     this.verdictDue = false;
     this.ws = null;
+    this.inbox = [];
+    this.requeueHeld();
     this.pendingJoins = [];
     for (const rec of this.leaving) {
       // Left with the connection; unless the session resumes, where the server may not
@@ -1301,6 +1440,13 @@ class Link {
       removeEventListener("pageshow", this.onPageShow);
       this.onPageHide = this.onPageShow = null;
     }
+    if (this.onHidden !== null) {
+      removeEventListener("visibilitychange", this.onHidden);
+      removeEventListener("pagehide", this.onHidden);
+      this.onHidden = null;
+    }
+    this.requeueHeld(); // held on a closing socket (close() could not write it): refused below
+    this.inbox = [];
     clearTimeout(this.flushTimer);
     this.flushTimer = null;
     this.dropAsks(() => error);
@@ -1321,6 +1467,7 @@ class Link {
 
   close() {
     if (this.state === "closed") return;
+    this.release(); // what coalescing held goes before the close frame
     const ws = this.ws;
     this.ws = null;
     this.shutdown(new RoomerError("closed", "closed by this client"));
@@ -1413,12 +1560,13 @@ class Link {
             item.rec.name));
         } else {
           this.sendAsk(item.ask, item.rec.space.name, item.rec.name, item.event,
-            item.payload);
+            item.payload, item);
         }
       } else if (item.rec.state === "closed" || item.rec.state === "leaving") {
         this.dropped(item, "closed");
       } else {
-        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst);
+        this.write(item.rec.space.name, item.rec.name, item.event, item.payload, item.dst,
+          EVENT, 0, item);
       }
     }
     if (this.queue.length && this.state === "open") {
@@ -1438,7 +1586,7 @@ class Link {
     if (rec.state === "closed" || rec.state === "leaving" || this.state === "closed") {
       this.dropped(item, "closed");
     } else if (this.state === "open" && this.sendable() && !this.queue.length) {
-      this.write(rec.space.name, rec.name, event, body, dst);
+      this.write(rec.space.name, rec.name, event, body, dst, EVENT, 0, item);
     } else if (this.queue.length < this.options.sendQueueLimit) {
       // Encoded when sent, with the codec of the connection that sends it; copied now,
       // so the caller may reuse its buffer. Behind a queue being flushed, it waits its turn.
@@ -1453,9 +1601,96 @@ class Link {
     return this.ws !== null && this.ws.readyState === 1; // WebSocket.OPEN
   }
 
-  write(namespace, room, event, payload, dst, kind = EVENT, id = 0) {
-    if (this.sendable()) {
-      this.ws.send(this.codec.frame(kind, id, namespace, room, event, dst, payload));
+  /** Write a message on the open socket (nothing if there is none). ``item``: the send
+   * or ask of the application it is, which a drop before it was written queues again. */
+  write(namespace, room, event, payload, dst, kind = EVENT, id = 0, item = null) {
+    if (!this.sendable()) return;
+    const body = this.codec.frame(kind, id, namespace, room, event, dst, payload);
+    if (this.options.coalesce && this.batches && !pageHidden()) {
+      this.hold(body, item);
+      return;
+    }
+    if (this.held.length) this.release(); // the page was hidden meanwhile: in order still
+    this.ws.send(body);
+  }
+
+  // ---- coalescing (the coalesce option, docs/protocol.md §13) ----------------------------
+
+  /** Keep ``body`` for the next frame, behind what is held (so the order holds whatever
+   * sends it); a batch that is full goes at once, and one too large for this body goes
+   * before it. */
+  hold(body, item) {
+    const size = 4 + body.length;
+    if (this.held.length && this.heldBytes + size > BATCH_BYTES) this.release();
+    this.held.push({ body, item, tail: item ? item.payload.length : 0 });
+    this.heldBytes += size;
+    if (this.held.length >= BATCH_ENTRIES || this.heldBytes >= BATCH_BYTES) {
+      this.release();
+    } else if (this.frameTimer === null) {
+      // Whichever comes first writes, and cancels the other.
+      const write = () => this.release();
+      this.frameTimer = setTimeout(write, FRAME_MS);
+      if (typeof requestAnimationFrame === "function") {
+        this.frameRequest = requestAnimationFrame(write);
+      }
+    }
+  }
+
+  /** Write what is held: one message as itself, more as one batch. On a socket that is
+   * closing it stays held: its close queues it again (requeueHeld). */
+  release() {
+    this.cancelFrame();
+    if (!this.held.length || !this.sendable()) return;
+    const held = this.held;
+    const size = this.heldBytes;
+    this.held = [];
+    this.heldBytes = 0;
+    this.ws.send(held.length === 1 ? held[0].body : joinBatch(held.map((h) => h.body), size));
+  }
+
+  cancelFrame() {
+    clearTimeout(this.frameTimer);
+    this.frameTimer = null;
+    if (this.frameRequest !== null) {
+      cancelAnimationFrame(this.frameRequest);
+      this.frameRequest = null;
+    }
+  }
+
+  /** The socket went with messages held, never written: the application's sends and asks
+   * are queued again, ahead of what was queued since, as if sent while disconnected (past
+   * sendQueueLimit the newest are refused, as a send while disconnected is). The client's
+   * own (acks, joins, answers to the server's asks) go with the socket, as they would
+   * have if written: the connection's loss takes care of them. */
+  requeueHeld() {
+    this.cancelFrame();
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    const back = [];
+    for (const { body, item, tail } of held) {
+      if (item === null) continue;
+      if (item.ask) {
+        if (item.ask.done || this.asks.get(item.ask.id) !== item.ask) continue;
+        this.asks.delete(item.ask.id);
+        item.ask.id = 0;
+        item.ask.queued = item;
+      }
+      // The payload as it was encoded: the caller may have reused its buffer since.
+      item.payload = tail ? body.subarray(body.length - tail) : EMPTY;
+      back.push(item);
+    }
+    if (!back.length) return;
+    this.queue = back.concat(this.queue);
+    while (this.queue.length > this.options.sendQueueLimit) {
+      const item = this.queue.pop();
+      if (item.ask) {
+        item.ask.queued = null;
+        item.ask.fail(new RoomerError("queue_full", "the send queue is full", item.event,
+          item.rec.name));
+      } else {
+        this.dropped(item, "queue_full");
+      }
     }
   }
 
@@ -1550,13 +1785,13 @@ class Link {
   // ---- protocol v2: asks ---------------------------------------------------------------
 
   /** Send an ask on this socket; ``entry.settle(payload, error)`` gets its answer. */
-  sendAsk(entry, namespace, room, event, payload) {
+  sendAsk(entry, namespace, room, event, payload, item = null) {
     let id = this.nextAskId;
     while (this.asks.has(id)) id = (id % MAX_ASK_ID) + 1; // unique among those waiting
     this.nextAskId = (id % MAX_ASK_ID) + 1;
     entry.id = id;
     this.asks.set(id, entry);
-    this.write(namespace, room, event, payload, "", ASK, id);
+    this.write(namespace, room, event, payload, "", ASK, id, item);
   }
 
   /** An ask of this client's own (join, leave, connect, disconnect): sent at once on the
@@ -1656,7 +1891,8 @@ class Link {
         }, timeout);
       }
       if (this.state === "open" && this.sendable() && !this.queue.length) {
-        this.sendAsk(entry, rec.space.name, rec.name, event, body);
+        this.sendAsk(entry, rec.space.name, rec.name, event, body, { rec, event, dst: "",
+          payload: body, ask: entry });
       } else if (this.queue.length < this.options.sendQueueLimit) {
         entry.queued = { rec, event, dst: "", payload: body === EMPTY ? EMPTY : body.slice(),
           ask: entry };
@@ -1688,6 +1924,7 @@ class Link {
       return;
     }
     this.asks.delete(msg.id);
+    this.settled = true; // an answer: what awaited it may be waiting
     if (msg.kind === REPLY) {
       entry.settle(msg.payload, null);
       return;
@@ -1858,7 +2095,9 @@ function parseMembers(payload) {
 /**
  * Connect to a roomer server and return the root room. ``url`` defaults to ``/ws`` on
  * the page's host; ``http(s)://`` and relative URLs become ``ws(s)://``. With
- * ``{protocol: "v2"}`` it offers the ``roomer.v2`` subprotocol (namespaces and asks).
+ * ``{protocol: "v2"}`` it offers the ``roomer.v2.batch`` and ``roomer.v2`` subprotocols
+ * (namespaces and asks; batch frames where the server has them), and with
+ * ``{coalesce: true}`` as well it writes what it sends once per animation frame.
  */
 export function roomer(url, options) {
   if (url !== undefined && typeof url !== "string" && !(url instanceof URL)) {

@@ -5,6 +5,7 @@ import roomer, { type Room, text } from "roomer";
 export async function page(): Promise<string> {
   const root: Room = roomer();
   roomer("/ws", { WebSocket, protocol: "v2" });
+  roomer("/ws", { protocol: "v2", coalesce: true });
   roomer(new URL("/ws", location.href), { WebSocket: window.WebSocket });
   const lobby = await root.joined("lobby");
   lobby.send("blob-bytes", await new Blob(["x"]).arrayBuffer());

@@ -64,4 +64,6 @@ export function options(): void {
   roomer("ws://127.0.0.1/ws", { reconnect: "always" });
   // @ts-expect-error resume is a boolean
   roomer("ws://127.0.0.1/ws", { resume: "yes" });
+  // @ts-expect-error coalesce is a boolean
+  roomer("ws://127.0.0.1/ws", { protocol: "v2", coalesce: 1 });
 }

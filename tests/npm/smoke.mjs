@@ -3,9 +3,9 @@
 //   node smoke.mjs <ws-url> builtin   Node 22+: the built-in WebSocket
 //   node smoke.mjs <ws-url> ws        the ws package passed in (what Node 20 needs)
 //
-// Two clients, one on protocol v1 and one on v2, join a room, send both ways (to the room
-// and to one client), ask the server, and close; one more client finds no server and
-// gives up. Prints one JSON line of what they saw.
+// Two clients, one on protocol v1 and one on v2 (coalescing what it sends), join a room,
+// send both ways (to the room and to one client), ask the server, and close; one more
+// client finds no server and gives up. Prints one JSON line of what they saw.
 // Exits non-zero on any failure, and by itself once both are closed (nothing left open).
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
@@ -48,8 +48,25 @@ const gaveUp = await lonely.ready().catch((err) => err);
 assert.ok(gaveUp instanceof RoomerError && gaveUp.code === "closed", String(gaveUp));
 assert.equal(await retried, 1006);
 
+// B's frames, by their first byte: with coalesce and no requestAnimationFrame (Node),
+// what it sends in one go leaves together on a timer, one batch (byte 4) where the
+// server named roomer.v2.batch, else one frame a message.
+const frames = [];
+const sockets = [];
+class Counted extends (options.WebSocket ?? globalThis.WebSocket) {
+  constructor(...args) {
+    super(...args);
+    sockets.push(this);
+  }
+
+  send(data) {
+    frames.push(data[0]);
+    super.send(data);
+  }
+}
 const a = roomer(url, options);
-const b = roomer(url.replace(/^ws:/, "http:"), { ...options, protocol: "v2" });
+const b = roomer(url.replace(/^ws:/, "http:"), { ...options, protocol: "v2", coalesce: true,
+  WebSocket: Counted });
 const lobbyA = await a.joined("lobby");
 const chat = new Promise((resolve) => lobbyA.onText("chat", (t, from) => resolve([t, from])));
 const lobbyB = await b.joined("lobby");
@@ -58,6 +75,24 @@ assert.deepEqual(lobbyB.members().sort(), [a.id(), b.id()].sort());
 lobbyB.send("chat", "héllo from node");
 const [said, from] = await chat;
 assert.deepEqual([said, from], ["héllo from node", b.id()]);
+
+const burst = [];
+const burstDone = new Promise((resolve) => lobbyA.onText("burst", (t) => {
+  if (burst.push(t) === 5) resolve();
+}));
+const batches = sockets.at(-1).protocol === "roomer.v2.batch";
+const before = frames.length;
+for (let i = 0; i < 5; i++) lobbyB.send("burst", String(i));
+assert.equal(frames.length - before, batches ? 0 : 5);
+await burstDone;
+assert.deepEqual(burst, ["0", "1", "2", "3", "4"]);
+const burstFrames = frames.slice(before);
+if (batches) {
+  // One batch, an ack of B's maybe beside it.
+  assert.ok(burstFrames.includes(4) && burstFrames.length <= 2, String(burstFrames));
+} else {
+  assert.ok(!burstFrames.includes(4), String(burstFrames));
+}
 
 const direct = new Promise((resolve) => lobbyB.on("dm", (payload, src) => resolve([payload, src])));
 lobbyA.sendJSON("dm", { n: 1, list: [1, "two"] }, b.id());

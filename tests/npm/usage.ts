@@ -33,6 +33,7 @@ const options: RoomerOptions = {
   protocol: "v1",
   reconnect,
   resume: true,
+  coalesce: false,
   sendQueueLimit: 256,
   connectTimeout: 10_000,
   WebSocket,
@@ -130,7 +131,7 @@ export async function v1(): Promise<void> {
 }
 
 export async function v2(): Promise<void> {
-  const root = roomer("wss://example.test/ws", { protocol: "v2", WebSocket });
+  const root = roomer("wss://example.test/ws", { protocol: "v2", coalesce: true, WebSocket });
   const chat: Room = await root.namespace("chat");
   const lobby = await chat.joined("lobby");
   const askOptions: AskOptions = { timeout: 2000 };
