@@ -26,3 +26,8 @@ cdef uint8_t* c_put(uint8_t* p, const void* data, Py_ssize_t size) noexcept nogi
 # of a broadcast in one copy. The body's lengths are checked (ProtocolError).
 cdef bytes c_frame_v2_from_v1_body(int kind, uint32_t id, str namespace,
                                    const uint8_t* body, Py_ssize_t size)
+# The u32 big-endian at ``p``.
+cdef uint32_t c_load_u32(const uint8_t* p) noexcept nogil
+# How many messages the batch (docs/protocol.md §13) of ``total`` bytes at ``p`` holds, or
+# -1 when its framing is broken (split_batch says how). Reads nothing out of bounds.
+cdef Py_ssize_t c_batch_size(const uint8_t* p, Py_ssize_t total) noexcept nogil

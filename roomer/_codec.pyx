@@ -461,13 +461,59 @@ def frame_v2_from_v1_body(kind, id, namespace, v1_body):
 # --------------------------------------------------------------------------- batches
 
 
+cdef uint32_t c_load_u32(const uint8_t* p) noexcept nogil:
+    return _load_u32(p)
+
+
+cdef Py_ssize_t c_batch_size(const uint8_t* p, Py_ssize_t total) noexcept nogil:
+    cdef Py_ssize_t pos = 1, count = 0
+    cdef uint32_t length
+    if total < 2 or p[0] != BATCH:
+        return -1
+    while pos < total:
+        if count == C_BATCH_MAX or total - pos < 4:
+            return -1
+        length = _load_u32(p + pos)
+        pos += 4
+        if length < <uint32_t>MIN_SIZE_V2 or <Py_ssize_t>length > total - pos:
+            return -1
+        pos += length
+        count += 1
+    return count
+
+
+cdef str _batch_fault(const uint8_t* p, Py_ssize_t total):
+    # What is wrong with a batch c_batch_size refused, in the order split_batch checks.
+    cdef Py_ssize_t pos = 1, count = 0
+    cdef uint32_t length
+    if total == 0 or p[0] != BATCH:
+        return "not a batch: its first byte is not 04"
+    if total == 1:
+        return "a batch must hold at least one message"
+    while pos < total:
+        if count == C_BATCH_MAX:
+            return f"a batch holds more than {C_BATCH_MAX} messages"
+        count += 1
+        if total - pos < 4:
+            return f"entry {count} length runs past the end of the batch"
+        length = _load_u32(p + pos)
+        pos += 4
+        if length < <uint32_t>MIN_SIZE_V2:
+            return f"entry {count} is {length} bytes, shorter than the minimum of 29"
+        if <Py_ssize_t>length > total - pos:
+            return (f"entry {count} length {length} runs past the end of the batch "
+                    f"({total - pos} bytes left)")
+        pos += length
+    return "a malformed batch"  # not reached: c_batch_size refused it for one of those
+
+
 def split_batch(data):
     """The v2 bodies of a batch (docs/protocol.md §13), in order, each a copy. The
     batch's framing is checked (ProtocolError ``malformed``); the bodies are not
     decoded: each is a message of its own to decode."""
     cdef Py_buffer view
     cdef const uint8_t* p
-    cdef Py_ssize_t total, pos = 1, count = 0
+    cdef Py_ssize_t total, pos = 1
     cdef uint32_t length
     cdef list out = []
     if type(data) is not bytes and type(data) is not bytearray:
@@ -476,26 +522,12 @@ def split_batch(data):
     try:
         p = <const uint8_t*>view.buf
         total = view.len
-        if total == 0 or p[0] != BATCH:
-            raise ProtocolError("not a batch: its first byte is not 04")
-        if total == 1:
-            raise ProtocolError("a batch must hold at least one message")
+        if c_batch_size(p, total) < 0:
+            raise ProtocolError(_batch_fault(p, total))
         while pos < total:
-            if count == C_BATCH_MAX:
-                raise ProtocolError(f"a batch holds more than {C_BATCH_MAX} messages")
-            count += 1
-            if total - pos < 4:
-                raise ProtocolError(f"entry {count} length runs past the end of the batch")
             length = _load_u32(p + pos)
-            pos += 4
-            if length < <uint32_t>MIN_SIZE_V2:
-                raise ProtocolError(f"entry {count} is {length} bytes, shorter than the "
-                                    f"minimum of 29")
-            if <Py_ssize_t>length > total - pos:
-                raise ProtocolError(f"entry {count} length {length} runs past the end of "
-                                    f"the batch ({total - pos} bytes left)")
-            out.append(PyBytes_FromStringAndSize(<const char*>p + pos, length))
-            pos += length
+            out.append(PyBytes_FromStringAndSize(<const char*>p + pos + 4, length))
+            pos += 4 + length
     finally:
         PyBuffer_Release(&view)
     return out

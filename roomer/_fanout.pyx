@@ -26,8 +26,8 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
-from ._codec cimport (c_frame_v2_from_v1_body, c_header_size, c_put, c_spans,
-                      c_write_header)
+from ._codec cimport (c_batch_size, c_frame_v2_from_v1_body, c_header_size, c_load_u32,
+                      c_put, c_spans, c_write_header)
 
 import gc
 from collections import deque
@@ -909,6 +909,11 @@ cdef class InboundCore:
 # --------------------------------------------------------------------------- relay
 
 
+# What Relay._take_one did with a message it took.
+cdef enum:
+    TAKEN = 1
+    REFUSED = 2
+
 # A v2 event of the default namespace starts with these (kind 0, id 0, namespace "").
 cdef uint8_t DEFAULT_EVENT_PREFIX[9]
 
@@ -1017,11 +1022,69 @@ cdef class Relay:
         return 0
 
     cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1:
-        cdef InboundCore inbound = peer.inbound
         cdef Fanout engine = self._engine
         cdef const uint8_t* p
+        cdef const uint8_t* entry
+        cdef Py_ssize_t total, pos = 1, size, count, taken = 0
+        cdef int done = 0
+        cdef list rest
+        if (peer.inbound is None or engine is None or engine.sync
+                or transport is not peer._ws or transport.is_close_frame_sent):
+            return 0
+        if ((<int>frame.msg_type != 2 and <int>frame.msg_type != 1) or not frame.fin
+                or frame.rsv1 or frame.rsv2 or frame.rsv3):
+            return 0
+        p = <const uint8_t*>frame.payload_ptr
+        total = frame.payload_size
+        if peer.batch and total and p[0] == 4:
+            # A batch (docs/protocol.md §13): its plain relays from the first on, here;
+            # from the first that is not one, the rest in order by the router.
+            count = c_batch_size(p, total)
+            if count < 0:
+                return 0  # the router answers what is wrong with it
+            while taken < count:
+                size = c_load_u32(p + pos)
+                entry = p + pos + 4
+                # The first draws the batch's bytes, and its refusal refuses the whole
+                # batch, named by it, as the router refuses a frame (not counted as a
+                # batch then: the router does not read a frame it refuses).
+                if taken == 0:
+                    done = self._take_one(peer, entry, size, p, total, total)
+                else:
+                    done = self._take_one(peer, entry, size, entry, size, 0)
+                if done == 0:
+                    break
+                taken += 1
+                pos += 4 + size
+                if done == REFUSED and taken == 1:
+                    break
+            if taken == 0:
+                return 0
+            if not (done == REFUSED and taken == 1):
+                self._counters["batches_in"] += 1
+                if taken < count:
+                    rest = []
+                    while pos < total:
+                        size = c_load_u32(p + pos)
+                        rest.append(PyBytes_FromStringAndSize(<const char*>p + pos + 4, size))
+                        pos += 4 + size
+                    self._router.entries(peer, rest)
+        elif self._take_one(peer, p, total, p, total, total) == 0:
+            return 0
+        if frame.last_in_buffer:
+            peer._read_done()
+        return 1
+
+    cdef int _take_one(self, Peer peer, const uint8_t* p, Py_ssize_t total,
+                       const uint8_t* named, Py_ssize_t named_size,
+                       Py_ssize_t draw) except -1:
+        # One message: 0 when it is not a plain relay, else TAKEN (done) or REFUSED (by
+        # the rate limits, answered as the ``named_size`` bytes at ``named`` are).
+        # ``draw``: the bytes it draws from the byte limit.
+        cdef InboundCore inbound = peer.inbound
+        cdef Fanout engine = self._engine
         cdef const char* src
-        cdef Py_ssize_t total, pos, body, head, src_size
+        cdef Py_ssize_t pos, body, head, src_size
         cdef Py_ssize_t starts[5]
         cdef Py_ssize_t ends[5]
         cdef Py_ssize_t sizes[5]
@@ -1029,20 +1092,12 @@ cdef class Relay:
         cdef double now = 0.0, stall = 0.0
         cdef bytes out, out_v2
         cdef uint8_t* q
-        if (inbound is None or engine is None or engine.sync or transport is not peer._ws
-                or transport.is_close_frame_sent):
-            return 0
-        if ((<int>frame.msg_type != 2 and <int>frame.msg_type != 1) or not frame.fin
-                or frame.rsv1 or frame.rsv2 or frame.rsv3):
-            return 0
         # 1: OPEN (roomer.inbound), accepted and not closing.
         if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
                 or inbound._backlog is not None or inbound._fragments is not None):
             return 0
         # The header (docs/protocol.md §2-§3): an event of the default namespace, to a
         # room, whose fields fill the message exactly.
-        p = <const uint8_t*>frame.payload_ptr
-        total = frame.payload_size
         pos = 0
         if peer.v2:
             if total < 29 or memcmp(p, DEFAULT_EVENT_PREFIX, 9) != 0:
@@ -1094,16 +1149,15 @@ cdef class Relay:
             if now < self.stall_until:
                 stall = self.stall
         # Taken: from here on it is this message's work.
-        if frame.last_in_buffer:
-            peer._read_done()
         inbound._heard = True
         if self._limited:
-            verdict = inbound._admit(now, self._count, self._per, stall, total, self._volume,
+            verdict = inbound._admit(now, self._count, self._per, stall, draw, self._volume,
                                      self._span)
             if verdict != 0:
-                self._router._refused(conn, frame, verdict)
+                self._router._refusal(
+                    conn, PyBytes_FromStringAndSize(<const char*>named, named_size), verdict)
                 self._taken(conn)
-                return 1
+                return REFUSED
         counters = self._counters
         counters["messages_in"] += 1
         # One v1 frame, as the router makes it: room, event, dst, the sender as src.
@@ -1137,7 +1191,7 @@ cdef class Relay:
         self._taken(conn)
         self._worked(inbound, conn)
         inbound._handled()
-        return 1
+        return TAKEN
 
     cdef int _taken(self, object conn) except -1:
         self.taken += 1

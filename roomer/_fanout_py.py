@@ -646,6 +646,7 @@ class InboundCore:
 # --------------------------------------------------------------------------- relay
 
 _TEXT, _BINARY = 1, 2
+_TAKEN, _REFUSED = 1, 2  # what Relay._take_one did with a message it took
 
 
 class Relay:
@@ -714,64 +715,101 @@ class Relay:
             self.on_taken(conn)
 
     def take(self, peer: Peer, transport: Any, frame: Any) -> bool:
-        """Whether ``frame`` was a plain relay, now done (see the compiled twin)."""
-        inbound = peer.inbound
+        """Whether ``frame`` was a plain relay (or a batch that began with one), now done
+        (see the compiled twin)."""
         engine = self._engine
-        if (inbound is None or engine is None or engine.sync
+        if (peer.inbound is None or engine is None or engine.sync
                 or transport is not peer.transport or transport.is_close_frame_sent):
             return False
         if (frame.msg_type not in (_TEXT, _BINARY) or not frame.fin or frame.rsv1
                 or frame.rsv2 or frame.rsv3):
             return False
+        data = frame.get_payload_as_bytes()
+        if peer.batch and data[:1] == b"\x04":
+            try:
+                bodies = _codec_py.split_batch(data)
+            except Exception:  # the router answers what is wrong with it
+                return False
+            taken = 0
+            for body in bodies:
+                # The first draws the batch's bytes, and its refusal refuses the whole
+                # batch, named by it, as the router refuses a frame (it is not counted
+                # as a batch then: the router does not read a frame it refuses).
+                first = taken == 0
+                done = self._take_one(peer, body, data if first else body,
+                                      len(data) if first else 0)
+                if not done:
+                    break
+                taken += 1
+                if done == _REFUSED and first:
+                    taken = len(bodies)
+                    break
+            else:
+                first = False
+            if not taken:
+                return False
+            if not first:
+                self._counters["batches_in"] += 1
+            if taken < len(bodies):  # the rest in order, by the router, each drawn there
+                self._router.entries(peer, bodies[taken:])
+        elif not self._take_one(peer, data, data, len(data)):
+            return False
+        if frame.last_in_buffer:
+            peer.read_done()
+        return True
+
+    def _take_one(self, peer: Peer, data: bytes, named: bytes, draw: int) -> int:
+        # One message: 0 when it is not a plain relay, else _TAKEN (done) or _REFUSED (by
+        # the rate limits, answered as ``named`` is). ``draw``: the bytes it draws from
+        # the byte limit (a batch's are drawn with its first message).
+        inbound = peer.inbound
+        engine = self._engine
+        assert inbound is not None and engine is not None
         # 1: OPEN (roomer.inbound), accepted and not closing.
         if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
                 or inbound._backlog is not None or inbound._fragments is not None):
-            return False
-        data = frame.get_payload_as_bytes()
+            return 0
         if peer.v2:
             if len(data) < 29 or data[0] != 0 or data[1:9] != bytes(8):
-                return False
+                return 0
             data = data[9:]
         try:
             room, event, dst, payload = _codec_py.decode_client(data)
         except Exception:  # the router answers what is wrong with it
-            return False
+            return 0
         if (not 0 < len(room.encode()) <= self._max_room
                 or not 0 < len(event.encode()) <= self._max_event or event in self._slow):
-            return False
+            return 0
         sender = peer.id  # type: ignore[attr-defined]
         if dst:  # a direct message (handlers never see one) to a client connected here
             target = self._registry.conns.get(dst)
             if target is None:
-                return False
+                return 0
         else:
             if event in self._handlers or event in self._registered or self._catch_all:
-                return False
+                return 0
             if not self._allow_root and room == self._root:
-                return False
+                return 0
             if room.find(":") > 0 and self._games is not None and self._games.active:
-                return False
+                return 0
             members = self._registry.rooms.get(room)
             if members is None or members.get(sender) is not peer:
-                return False
+                return 0
         now = stall = 0.0
         limited = self._rate is not None or self._byte_rate is not None
         if limited:
             now = self.clock()
             if now - self.beat_at > self._stall_after:
-                return False
+                return 0
             if now < self.stall_until:
                 stall = self.stall
-        if frame.last_in_buffer:
-            peer.read_done()
         inbound._heard = True
         if limited:
-            verdict = inbound.admit(now, self._rate, stall, frame.payload_size,
-                                    self._byte_rate)
+            verdict = inbound.admit(now, self._rate, stall, draw, self._byte_rate)
             if verdict != 0:
-                self._router._refused(peer, frame, verdict)
+                self._router._refusal(peer, named, verdict)
                 self._taken(peer)
-                return True
+                return _REFUSED
         counters = self._counters
         counters["messages_in"] += 1
         body = _codec_py.encode(room, event, dst, sender, payload)
@@ -790,4 +828,4 @@ class Relay:
         self._taken(peer)
         self.worked(peer)
         inbound.handled()
-        return True
+        return _TAKEN

@@ -262,15 +262,22 @@ class Router:
             self.metrics.counters["messages_in"] += 1
             self.error(conn, "malformed", str(exc))
             return
+        self._message(conn, bodies[0])
+        self.entries(conn, bodies[1:])
+
+    def entries(self, conn: Connection, bodies: list[bytes]) -> None:
+        """Messages of a batch after its first (which drew the batch's bytes), in order:
+        each draws one message from the rate limit. The relay path hands over those
+        after the ones it took."""
         limited = self.config.rate_limit is not None
-        for i, body in enumerate(bodies):
-            if i and limited:
+        for body in bodies:
+            if not conn.inbound.accepting():
+                return
+            if limited:
                 verdict = self._admit(conn, 0, None)
                 if verdict is not Admission.TAKE:
                     self._refusal(conn, body, verdict)
                     continue
-            if not conn.inbound.accepting():
-                return
             self._message(conn, body)
 
     def _message(self, conn: Connection, data: bytes) -> None:

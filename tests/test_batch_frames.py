@@ -178,3 +178,28 @@ async def test_the_python_client_reads_batches(make_server: Any) -> None:
     assert got == [str(i).encode() for i in range(30)]
     assert server.stats()["batches_out"] == before + 1
     await root.close()
+
+
+async def test_plain_relays_in_a_batch_take_the_relay_path(make_server: Any) -> None:
+    server = await make_server()
+
+    @server.on("echo")
+    def echo(conn: Any, msg: roomer.Message) -> None:
+        conn.send("echoed", msg.payload, msg.room)
+
+    relay_path = server._core.router.relay
+    sender, other = await members(server, BATCH, BATCH)
+    before = relay_path.taken
+    await sender.ws.send(batch(*(relay("r", "m", str(i)) for i in range(10))))
+    assert [(await other.expect("m", "r")).payload for _ in range(10)] == [
+        str(i).encode() for i in range(10)]
+    assert relay_path.taken == before + 10
+    # From the first message the router must see (a handler's event), the rest is the
+    # router's, in order.
+    await sender.ws.send(batch(relay("r", "m", "a"), relay("r", "m", "b"),
+                               encode(EVENT, 0, "", "r", "echo", payload=b"e"),
+                               relay("r", "m", "c")))
+    assert [(await other.expect("m", "r")).payload for _ in range(3)] == [b"a", b"b", b"c"]
+    assert (await sender.expect("echoed", "r")).payload == b"e"
+    assert relay_path.taken == before + 12
+    assert server.counters["batches_in"] == 2

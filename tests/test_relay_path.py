@@ -11,7 +11,7 @@ from typing import Any
 
 from rawclient import connect, encode
 from rawsocket import joined
-from v2client import connect2
+from v2client import batch, connect2
 from v2client import encode as encode_v2
 from waiting import eventually
 
@@ -23,13 +23,15 @@ def taken(server: roomer.Server) -> int:
     return server._core.router.relay.taken  # type: ignore[no-any-return]
 
 
-async def three_in_r(server: roomer.Server) -> tuple[Any, str, Any, Any]:
-    """In room r: a bare-socket v1 client (and its id), a v1 client and a v2 client,
-    the presence of their joins read by the two that read."""
+async def three_in_r(server: roomer.Server, batches: bool = False
+                     ) -> tuple[Any, str, Any, Any]:
+    """In room r: a bare-socket v1 client (and its id), a v1 client and a v2 client
+    (with batch frames if ``batches``), the presence of their joins read by the two that
+    read."""
     a, a_id = await joined(server.address[1], "r")
     b = await connect(server)
     await b.join("r")
-    c = await connect2(server)
+    c = await connect2(server, ["roomer.v2.batch"] if batches else None)
     await c.ask("", "r", "join")
     await b.expect("new_member", "r")
     return a, a_id, b, c
@@ -197,15 +199,35 @@ def _crafted(ids: dict[str, bytes]) -> tuple[list[bytes], list[bytes]]:
     return v1, v2
 
 
+def _batches(ids: dict[str, bytes]) -> list[bytes]:
+    """Batch frames (docs/protocol.md §13) the v2 client sends: of plain relays, and of
+    plain relays mixed with what the router must do, in every position."""
+    b = ids["b"]
+    chat = _v2(0, 0, b"", b"r", b"chat")
+    return [
+        batch(chat, _v2(0, 0, b"", b"r", b"chat", payload=b"2")),
+        batch(*[_v2(0, 0, b"", b"r", b"burst", payload=b"%d" % i) for i in range(30)]),
+        batch(chat, _v2(0, 0, b"", b"r", b"echo"), chat),
+        batch(_v2(0, 0, b"", b"r", b"echo"), chat, chat),
+        batch(chat, _v2(0, 0, b"", b"r", b"dm", b), _v2(1, 4, b"", b"r", b"echo"), chat),
+        batch(chat, b"\x04" + bytes(28), chat),  # an entry that is no v2 message
+        batch(chat, _v2(0, 0, b"", b"r", b"join_ack"), _v2(0, 0, b"", b"x", b"chat"), chat),
+        batch(_v2(0, 0, b"ns", b"r", b"chat"), chat),
+        batch(chat, chat) + b"\x00",  # broken framing: refused whole
+        batch(chat),
+    ]
+
+
 async def _observe(server: roomer.Server) -> tuple[dict[tuple[str, str], list], dict]:
     """Run the crafted messages through ``server``: what each client got from each
     sender (ids as the clients' names; the order between senders is the network's), and
     the counters that moved."""
     server.on("echo")(lambda conn, msg: conn.send("echoed", msg.payload, msg.room))
-    a, a_id, b, c = await three_in_r(server)
+    a, a_id, b, c = await three_in_r(server, batches=True)
     names = {a_id: "a", b.id: "b", c.id: "c", "": "server"}
     before = dict(server.counters)
     v1, v2 = _crafted({"b": b.id.encode(), "c": c.id.encode()})
+    v2 += _batches({"b": b.id.encode()})
     # Each ends with a relay to r and a direct message to itself: the anchors after
     # which nothing more is owed to anyone.
     await a.send_bodies([*v1, _v1(b"r", b"end"), _v1(b"r", b"mine", a_id.encode())])
