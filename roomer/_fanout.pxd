@@ -157,6 +157,6 @@ cdef class Relay:
     cdef int _take(self, Peer peer, WSTransport transport, WSFrame frame) except -1
     cdef int _take_one(self, Peer peer, const uint8_t* p, Py_ssize_t total,
                        const uint8_t* named, Py_ssize_t named_size,
-                       Py_ssize_t draw) except -1
+                       Py_ssize_t draw, bint admitted) except -1
     cdef int _worked(self, InboundCore inbound, object conn) except -1
     cdef int _taken(self, object conn) except -1

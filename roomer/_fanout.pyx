@@ -1049,9 +1049,9 @@ cdef class Relay:
                 # batch, named by it, as the router refuses a frame (not counted as a
                 # batch then: the router does not read a frame it refuses).
                 if taken == 0:
-                    done = self._take_one(peer, entry, size, p, total, total)
+                    done = self._take_one(peer, entry, size, p, total, total, False)
                 else:
-                    done = self._take_one(peer, entry, size, entry, size, 0)
+                    done = self._take_one(peer, entry, size, entry, size, 0, False)
                 if done == 0:
                     break
                 taken += 1
@@ -1069,18 +1069,30 @@ cdef class Relay:
                         rest.append(PyBytes_FromStringAndSize(<const char*>p + pos + 4, size))
                         pos += 4 + size
                     self._router.entries(peer, rest)
-        elif self._take_one(peer, p, total, p, total, total) == 0:
+        elif self._take_one(peer, p, total, p, total, total, False) == 0:
             return 0
         if frame.last_in_buffer:
             peer._read_done()
         return 1
 
+    def take_admitted(self, conn, bytes data not None):
+        """Whether ``data``, a message of ``conn``'s that the rate limits took when it
+        came and that waited (in its backlog, or behind the first messages of its
+        batch), was a plain relay, now done: the router gives it here first, so a
+        connection the turn budget held is not slower for it."""
+        if (self._engine is None or self._engine.relay is not self or self._engine.sync
+                or not isinstance(conn, Peer)):
+            return False
+        return self._take_one(<Peer>conn, <const uint8_t*>PyBytes_AS_STRING(data),
+                              PyBytes_GET_SIZE(data), NULL, 0, 0, True) != 0
+
     cdef int _take_one(self, Peer peer, const uint8_t* p, Py_ssize_t total,
                        const uint8_t* named, Py_ssize_t named_size,
-                       Py_ssize_t draw) except -1:
+                       Py_ssize_t draw, bint admitted) except -1:
         # One message: 0 when it is not a plain relay, else TAKEN (done) or REFUSED (by
         # the rate limits, answered as the ``named_size`` bytes at ``named`` are).
-        # ``draw``: the bytes it draws from the byte limit.
+        # ``draw``: the bytes it draws from the byte limit. ``admitted``: one that came
+        # earlier, drawn then, and waited (its backlog, if any, starts with it).
         cdef InboundCore inbound = peer.inbound
         cdef Fanout engine = self._engine
         cdef const char* src
@@ -1093,8 +1105,9 @@ cdef class Relay:
         cdef bytes out, out_v2
         cdef uint8_t* q
         # 1: OPEN (roomer.inbound), accepted and not closing.
-        if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
-                or inbound._backlog is not None or inbound._fragments is not None):
+        if (inbound is None or inbound.state != 1 or inbound.busy or inbound.held
+                or inbound._skipping or inbound._fragments is not None
+                or (inbound._backlog is not None and not admitted)):
             return 0
         # The header (docs/protocol.md §2-§3): an event of the default namespace, to a
         # room, whose fields fill the message exactly.
@@ -1142,7 +1155,7 @@ cdef class Relay:
             members = self._rooms.get(room)
             if members is None or (<dict>members).get(sender) is not conn:
                 return 0
-        if self._limited:
+        if self._limited and not admitted:
             now = self._now()
             if now - self.beat_at > self._stall_after:
                 return 0  # the router tells the stall first
@@ -1150,7 +1163,7 @@ cdef class Relay:
                 stall = self.stall
         # Taken: from here on it is this message's work.
         inbound._heard = True
-        if self._limited:
+        if self._limited and not admitted:
             verdict = inbound._admit(now, self._count, self._per, stall, draw, self._volume,
                                      self._span)
             if verdict != 0:

@@ -737,7 +737,7 @@ class Relay:
                 # as a batch then: the router does not read a frame it refuses).
                 first = taken == 0
                 done = self._take_one(peer, body, data if first else body,
-                                      len(data) if first else 0)
+                                      len(data) if first else 0, False)
                 if not done:
                     break
                 taken += 1
@@ -752,22 +752,35 @@ class Relay:
                 self._counters["batches_in"] += 1
             if taken < len(bodies):  # the rest in order, by the router, each drawn there
                 self._router.entries(peer, bodies[taken:])
-        elif not self._take_one(peer, data, data, len(data)):
+        elif not self._take_one(peer, data, data, len(data), False):
             return False
         if frame.last_in_buffer:
             peer.read_done()
         return True
 
-    def _take_one(self, peer: Peer, data: bytes, named: bytes, draw: int) -> int:
+    def take_admitted(self, conn: Any, data: bytes) -> bool:
+        """Whether ``data``, a message of ``conn``'s that the rate limits took when it
+        came and that waited, was a plain relay, now done (see the compiled twin)."""
+        _exact(data, bytes, "data")
+        engine = self._engine
+        if engine is None or engine.relay is not self or engine.sync or not isinstance(
+                conn, Peer):
+            return False
+        return self._take_one(conn, data, data, 0, True) != 0
+
+    def _take_one(self, peer: Peer, data: bytes, named: bytes, draw: int,
+                  admitted: bool) -> int:
         # One message: 0 when it is not a plain relay, else _TAKEN (done) or _REFUSED (by
         # the rate limits, answered as ``named`` is). ``draw``: the bytes it draws from
-        # the byte limit (a batch's are drawn with its first message).
+        # the byte limit (a batch's are drawn with its first message). ``admitted``: one
+        # that came earlier, drawn then, and waited (its backlog, if any, starts with it).
         inbound = peer.inbound
         engine = self._engine
-        assert inbound is not None and engine is not None
+        assert engine is not None
         # 1: OPEN (roomer.inbound), accepted and not closing.
-        if (inbound.state != 1 or inbound.busy or inbound.held or inbound._skipping
-                or inbound._backlog is not None or inbound._fragments is not None):
+        if (inbound is None or inbound.state != 1 or inbound.busy or inbound.held
+                or inbound._skipping or inbound._fragments is not None
+                or (inbound._backlog is not None and not admitted)):
             return 0
         if peer.v2:
             if len(data) < 29 or data[0] != 0 or data[1:9] != bytes(8):
@@ -796,7 +809,7 @@ class Relay:
             if members is None or members.get(sender) is not peer:
                 return 0
         now = stall = 0.0
-        limited = self._rate is not None or self._byte_rate is not None
+        limited = (self._rate is not None or self._byte_rate is not None) and not admitted
         if limited:
             now = self.clock()
             if now - self.beat_at > self._stall_after:

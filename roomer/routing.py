@@ -270,6 +270,7 @@ class Router:
         each draws one message from the rate limit. The relay path hands over those
         after the ones it took."""
         limited = self.config.rate_limit is not None
+        take = self.relay.take_admitted
         for body in bodies:
             if not conn.inbound.accepting():
                 return
@@ -278,7 +279,8 @@ class Router:
                 if verdict is not Admission.TAKE:
                     self._refusal(conn, body, verdict)
                     continue
-            self._message(conn, body)
+            if conn.inbound.waiting() or not take(conn, body):
+                self._message(conn, body)
 
     def _message(self, conn: Connection, data: bytes) -> None:
         inbound = conn.inbound
@@ -323,8 +325,10 @@ class Router:
         """Handle a connection's queued messages in order, until one starts async work
         (its end drains the rest) or the turn budget holds it (the next turn resumes)."""
         inbound = conn.inbound
+        take = self.relay.take_admitted
         while (data := inbound.next()) is not None:
-            self._handle(conn, data)
+            if not take(conn, data):  # a plain relay as fast as one that did not wait
+                self._handle(conn, data)
         if inbound.settle():
             self._release_reading(conn)
 
