@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -262,24 +261,21 @@ def test_huge_length_in_each_field(codec_impl: Any, length: int) -> None:
         )
 
 
-def test_huge_payload_claim_fails_fast_without_allocating(codec_impl: Any) -> None:
+def test_huge_payload_claim_fails_without_allocating(codec_impl: Any) -> None:
     data = bytes(16) + u32(U32_MAX) + b"abcd"  # 24 bytes claiming a 4 GiB payload
     assert len(data) == 24
     tracemalloc.start()
     try:
-        started = time.perf_counter()
         for _ in range(1000):
             with pytest.raises(ProtocolError) as info:
                 codec_impl.decode(data)
             with pytest.raises(ProtocolError):
                 codec_impl.decode_client(data)
-        elapsed = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert info.value.code == "malformed"
     assert "payload length 4294967295 runs past the end" in str(info.value)
-    assert elapsed < 2.0  # 2000 decodes; a 4 GiB allocation attempt would take far longer
     assert peak < 256 * 1024  # never anything like the claimed size
 
 
