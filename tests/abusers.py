@@ -108,6 +108,11 @@ class WS:
         self.close_code: int | None = None
         self.closed_at = 0.0
         self.eof = False
+        # The reader answers pings while the sender floods: two sock_sendall at once
+        # interleave their bytes once the socket's buffer is full, and the server rightly
+        # closes the garbled stream with 1002.
+        self._writing = asyncio.Lock()
+        self._torn = False  # a write was cancelled part-way: the stream ends there
 
     @classmethod
     async def open(cls, port: int, rcvbuf: int | None = None) -> WS:
@@ -135,7 +140,14 @@ class WS:
         return cls(sock, rest)
 
     async def send(self, data: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+        async with self._writing:
+            if self._torn:
+                return  # bytes after half a frame would be garbage (and a 1002) too
+            try:
+                await asyncio.get_running_loop().sock_sendall(self.sock, data)
+            except asyncio.CancelledError:
+                self._torn = True
+                raise
 
     def frames(self) -> list[tuple[int, bytes]]:
         """Complete frames in the buffer (server frames are unmasked)."""
