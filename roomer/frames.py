@@ -12,11 +12,16 @@ import json
 
 from . import codec
 
-__all__ = ["ASK", "BATCH", "ERROR_REPLY", "EVENT", "REPLY", "as_v2", "encode",
-           "reply_payload", "v1_body"]
+__all__ = ["ASK", "BATCH", "BATCH_BYTES", "BATCH_FRAME_MAX", "ERROR_REPLY", "EVENT", "REPLY",
+           "as_v2", "encode", "reply_payload", "v1_body"]
 
 # v2 kinds (docs/protocol.md §3), and the first byte of a batch frame (§13)
 EVENT, ASK, REPLY, ERROR_REPLY, BATCH = range(5)
+
+# The entries' bytes a roomer writer gathers in one batch at most (a larger message goes
+# alone), and so the largest batch frame it writes: the kind byte, 256 lengths, entries.
+BATCH_BYTES = 64 * 1024
+BATCH_FRAME_MAX = 1 + 4 * codec.BATCH_MAX + BATCH_BYTES
 
 Payload = bytes | bytearray | memoryview | str
 

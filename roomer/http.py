@@ -29,6 +29,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from .config import Config
 from .errors import Deny
+from .frames import BATCH_FRAME_MAX
 from .http_messages import Answer, Body, BytesBody, HeadError, body_length, head_bytes, parse_head
 from .static_files import NOT_FOUND, StaticFiles
 
@@ -68,12 +69,14 @@ def connection_tokens(request: WSUpgradeRequest) -> set[str]:
             for token in value.split(",")}
 
 
-def subprotocol(request: WSUpgradeRequest) -> str | None:
-    """The newest roomer subprotocol the client offered (None: plain v1, none named)."""
+def subprotocol(request: WSUpgradeRequest, batch: bool = True) -> str | None:
+    """The newest roomer subprotocol the client offered (None: plain v1, none named),
+    ``roomer.v2.batch`` only if ``batch``."""
     offered = {token.strip()
                for value in request.headers.getall("Sec-WebSocket-Protocol", ())
                for token in value.split(",")}
-    return next((name for name in SUBPROTOCOLS if name in offered), None)
+    return next((name for name in SUBPROTOCOLS
+                 if name in offered and (batch or not SUBPROTOCOLS[name][1])), None)
 
 
 def _bad_upgrade(request: WSUpgradeRequest) -> bytes | None:
@@ -245,7 +248,9 @@ class HttpSide:
             # An awaitable (an async authorize) is passed on as it is: picows answers
             # the upgrade now, and the connection awaits it before anything else
             # (Lifecycle.connected), its messages held.
-        protocol = subprotocol(request)
+        # A client's batch may reach BATCH_FRAME_MAX bytes: a server whose messages must
+        # be smaller does not offer batches rather than close a batching client with 1009.
+        protocol = subprotocol(request, self.config.max_message_size >= BATCH_FRAME_MAX)
         v2, batch = SUBPROTOCOLS[protocol] if protocol is not None else (False, False)
         listener = self._accept(request, claims, v2, batch)
         if protocol is None:

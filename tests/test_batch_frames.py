@@ -16,6 +16,7 @@ from v2client import ASK, ERROR_REPLY, EVENT, REPLY, Client2, batch, connect2, e
 from websockets.asyncio.client import connect as ws_connect
 
 import roomer
+from roomer.frames import BATCH_FRAME_MAX
 
 BATCH = ["roomer.v2.batch"]
 
@@ -44,6 +45,20 @@ async def test_the_101_names_batches_when_offered(make_server: Any) -> None:
         ws = await ws_connect(url_of(server), subprotocols=offered)  # type: ignore[arg-type]
         assert ws.subprotocol == chosen, offered
         await ws.close()
+
+
+async def test_a_server_whose_messages_are_smaller_than_a_batch_offers_none(
+        make_server: Any) -> None:
+    # A client's batch may reach BATCH_FRAME_MAX bytes (§13): below that, the server
+    # would have to close a batching client with 1009, so it answers plain v2.
+    for limit, chosen in ((BATCH_FRAME_MAX - 1, "roomer.v2"),
+                          (BATCH_FRAME_MAX, "roomer.v2.batch")):
+        server = await make_server(max_message_size=limit)
+        ws = await ws_connect(url_of(server),
+                              subprotocols=["roomer.v2.batch", "roomer.v2"])  # type: ignore[list-item]
+        assert ws.subprotocol == chosen, limit
+        await ws.close()
+    assert BATCH_FRAME_MAX == 1 + 4 * 256 + 64 * 1024
 
 
 async def test_what_one_turn_sends_a_client_is_one_batch(make_server: Any) -> None:
