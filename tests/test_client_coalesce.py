@@ -8,11 +8,16 @@ message alone."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rawclient import TIMEOUT, url_of
 from test_client_resume import Collector, next_event
+from waiting import scaled
 
 import roomer
 from roomer.frames import BATCH_BYTES, BATCH_FRAME_MAX
@@ -140,3 +145,16 @@ async def test_coalesce_needs_v2(make_server: Any) -> None:
     server = await make_server()
     with pytest.raises(ValueError, match="protocol='v2'"):
         await roomer.connect(url_of(server), coalesce=True)
+
+
+def test_the_benchmark_runs_and_counts_the_batches() -> None:
+    # bench/client_batches.py at a smoke test's size: each bot's burst of 5 is one batch.
+    script = Path(__file__).resolve().parents[1] / "bench" / "client_batches.py"
+    done = subprocess.run([sys.executable, str(script), "--bots", "2", "--burst", "5",
+                           "--rounds", "20", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=scaled(60), check=True)
+    out = json.loads(done.stdout)
+    assert [run["batches_in"] for run in out["runs"]["plain"]] == [0]
+    assert [run["batches_in"] for run in out["runs"]["coalesce"]] == [2 * 20]
+    # (Its CPU figures need longer runs: the clock counts in ticks of 10 ms.)
+    assert all(run["messages_per_s"] > 0 for runs in out["runs"].values() for run in runs)
