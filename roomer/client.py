@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import random
+import threading
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -115,7 +116,13 @@ Apply = Callable[[bytes | None, Exception | None], None]
 
 
 class Room:
-    """A joined (or joining) room. Awaiting it waits until the server acknowledged the join."""
+    """A joined (or joining) room. Awaiting it waits until the server acknowledged the join.
+
+    Threads: the client belongs to the thread of the event loop it was connected in.
+    ``id``, ``open``, ``members``, ``namespace_name``, ``pending_asks`` and
+    ``unknown_replies`` may be read from any thread; every other method raises
+    RuntimeError from another thread (hand the call to the loop with
+    ``loop.call_soon_threadsafe`` or ``asyncio.run_coroutine_threadsafe``)."""
 
     def __init__(self, client: _Client, name: str, space: _Space | None = None) -> None:
         self.name = name
@@ -166,6 +173,7 @@ class Room:
         is the reply (bytes as they are, str as UTF-8, None empty, anything else JSON);
         a roomer.RoomerError it raises is an error reply with its code and text, any other
         exception ``handler_error`` "internal error"; no handler: ``no_handler``."""
+        self._client.loop_only("on")
         if not callable(handler):
             raise TypeError("handler is not callable")
         self._handlers.setdefault(event, []).append(handler)
@@ -173,6 +181,7 @@ class Room:
 
     def off(self, event: str, handler: Callable[..., Any] | None = None) -> None:
         """Remove one handler of ``event``, or all of them."""
+        self._client.loop_only("off")
         if handler is None:
             self._handlers.pop(event, None)
         elif handler in self._handlers.get(event, []):
@@ -184,6 +193,7 @@ class Room:
         roomer.ClientError with the server's code. ``options`` (a JSON-able dict) go to a
         game room's ``on_join`` (``room_full``, ``room_locked``, ``no_such_room``,
         ``join_denied``... refuse such a join)."""
+        self._client.loop_only("join")
         return self._client.join(name, self._space, options)
 
     def create(self, type: str, options: Mapping[str, Any] | None = None) -> Room:
@@ -191,34 +201,40 @@ class Room:
         Returns the room at once, to register handlers on; ``await`` it for the server's
         answer: then its ``name`` is the room's id. A refusal raises roomer.ClientError
         (``create_denied`` with the hook's text, ``room_exists``, ``room_limit``...)."""
+        self._client.loop_only("create")
         return self._client.find_room("room.create", type, self._space, options)
 
     def join_or_create(self, type: str, options: Mapping[str, Any] | None = None) -> Room:
         """v2: join a game room of ``type`` that the server picks by ``options`` (its type's
         ``filter_by`` and ``sort_by``), or create one. As `create`: the room at once,
         named by its id once awaited."""
+        self._client.loop_only("join_or_create")
         return self._client.find_room("room.join_or_create", type, self._space, options)
 
     def watch_rooms(self, type: str, filter: Mapping[str, Any] | None = None) -> RoomWatch:
         """v2: watch the list of game rooms of ``type`` (whose metadata hold ``filter``'s
         keys and values). Returns the watch at once; ``await`` it for the first list.
         A second watch of the same type replaces the first."""
+        self._client.loop_only("watch_rooms")
         return self._client.watch(type, self._space, filter)
 
     def leave(self) -> asyncio.Future[None]:
         """Leave this room; the future resolves on leave_ack (v2: the leave ask's reply);
         a refusal (``leave_denied``) raises roomer.ClientError. On a namespace's root:
         ``disconnect()``."""
+        self._client.loop_only("leave")
         if self._space.name and self is self._space.root:
             return self.disconnect()
         return self._client.leave(self)
 
     def send(self, event: str, payload: Payload = b"", dst: str = "") -> None:
         """Send to the room's members (or, with ``dst``, to that client only)."""
+        self._client.loop_only("send")
         self._client.send(self._space.name, self.name, event, payload, dst)
 
     async def wait_for(self, event: str, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for the next ``event`` in this room; returns its handler arguments."""
+        self._client.loop_only("wait_for")
         fut: asyncio.Future[tuple[Any, ...]] = self._client.loop.create_future()
 
         def once(*args: Any) -> None:
@@ -233,6 +249,7 @@ class Room:
 
     async def close(self) -> None:
         """Close the whole connection (every room)."""
+        self._client.loop_only("close")
         await self._client.close()
 
     # protocol v2 ----------------------------------------------------------------------
@@ -244,11 +261,13 @@ class Room:
         on_connected hook sends arrives with it); a refusal raises roomer.ClientError
         (``no_such_namespace``, ``namespace_denied``...). ``""``, and a namespace
         connected (or connecting) already, give its root as it is."""
+        self._client.loop_only("namespace")
         return self._client.namespace(name)
 
     def disconnect(self) -> asyncio.Future[None]:
         """v2: leave this room's namespace (not the default one: close() the connection);
         its rooms close. Resolves on the server's reply."""
+        self._client.loop_only("disconnect")
         return self._client.disconnect(self._space)
 
     async def ask(self, event: str, payload: Payload = b"", timeout: float | None = 5.0
@@ -263,6 +282,7 @@ class Room:
             raise ValueError(f"{event!r} is asked by the method of that name: asked here, "
                              "the server would do it behind this client's back")
         client = self._client
+        client.loop_only("ask")
         ask_id, fut = client.start_ask(self._space.name, self.name, event, payload, timeout)
         try:
             return await fut
@@ -323,6 +343,7 @@ class RoomWatch:
                   ) -> Callable[..., Any]:
         """Call ``fn(changed, removed)`` after each update (entries changed or added,
         ids removed), once ``rooms`` holds it."""
+        self._client.loop_only("on_change")
         if not callable(fn):
             raise TypeError("handler is not callable")
         self._handlers.append(fn)
@@ -330,6 +351,7 @@ class RoomWatch:
 
     async def close(self) -> None:
         """Stop watching."""
+        self._client.loop_only("close")
         if self._space.watches.get(self.type) is self:
             del self._space.watches[self.type]
             ask_id, fut = self._client.start_ask(self._space.name, self.type,
@@ -427,6 +449,7 @@ class _Client(WSListener):
                  timeout: float = 10.0, resume: bool = False, coalesce: bool = False) -> None:
         super().__init__()
         self.loop = loop
+        self.thread = threading.get_ident()  # the loop's: connect runs on it
         self.v2 = v2
         # This socket's server may send batch frames (it named roomer.v2.batch).
         self.batch = False
@@ -461,6 +484,12 @@ class _Client(WSListener):
         self.url = ""
         self.connect_options: dict[str, Any] = {}
         self.closing = False  # close() was called: no more reconnecting
+
+    def loop_only(self, what: str) -> None:
+        if threading.get_ident() != self.thread:
+            raise RuntimeError(
+                f"{what} from another thread: the client belongs to its event loop's thread; "
+                "use loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe")
 
     def spawn(self, awaitable: Any) -> None:
         task = self.loop.create_task(awaitable)

@@ -165,3 +165,39 @@ async def test_server_shutdown_closes_rooms(make_server: Any) -> None:
     await server.shutdown()
     await closed
     assert not lobby.open() and not root.open()
+
+
+async def test_calls_from_another_thread_are_refused_or_handed_over(make_server: Any) -> None:
+    # The client belongs to its loop's thread: the read-only methods answer from any
+    # thread, the others raise RuntimeError there rather than race the loop.
+    server = await make_server()
+    root = await roomer.connect(url(server))
+    other = await roomer.connect(url(server))
+    try:
+        room = await root.join("r")
+        theirs = await other.join("r")
+        loop = asyncio.get_running_loop()
+        refused: list[str] = []
+
+        def elsewhere() -> tuple[str, bool, list[str]]:
+            calls = {"send": lambda: room.send("m", "x"), "join": lambda: room.join("s"),
+                     "leave": room.leave, "on": lambda: room.on("m", print),
+                     "off": lambda: room.off("m"),
+                     "close": lambda: asyncio.run(room.close()),
+                     "wait_for": lambda: asyncio.run(room.wait_for("m"))}
+            for name, call in calls.items():
+                with pytest.raises(RuntimeError, match=f"^{name} from another thread"):
+                    call()
+                refused.append(name)
+            return room.id(), room.open(), room.members()
+
+        assert await loop.run_in_executor(None, elsewhere) == (
+            root.id(), True, [root.id(), other.id()])
+        assert len(refused) == 7 and "s" not in root._client.rooms
+        # Handed to the loop, the same call goes through.
+        got = asyncio.ensure_future(theirs.wait_for("m", scaled(5)))
+        await loop.run_in_executor(None, loop.call_soon_threadsafe, room.send, "m", "hi")
+        assert await got == (b"hi", root.id())
+    finally:
+        await other.close()
+        await root.close()
