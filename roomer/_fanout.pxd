@@ -135,6 +135,9 @@ cdef class Relay:
         bint _allow_root
         str _root
         double _stall_after
+        double _poll_interval
+        double _paced_at
+        public object sleep
         Py_ssize_t _max_room
         Py_ssize_t _max_event
         frozenset _slow

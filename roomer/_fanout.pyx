@@ -31,7 +31,7 @@ from ._codec cimport (c_batch_size, c_frame_v2_from_v1_body, c_header_size, c_lo
 
 import gc
 from collections import deque
-from time import monotonic
+from time import monotonic, sleep
 
 import picows
 
@@ -945,11 +945,16 @@ cdef class Relay:
     The router owns it and keeps its state: the clock, the beat that tells a stall,
     the loop turn that the turn budget counts in. ``on_taken(conn)``, None unless set,
     is called for each message it takes (tests count the work of a turn with it).
+
+    ``poll_interval`` (seconds, 0: none): after a turn with client work, ``sleep`` (the
+    time module's) out the rest of that interval since the last such pause, so the next
+    poll of the sockets reads what many clients sent meanwhile (Config.poll_interval).
     """
 
     def __init__(self, router, *, rate, byte_rate, Py_ssize_t turn_messages,
                  Py_ssize_t turn_budget, bint allow_root, str root, Py_ssize_t max_room,
-                 Py_ssize_t max_event, frozenset slow not None, double stall_after):
+                 Py_ssize_t max_event, frozenset slow not None, double stall_after,
+                 double poll_interval=0.0):
         self._router = router
         self._count = rate[0] if rate is not None else -1.0
         self._per = rate[1] if rate is not None else 1.0
@@ -964,6 +969,9 @@ cdef class Relay:
         self._max_event = max_event
         self._slow = slow
         self._stall_after = stall_after
+        self._poll_interval = poll_interval
+        self._paced_at = 0.0
+        self.sleep = sleep
         self._tick_cb = self._tick
         self.clock = monotonic
 
@@ -1003,8 +1011,16 @@ cdef class Relay:
         engine.relay = self
 
     def _tick(self):
+        cdef double now, wait
         self.tick_pending = False
         self.turn += 1
+        if self._poll_interval > 0:
+            now = monotonic()
+            wait = min(self._paced_at + self._poll_interval - now, self._poll_interval)
+            if wait > 0:
+                self.sleep(wait)
+                now += wait
+            self._paced_at = now
 
     def worked(self, conn):
         """``conn`` caused one unit of work this turn: held once it used its share."""

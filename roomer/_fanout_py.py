@@ -15,7 +15,7 @@ import operator
 import sys
 from collections import deque
 from collections.abc import Callable
-from time import monotonic
+from time import monotonic, sleep
 from typing import Any
 
 from picows import WSListener
@@ -657,7 +657,7 @@ class Relay:
                  rate: tuple[float, float] | None, byte_rate: tuple[float, float] | None,
                  turn_messages: int, turn_budget: int, allow_root: bool, root: str,
                  max_room: int, max_event: int, slow: frozenset[str],
-                 stall_after: float) -> None:
+                 stall_after: float, poll_interval: float = 0.0) -> None:
         _exact(slow, frozenset, "slow")
         self._router = router
         self.on_taken: Callable[[Any], Any] | None = None
@@ -671,6 +671,9 @@ class Relay:
         self._max_event = max_event
         self._slow = slow
         self._stall_after = stall_after
+        self._poll_interval = float(poll_interval)
+        self._paced_at = 0.0
+        self.sleep: Callable[[float], Any] = sleep
         self.clock: Callable[[], float] = monotonic
         self.beat_at = self.stall = self.stall_until = 0.0
         self.turn = 0
@@ -697,6 +700,13 @@ class Relay:
     def _tick(self) -> None:
         self.tick_pending = False
         self.turn += 1
+        if self._poll_interval > 0:
+            now = monotonic()
+            wait = min(self._paced_at + self._poll_interval - now, self._poll_interval)
+            if wait > 0:
+                self.sleep(wait)
+                now += wait
+            self._paced_at = now
 
     def worked(self, conn: Any) -> None:
         """``conn`` caused one unit of work this turn: held once it used its share."""

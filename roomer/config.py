@@ -27,6 +27,8 @@ __all__ = ["RESUME_SECRET_ENV", "Config", "Routes", "check_route"]
 #: one there for its workers (unless it is set already), so they resume each other's
 #: sessions.
 RESUME_SECRET_ENV = "ROOMER_RESUME_SECRET"
+# Below routing.STALL (0.25 s) by far: a sleep of the loop that long reads as a stall.
+MAX_POLL_INTERVAL = 0.05
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **kw: Any) -> Any:
@@ -74,6 +76,13 @@ class Config:
              "flush_threshold is written at once, and a game room with a tick writes its "
              "members' frames with each tick",
         "--write-delay", metavar="MS", scale=0.001, shown="0 ms")
+    poll_interval: float = _opt(
+        0.0, "while clients keep the server busy, read their sockets at most once per this "
+             "long: after a turn with their messages the loop sleeps out the rest of it, so "
+             "one wake-up reads what many clients sent (less CPU per message, up to this "
+             "much more latency): seconds, at most 0.05 (the flag takes milliseconds); 0 "
+             "reads as soon as data comes. Worth it beside a write_delay",
+        "--poll-interval", metavar="MS", scale=0.001, shown="0 ms")
     flush_threshold: int = _opt(
         64 * 1024, "an outbox past this many bytes is written at once, not at the turn's end")
     turn_budget: int = _opt(
@@ -244,6 +253,11 @@ class Config:
             _check_seconds("write_delay", self.write_delay)
             if self.write_delay > 1:
                 raise ValueError("write_delay must be at most 1 second (1000 ms)")
+        if isinstance(self.poll_interval, bool) or self.poll_interval != 0:  # 0: none
+            _check_seconds("poll_interval", self.poll_interval)
+            if self.poll_interval > MAX_POLL_INTERVAL:
+                raise ValueError("poll_interval must be at most 0.05 seconds (50 ms): a "
+                                 "longer sleep would read as a stall of the server")
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
         if isinstance(self.resume_window, bool) or self.resume_window != 0:  # 0: off

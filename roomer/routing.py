@@ -96,7 +96,7 @@ class Router:
             turn_messages=config.turn_messages, turn_budget=config.turn_budget,
             allow_root=config.allow_root_broadcast, root=ROOT,
             max_room=config.max_room_name, max_event=config.max_event_name,
-            slow=ROUTED_EVENTS, stall_after=STALL)
+            slow=ROUTED_EVENTS, stall_after=STALL, poll_interval=config.poll_interval)
         self.relay.beat_at = time.monotonic()
         self._held: list[Connection] = []
         #: When the last stall of the server ended (clock time; 0: none yet): the server's
