@@ -28,7 +28,8 @@ def test_every_peer_present_relays_and_accounts_every_delivery(tmp_path: Path) -
     rc = game.main([
         "--clients", str(CLIENTS), "--room-size", str(ROOM), "--rate", "10",
         "--duration", "1.5", "--warmup", "0.5", "--procs", "2", "--peers", ",".join(PRESENT),
-        "--write-delay", "2", "--no-progress", "--setup-timeout", "60", "--json", str(out),
+        "--write-delay", "2", "--poll-interval", "1", "--no-progress", "--setup-timeout", "60",
+        "--json", str(out),
     ])
     assert rc == 0
     doc = json.loads(out.read_text())
@@ -41,6 +42,9 @@ def test_every_peer_present_relays_and_accounts_every_delivery(tmp_path: Path) -
         assert rows["roomer"]["write_delay_ms"] is None
         assert any("no write_delay option" in note for note in doc["notes"])
     assert all(row["write_delay_ms"] is None for name, row in rows.items() if name != "roomer")
+    assert rows["roomer"]["poll_interval_ms"] == (
+        1 if peers.roomer_supports("poll_interval") else None)
+    assert all(row["poll_interval_ms"] is None for name, row in rows.items() if name != "roomer")
     for name, row in rows.items():
         assert row["error"] == "", name
         # Each input owes one delivery to every other member of its room, and each

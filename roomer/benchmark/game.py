@@ -67,6 +67,7 @@ class GameConfig:
     duration: float = 10.0
     warmup: float = 1.0
     write_delay_ms: float | None = None
+    poll_interval_ms: float | None = None
     peers: list[str] = field(default_factory=lambda: DEFAULT_PEERS.split(","))
     procs: int = 3
     mode: str = "bytes"
@@ -122,6 +123,7 @@ class GameResult:
     peak_rss_mib: float = 0.0
     connect_s: float = 0.0
     write_delay_ms: float | None = None  # applied to this server (None: not applied)
+    poll_interval_ms: float | None = None  # the same
     held: bool = False
     error: str = ""
 
@@ -346,13 +348,18 @@ class GameSession:
 # --------------------------------------------------------------------------- runs
 
 
-def _server_args(server: str, cfg: GameConfig) -> tuple[list[str], float | None]:
-    """The server's flags, and the write delay applied to it (None: not applied)."""
-    if cfg.write_delay_ms is None or not server.startswith("roomer"):
-        return [], None
-    if not peers.roomer_supports("write_delay"):
-        return [], None
-    return ["--write-delay", str(cfg.write_delay_ms)], cfg.write_delay_ms
+def _server_args(server: str, cfg: GameConfig) -> tuple[list[str], dict[str, float | None]]:
+    """The server's flags, and the roomer options applied to it in ms, for its result
+    (None: not applied: another server, or a roomer without the option)."""
+    args: list[str] = []
+    applied: dict[str, float | None] = {"write_delay_ms": None, "poll_interval_ms": None}
+    for option, flag in (("write_delay", "--write-delay"), ("poll_interval", "--poll-interval")):
+        value = getattr(cfg, f"{option}_ms")
+        if (value is not None and server.startswith("roomer")
+                and peers.roomer_supports(option)):
+            args += [flag, str(value)]
+            applied[f"{option}_ms"] = value
+    return args, applied
 
 
 def _failed(server: str, cfg: GameConfig, room_size: int, payload: int, rate: float,
@@ -364,13 +371,13 @@ def _failed(server: str, cfg: GameConfig, room_size: int, payload: int, rate: fl
 
 def run_game(server: str, cfg: GameConfig, room_size: int, payload: int) -> GameResult:
     """One server at the configured rate: a fixed offered load."""
-    args, delay = _server_args(server, cfg)
+    args, applied = _server_args(server, cfg)
     session: GameSession | None = None
     try:
         session = GameSession(server, cfg, room_size, payload, server_args=args)
         session.settle()
         res = session.measure(cfg.rate, cfg.duration)
-        res.write_delay_ms = delay
+        res.write_delay_ms, res.poll_interval_ms = applied.values()
         return res
     except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
         return _failed(server, cfg, room_size, payload, cfg.rate, exc)
@@ -415,7 +422,7 @@ def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
     ``sweep_min`` until one is), refine between the last held and the first failed rate,
     then offer 1.5x to 4x the highest held rate."""
     sweep = Sweep(server, room_size, payload)
-    args, delay = _server_args(server, cfg)
+    args, applied = _server_args(server, cfg)
     session: GameSession | None = None
 
     def step(rate: float) -> GameResult:
@@ -427,7 +434,7 @@ def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
                 session = GameSession(server, cfg, room_size, payload, server_args=args)
                 session.settle()
             res = session.measure(rate, cfg.sweep_duration)
-            res.write_delay_ms = delay
+            res.write_delay_ms, res.poll_interval_ms = applied.values()
         except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
             res = _failed(server, cfg, room_size, payload, rate, exc)
         if res.error or res.drain == "timeout":
@@ -624,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs of the first seconds are not timed (default 1)")
     p.add_argument("--write-delay", type=float, default=None, metavar="MS",
                    help="roomer's write_delay option in ms, where this roomer has it")
+    p.add_argument("--poll-interval", type=float, default=None, metavar="MS",
+                   help="roomer's poll_interval option in ms, where this roomer has it")
     p.add_argument("--peers", default=DEFAULT_PEERS,
                    help=f"servers to run (default {DEFAULT_PEERS}; also roomer-sync, "
                         "roomer-limits: roomer keeping its default rate limits)")
@@ -673,6 +682,7 @@ def config_from_args(args: argparse.Namespace) -> GameConfig:
         duration=3.0 if args.quick else args.duration,
         warmup=args.warmup,
         write_delay_ms=args.write_delay,
+        poll_interval_ms=args.poll_interval,
         peers=names,
         procs=args.procs,
         mode=args.mode,
@@ -699,6 +709,12 @@ def main(argv: list[str]) -> int:
         else:
             notes.append(f"--write-delay {cfg.write_delay_ms:g}: this roomer has no "
                          "write_delay option; roomer ran without it")
+    if cfg.poll_interval_ms is not None:
+        if peers.roomer_supports("poll_interval"):
+            notes.append(f"roomer ran with poll_interval = {cfg.poll_interval_ms:g} ms")
+        else:
+            notes.append(f"--poll-interval {cfg.poll_interval_ms:g}: this roomer has no "
+                         "poll_interval option; roomer ran without it")
     for note in notes:
         print(note, file=sys.stderr)
     combos = [(size, payload) for size in cfg.room_sizes for payload in cfg.payloads]

@@ -302,7 +302,8 @@ def roomer_supports(option: str) -> bool:
 
 def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None = None,
                   prefix: str = "roomer", node_id: str | None = None,
-                  write_delay_ms: float | None = None, limits: bool = False) -> None:
+                  write_delay_ms: float | None = None, limits: bool = False,
+                  poll_interval_ms: float | None = None) -> None:
     from roomer import Server
 
     # The publisher sends far past the per-client rate limit on purpose: this measures
@@ -317,6 +318,10 @@ def _serve_roomer(port: int, sync: bool, read_buffer: int, backplane: str | None
         if not roomer_supports("write_delay"):
             raise SystemExit("this roomer has no write_delay option")
         options["write_delay"] = write_delay_ms / 1000.0  # roomer's durations are seconds
+    if poll_interval_ms is not None:
+        if not roomer_supports("poll_interval"):
+            raise SystemExit("this roomer has no poll_interval option")
+        options["poll_interval"] = poll_interval_ms / 1000.0
     server = Server(sync_broadcast=sync, read_buffer_size=read_buffer, **options)
     server.run(host=HOST, port=port)
 
@@ -362,16 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-id", default=None, help="roomer's node_id")
     parser.add_argument("--write-delay", type=float, default=None, metavar="MS",
                         help="roomer's write_delay, in milliseconds (where it has one)")
+    parser.add_argument("--poll-interval", type=float, default=None, metavar="MS",
+                        help="roomer's poll_interval, in milliseconds (where it has one)")
     args = parser.parse_args(argv)
     name = args.name
     if args.backplane is not None and not name.startswith(("roomer", "socketio")):
         parser.error(f"{name} has no backplane")
-    if args.write_delay is not None and not name.startswith("roomer"):
-        parser.error(f"{name} has no write_delay")
+    for option, value in (("write_delay", args.write_delay),
+                          ("poll_interval", args.poll_interval)):
+        if value is not None and not name.startswith("roomer"):
+            parser.error(f"{name} has no {option}")
     if name.startswith("roomer"):
         _serve_roomer(args.port, name == "roomer-sync", args.read_buffer, args.backplane,
                       args.backplane_prefix, args.node_id, args.write_delay,
-                      limits=name == "roomer-limits")
+                      limits=name == "roomer-limits", poll_interval_ms=args.poll_interval)
     elif name == "picows":
         _serve_picows(args.port, None)
     elif name == "picows-rb2k":
