@@ -701,6 +701,9 @@ class Relay:
         self.tick_pending = False
         self.turn += 1
         if self._poll_interval > 0:
+            engine = self._engine
+            if engine is not None and engine._scheduled and engine.write_delay == 0:
+                engine.flush()  # the turn's writes go out before the sleep, not after
             now = monotonic()
             wait = min(self._paced_at + self._poll_interval - now, self._poll_interval)
             if wait > 0:

@@ -127,3 +127,36 @@ async def test_a_server_without_it_never_sleeps(make_server: Any) -> None:
         room.send("m", str(n))
     assert await seen.reached(20, TIMEOUT) == [str(n) for n in range(20)]
     await asyncio.gather(root.close(), other.close())
+
+
+async def test_a_turns_writes_go_out_before_its_sleep(make_server: Any) -> None:
+    # Without a write delay, what a turn queued is written before the loop sleeps, not
+    # an interval later, even when the turn's first message queued nothing (a relay to
+    # a room with no one else: the turn's tick then comes before its flush).
+    server = await make_server(poll_interval=0.02)
+
+    @server.on("echo")
+    def echo(conn: Any, msg: roomer.Message) -> None:
+        conn.send("echoed", msg.payload, msg.room)
+
+    relay = server._core.router.relay
+    root = await roomer.connect(url_of(server), protocol="v2", coalesce=True)
+    room = await root.join("r")
+    alone = await root.join("alone")
+    conn = server.connection(root.id())
+    assert conn is not None
+    queued_at_sleep: list[int] = []
+    real_sleep = relay.sleep
+
+    def sleep(seconds: float) -> None:
+        queued_at_sleep.append(len(conn.queued()))
+        real_sleep(seconds)
+
+    relay.sleep = sleep
+    for n in range(10):
+        echoed = asyncio.ensure_future(room.wait_for("echoed", TIMEOUT))
+        alone.send("nobody", "hears this")  # one batch with the next: one turn
+        room.send("echo", str(n))
+        assert await echoed == (str(n).encode(), "")
+    assert queued_at_sleep and set(queued_at_sleep) == {0}
+    await root.close()
