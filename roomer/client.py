@@ -1143,9 +1143,8 @@ class _Client(WSListener):
     def _write_held(self) -> None:
         """Write what is held: one message as it is, several as one batch frame."""
         transport = self.transport
-        if (not self._held or transport is None or transport.is_disconnected
-                or transport.underlying_transport.is_closing()):
-            return  # a socket going: its on_ws_disconnected decides
+        if not self._held or transport is None or transport.is_disconnected:
+            return  # a socket gone: on_ws_disconnected decided (queued, or dropped)
         held, self._held = self._held, []
         self._held_bytes = 0
         if len(held) == 1:
