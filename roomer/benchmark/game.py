@@ -703,18 +703,15 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     runnable, notes = peers.runnable(cfg.peers)
-    if cfg.write_delay_ms is not None:
-        if peers.roomer_supports("write_delay"):
-            notes.append(f"roomer ran with write_delay = {cfg.write_delay_ms:g} ms")
+    for option in ("write_delay", "poll_interval"):
+        value = getattr(cfg, f"{option}_ms")
+        if value is None:
+            continue
+        if peers.roomer_supports(option):
+            notes.append(f"roomer ran with {option} = {value:g} ms")
         else:
-            notes.append(f"--write-delay {cfg.write_delay_ms:g}: this roomer has no "
-                         "write_delay option; roomer ran without it")
-    if cfg.poll_interval_ms is not None:
-        if peers.roomer_supports("poll_interval"):
-            notes.append(f"roomer ran with poll_interval = {cfg.poll_interval_ms:g} ms")
-        else:
-            notes.append(f"--poll-interval {cfg.poll_interval_ms:g}: this roomer has no "
-                         "poll_interval option; roomer ran without it")
+            notes.append(f"--{option.replace('_', '-')} {value:g}: this roomer has no "
+                         f"{option} option; roomer ran without it")
     for note in notes:
         print(note, file=sys.stderr)
     combos = [(size, payload) for size in cfg.room_sizes for payload in cfg.payloads]
