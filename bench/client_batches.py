@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,12 +23,11 @@ import time
 from typing import Any
 
 import roomer
+from roomer.benchmark.procs import cpu_times, read_metrics
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 def serve() -> None:
@@ -45,14 +43,7 @@ def serve() -> None:
 
 
 async def batches_in(port: int) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    text = (await reader.read()).decode()
-    writer.close()
-    for line in text.splitlines():
-        if line.startswith("roomer_batches_in_total "):
-            return int(float(line.split()[1]))
-    raise RuntimeError("no roomer_batches_in_total in /metrics")
+    return int((await read_metrics(port))["roomer_batches_in_total"])
 
 
 async def one_run(port: int, pid: int, args: argparse.Namespace,
