@@ -1124,10 +1124,9 @@ class _Client(WSListener):
         if not (self.coalesce and self.batch):
             transport.send(WSMsgType.BINARY, data)
             return
-        held = self._held
-        if held and (len(held) == codec.BATCH_MAX
-                     or self._held_bytes + len(data) > BATCH_BYTES):
-            self._write_held()
+        if self._held and (len(self._held) == codec.BATCH_MAX
+                           or self._held_bytes + len(data) > BATCH_BYTES):
+            self._write_held()  # a new list: append to self._held, not a name for the old
         self._held.append((data, queued))
         self._held_bytes += len(data)
         if self._held_bytes > BATCH_BYTES:
