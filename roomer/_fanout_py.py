@@ -743,7 +743,7 @@ class Relay:
                 bodies = _codec_py.split_batch(data)
             except Exception:  # the router answers what is wrong with it
                 return False
-            taken = 0
+            taken = done = 0
             for body in bodies:
                 # The first draws the batch's bytes, and its refusal refuses the whole
                 # batch, named by it, as the router refuses a frame (it is not counted
@@ -755,16 +755,13 @@ class Relay:
                     break
                 taken += 1
                 if done == _REFUSED and first:
-                    taken = len(bodies)
                     break
-            else:
-                first = False
             if not taken:
                 return False
-            if not first:
+            if not (done == _REFUSED and taken == 1):
                 self._counters["batches_in"] += 1
-            if taken < len(bodies):  # the rest in order, by the router, each drawn there
-                self._router.entries(peer, bodies[taken:])
+                if taken < len(bodies):  # the rest in order, by the router, each drawn there
+                    self._router.entries(peer, bodies[taken:])
         elif not self._take_one(peer, data, data, len(data), False):
             return False
         if frame.last_in_buffer:
