@@ -137,6 +137,7 @@ cdef class Relay:
         double _stall_after
         double _poll_interval
         double _paced_at
+        long long _accepted_turn
         public object sleep
         Py_ssize_t _max_room
         Py_ssize_t _max_event

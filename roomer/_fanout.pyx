@@ -948,7 +948,8 @@ cdef class Relay:
 
     ``poll_interval`` (seconds, 0: none): after a turn with client work, ``sleep`` (the
     time module's) out the rest of that interval since the last such pause, so the next
-    poll of the sockets reads what many clients sent meanwhile (Config.poll_interval).
+    poll of the sockets reads what many clients sent meanwhile (Config.poll_interval);
+    not after a turn that accepted a connection (``accepted``).
     """
 
     def __init__(self, router, *, rate, byte_rate, Py_ssize_t turn_messages,
@@ -971,6 +972,7 @@ cdef class Relay:
         self._stall_after = stall_after
         self._poll_interval = poll_interval
         self._paced_at = 0.0
+        self._accepted_turn = -1
         self.sleep = sleep
         self._tick_cb = self._tick
         self.clock = monotonic
@@ -1010,12 +1012,22 @@ cdef class Relay:
         self._counters = counters
         engine.relay = self
 
+    def accepted(self):
+        """A connection was accepted in this turn: the event loop accepts one per poll
+        of the sockets, so this turn is not followed by a pause, and a crowd connecting
+        comes in at full speed rather than at one client per ``poll_interval``."""
+        self._accepted_turn = self.turn
+
     def _tick(self):
         cdef double now, wait
         cdef Fanout engine
+        cdef bint accepting = self._accepted_turn == self.turn
         self.tick_pending = False
         self.turn += 1
         if self._poll_interval > 0:
+            if accepting:
+                self._paced_at = monotonic()
+                return
             engine = self._engine
             if engine is not None and engine._scheduled and engine.write_delay == 0:
                 engine._flush_all()  # the turn's writes go out before the sleep, not after

@@ -673,6 +673,7 @@ class Relay:
         self._stall_after = stall_after
         self._poll_interval = float(poll_interval)
         self._paced_at = 0.0
+        self._accepted_turn = -1
         self.sleep: Callable[[float], Any] = sleep
         self.clock: Callable[[], float] = monotonic
         self.beat_at = self.stall = self.stall_until = 0.0
@@ -697,10 +698,19 @@ class Relay:
         self._counters = counters
         engine.relay = self
 
+    def accepted(self) -> None:
+        """A connection was accepted in this turn: no pause after it (see the compiled
+        twin)."""
+        self._accepted_turn = self.turn
+
     def _tick(self) -> None:
+        accepting = self._accepted_turn == self.turn
         self.tick_pending = False
         self.turn += 1
         if self._poll_interval > 0:
+            if accepting:
+                self._paced_at = monotonic()
+                return
             engine = self._engine
             if engine is not None and engine._scheduled and engine.write_delay == 0:
                 engine.flush()  # the turn's writes go out before the sleep, not after

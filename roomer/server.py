@@ -672,6 +672,7 @@ class Server:
             host,
             port,
             clients=self._clients,
+            accepted=self._core.router.relay.accepted,
             websocket_handshake_timeout=config.handshake_timeout,
             max_frame_size=config.max_message_size,
             read_buffer_init_size=config.read_buffer_size,
@@ -1025,17 +1026,18 @@ class HttpFront(asyncio.BufferedProtocol):
     (``picows.picows.WSProtocol``, not public API: picows is pinned exactly in pyproject.toml).
     """
 
-    __slots__ = ("_answer", "_at", "_buf", "_clients", "_discarded", "_eof", "_expiry", "_http",
-                 "_lingering", "_loop", "_paused", "_pumping", "_timer", "_transport",
-                 "_ws_protocol")
+    __slots__ = ("_accepted", "_answer", "_at", "_buf", "_clients", "_discarded", "_eof",
+                 "_expiry", "_http", "_lingering", "_loop", "_paused", "_pumping", "_timer",
+                 "_transport", "_ws_protocol")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, http: HttpSide,
                  ws_protocol: Callable[[], Any], expiry: _Expiry,
-                 clients: set[Any]) -> None:
+                 clients: set[Any], accepted: Callable[[], Any]) -> None:
         self._loop = loop
         self._http = http
         self._expiry = expiry
         self._clients = clients
+        self._accepted = accepted
         self._ws_protocol = ws_protocol
         self._transport: Any = None
         self._buf = bytearray(HEAD_BUFFER)
@@ -1050,14 +1052,16 @@ class HttpFront(asyncio.BufferedProtocol):
 
     @classmethod
     async def listen(cls, http: HttpSide, host: str, port: int, *,
-                     clients: set[Any], websocket_handshake_timeout: float,
+                     clients: set[Any], accepted: Callable[[], Any],
+                     websocket_handshake_timeout: float,
                      max_frame_size: int, read_buffer_init_size: int,
                      enable_auto_pong: bool, logger_name: str,
                      **kwargs: Any) -> asyncio.Server:
         """Listen on host:port as ``picows.ws_create_server`` does (its options, and
         ``kwargs`` for the event loop's ``create_server``), each connection read by an
         HttpFront; ``clients`` holds the transports still read by one (plain HTTP, a
-        request head still coming), for a shutdown to cut."""
+        request head still coming), for a shutdown to cut; ``accepted()`` is called for
+        each connection accepted."""
         from picows import WSAutoPingStrategy
         from picows import picows as picows_impl
 
@@ -1085,7 +1089,8 @@ class HttpFront(asyncio.BufferedProtocol):
                                "picows 2.3.1, which roomer needs") from exc
         expiry = _Expiry(loop)
         server: asyncio.Server = await loop.create_server(
-            lambda: cls(loop, http, ws_protocol, expiry, clients), host, port, **kwargs)
+            lambda: cls(loop, http, ws_protocol, expiry, clients, accepted), host, port,
+            **kwargs)
         return server
 
     # reading ---------------------------------------------------------------------------
@@ -1093,6 +1098,7 @@ class HttpFront(asyncio.BufferedProtocol):
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
         self._clients.add(transport)
+        self._accepted()
         self._timer = self._loop.call_later(self._http.config.handshake_timeout,
                                             self._expiry.add, transport)
 

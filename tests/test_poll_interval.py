@@ -53,12 +53,20 @@ def test_a_busy_turn_sleeps_out_the_rest_of_the_interval(fanout_impl: Any,
     relay._tick()
     assert slept[2:] == [pytest.approx(0.01)]
     assert relay.turn == 5
+    now[0] += 0.001
+    relay.accepted()  # a turn that accepted a connection: no pause after it
+    relay._tick()
+    assert len(slept) == 3
+    now[0] += 0.004
+    relay._tick()  # and the next one is paced from there
+    assert slept[3:] == [pytest.approx(0.006)]
+    assert relay.turn == 7
 
     quiet = relay_of(fanout_impl, 0.0)
     quiet.sleep = sleep
     for _ in range(3):
         quiet._tick()
-    assert len(slept) == 3 and quiet.turn == 3
+    assert len(slept) == 4 and quiet.turn == 3
 
 
 def test_config_and_flag() -> None:
@@ -160,3 +168,47 @@ async def test_a_turns_writes_go_out_before_its_sleep(make_server: Any) -> None:
         assert await echoed == (str(n).encode(), "")
     assert queued_at_sleep and set(queued_at_sleep) == {0}
     await root.close()
+
+
+async def test_connections_are_not_let_in_at_one_per_interval(make_server: Any) -> None:
+    # The event loop accepts one connection per poll of the sockets (libuv does not
+    # accept in a loop): were every busy turn followed by a pause, a crowd connecting
+    # while others play would come in at one client per interval (600 clients took
+    # 27 s at 50 ms). A turn that accepted a connection is not followed by one.
+    interval = 0.05
+    server = await make_server(poll_interval=interval, rate_limit=None, byte_limit=None)
+    relay = server._core.router.relay
+    pauses = [0]
+    real_sleep = relay.sleep
+
+    def sleep(seconds: float) -> None:
+        pauses[0] += 1
+        real_sleep(seconds)
+
+    relay.sleep = sleep
+    url = url_of(server)
+    player = await (await roomer.connect(url)).join("game")
+    playing = True
+
+    async def play() -> None:  # every turn a busy one while the crowd connects
+        while playing:
+            player.send("input", "x")
+            await suspend()
+
+    playing_task = asyncio.ensure_future(play())
+    crowd = 40
+    try:
+        before = pauses[0]
+        roots = await asyncio.wait_for(
+            asyncio.gather(*(roomer.connect(url) for _ in range(crowd))), TIMEOUT)
+        rooms = await asyncio.wait_for(
+            asyncio.gather(*(root.join(f"table-{k % 10}") for k, root in enumerate(roots))),
+            TIMEOUT)
+        # Paced, a crowd needs at least one pause per client; accepted at full speed, a
+        # few pauses while the last handshakes and joins go through.
+        assert pauses[0] - before < crowd / 2, (pauses[0] - before, crowd)
+    finally:
+        playing = False
+        await playing_task
+    for room in [*rooms, player]:
+        await room.close()
