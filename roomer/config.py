@@ -81,7 +81,8 @@ class Config:
              "long: after a turn with their messages the loop sleeps out the rest of it, so "
              "one wake-up reads what many clients sent (less CPU per message, up to this "
              "much more latency): seconds, at most 0.05 (the flag takes milliseconds); 0 "
-             "reads as soon as data comes. Worth it beside a write_delay",
+             "reads as soon as data comes. One tick, with no write_delay, reads and writes "
+             "each client once per tick",
         "--poll-interval", metavar="MS", scale=0.001, shown="0 ms")
     flush_threshold: int = _opt(
         64 * 1024, "an outbox past this many bytes is written at once, not at the turn's end")
