@@ -502,7 +502,7 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
         # One --node-id, two nodes: each worker's is made unique.
         assert sorted(line.split(" as node ")[1].strip() for line in lines
                       if " as node " in line) == ["w-1", "w-2"]
-        assert sum(f"listening on ws://127.0.0.1:{port}/ws" in line for line in lines) == 2
+        assert sum(f"listening on ws://127.0.0.1:{port}/ws" in line for line in lines) == 2, lines
         url = f"ws://127.0.0.1:{port}/ws"
         by_pid: dict[int, RawClient] = {}
         for _ in range(64):  # the kernel picks a worker per connection; bounded retries
