@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from . import COMPILED, __version__
 from .config import Config
 from .server import Server
-from .workers import GroupError, SupervisorLink, resolve_workers, run_workers
+from .workers import GroupError, SupervisorLink, resolve_workers, run_workers, say_line
 
 __all__ = ["CommandError", "UsageError", "main"]
 
@@ -329,20 +329,19 @@ def _serve(args: argparse.Namespace, server: Server, context: ssl.SSLContext | N
         listening = True
         host, port = srv.address
         mode = "compiled" if COMPILED else "pure Python (ROOMER_NO_EXTENSIONS or no build)"
-        print(f"{label}roomer {__version__} listening on {ws}://{host}:{port}/ws", flush=True)
+        say_line(f"{label}roomer {__version__} listening on {ws}://{host}:{port}/ws")
         if srv.config.backplane is not None:
             cluster = srv.registry.cluster
             node = cluster.node_id if cluster is not None else "?"
-            print(f"{label}backplane: {srv.stats()['backplane']['url']} as node {node}",
-                  flush=True)
-        print(f"{label}extensions: {mode}; broadcaster: "
-              f"{'sync' if srv.config.sync_broadcast else 'async'}", flush=True)
+            say_line(f"{label}backplane: {srv.stats()['backplane']['url']} as node {node}")
+        say_line(f"{label}extensions: {mode}; broadcaster: "
+                 f"{'sync' if srv.config.sync_broadcast else 'async'}")
         if "/" in srv.routes:
-            print(f"{label}demo lobby: {http}://{host}:{port}/", flush=True)
+            say_line(f"{label}demo lobby: {http}://{host}:{port}/")
         if link is not None:
             def orphaned() -> Any:
-                print(f"{label}roomer: the supervisor (pid {link.pid}) is gone; stopping",
-                      file=sys.stderr, flush=True)
+                say_line(f"{label}roomer: the supervisor (pid {link.pid}) is gone; "
+                         "stopping", sys.stderr)
                 return asyncio.get_running_loop().create_task(srv.shutdown())
 
             link.listening(orphaned)
@@ -362,7 +361,7 @@ def _serve(args: argparse.Namespace, server: Server, context: ssl.SSLContext | N
         if listening:
             raise
         raise _listen_error(exc, args.host, args.port) from None
-    print(f"{label}roomer stopped", flush=True)
+    say_line(f"{label}roomer stopped")
     return 0
 
 
@@ -427,13 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     label = f"worker {worker}: " if worker else ""
     link = SupervisorLink.from_env()
     if link is not None and not link.attach():
-        print(f"{label}roomer: the supervisor (pid {link.pid}) is gone; not starting",
-              file=sys.stderr, flush=True)
+        say_line(f"{label}roomer: the supervisor (pid {link.pid}) is gone; not starting",
+                 sys.stderr)
         return 1
     try:
         return _run(argv, link, label)
     except CommandError as exc:
-        print(f"{label}roomer: error: {exc}", file=sys.stderr, flush=True)
+        say_line(f"{label}roomer: error: {exc}", sys.stderr)
         return exc.status
 
 

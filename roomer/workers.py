@@ -53,14 +53,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from .config import RESUME_SECRET_ENV
 
 __all__ = [
     "BACKOFF_CAP", "BACKOFF_FIRST", "CRASH_LOOP", "STABLE_AFTER", "STOP_TIMEOUT",
     "GroupError", "GroupLock", "SupervisorLink", "resolve_workers", "run_workers",
-    "worker_argv",
+    "say_line", "worker_argv",
 ]
 
 STOP_TIMEOUT = 15.0  # a worker's shutdown has its own 5 s deadline; this bounds the rest
@@ -286,8 +286,18 @@ class _Worker:
     terminated: bool = False  # this process was sent its SIGTERM
 
 
+def say_line(line: str, file: TextIO | None = None) -> None:
+    """Write ``line`` and its newline (to stdout by default) in one write. The supervisor
+    and its workers share stdout and stderr, and ``print`` writes the newline apart when
+    Python's output is unbuffered (PYTHONUNBUFFERED, usual in containers): two workers'
+    lines would then run together."""
+    out = sys.stdout if file is None else file
+    out.write(line + "\n")
+    out.flush()
+
+
 def _say(text: str) -> None:
-    print(f"roomer: {text}", file=sys.stderr, flush=True)
+    say_line(f"roomer: {text}", sys.stderr)
 
 
 class _Supervisor:
@@ -435,7 +445,7 @@ class _Supervisor:
             if not self.up and all(w.listening for w in self.workers):
                 self.up = True
                 pids = ", ".join(str(w.process.pid) for w in self.workers if w.process)
-                print(f"roomer: {self.count} workers started (pids {pids})", flush=True)
+                say_line(f"roomer: {self.count} workers started (pids {pids})")
             if all(w.given_up for w in self.workers):
                 _say("error: every worker is in a crash loop; stopping")
                 self.failed = True

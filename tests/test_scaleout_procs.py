@@ -493,7 +493,10 @@ async def test_two_workers_on_one_port_share_a_room_and_stop_on_sigterm(
     parent = await _spawn(
         ["-m", "roomer", "serve", "scaleout_app:setup", "--host", "127.0.0.1", "--port",
          str(port), "--workers", "2", "--backplane", broker_url, "--backplane-prefix", prefix,
-         "--node-id", "w", "--log-level", "warning"], "workers")
+         "--node-id", "w", "--log-level", "warning"], "workers",
+        # Unbuffered output (as in most container images) writes a print's newline on its
+        # own: the workers' lines must still come whole.
+        {"PYTHONUNBUFFERED": "1"})
     clients: list[RawClient] = []
     try:
         lines: list[str] = []

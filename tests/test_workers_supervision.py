@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clusterkit import eventually
@@ -257,3 +259,28 @@ def test_group_lock_is_one_holder_at_a_time(tmp_path: Path,
 
 def test_backoff_doubles_to_its_cap() -> None:
     assert [workers.backoff(n) for n in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_a_line_is_one_write_even_when_output_is_unbuffered() -> None:
+    # The supervisor and its workers share stdout and stderr. Under PYTHONUNBUFFERED (as
+    # in most container images) print() writes a line's newline on its own, so two
+    # workers' lines could run together; each line they say is written whole.
+    class Recorder(io.RawIOBase):
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            self.writes.append(bytes(data))
+            return len(data)
+
+    raw = Recorder()
+    out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # what -u gives
+    print("worker 1/2: roomer listening", file=out, flush=True)
+    assert raw.writes == [b"worker 1/2: roomer listening", b"\n"]  # the hazard
+    raw.writes.clear()
+    workers.say_line("worker 1/2: roomer listening", out)
+    workers.say_line("worker 1/2: roomer stopped", out)
+    assert raw.writes == [b"worker 1/2: roomer listening\n", b"worker 1/2: roomer stopped\n"]
