@@ -377,7 +377,8 @@ def run_game(server: str, cfg: GameConfig, room_size: int, payload: int) -> Game
         session = GameSession(server, cfg, room_size, payload, server_args=args)
         session.settle()
         res = session.measure(cfg.rate, cfg.duration)
-        res.write_delay_ms, res.poll_interval_ms = applied.values()
+        for option, value in applied.items():
+            setattr(res, option, value)
         return res
     except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
         return _failed(server, cfg, room_size, payload, cfg.rate, exc)
@@ -434,7 +435,8 @@ def run_sweep(server: str, cfg: GameConfig, room_size: int, payload: int,
                 session = GameSession(server, cfg, room_size, payload, server_args=args)
                 session.settle()
             res = session.measure(rate, cfg.sweep_duration)
-            res.write_delay_ms, res.poll_interval_ms = applied.values()
+            for option, value in applied.items():
+                setattr(res, option, value)
         except (ChildError, OSError, TimeoutError, KeyError, ValueError) as exc:
             res = _failed(server, cfg, room_size, payload, rate, exc)
         if res.error or res.drain == "timeout":
