@@ -257,8 +257,9 @@ class Config:
         if isinstance(self.poll_interval, bool) or self.poll_interval != 0:  # 0: none
             _check_seconds("poll_interval", self.poll_interval)
             if self.poll_interval > MAX_POLL_INTERVAL:
-                raise ValueError("poll_interval must be at most 0.05 seconds (50 ms): a "
-                                 "longer sleep would read as a stall of the server")
+                raise ValueError(f"poll_interval must be at most {MAX_POLL_INTERVAL:g} "
+                                 f"seconds ({MAX_POLL_INTERVAL * 1000:g} ms): a longer sleep "
+                                 "would read as a stall of the server")
         _check_seconds("ping_timeout", self.ping_timeout)
         _check_seconds("handshake_timeout", self.handshake_timeout)
         if isinstance(self.resume_window, bool) or self.resume_window != 0:  # 0: off
