@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -145,6 +146,43 @@ async def test_one_senders_flood_does_not_take_the_others_frames(
               f"(dropped_share {state['dropped_share']}); {len(got)}/{ticks} ticks arrived")
         assert refused > 0 and state["dropped_share"] == refused
         assert taken > 0  # the flooder still gets its share through
+
+
+async def test_a_nats_connection_lost_inside_nats_pys_close_is_taken_as_lost_at_once(
+        private_nats: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """The broker goes while data waits in nats-py's buffer and uvloop has already closed
+    the socket: nats-py's close writes that data anyway, the RuntimeError stops it before
+    its closed callback, and its read loop logs the error with a traceback (a CI run of
+    the broker-restart test saw it). The transport takes that as the loss at once, logs
+    the loss itself, reconnects, and frames cross again. The probe is made too slow to be
+    what notices; the fault is made exact: data put in nats-py's buffer, the socket
+    aborted under it."""
+    slow_probe = {"probe_interval": 60.0, "probe_timeout": 120.0}
+    a = create(private_nats.url, timeout=2.0, **slow_probe)
+    b = create(private_nats.url, timeout=2.0, **slow_probe)
+    states: list[bool] = []
+    got: list[bytes] = []
+    await a.connect(states.append)
+    await b.connect(lambda up: None)
+    try:
+        await b.subscribe("c", got.append)
+        nc = a._nc
+        nc._pending.append(b"PING\r\n")
+        nc._pending_data_size += 6
+        nc._transport._io_writer.transport.abort()
+        await eventually(lambda: states == [False], timeout=5, what="the loss seen")
+        await eventually(lambda: a.connected, timeout=10, what="reconnected")
+        assert states == [False, True] and a.state()["outages"] == 1
+        a.publish("c", b"after")
+        await eventually(lambda: got == [b"after"], what="frames cross")
+    finally:
+        await a.close()
+        await b.close()
+    lost = [r.getMessage() for r in caplog.records if "lost the broker" in r.getMessage()]
+    assert len(lost) == 1 and "ConnectionError: connection to NATS lost" in lost[0], lost
+    from_nats = [r for r in caplog.records if r.name.startswith("nats")
+                 and r.levelno >= logging.ERROR]
+    assert not from_nats, [r.getMessage() for r in from_nats]
 
 
 @pytest.fixture(params=["redis", "nats"])

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from types import TracebackType
 from typing import Any
 
 from .errors import MissingExtra
@@ -45,6 +47,44 @@ __all__ = ["NatsTransport"]
 _CLAIMS_BUCKET = "roomer_claims"
 
 log = logging.getLogger("roomer.backplane")
+
+
+def _closing_client(tb: TracebackType | None) -> Any:
+    """The nats-py client whose close() the traceback passes through, if any."""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_close":
+            client = frame.f_locals.get("self")
+            if isinstance(client, NATS):
+                return client
+        tb = tb.tb_next
+    return None
+
+
+class _LostInClose(logging.Filter):
+    """nats-py's close, when the broker went while data waited to be written, writes that
+    data to the socket uvloop has already closed: the RuntimeError stops the close before
+    its closed callback, and nats-py's read loop logs it at ERROR with a traceback. For a
+    client of ours that record is the only word that the connection is lost (the probe
+    would notice seconds later, as a timeout): take it as the loss, and drop the record,
+    since the transport logs the loss itself. Anyone else's records pass untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, RuntimeError):
+            return True
+        client = _closing_client(exc.__traceback__)
+        owner = _owners.get(client) if client is not None else None
+        if owner is None or owner._nc is not client:
+            return True
+        owner._failed(ConnectionError(f"connection to NATS lost ({exc})"))
+        return False
+
+
+# Our live clients and the transport each belongs to, for _LostInClose.
+_owners: weakref.WeakKeyDictionary[Any, NatsTransport] = weakref.WeakKeyDictionary()
+if _INSTALLED:
+    logging.getLogger("nats.aio.client").addFilter(_LostInClose())
 
 # Messages one subscription may hold before its handler runs.
 _PENDING_MSGS = 65_536
@@ -87,6 +127,7 @@ class NatsTransport(Transport):
             log.debug("backplane %s: nats-py reports %r", self.url, exc)
 
         self._nc = nc
+        _owners[nc] = self
         # nats-py annotates these seconds as int; it uses them as floats.
         seconds: Any = self.timeout
         await nc.connect(
