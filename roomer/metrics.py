@@ -32,6 +32,11 @@ GAUGES = (
     ("game_watches", "roomer_game_watches", "Connections watching a room list."),
     ("sessions_held", "roomer_sessions_held",
      "Dropped sessions held for their client to resume (resume_window)."),
+    ("outbox_bytes", "roomer_outbox_bytes",
+     "Bytes allocated for the connections' outboxes; a quiet connection holds none."),
+    ("read_buffer_bytes", "roomer_read_buffer_bytes",
+     "Bytes of the connections' read buffers, back to their initial size once quiet "
+     "(the compiled server only: the pure-Python one cannot see them)."),
     ("http_open", "roomer_http_answers_open", "Plain-HTTP answers being written."),
     ("http_waiting", "roomer_http_answers_waiting",
      "Plain-HTTP answers waiting for their client to read (its transport buffer full)."),

@@ -551,10 +551,14 @@ class Server:
         """Counters and gauges (what /metrics shows). Any thread."""
         engine = self._core._engine
         namespaces = list(self._core.namespaces.values())
-        gauges = {"connections": len(self.registry.conns),
+        conns = list(self.registry.conns.values())
+        gauges = {"connections": len(conns),
                   "rooms": sum(len(ns.registry.rooms) for ns in namespaces),
                   "sessions_held": len(self._core.sessions.held),
+                  "outbox_bytes": sum(conn.outbox_capacity for conn in conns),
                   **self._core.games.stats()}
+        if fanout.COMPILED:  # the pure-Python twin cannot see picows' read buffers
+            gauges["read_buffer_bytes"] = sum(conn.read_buffer_capacity for conn in conns)
         out = self.metrics.snapshot(gauges, engine.stats if engine is not None else {})
         cluster = self.registry.cluster
         if cluster is not None:

@@ -13,6 +13,7 @@ from rawhttp import exchange, get
 from waiting import scaled
 
 import roomer
+from roomer import fanout
 from roomer.cli import _parser, build_server
 from roomer.config import Config
 from roomer.http import HttpSide
@@ -73,6 +74,13 @@ async def test_metrics_counters(make_server) -> None:
     assert _metric(text, 'roomer_errors_total{code="forbidden"}') == 2
     assert _metric(text, 'roomer_errors_total{code="not_member"}') == 0
     assert "# TYPE roomer_messages_in_total counter" in text
+    # What the two connections' buffers hold: the compiled server sees picows' read
+    # buffers (each starts at read_buffer_size); the pure-Python one cannot, and says none.
+    assert _metric(text, "roomer_outbox_bytes") >= 0
+    if fanout.COMPILED:
+        assert _metric(text, "roomer_read_buffer_bytes") >= 2 * server.config.read_buffer_size
+    else:
+        assert "roomer_read_buffer_bytes" not in text
 
 
 async def test_every_error_code_is_counted(make_server) -> None:
