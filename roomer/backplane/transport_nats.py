@@ -310,3 +310,10 @@ class NatsTransport(Transport):
             with contextlib.suppress(Exception):
                 # A stalled server would hold nats-py's close (it flushes first).
                 await asyncio.wait_for(nc.close(), min(self.timeout, _CLOSE_WAIT))
+            # A close nats-py broke off (_LostInClose) left its subscriptions' tasks
+            # waiting for messages: end them, or each is collected pending and asyncio
+            # logs it as an error. For the others this does nothing.
+            for sub in list(getattr(nc, "_subs", {}).values()):
+                stop = getattr(sub, "_stop_processing", None)
+                if stop is not None:
+                    stop()
