@@ -33,10 +33,11 @@ server.run("127.0.0.1", 0, on_started=lambda srv: print(srv.address[1], flush=Tr
 CONNECTIONS = 100
 # What one connection may keep after its burst, beyond the idle figure.
 SLACK_PER_CONNECTION = 8 * 1024
-# What the allocators keep of a burst whatever the connection count: pymalloc frees a
-# 1 MiB arena only once every object in it is gone, and one survivor of the burst pins
-# the pages it touched. 100 connections each flooding kept 0.3-2.5 MiB alone and up to
-# 3.5 MiB beside the rest of the suite, while malloc's bytes in use grew by 15-28 KiB.
+# What the allocators keep of a burst, growing far slower than the connections: pymalloc
+# frees a 1 MiB arena only once every object in it is gone (one survivor of the burst
+# pins the pages it touched), and malloc's heap keeps a few pages. 100 connections each
+# flooding kept 0.7-2.5 MiB alone (300: 2.2-2.6) and up to 3.5 MiB beside the rest of
+# the suite, while malloc's bytes in use grew by 15-28 KiB.
 SLACK = 4 << 20
 
 
